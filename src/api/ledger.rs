@@ -1,0 +1,158 @@
+//! Read-only ledger endpoints: head, keys, events, streams, checkpoints and proofs.
+
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::IntoResponse;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::AppState;
+use super::error::ApiError;
+use crate::log::envelope::EventJson;
+use crate::log::store::Direction;
+
+const MAX_PAGE: usize = 1000;
+
+fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    q.map(|Query(t)| t).map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
+}
+
+pub async fn head(State(s): State<AppState>) -> Json<Value> {
+    Json(json!(s.ledger.head()))
+}
+
+pub async fn keys(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(json!({"origin": s.ledger.origin(), "keys": s.ledger.keys()?})))
+}
+
+#[derive(Deserialize)]
+pub struct CheckpointQuery {
+    size: Option<u64>,
+}
+
+/// The signed note as `text/plain`, the form tlog clients consume.
+pub async fn checkpoint(
+    State(s): State<AppState>,
+    q: Result<Query<CheckpointQuery>, QueryRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let q = query(q)?;
+    let note = match q.size {
+        None => s.ledger.head().checkpoint,
+        Some(size) => s.ledger.checkpoint(size)?.ok_or_else(|| {
+            ApiError::not_found("no_checkpoint", format!("no checkpoint was signed at tree size {size}"))
+        })?,
+    };
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], note))
+}
+
+#[derive(Deserialize)]
+pub struct PageQuery {
+    from: Option<u64>,
+    limit: Option<usize>,
+    direction: Option<Direction>,
+}
+
+fn limit(l: Option<usize>) -> Result<usize, ApiError> {
+    match l.unwrap_or(100) {
+        0 => Err(ApiError::bad_request("invalid_query", "limit must be at least 1")),
+        n if n > MAX_PAGE => Err(ApiError::bad_request("invalid_query", format!("limit must be at most {MAX_PAGE}"))),
+        n => Ok(n),
+    }
+}
+
+pub async fn events(
+    State(s): State<AppState>,
+    q: Result<Query<PageQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let q = query(q)?;
+    let from = q.from.unwrap_or(0);
+    let events: Vec<EventJson> = s.ledger.read_all(from, limit(q.limit)?)?.iter().map(|e| e.to_json()).collect();
+    let next = events.last().map_or(from, |e| e.unsigned.position + 1);
+    Ok(Json(json!({"events": events, "next": next})))
+}
+
+pub async fn event(State(s): State<AppState>, Path(position): Path<String>) -> Result<Json<EventJson>, ApiError> {
+    let position: u64 = position
+        .parse()
+        .map_err(|_| ApiError::bad_request("invalid_position", format!("{position:?} is not a position")))?;
+    s.ledger
+        .event(position)?
+        .map(|e| Json(e.to_json()))
+        .ok_or_else(|| ApiError::not_found("no_event", format!("no event at position {position}")))
+}
+
+pub async fn event_by_id(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<EventJson>, ApiError> {
+    let id = Uuid::parse_str(&id).map_err(|_| ApiError::bad_request("invalid_event_id", format!("{id:?} is not a UUID")))?;
+    s.ledger
+        .event_by_id(id)?
+        .map(|e| Json(e.to_json()))
+        .ok_or_else(|| ApiError::not_found("no_event", format!("no event with id {id}")))
+}
+
+pub async fn stream(
+    State(s): State<AppState>,
+    Path(stream): Path<String>,
+    q: Result<Query<PageQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let q = query(q)?;
+    let direction = q.direction.unwrap_or(Direction::Forward);
+    let from = q.from.unwrap_or(match direction {
+        Direction::Forward => 0,
+        Direction::Backward => u64::MAX,
+    });
+    let events: Vec<EventJson> =
+        s.ledger.read_stream(&stream, from, direction, limit(q.limit)?)?.iter().map(|e| e.to_json()).collect();
+    Ok(Json(json!({"stream": stream, "events": events})))
+}
+
+#[derive(Deserialize)]
+pub struct InclusionQuery {
+    position: u64,
+    tree_size: Option<u64>,
+}
+
+pub async fn inclusion(
+    State(s): State<AppState>,
+    q: Result<Query<InclusionQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let q = query(q)?;
+    let size = q.tree_size.unwrap_or_else(|| s.ledger.head().size);
+    let (leaf, proof) = s.ledger.inclusion_proof(q.position, size)?;
+    let event_hash = s.ledger.event(q.position)?.map(|e| e.hash);
+    Ok(Json(json!({
+        "position": q.position,
+        "tree_size": size,
+        "event_hash": event_hash,
+        "leaf_hash": hex::encode(leaf),
+        "proof": proof.iter().map(hex::encode).collect::<Vec<_>>(),
+        "root": hex::encode(s.ledger.root_at(size)?),
+        "checkpoint": s.ledger.checkpoint(size)?,
+    })))
+}
+
+#[derive(Deserialize)]
+pub struct ConsistencyQuery {
+    from: u64,
+    to: Option<u64>,
+}
+
+pub async fn consistency(
+    State(s): State<AppState>,
+    q: Result<Query<ConsistencyQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let q = query(q)?;
+    let to = q.to.unwrap_or_else(|| s.ledger.head().size);
+    let proof = s.ledger.consistency_proof(q.from, to)?;
+    Ok(Json(json!({
+        "from": q.from,
+        "to": to,
+        "proof": proof.iter().map(hex::encode).collect::<Vec<_>>(),
+        "root_from": hex::encode(s.ledger.root_at(q.from)?),
+        "root_to": hex::encode(s.ledger.root_at(to)?),
+        "checkpoint_from": s.ledger.checkpoint(q.from)?,
+        "checkpoint_to": s.ledger.checkpoint(to)?,
+    })))
+}

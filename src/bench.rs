@@ -1,0 +1,251 @@
+//! `provenant bench ledger`: append, verify and read rates, measured beside the ceilings
+//! this machine allows (raw redb inserts, raw ed25519 signing and batch verification).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use ed25519_dalek::{Signature, Signer, SigningKey};
+use serde_json::{Map, Value, json};
+
+use crate::log::{self, ExpectedVersion, Ledger, NewEvent};
+
+type Failure = Box<dyn std::error::Error + Send + Sync>;
+
+/// A scratch dir on the working directory's file system: a tmpfs `/tmp` would fake fsync.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Result<Scratch, Failure> {
+        let p = std::env::current_dir()?.join(format!(".provenant-bench-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p)?;
+        Ok(Scratch(p))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn payload(task: usize, i: u64) -> Value {
+    // About 200 bytes in canonical form.
+    json!({
+        "model_version_id": format!("{:032x}", (task as u128) << 64 | i as u128),
+        "stage": "Staging",
+        "annotation": "promoted after the weekly validation run passed all checks",
+        "task": task,
+        "sequence": i,
+    })
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1e3
+}
+
+struct AppendRun {
+    events: u64,
+    per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+async fn append_run(dir: &Path, appenders: usize, seconds: f64) -> Result<(Ledger, AppendRun), Failure> {
+    Ledger::init(dir)?;
+    let ledger = Ledger::open(dir, log::Config::default())?;
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for t in 0..appenders {
+        let ledger = ledger.clone();
+        tasks.push(tokio::spawn(async move {
+            let stream = format!("bench-{t}");
+            let mut expected = ExpectedVersion::NoStream;
+            let mut latencies = Vec::new();
+            let mut i = 0u64;
+            while Instant::now() < deadline {
+                let ev = NewEvent {
+                    event_type: "BenchEventRecorded".into(),
+                    schema_version: 1,
+                    actor: "system:bench".into(),
+                    payload: payload(t, i),
+                };
+                let t0 = Instant::now();
+                let a = ledger.append(&stream, expected, vec![ev]).await?;
+                latencies.push(t0.elapsed());
+                expected = ExpectedVersion::Exact(a.events[0].stream_version);
+                i += 1;
+            }
+            Ok::<_, log::AppendError>(latencies)
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    all.sort();
+    let run = AppendRun {
+        events: all.len() as u64,
+        per_sec: all.len() as f64 / elapsed,
+        p50_ms: percentile(&all, 0.5),
+        p99_ms: percentile(&all, 0.99),
+    };
+    Ok((ledger, run))
+}
+
+/// Raw redb: the same record bytes, no hashing or signing, `per_txn` per durable commit.
+fn raw_redb(dir: &Path, records: &[Vec<u8>], per_txn: usize) -> Result<f64, Failure> {
+    const T: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("raw");
+    let db = redb::Database::create(dir.join(format!("raw-{per_txn}.redb")))?;
+    let started = Instant::now();
+    for (c, chunk) in records.chunks(per_txn).enumerate() {
+        let mut txn = db.begin_write()?;
+        txn.set_durability(redb::Durability::Immediate)?;
+        {
+            let mut t = txn.open_table(T)?;
+            for (i, r) in chunk.iter().enumerate() {
+                t.insert((c * per_txn + i) as u64, r.as_slice())?;
+            }
+        }
+        txn.commit()?;
+    }
+    Ok(records.len() as f64 / started.elapsed().as_secs_f64())
+}
+
+fn on_all_cores<F: Fn() -> u64 + Sync>(f: F) -> u64 {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..cores).map(|_| s.spawn(&f)).collect();
+        handles.into_iter().map(|h| h.join().unwrap_or(0)).sum()
+    })
+}
+
+/// Raw ed25519 signing and batch verification (batches of 1024) on every core, per second.
+fn raw_ed25519(seconds: f64) -> (f64, f64) {
+    let key = SigningKey::from_bytes(&[7; 32]);
+    let messages: Vec<[u8; 50]> = (0..1024u32)
+        .map(|i| log::envelope::signing_message(&log::envelope::Digest(*blake3::hash(&i.to_le_bytes()).as_bytes())))
+        .collect();
+    let signatures: Vec<Signature> = messages.iter().map(|m| key.sign(m)).collect();
+    let budget = Duration::from_secs_f64(seconds);
+    let started = Instant::now();
+    let signed = on_all_cores(|| {
+        let t0 = Instant::now();
+        let mut n = 0u64;
+        while t0.elapsed() < budget {
+            for m in &messages[..64] {
+                std::hint::black_box(key.sign(m));
+            }
+            n += 64;
+        }
+        n
+    });
+    let sign_rate = signed as f64 / started.elapsed().as_secs_f64();
+    let refs: Vec<&[u8]> = messages.iter().map(|m| m.as_slice()).collect();
+    let keys = vec![key.verifying_key(); messages.len()];
+    let started = Instant::now();
+    let verified = on_all_cores(|| {
+        let t0 = Instant::now();
+        let mut n = 0u64;
+        while t0.elapsed() < budget {
+            if ed25519_dalek::verify_batch(&refs, &signatures, &keys).is_ok() {
+                n += refs.len() as u64;
+            }
+        }
+        n
+    });
+    (sign_rate, verified as f64 / started.elapsed().as_secs_f64())
+}
+
+pub async fn ledger(seconds: f64, as_json: bool) -> Result<(), Failure> {
+    let scratch = Scratch::new("ledger")?;
+    let mut figures = Map::new();
+    let mut say = |name: &str, value: f64, line: String| {
+        figures.insert(name.to_string(), json!((value * 1000.0).round() / 1000.0));
+        if !as_json {
+            println!("{line}");
+        }
+    };
+    if !as_json {
+        println!(
+            "provenant bench ledger ({} build, {} cores, {seconds} s per run)",
+            if cfg!(debug_assertions) { "DEBUG" } else { "release" },
+            std::thread::available_parallelism().map_or(0, |n| n.get())
+        );
+    }
+    let mut runs = Vec::new();
+    let mut last = None;
+    for appenders in [1usize, 16, 256] {
+        let dir = scratch.0.join(format!("append-{appenders}"));
+        let (ledger, run) = append_run(&dir, appenders, seconds).await?;
+        say(
+            &format!("append_{appenders}_events_per_s"),
+            run.per_sec,
+            format!(
+                "append, {appenders:>3} appenders: {:>9.0} events/s  p50 {:.2} ms  p99 {:.2} ms  ({} events)",
+                run.per_sec, run.p50_ms, run.p99_ms, run.events
+            ),
+        );
+        say(&format!("append_{appenders}_p50_ms"), run.p50_ms, String::new());
+        say(&format!("append_{appenders}_p99_ms"), run.p99_ms, String::new());
+        runs.push(run);
+        last = Some(ledger);
+    }
+    let ledger = last.ok_or("no run")?;
+    let snap = ledger.snapshot()?;
+    let size = snap.size()?;
+
+    let t0 = Instant::now();
+    let report = log::verify::verify(&snap, &log::verify::Options::default(), &mut |_, _| {})?;
+    let verify_rate = size as f64 / t0.elapsed().as_secs_f64();
+    if let Some(f) = report.failure {
+        return Err(format!("the benchmark's own log failed verification at {}: {}", f.position, f.reason).into());
+    }
+    say("verify_events_per_s", verify_rate, format!("verify:                 {verify_rate:>9.0} events/s ({size} events)"));
+
+    let t0 = Instant::now();
+    let mut from = 0;
+    while from < size {
+        from += snap.read_all(from, 1000)?.len() as u64;
+    }
+    let read_rate = size as f64 / t0.elapsed().as_secs_f64();
+    say("read_events_per_s", read_rate, format!("read (decoded):         {read_rate:>9.0} events/s"));
+
+    let records: Vec<Vec<u8>> = snap.records(0, size)?.into_iter().map(|(_, r)| r).collect();
+    let raw_dir = scratch.0.join("raw");
+    std::fs::create_dir_all(&raw_dir)?;
+    let raw_batch = raw_redb(&raw_dir, &records, 1000)?;
+    let fsync_rate = raw_redb(&raw_dir, &records[..records.len().min(300)], 1)?;
+    let (sign_rate, batch_verify_rate) = raw_ed25519(seconds.min(2.0));
+    let top = &runs[2];
+    say("ceiling_redb_1000_per_txn_events_per_s", raw_batch, format!(
+        "ceiling (a) raw redb, same bytes, 1000/txn: {raw_batch:>9.0} events/s   append@256 is {:.2}x of it",
+        top.per_sec / raw_batch
+    ));
+    say("ceiling_redb_1_per_txn_commits_per_s", fsync_rate, format!(
+        "ceiling     raw redb, 1 event per durable commit: {fsync_rate:>7.0} commits/s   append@1 is {:.2}x of it",
+        runs[0].per_sec / fsync_rate
+    ));
+    say("ceiling_ed25519_sign_per_s", sign_rate, format!(
+        "ceiling (b) ed25519 sign, all cores: {sign_rate:>9.0} /s   append@256 is {:.2}x of it",
+        top.per_sec / sign_rate
+    ));
+    say("ceiling_ed25519_batch_verify_per_s", batch_verify_rate, format!(
+        "ceiling (b) ed25519 batch verify, all cores: {batch_verify_rate:>9.0} /s   verify is {:.2}x of it",
+        verify_rate / batch_verify_rate
+    ));
+    say("ratio_append_256_to_redb", top.per_sec / raw_batch, String::new());
+    say("ratio_append_1_to_fsync", runs[0].per_sec / fsync_rate, String::new());
+    say("ratio_append_256_to_sign", top.per_sec / sign_rate, String::new());
+    say("ratio_verify_to_batch_verify", verify_rate / batch_verify_rate, String::new());
+    if as_json {
+        println!("{}", Value::Object(figures));
+    }
+    Ok(())
+}

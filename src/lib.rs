@@ -1,0 +1,8 @@
+//! Provenant: an MLOps registry, deployment manager and scoring runtime whose source of
+//! truth is a signed, hash-chained, append-only event ledger.
+
+pub mod api;
+pub mod bench;
+pub mod blobs;
+pub mod log;
+pub mod progress;

@@ -1,0 +1,222 @@
+//! The `provenant` command line.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use provenant::api::{self, AppState};
+use provenant::log::{self, ExpectedVersion, Ledger, NewEvent, keys};
+use serde_json::json;
+
+#[derive(Parser)]
+#[command(name = "provenant", version, about = "MLOps registry and scorer on a signed event ledger")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+struct DataDir {
+    /// Data directory (ledger, keys, blobs).
+    #[arg(long = "data", env = "PROVENANT_DATA", default_value = "provenant-data")]
+    dir: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a data dir with a new ledger key and the genesis event.
+    Init(DataDir),
+    /// Serve the HTTP API (initializing the data dir on first start).
+    Serve {
+        #[command(flatten)]
+        data: DataDir,
+        /// Address to listen on.
+        #[arg(long, env = "PROVENANT_ADDR", default_value = "127.0.0.1:8080")]
+        addr: String,
+    },
+    /// Re-check every hash, signature, stream version, Merkle node and checkpoint.
+    /// Exit 0: intact; 1: tampered; 2: usage or I/O error.
+    Verify {
+        #[command(flatten)]
+        data: DataDir,
+        /// Check each signature with verify_strict instead of batch verification.
+        #[arg(long)]
+        strict: bool,
+        /// Hex public key the genesis event must carry.
+        #[arg(long)]
+        key: Option<String>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replace the ledger signing key; the rotation is an event signed by the old key.
+    RotateKey(DataDir),
+    /// Benchmarks (release mode).
+    Bench {
+        #[command(subcommand)]
+        what: BenchWhat,
+    },
+    /// Appends from many tasks until killed, printing `ack <position> <hash>` per durable
+    /// event (used by the crash-safety test).
+    #[command(hide = true)]
+    Torture {
+        #[command(flatten)]
+        data: DataDir,
+        #[arg(long, default_value_t = 32)]
+        tasks: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchWhat {
+    /// Ledger append, verify and read throughput against raw redb and ed25519 ceilings.
+    Ledger {
+        /// Seconds per append measurement.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+        /// Print the figures as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match rt.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+type Failure = Box<dyn std::error::Error + Send + Sync>;
+
+async fn run(command: Command) -> Result<ExitCode, Failure> {
+    match command {
+        Command::Init(d) => {
+            let key = Ledger::init(&d.dir)?;
+            println!("initialized ledger in {}", d.dir.display());
+            println!("ledger key id {} public key {}", key.id, key.public_hex());
+        }
+        Command::Serve { data, addr } => serve(data, addr).await?,
+        Command::Verify { data, strict, key, json } => return verify(data, strict, key, json),
+        Command::RotateKey(d) => {
+            let ledger = Ledger::open(&d.dir, log::Config::default())?;
+            let (info, appended) = ledger.rotate_key("system:cli").await?;
+            println!(
+                "rotated to key {} ({}) at position {}",
+                info.key_id,
+                info.public_key,
+                appended.events.first().map_or(0, |e| e.position)
+            );
+        }
+        Command::Bench { what: BenchWhat::Ledger { seconds, json } } => {
+            provenant::bench::ledger(seconds, json).await?;
+        }
+        Command::Torture { data, tasks } => torture(data, tasks).await?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve(data: DataDir, addr: String) -> Result<(), Failure> {
+    if !data.dir.join(log::DB_FILE).exists() {
+        let key = Ledger::init(&data.dir)?;
+        eprintln!("initialized a new ledger in {} (key id {})", data.dir.display(), key.id);
+    }
+    let ledger = Ledger::open(&data.dir, log::Config::default())?;
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let local = listener.local_addr()?;
+    let head = ledger.head();
+    println!("provenant listening on http://{local} (data {}, {} events)", data.dir.display(), head.size);
+    println!("ledger head: http://{local}/api/v1/ledger/head");
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    api::serve(listener, AppState { ledger }, shutdown).await?;
+    Ok(())
+}
+
+fn verify(data: DataDir, strict: bool, key: Option<String>, as_json: bool) -> Result<ExitCode, Failure> {
+    let trusted_key = match key {
+        None => None,
+        Some(k) => Some(keys::parse_public(&k).ok_or("--key is not a 64-hex-digit Ed25519 public key")?),
+    };
+    let ledger = Ledger::open(&data.dir, log::Config::default())?;
+    let snap = ledger.snapshot()?;
+    let total = snap.size()?;
+    let bar = provenant::progress::bar(total, "verifying");
+    let started = std::time::Instant::now();
+    let report = log::verify::verify(&snap, &log::verify::Options { strict, trusted_key }, &mut |done, _| {
+        bar.set_position(done)
+    })?;
+    bar.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    if as_json {
+        println!("{}", json!({"report": report, "seconds": secs}));
+    } else if let Some(f) = &report.failure {
+        println!("TAMPERED: first bad position {}: {}", f.position, f.reason);
+    } else {
+        println!(
+            "intact: {} events, {} streams, {} keys, {} signed checkpoints checked, root {} ({:.0} events/s)",
+            report.events,
+            report.streams,
+            report.keys,
+            report.checkpoints,
+            report.root,
+            report.events as f64 / secs.max(1e-9)
+        );
+    }
+    Ok(if report.intact() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+async fn torture(data: DataDir, tasks: usize) -> Result<(), Failure> {
+    if !data.dir.join(log::DB_FILE).exists() {
+        Ledger::init(&data.dir)?;
+    }
+    let ledger = Ledger::open(&data.dir, log::Config::default())?;
+    let out = Arc::new(std::sync::Mutex::new(std::io::stdout()));
+    let mut handles = Vec::new();
+    for t in 0..tasks {
+        let ledger = ledger.clone();
+        let out = out.clone();
+        handles.push(tokio::spawn(async move {
+            let stream = format!("torture-{t}");
+            let mut expected = match ledger.snapshot().and_then(|s| s.stream_head(&stream)) {
+                Ok(Some(v)) => ExpectedVersion::Exact(v),
+                _ => ExpectedVersion::NoStream,
+            };
+            for i in 0u64.. {
+                let ev = NewEvent {
+                    event_type: "TortureAppended".into(),
+                    schema_version: 1,
+                    actor: "system:torture".into(),
+                    payload: json!({"task": t, "i": i}),
+                };
+                let Ok(a) = ledger.append(&stream, expected, vec![ev]).await else { break };
+                let Ok(mut o) = out.lock() else { break };
+                for e in &a.events {
+                    let _ = writeln!(o, "ack {} {}", e.position, e.hash);
+                    expected = ExpectedVersion::Exact(e.stream_version);
+                }
+                let _ = o.flush();
+            }
+        }));
+    }
+    for h in handles {
+        let _ = h.await;
+    }
+    Ok(())
+}
