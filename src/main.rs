@@ -154,8 +154,7 @@ fn verify(data: DataDir, strict: bool, key: Option<String>, as_json: bool) -> Re
         None => None,
         Some(k) => Some(keys::parse_public(&k).ok_or("--key is not a 64-hex-digit Ed25519 public key")?),
     };
-    let ledger = Ledger::open(&data.dir, log::Config::default())?;
-    let snap = ledger.snapshot()?;
+    let snap = log::read_only(&data.dir)?;
     let total = snap.size()?;
     let bar = provenant::progress::bar(total, "verifying");
     let started = std::time::Instant::now();

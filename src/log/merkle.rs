@@ -237,14 +237,14 @@ pub fn verify_consistency(
     if size2 < size1 {
         return Err(ProofError::SizesReversed { size1, size2 });
     }
+    if size1 == 0 {
+        return Err(ProofError::FromEmptyTree);
+    }
     if size1 == size2 {
         if !proof.is_empty() || root1 != root2 {
             return Err(ProofError::EqualSizes);
         }
         return Ok(());
-    }
-    if size1 == 0 {
-        return Err(ProofError::FromEmptyTree);
     }
     let inner_full = inner_proof_size(size1 - 1, size2);
     let border = ((size1 - 1) >> inner_full).count_ones() as usize;
@@ -309,6 +309,14 @@ pub fn verify_subtree_consistency(
     subtree_root: &Node,
     root: &Node,
 ) -> Result<(), ProofError> {
+    if start == end && end <= size {
+        // The empty subtree is consistent with any tree: its hash is the empty root.
+        return if proof.is_empty() && *subtree_root == empty_root() {
+            Ok(())
+        } else {
+            Err(ProofError::InvalidSubtree { start, end, size })
+        };
+    }
     if !is_valid_subtree(start, end) || end > size {
         return Err(ProofError::InvalidSubtree { start, end, size });
     }

@@ -193,6 +193,7 @@ struct Inner {
     config: Config,
     tx: mpsc::Sender<Request>,
     head: watch::Receiver<Head>,
+    writer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 fn open_db(dir: &Path, create: bool) -> Result<Database, LogError> {
@@ -235,6 +236,27 @@ fn load_tail(db: &Database, keys_dir: &Path) -> Result<Tail, LogError> {
         keys,
         checkpoint,
     })
+}
+
+fn checked_snapshot(db: &Database) -> Result<Snapshot, LogError> {
+    let snap = Snapshot::new(db)?;
+    let found = snap.meta("format_version")?.map(|v| String::from_utf8_lossy(&v).into_owned());
+    if found.as_deref() != Some(store::FORMAT_VERSION.to_string().as_str()) {
+        return Err(LogError::UnsupportedFormat {
+            found: found.unwrap_or_else(|| "none".into()),
+            supported: store::FORMAT_VERSION,
+        });
+    }
+    Ok(snap)
+}
+
+/// A read-only snapshot of a data dir's log, without the writer or any secret key: what an
+/// auditor holding a copy of the data dir runs `verify` on.
+pub fn read_only(dir: &Path) -> Result<Snapshot, LogError> {
+    if !dir.join(DB_FILE).exists() {
+        return Err(LogError::NotInitialized(dir.to_path_buf()));
+    }
+    checked_snapshot(&open_db(dir, false)?)
 }
 
 /// Validates and canonicalizes events in the appending task, off the writer thread.
@@ -360,14 +382,7 @@ impl Ledger {
             return Err(LogError::NotInitialized(dir.to_path_buf()));
         }
         let db = Arc::new(open_db(dir, false)?);
-        let snap = Snapshot::new(&db)?;
-        let found = snap.meta("format_version")?.map(|v| String::from_utf8_lossy(&v).into_owned());
-        if found.as_deref() != Some(store::FORMAT_VERSION.to_string().as_str()) {
-            return Err(LogError::UnsupportedFormat {
-                found: found.unwrap_or_else(|| "none".into()),
-                supported: store::FORMAT_VERSION,
-            });
-        }
+        let snap = checked_snapshot(&db)?;
         let origin = snap
             .meta("origin")?
             .map(|v| String::from_utf8_lossy(&v).into_owned())
@@ -386,11 +401,24 @@ impl Ledger {
             head_tx,
             max_group_events: config.max_group_events,
         };
-        std::thread::Builder::new()
+        let handle = std::thread::Builder::new()
             .name("ledger-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(|e| LogError::Io(format!("starting the writer thread: {e}")))?;
-        Ok(Ledger { inner: Arc::new(Inner { db, dir: dir.to_path_buf(), origin, config, tx, head }) })
+        let writer = std::sync::Mutex::new(Some(handle));
+        Ok(Ledger { inner: Arc::new(Inner { db, dir: dir.to_path_buf(), origin, config, tx, head, writer }) })
+    }
+
+    /// Stops the writer after the requests already queued and releases the data dir.
+    /// Fails if other handles to this ledger are still alive.
+    pub fn close(self) -> Result<(), Ledger> {
+        let inner = Arc::try_unwrap(self.inner).map_err(|inner| Ledger { inner })?;
+        let handle = inner.writer.lock().ok().and_then(|mut h| h.take());
+        drop(inner.tx);
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
+        Ok(())
     }
 
     pub fn dir(&self) -> &Path {

@@ -68,6 +68,7 @@ struct State {
     frontier: Frontier,
     checkpoints: BTreeMap<u64, String>,
     checked: u64,
+    trusted: Option<VerifyingKey>,
 }
 
 fn fail(position: u64, reason: impl Into<String>) -> Failure {
@@ -87,6 +88,7 @@ pub fn verify(snap: &Snapshot, opts: &Options, progress: &mut dyn FnMut(u64, u64
         frontier: Frontier::default(),
         checkpoints: snap.checkpoints()?.into_iter().collect(),
         checked: 0,
+        trusted: opts.trusted_key,
     };
     let mut failure = None;
     let mut from = 0;
@@ -216,6 +218,9 @@ fn signer_for(st: &mut State, pos: u64, u: &Unsigned) -> Result<(String, Verifyi
         .and_then(|v| v.as_str())
         .and_then(keys::parse_public)
         .ok_or_else(|| fail(pos, "genesis event has no valid public_key"))?;
+    if st.trusted.is_some_and(|t| t != public) {
+        return Err(fail(pos, "the genesis key is not the trusted key given"));
+    }
     let id = key_id(&public);
     if u.payload.get("key_id").and_then(|v| v.as_str()) != Some(id.as_str()) {
         return Err(fail(pos, "genesis key_id is not derived from its public key"));
