@@ -256,7 +256,9 @@ pub fn read_only(dir: &Path) -> Result<Snapshot, LogError> {
     if !dir.join(DB_FILE).exists() {
         return Err(LogError::NotInitialized(dir.to_path_buf()));
     }
-    checked_snapshot(&open_db(dir, false)?)
+    let db = Arc::new(open_db(dir, false)?);
+    checked_snapshot(&db)?;
+    Snapshot::owning(db)
 }
 
 /// Validates and canonicalizes events in the appending task, off the writer thread.

@@ -31,6 +31,8 @@ pub fn merkle_key(level: u8, index: u64) -> u64 {
 /// Reads against one consistent snapshot.
 pub struct Snapshot {
     txn: ReadTransaction,
+    /// Set when the snapshot owns its database (read-only opens); dropped after `txn`.
+    _db: Option<std::sync::Arc<redb::Database>>,
 }
 
 /// Which way a stream read goes from its starting version.
@@ -43,7 +45,13 @@ pub enum Direction {
 
 impl Snapshot {
     pub fn new(db: &redb::Database) -> Result<Snapshot, LogError> {
-        Ok(Snapshot { txn: db.begin_read().map_err(LogError::storage)? })
+        Ok(Snapshot { txn: db.begin_read().map_err(LogError::storage)?, _db: None })
+    }
+
+    /// A snapshot that keeps `db` open for as long as it lives.
+    pub fn owning(db: std::sync::Arc<redb::Database>) -> Result<Snapshot, LogError> {
+        let txn = db.begin_read().map_err(LogError::storage)?;
+        Ok(Snapshot { txn, _db: Some(db) })
     }
 
     /// Number of events in this snapshot.
