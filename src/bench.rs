@@ -16,7 +16,8 @@ struct Scratch(PathBuf);
 
 impl Scratch {
     fn new(name: &str) -> Result<Scratch, Failure> {
-        let p = std::env::current_dir()?.join(format!(".provenant-bench-{name}-{}", std::process::id()));
+        let p = std::env::current_dir()?
+            .join(format!(".provenant-bench-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&p);
         std::fs::create_dir_all(&p)?;
         Ok(Scratch(p))
@@ -55,7 +56,11 @@ struct AppendRun {
     p99_ms: f64,
 }
 
-async fn append_run(dir: &Path, appenders: usize, seconds: f64) -> Result<(Ledger, AppendRun), Failure> {
+async fn append_run(
+    dir: &Path,
+    appenders: usize,
+    seconds: f64,
+) -> Result<(Ledger, AppendRun), Failure> {
     Ledger::init(dir)?;
     let ledger = Ledger::open(dir, log::Config::default())?;
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
@@ -130,7 +135,11 @@ fn on_all_cores<F: Fn() -> u64 + Sync>(f: F) -> u64 {
 fn raw_ed25519(seconds: f64) -> (f64, f64) {
     let key = SigningKey::from_bytes(&[7; 32]);
     let messages: Vec<[u8; 50]> = (0..1024u32)
-        .map(|i| log::envelope::signing_message(&log::envelope::Digest(*blake3::hash(&i.to_le_bytes()).as_bytes())))
+        .map(|i| {
+            log::envelope::signing_message(&log::envelope::Digest(
+                *blake3::hash(&i.to_le_bytes()).as_bytes(),
+            ))
+        })
         .collect();
     let signatures: Vec<Signature> = messages.iter().map(|m| key.sign(m)).collect();
     let budget = Duration::from_secs_f64(seconds);
@@ -168,14 +177,18 @@ pub async fn ledger(seconds: f64, as_json: bool) -> Result<(), Failure> {
     let mut figures = Map::new();
     let mut say = |name: &str, value: f64, line: String| {
         figures.insert(name.to_string(), json!((value * 1000.0).round() / 1000.0));
-        if !as_json {
+        if !as_json && !line.is_empty() {
             println!("{line}");
         }
     };
     if !as_json {
         println!(
             "provenant bench ledger ({} build, {} cores, {seconds} s per run)",
-            if cfg!(debug_assertions) { "DEBUG" } else { "release" },
+            if cfg!(debug_assertions) {
+                "DEBUG"
+            } else {
+                "release"
+            },
             std::thread::available_parallelism().map_or(0, |n| n.get())
         );
     }
@@ -192,8 +205,16 @@ pub async fn ledger(seconds: f64, as_json: bool) -> Result<(), Failure> {
                 run.per_sec, run.p50_ms, run.p99_ms, run.events
             ),
         );
-        say(&format!("append_{appenders}_p50_ms"), run.p50_ms, String::new());
-        say(&format!("append_{appenders}_p99_ms"), run.p99_ms, String::new());
+        say(
+            &format!("append_{appenders}_p50_ms"),
+            run.p50_ms,
+            String::new(),
+        );
+        say(
+            &format!("append_{appenders}_p99_ms"),
+            run.p99_ms,
+            String::new(),
+        );
         runs.push(run);
         last = Some(ledger);
     }
@@ -205,9 +226,17 @@ pub async fn ledger(seconds: f64, as_json: bool) -> Result<(), Failure> {
     let report = log::verify::verify(&snap, &log::verify::Options::default(), &mut |_, _| {})?;
     let verify_rate = size as f64 / t0.elapsed().as_secs_f64();
     if let Some(f) = report.failure {
-        return Err(format!("the benchmark's own log failed verification at {}: {}", f.position, f.reason).into());
+        return Err(format!(
+            "the benchmark's own log failed verification at {}: {}",
+            f.position, f.reason
+        )
+        .into());
     }
-    say("verify_events_per_s", verify_rate, format!("verify:                 {verify_rate:>9.0} events/s ({size} events)"));
+    say(
+        "verify_events_per_s",
+        verify_rate,
+        format!("verify:                 {verify_rate:>9.0} events/s ({size} events)"),
+    );
 
     let t0 = Instant::now();
     let mut from = 0;
@@ -215,7 +244,11 @@ pub async fn ledger(seconds: f64, as_json: bool) -> Result<(), Failure> {
         from += snap.read_all(from, 1000)?.len() as u64;
     }
     let read_rate = size as f64 / t0.elapsed().as_secs_f64();
-    say("read_events_per_s", read_rate, format!("read (decoded):         {read_rate:>9.0} events/s"));
+    say(
+        "read_events_per_s",
+        read_rate,
+        format!("read (decoded):         {read_rate:>9.0} events/s"),
+    );
 
     let records: Vec<Vec<u8>> = snap.records(0, size)?.into_iter().map(|(_, r)| r).collect();
     let raw_dir = scratch.0.join("raw");
@@ -224,26 +257,58 @@ pub async fn ledger(seconds: f64, as_json: bool) -> Result<(), Failure> {
     let fsync_rate = raw_redb(&raw_dir, &records[..records.len().min(300)], 1)?;
     let (sign_rate, batch_verify_rate) = raw_ed25519(seconds.min(2.0));
     let top = &runs[2];
-    say("ceiling_redb_1000_per_txn_events_per_s", raw_batch, format!(
-        "ceiling (a) raw redb, same bytes, 1000/txn: {raw_batch:>9.0} events/s   append@256 is {:.2}x of it",
-        top.per_sec / raw_batch
-    ));
-    say("ceiling_redb_1_per_txn_commits_per_s", fsync_rate, format!(
-        "ceiling     raw redb, 1 event per durable commit: {fsync_rate:>7.0} commits/s   append@1 is {:.2}x of it",
-        runs[0].per_sec / fsync_rate
-    ));
-    say("ceiling_ed25519_sign_per_s", sign_rate, format!(
-        "ceiling (b) ed25519 sign, all cores: {sign_rate:>9.0} /s   append@256 is {:.2}x of it",
-        top.per_sec / sign_rate
-    ));
-    say("ceiling_ed25519_batch_verify_per_s", batch_verify_rate, format!(
-        "ceiling (b) ed25519 batch verify, all cores: {batch_verify_rate:>9.0} /s   verify is {:.2}x of it",
-        verify_rate / batch_verify_rate
-    ));
-    say("ratio_append_256_to_redb", top.per_sec / raw_batch, String::new());
-    say("ratio_append_1_to_fsync", runs[0].per_sec / fsync_rate, String::new());
-    say("ratio_append_256_to_sign", top.per_sec / sign_rate, String::new());
-    say("ratio_verify_to_batch_verify", verify_rate / batch_verify_rate, String::new());
+    say(
+        "ceiling_redb_1000_per_txn_events_per_s",
+        raw_batch,
+        format!(
+            "ceiling (a) raw redb, same bytes, 1000/txn: {raw_batch:>9.0} events/s   append@256 is {:.2}x of it",
+            top.per_sec / raw_batch
+        ),
+    );
+    say(
+        "ceiling_redb_1_per_txn_commits_per_s",
+        fsync_rate,
+        format!(
+            "ceiling     raw redb, 1 event per durable commit: {fsync_rate:>7.0} commits/s   append@1 is {:.2}x of it",
+            runs[0].per_sec / fsync_rate
+        ),
+    );
+    say(
+        "ceiling_ed25519_sign_per_s",
+        sign_rate,
+        format!(
+            "ceiling (b) ed25519 sign, all cores: {sign_rate:>9.0} /s   append@256 is {:.2}x of it",
+            top.per_sec / sign_rate
+        ),
+    );
+    say(
+        "ceiling_ed25519_batch_verify_per_s",
+        batch_verify_rate,
+        format!(
+            "ceiling (b) ed25519 batch verify, all cores: {batch_verify_rate:>9.0} /s   verify is {:.2}x of it",
+            verify_rate / batch_verify_rate
+        ),
+    );
+    say(
+        "ratio_append_256_to_redb",
+        top.per_sec / raw_batch,
+        String::new(),
+    );
+    say(
+        "ratio_append_1_to_fsync",
+        runs[0].per_sec / fsync_rate,
+        String::new(),
+    );
+    say(
+        "ratio_append_256_to_sign",
+        top.per_sec / sign_rate,
+        String::new(),
+    );
+    say(
+        "ratio_verify_to_batch_verify",
+        verify_rate / batch_verify_rate,
+        String::new(),
+    );
     if as_json {
         println!("{}", Value::Object(figures));
     }

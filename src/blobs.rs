@@ -40,7 +40,10 @@ pub const DEFAULT_MAX_BYTES: u64 = 512 << 20;
 
 impl BlobStore {
     pub fn new(dir: &Path, max_bytes: u64) -> BlobStore {
-        BlobStore { dir: dir.to_path_buf(), max_bytes }
+        BlobStore {
+            dir: dir.to_path_buf(),
+            max_bytes,
+        }
     }
 
     fn path(&self, hash: &Digest) -> PathBuf {
@@ -79,7 +82,9 @@ impl BlobStore {
         let path = self.path(hash);
         let file = match File::open(&path) {
             Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(BlobError::NotFound(*hash)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(BlobError::NotFound(*hash));
+            }
             Err(e) => return Err(BlobError::Io(path, e)),
         };
         let mut out = Vec::new();
@@ -116,13 +121,19 @@ impl BlobWriter {
     pub fn write(&mut self, chunk: &[u8]) -> Result<(), BlobError> {
         self.size += chunk.len() as u64;
         if self.size > self.store.max_bytes {
-            return Err(BlobError::TooLarge { limit: self.store.max_bytes });
+            return Err(BlobError::TooLarge {
+                limit: self.store.max_bytes,
+            });
         }
         self.hasher.update(chunk);
         let Some(enc) = self.encoder.as_mut() else {
-            return Err(BlobError::Io(self.tmp.clone(), std::io::Error::other("writer already finished")));
+            return Err(BlobError::Io(
+                self.tmp.clone(),
+                std::io::Error::other("writer already finished"),
+            ));
         };
-        enc.write_all(chunk).map_err(|e| BlobError::Io(self.tmp.clone(), e))
+        enc.write_all(chunk)
+            .map_err(|e| BlobError::Io(self.tmp.clone(), e))
     }
 
     pub fn finish(mut self) -> Result<BlobInfo, BlobError> {
@@ -131,7 +142,10 @@ impl BlobWriter {
             let p = p.to_path_buf();
             move |e| BlobError::Io(p, e)
         };
-        let enc = self.encoder.take().ok_or_else(|| io(&self.tmp)(std::io::Error::other("writer already finished")))?;
+        let enc = self
+            .encoder
+            .take()
+            .ok_or_else(|| io(&self.tmp)(std::io::Error::other("writer already finished")))?;
         let file = enc.finish().map_err(io(&self.tmp))?;
         file.sync_all().map_err(io(&self.tmp))?;
         let dest = self.store.path(&hash);
@@ -141,9 +155,14 @@ impl BlobWriter {
             fs::remove_file(&self.tmp).map_err(io(&self.tmp))?;
         } else {
             fs::rename(&self.tmp, &dest).map_err(io(&dest))?;
-            File::open(&parent).and_then(|d| d.sync_all()).map_err(io(&parent))?;
+            File::open(&parent)
+                .and_then(|d| d.sync_all())
+                .map_err(io(&parent))?;
         }
-        Ok(BlobInfo { hash, size: self.size })
+        Ok(BlobInfo {
+            hash,
+            size: self.size,
+        })
     }
 }
 
@@ -163,7 +182,9 @@ mod tests {
     fn round_trip_dedup_and_damage_detection() {
         let dir = tempfile::tempdir().unwrap();
         let store = BlobStore::new(dir.path(), 1 << 20);
-        let data: Vec<u8> = (0..100_000u32).flat_map(|i| (i % 251).to_le_bytes()).collect();
+        let data: Vec<u8> = (0..100_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect();
         let mut w = store.writer().unwrap();
         for chunk in data.chunks(7777) {
             w.write(chunk).unwrap();
@@ -176,7 +197,11 @@ mod tests {
         let stored = fs::metadata(store.path(&info.hash)).unwrap().len();
         assert!(stored < data.len() as u64 / 4, "compressed: {stored} bytes");
 
-        fs::write(store.path(&info.hash), zstd::encode_all(&b"other bytes"[..], 3).unwrap()).unwrap();
+        fs::write(
+            store.path(&info.hash),
+            zstd::encode_all(&b"other bytes"[..], 3).unwrap(),
+        )
+        .unwrap();
         assert!(matches!(store.get(&info.hash), Err(BlobError::Corrupt(_))));
         assert!(store.remove(&info.hash).unwrap());
         assert!(matches!(store.get(&info.hash), Err(BlobError::NotFound(_))));
@@ -188,7 +213,10 @@ mod tests {
         let store = BlobStore::new(dir.path(), 10);
         let mut w = store.writer().unwrap();
         w.write(b"12345").unwrap();
-        assert!(matches!(w.write(b"678901"), Err(BlobError::TooLarge { limit: 10 })));
+        assert!(matches!(
+            w.write(b"678901"),
+            Err(BlobError::TooLarge { limit: 10 })
+        ));
         drop(w);
         assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
     }

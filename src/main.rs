@@ -11,7 +11,11 @@ use provenant::log::{self, ExpectedVersion, Ledger, NewEvent, keys};
 use serde_json::json;
 
 #[derive(Parser)]
-#[command(name = "provenant", version, about = "MLOps registry and scorer on a signed event ledger")]
+#[command(
+    name = "provenant",
+    version,
+    about = "MLOps registry and scorer on a signed event ledger"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -20,7 +24,11 @@ struct Cli {
 #[derive(clap::Args, Clone)]
 struct DataDir {
     /// Data directory (ledger, keys, blobs).
-    #[arg(long = "data", env = "PROVENANT_DATA", default_value = "provenant-data")]
+    #[arg(
+        long = "data",
+        env = "PROVENANT_DATA",
+        default_value = "provenant-data"
+    )]
     dir: PathBuf,
 }
 
@@ -84,7 +92,10 @@ enum BenchWhat {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -110,7 +121,12 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
             println!("ledger key id {} public key {}", key.id, key.public_hex());
         }
         Command::Serve { data, addr } => serve(data, addr).await?,
-        Command::Verify { data, strict, key, json } => return verify(data, strict, key, json),
+        Command::Verify {
+            data,
+            strict,
+            key,
+            json,
+        } => return verify(data, strict, key, json),
         Command::RotateKey(d) => {
             let ledger = Ledger::open(&d.dir, log::Config::default())?;
             let (info, appended) = ledger.rotate_key("system:cli").await?;
@@ -121,7 +137,9 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
                 appended.events.first().map_or(0, |e| e.position)
             );
         }
-        Command::Bench { what: BenchWhat::Ledger { seconds, json } } => {
+        Command::Bench {
+            what: BenchWhat::Ledger { seconds, json },
+        } => {
             provenant::bench::ledger(seconds, json).await?;
         }
         Command::Torture { data, tasks } => torture(data, tasks).await?,
@@ -132,7 +150,11 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
 async fn serve(data: DataDir, addr: String) -> Result<(), Failure> {
     if !data.dir.join(log::DB_FILE).exists() {
         let key = Ledger::init(&data.dir)?;
-        eprintln!("initialized a new ledger in {} (key id {})", data.dir.display(), key.id);
+        eprintln!(
+            "initialized a new ledger in {} (key id {})",
+            data.dir.display(),
+            key.id
+        );
     }
     let ledger = Ledger::open(&data.dir, log::Config::default())?;
     let listener = tokio::net::TcpListener::bind(&addr)
@@ -140,7 +162,11 @@ async fn serve(data: DataDir, addr: String) -> Result<(), Failure> {
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let local = listener.local_addr()?;
     let head = ledger.head();
-    println!("provenant listening on http://{local} (data {}, {} events)", data.dir.display(), head.size);
+    println!(
+        "provenant listening on http://{local} (data {}, {} events)",
+        data.dir.display(),
+        head.size
+    );
     println!("ledger head: http://{local}/api/v1/ledger/head");
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
@@ -149,18 +175,30 @@ async fn serve(data: DataDir, addr: String) -> Result<(), Failure> {
     Ok(())
 }
 
-fn verify(data: DataDir, strict: bool, key: Option<String>, as_json: bool) -> Result<ExitCode, Failure> {
+fn verify(
+    data: DataDir,
+    strict: bool,
+    key: Option<String>,
+    as_json: bool,
+) -> Result<ExitCode, Failure> {
     let trusted_key = match key {
         None => None,
-        Some(k) => Some(keys::parse_public(&k).ok_or("--key is not a 64-hex-digit Ed25519 public key")?),
+        Some(k) => {
+            Some(keys::parse_public(&k).ok_or("--key is not a 64-hex-digit Ed25519 public key")?)
+        }
     };
     let snap = log::read_only(&data.dir)?;
     let total = snap.size()?;
     let bar = provenant::progress::bar(total, "verifying");
     let started = std::time::Instant::now();
-    let report = log::verify::verify(&snap, &log::verify::Options { strict, trusted_key }, &mut |done, _| {
-        bar.set_position(done)
-    })?;
+    let report = log::verify::verify(
+        &snap,
+        &log::verify::Options {
+            strict,
+            trusted_key,
+        },
+        &mut |done, _| bar.set_position(done),
+    )?;
     bar.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
     if as_json {
@@ -178,7 +216,11 @@ fn verify(data: DataDir, strict: bool, key: Option<String>, as_json: bool) -> Re
             report.events as f64 / secs.max(1e-9)
         );
     }
-    Ok(if report.intact() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if report.intact() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 async fn torture(data: DataDir, tasks: usize) -> Result<(), Failure> {
@@ -204,7 +246,9 @@ async fn torture(data: DataDir, tasks: usize) -> Result<(), Failure> {
                     actor: "system:torture".into(),
                     payload: json!({"task": t, "i": i}),
                 };
-                let Ok(a) = ledger.append(&stream, expected, vec![ev]).await else { break };
+                let Ok(a) = ledger.append(&stream, expected, vec![ev]).await else {
+                    break;
+                };
                 let Ok(mut o) = out.lock() else { break };
                 for e in &a.events {
                     let _ = writeln!(o, "ack {} {}", e.position, e.hash);

@@ -12,13 +12,18 @@ use provenant::log::{self, verify};
 
 /// A small deterministic generator for the kill delays.
 fn next(state: &mut u64) -> u64 {
-    *state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    *state = state
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     *state >> 33
 }
 
 #[test]
 fn acknowledged_events_survive_sigkill() {
-    let rounds: u64 = std::env::var("PROVENANT_CRASH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
+    let rounds: u64 = std::env::var("PROVENANT_CRASH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
     let dir = tempfile::tempdir().unwrap();
     let mut acked: HashMap<u64, String> = HashMap::new();
     let mut rng = 0x5eed_u64;
@@ -46,7 +51,10 @@ fn acknowledged_events_survive_sigkill() {
         std::thread::sleep(Duration::from_millis(delay));
         child.kill().unwrap();
         let status = child.wait().unwrap();
-        assert!(!status.success(), "round {round}: the child must have been killed");
+        assert!(
+            !status.success(),
+            "round {round}: the child must have been killed"
+        );
         let mut new = 0;
         for line in reader.join().unwrap() {
             // A line cut by the kill has no complete hash and is not an acknowledgement.
@@ -55,18 +63,32 @@ fn acknowledged_events_survive_sigkill() {
                 && h.len() == 64
             {
                 let prior = acked.insert(p.parse().unwrap(), h.to_string());
-                assert!(prior.is_none_or(|x| x == h), "round {round}: position {p} acknowledged twice with different hashes");
+                assert!(
+                    prior.is_none_or(|x| x == h),
+                    "round {round}: position {p} acknowledged twice with different hashes"
+                );
                 new += 1;
             }
         }
         let snap = log::read_only(dir.path()).unwrap();
         for (p, h) in &acked {
             let stored = snap.event_hash(*p).unwrap().map(|d| d.to_hex());
-            assert_eq!(stored.as_deref(), Some(h.as_str()), "round {round}: acknowledged event {p} lost or changed");
+            assert_eq!(
+                stored.as_deref(),
+                Some(h.as_str()),
+                "round {round}: acknowledged event {p} lost or changed"
+            );
         }
         let report = verify::verify(&snap, &verify::Options::default(), &mut |_, _| {}).unwrap();
         assert!(report.intact(), "round {round}: {:?}", report.failure);
-        eprintln!("round {round}: killed after {delay} ms, {new} new acks, log has {} events", report.events);
+        eprintln!(
+            "round {round}: killed after {delay} ms, {new} new acks, log has {} events",
+            report.events
+        );
     }
-    assert!(acked.len() as u64 > rounds, "the child must have acknowledged appends: {}", acked.len());
+    assert!(
+        acked.len() as u64 > rounds,
+        "the child must have acknowledged appends: {}",
+        acked.len()
+    );
 }

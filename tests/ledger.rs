@@ -29,7 +29,14 @@ async fn exact_versions_lose_no_update_under_contention() {
             while done < per_task {
                 let current = ledger.snapshot().unwrap().stream_head("counter").unwrap();
                 let expected = current.map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact);
-                match ledger.append("counter", expected, vec![event("Incremented", json!({"task": t}))]).await {
+                match ledger
+                    .append(
+                        "counter",
+                        expected,
+                        vec![event("Incremented", json!({"task": t}))],
+                    )
+                    .await
+                {
                     Ok(_) => done += 1,
                     Err(AppendError::Conflict { actual, .. }) => {
                         assert_ne!(actual, current, "a conflict reports the version that moved");
@@ -45,8 +52,14 @@ async fn exact_versions_lose_no_update_under_contention() {
     for h in handles {
         conflicts += h.await.unwrap();
     }
-    let events = ledger.read_stream("counter", 0, Direction::Forward, usize::MAX).unwrap();
-    assert_eq!(events.len(), tasks * per_task, "every acknowledged increment is there, once");
+    let events = ledger
+        .read_stream("counter", 0, Direction::Forward, usize::MAX)
+        .unwrap();
+    assert_eq!(
+        events.len(),
+        tasks * per_task,
+        "every acknowledged increment is there, once"
+    );
     for (v, e) in events.iter().enumerate() {
         assert_eq!(e.unsigned.stream_version, v as u64);
     }
@@ -55,7 +68,12 @@ async fn exact_versions_lose_no_update_under_contention() {
 }
 
 fn verify_dir_live(ledger: &Ledger) -> verify::Report {
-    verify::verify(&ledger.snapshot().unwrap(), &verify::Options::default(), &mut |_, _| {}).unwrap()
+    verify::verify(
+        &ledger.snapshot().unwrap(),
+        &verify::Options::default(),
+        &mut |_, _| {},
+    )
+    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -68,7 +86,14 @@ async fn parallel_streams_keep_their_order_and_positions_have_no_gaps() {
         handles.push(tokio::spawn(async move {
             let mut expected = ExpectedVersion::NoStream;
             for i in 0..40 {
-                let a = ledger.append(&format!("p-{s}"), expected, vec![event("Seq", json!({"i": i}))]).await.unwrap();
+                let a = ledger
+                    .append(
+                        &format!("p-{s}"),
+                        expected,
+                        vec![event("Seq", json!({"i": i}))],
+                    )
+                    .await
+                    .unwrap();
                 expected = ExpectedVersion::Exact(a.events[0].stream_version);
             }
         }));
@@ -77,16 +102,27 @@ async fn parallel_streams_keep_their_order_and_positions_have_no_gaps() {
         h.await.unwrap();
     }
     for s in 0..48 {
-        let events = ledger.read_stream(&format!("p-{s}"), 0, Direction::Forward, usize::MAX).unwrap();
-        let seq: Vec<u64> = events.iter().map(|e| e.unsigned.payload["i"].as_u64().unwrap()).collect();
+        let events = ledger
+            .read_stream(&format!("p-{s}"), 0, Direction::Forward, usize::MAX)
+            .unwrap();
+        let seq: Vec<u64> = events
+            .iter()
+            .map(|e| e.unsigned.payload["i"].as_u64().unwrap())
+            .collect();
         assert_eq!(seq, (0..40).collect::<Vec<_>>());
-        let back = ledger.read_stream(&format!("p-{s}"), u64::MAX, Direction::Backward, 5).unwrap();
+        let back = ledger
+            .read_stream(&format!("p-{s}"), u64::MAX, Direction::Backward, 5)
+            .unwrap();
         let vs: Vec<u64> = back.iter().map(|e| e.unsigned.stream_version).collect();
         assert_eq!(vs, vec![39, 38, 37, 36, 35]);
     }
     let all = ledger.read_all(0, usize::MAX).unwrap();
     assert_eq!(all.len(), 1 + 48 * 40);
-    assert!(all.iter().enumerate().all(|(i, e)| e.position() == i as u64));
+    assert!(
+        all.iter()
+            .enumerate()
+            .all(|(i, e)| e.position() == i as u64)
+    );
     assert_eq!(ledger.head().size, all.len() as u64);
 }
 
@@ -96,14 +132,26 @@ async fn concurrent_creates_of_one_stream_exactly_one_wins() {
     let ledger = fresh(dir.path());
     for round in 0..30 {
         let stream = format!("race-{round}");
-        let a = ledger.append(&stream, ExpectedVersion::NoStream, vec![event("Created", json!({"by": "a"}))]);
-        let b = ledger.append(&stream, ExpectedVersion::NoStream, vec![event("Created", json!({"by": "b"}))]);
+        let a = ledger.append(
+            &stream,
+            ExpectedVersion::NoStream,
+            vec![event("Created", json!({"by": "a"}))],
+        );
+        let b = ledger.append(
+            &stream,
+            ExpectedVersion::NoStream,
+            vec![event("Created", json!({"by": "b"}))],
+        );
         let (ra, rb) = tokio::join!(a, b);
         assert_eq!(ra.is_ok() as u8 + rb.is_ok() as u8, 1, "round {round}");
         let err = ra.err().or(rb.err()).unwrap();
         assert_eq!(
             err,
-            AppendError::Conflict { stream: stream.clone(), expected: ExpectedVersion::NoStream, actual: Some(0) }
+            AppendError::Conflict {
+                stream: stream.clone(),
+                expected: ExpectedVersion::NoStream,
+                actual: Some(0)
+            }
         );
     }
 }
@@ -115,13 +163,20 @@ async fn subscriptions_switch_from_catch_up_to_live_without_gap_or_repeat() {
     fill(&ledger, 3, 50).await;
     let (writers, per_writer) = (8, 150);
     let total = ledger.head().size + (writers * per_writer) as u64;
-    let mut subs = vec![ledger.subscribe(0), ledger.subscribe(100)];
+    let mut subs = [ledger.subscribe(0), ledger.subscribe(100)];
     let mut handles = Vec::new();
     for w in 0..writers {
         let ledger = ledger.clone();
         handles.push(tokio::spawn(async move {
             for i in 0..per_writer {
-                ledger.append(&format!("w-{w}"), ExpectedVersion::Any, vec![event("Live", json!({"i": i}))]).await.unwrap();
+                ledger
+                    .append(
+                        &format!("w-{w}"),
+                        ExpectedVersion::Any,
+                        vec![event("Live", json!({"i": i}))],
+                    )
+                    .await
+                    .unwrap();
             }
         }));
     }
@@ -137,16 +192,17 @@ async fn subscriptions_switch_from_catch_up_to_live_without_gap_or_repeat() {
             seen
         }
     });
-    let mut results = Vec::new();
     for (i, sub) in subs.iter_mut().enumerate() {
         let start = if i == 0 { 0 } else { 100 };
         let mut seen = Vec::new();
         while seen.len() < (total - start) as usize {
-            let e = tokio::time::timeout(std::time::Duration::from_secs(30), sub.next()).await.unwrap().unwrap();
+            let e = tokio::time::timeout(std::time::Duration::from_secs(30), sub.next())
+                .await
+                .unwrap()
+                .unwrap();
             seen.push(e.position());
         }
         assert_eq!(seen, (start..total).collect::<Vec<_>>());
-        results.push(seen);
     }
     for h in handles {
         h.await.unwrap();
@@ -158,44 +214,116 @@ async fn subscriptions_switch_from_catch_up_to_live_without_gap_or_repeat() {
 async fn bad_appends_are_refused_and_append_nothing() {
     let dir = tempfile::tempdir().unwrap();
     Ledger::init(dir.path()).unwrap();
-    let config = log::Config { max_payload_bytes: 64, ..Default::default() };
+    let config = log::Config {
+        max_payload_bytes: 64,
+        ..Default::default()
+    };
     let ledger = Ledger::open(dir.path(), config).unwrap();
     let before = ledger.head();
     let cases = [
         ("s", vec![], AppendError::Empty),
-        ("", vec![event("A", json!({}))], AppendError::InvalidStream("".into())),
-        ("s", vec![event("bad type!", json!({}))], AppendError::InvalidEventType("bad type!".into())),
-        ("s", vec![event("A", json!({})), event("A", json!([1]))], AppendError::PayloadNotObject { index: 1 }),
-        ("s", vec![event("A", json!({"x": "y".repeat(100)}))], AppendError::PayloadTooLarge { index: 0, size: 108, limit: 64 }),
+        (
+            "",
+            vec![event("A", json!({}))],
+            AppendError::InvalidStream("".into()),
+        ),
+        (
+            "s",
+            vec![event("bad type!", json!({}))],
+            AppendError::InvalidEventType("bad type!".into()),
+        ),
+        (
+            "s",
+            vec![event("A", json!({})), event("A", json!([1]))],
+            AppendError::PayloadNotObject { index: 1 },
+        ),
+        (
+            "s",
+            vec![event("A", json!({"x": "y".repeat(100)}))],
+            AppendError::PayloadTooLarge {
+                index: 0,
+                size: 108,
+                limit: 64,
+            },
+        ),
     ];
     for (stream, events, want) in cases {
-        assert_eq!(ledger.append(stream, ExpectedVersion::Any, events).await.unwrap_err(), want);
+        assert_eq!(
+            ledger
+                .append(stream, ExpectedVersion::Any, events)
+                .await
+                .unwrap_err(),
+            want
+        );
     }
-    let big = ledger.append("s", ExpectedVersion::Any, vec![event("A", json!({"n": 9007199254740993u64}))]).await;
-    assert!(matches!(big, Err(AppendError::PayloadNotCanonicalizable { index: 0, .. })));
-    let conflict = ledger.append("ledger", ExpectedVersion::NoStream, vec![event("A", json!({}))]).await;
-    assert!(matches!(conflict, Err(AppendError::Conflict { actual: Some(0), .. })));
-    assert_eq!(ledger.head().size, before.size, "no rejected command appended anything");
+    let big = ledger
+        .append(
+            "s",
+            ExpectedVersion::Any,
+            vec![event("A", json!({"n": 9007199254740993u64}))],
+        )
+        .await;
+    assert!(matches!(
+        big,
+        Err(AppendError::PayloadNotCanonicalizable { index: 0, .. })
+    ));
+    let conflict = ledger
+        .append(
+            "ledger",
+            ExpectedVersion::NoStream,
+            vec![event("A", json!({}))],
+        )
+        .await;
+    assert!(matches!(
+        conflict,
+        Err(AppendError::Conflict {
+            actual: Some(0),
+            ..
+        })
+    ));
+    assert_eq!(
+        ledger.head().size,
+        before.size,
+        "no rejected command appended anything"
+    );
     assert_eq!(ledger.head().checkpoint, before.checkpoint);
-    assert!(matches!(ledger.read_stream("nope", 0, Direction::Forward, 10), Err(LogError::UnknownStream(_))));
+    assert!(matches!(
+        ledger.read_stream("nope", 0, Direction::Forward, 10),
+        Err(LogError::UnknownStream(_))
+    ));
 }
 
 #[tokio::test]
 async fn data_dir_lock_format_version_and_missing_dir_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
-    assert!(matches!(Ledger::open(dir.path(), Default::default()), Err(LogError::NotInitialized(_))));
+    assert!(matches!(
+        Ledger::open(dir.path(), Default::default()),
+        Err(LogError::NotInitialized(_))
+    ));
     let ledger = fresh(dir.path());
-    assert!(matches!(Ledger::open(dir.path(), Default::default()), Err(LogError::Locked(_))));
-    assert!(matches!(Ledger::init(dir.path()), Err(LogError::AlreadyInitialized(_))));
+    assert!(matches!(
+        Ledger::open(dir.path(), Default::default()),
+        Err(LogError::Locked(_))
+    ));
+    assert!(matches!(
+        Ledger::init(dir.path()),
+        Err(LogError::AlreadyInitialized(_))
+    ));
     assert!(ledger.close().is_ok());
 
     let db = redb::Database::open(dir.path().join(log::DB_FILE)).unwrap();
     let txn = db.begin_write().unwrap();
-    txn.open_table(META).unwrap().insert("format_version", b"99".as_slice()).unwrap();
+    txn.open_table(META)
+        .unwrap()
+        .insert("format_version", b"99".as_slice())
+        .unwrap();
     txn.commit().unwrap();
     drop(db);
     let err = Ledger::open(dir.path(), Default::default()).err().unwrap();
-    assert!(matches!(&err, LogError::UnsupportedFormat { found, .. } if found == "99"), "{err}");
+    assert!(
+        matches!(&err, LogError::UnsupportedFormat { found, .. } if found == "99"),
+        "{err}"
+    );
     assert!(err.to_string().contains("format version 99"));
 }
 
@@ -207,7 +335,10 @@ async fn key_rotation_is_signed_by_the_old_key_and_survives_reopen() {
     let old = ledger.head().key_id;
     let (info, appended) = ledger.rotate_key("user:admin").await.unwrap();
     let rotation = ledger.event(appended.events[0].position).unwrap().unwrap();
-    assert_eq!(rotation.unsigned.key_id, old, "the rotation is signed by the old key");
+    assert_eq!(
+        rotation.unsigned.key_id, old,
+        "the rotation is signed by the old key"
+    );
     fill(&ledger, 2, 5).await;
     let after = ledger.read_all(info.valid_from, usize::MAX).unwrap();
     assert!(!after.is_empty() && after.iter().all(|e| e.unsigned.key_id == info.key_id));
@@ -270,14 +401,29 @@ async fn verify_finds_every_kind_of_tampering_at_its_position() {
                 rec[at] = if rec[at] == b'9' { b'8' } else { b'9' };
             })
         });
-        assert_eq!(r.failure.as_ref().map(|f| f.position), Some(target), "payload edit: {:?}", r.failure);
+        assert_eq!(
+            r.failure.as_ref().map(|f| f.position),
+            Some(target),
+            "payload edit: {:?}",
+            r.failure
+        );
 
-        let r = tamper(dir.path(), |db| rewrite(db, target, |rec| { let n = rec.len(); rec[n - 96 + 5] ^= 1; }));
+        let r = tamper(dir.path(), |db| {
+            rewrite(db, target, |rec| {
+                let n = rec.len();
+                rec[n - 96 + 5] ^= 1;
+            })
+        });
         let f = r.failure.unwrap();
         assert_eq!(f.position, target, "hash edit");
         assert!(f.reason.contains("hash"), "{}", f.reason);
 
-        let r = tamper(dir.path(), |db| rewrite(db, target, |rec| { let n = rec.len(); rec[n - 10] ^= 0x40; }));
+        let r = tamper(dir.path(), |db| {
+            rewrite(db, target, |rec| {
+                let n = rec.len();
+                rec[n - 10] ^= 0x40;
+            })
+        });
         let f = r.failure.unwrap();
         assert_eq!(f.position, target, "signature edit");
         assert!(f.reason.contains("signature"), "{}", f.reason);
@@ -305,7 +451,15 @@ async fn verify_finds_every_kind_of_tampering_at_its_position() {
     // A different trusted key.
     let snap = log::read_only(dir.path()).unwrap();
     let other = log::keys::LedgerKey::from_seed([9; 32]).public();
-    let r = verify::verify(&snap, &verify::Options { strict: true, trusted_key: Some(other) }, &mut |_, _| {}).unwrap();
+    let r = verify::verify(
+        &snap,
+        &verify::Options {
+            strict: true,
+            trusted_key: Some(other),
+        },
+        &mut |_, _| {},
+    )
+    .unwrap();
     assert_eq!(r.failure.map(|f| f.position), Some(0));
 }
 
@@ -318,6 +472,13 @@ async fn every_stored_position_has_a_unique_event_id() {
     let ids: HashSet<_> = all.iter().map(|e| e.unsigned.event_id).collect();
     assert_eq!(ids.len(), all.len());
     for e in &all {
-        assert_eq!(ledger.event_by_id(e.unsigned.event_id).unwrap().unwrap().position(), e.position());
+        assert_eq!(
+            ledger
+                .event_by_id(e.unsigned.event_id)
+                .unwrap()
+                .unwrap()
+                .position(),
+            e.position()
+        );
     }
 }

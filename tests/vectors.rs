@@ -7,12 +7,15 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use provenant::log::keys;
 use provenant::log::merkle::{
-    Node, verify_consistency, verify_inclusion, verify_subtree_consistency, verify_subtree_inclusion,
+    Node, verify_consistency, verify_inclusion, verify_subtree_consistency,
+    verify_subtree_inclusion,
 };
 use serde_json::Value;
 
 fn data(kind: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(kind)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(kind)
 }
 
 fn json_files(dir: &Path) -> Vec<PathBuf> {
@@ -53,13 +56,18 @@ fn proof(v: &Value) -> Option<Vec<Node>> {
 }
 
 fn num(v: &Value, k: &str) -> u64 {
-    v[k].as_u64().unwrap_or_else(|| panic!("{k} is not a u64 in {v}"))
+    v[k].as_u64()
+        .unwrap_or_else(|| panic!("{k} is not a u64 in {v}"))
 }
 
 /// Runs every vector of `kind`; `check` returns whether the proof verified.
 fn run(kind: &str, check: impl Fn(&Value) -> bool) -> usize {
     let files = json_files(&data(kind));
-    assert!(files.len() > 20, "{kind}: only {} vectors found", files.len());
+    assert!(
+        files.len() > 20,
+        "{kind}: only {} vectors found",
+        files.len()
+    );
     let mut wrong = Vec::new();
     for f in &files {
         let v: Value = serde_json::from_slice(&std::fs::read(f).unwrap()).unwrap();
@@ -68,14 +76,22 @@ fn run(kind: &str, check: impl Fn(&Value) -> bool) -> usize {
             wrong.push(format!("{} (wantErr {want_err})", f.display()));
         }
     }
-    assert!(wrong.is_empty(), "{} of {} vectors disagree:\n{}", wrong.len(), files.len(), wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "{} of {} vectors disagree:\n{}",
+        wrong.len(),
+        files.len(),
+        wrong.join("\n")
+    );
     files.len()
 }
 
 #[test]
 fn rfc6962_inclusion_vectors() {
     run("rfc6962/inclusion", |v| {
-        let (Some(leaf_hash), Some(root), Some(p)) = (leaf(&v["leafHash"]), node(&v["root"]), proof(&v["proof"])) else {
+        let (Some(leaf_hash), Some(root), Some(p)) =
+            (leaf(&v["leafHash"]), node(&v["root"]), proof(&v["proof"]))
+        else {
             return false;
         };
         verify_inclusion(num(v, "leafIdx"), num(v, "treeSize"), &leaf_hash, &p, &root).is_ok()
@@ -85,7 +101,9 @@ fn rfc6962_inclusion_vectors() {
 #[test]
 fn rfc6962_consistency_vectors() {
     run("rfc6962/consistency", |v| {
-        let (Some(r1), Some(r2), Some(p)) = (node(&v["root1"]), node(&v["root2"]), proof(&v["proof"])) else {
+        let (Some(r1), Some(r2), Some(p)) =
+            (node(&v["root1"]), node(&v["root2"]), proof(&v["proof"]))
+        else {
             return false;
         };
         verify_consistency(num(v, "size1"), num(v, "size2"), &p, &r1, &r2).is_ok()
@@ -95,20 +113,33 @@ fn rfc6962_consistency_vectors() {
 #[test]
 fn subtree_inclusion_vectors() {
     run("rfc6962/subtreeinclusion", |v| {
-        let (Some(leaf_hash), Some(root), Some(p)) = (leaf(&v["leafHash"]), node(&v["root"]), proof(&v["proof"])) else {
+        let (Some(leaf_hash), Some(root), Some(p)) =
+            (leaf(&v["leafHash"]), node(&v["root"]), proof(&v["proof"]))
+        else {
             return false;
         };
-        verify_subtree_inclusion(num(v, "leafIdx"), num(v, "start"), num(v, "end"), &leaf_hash, &p, &root).is_ok()
+        verify_subtree_inclusion(
+            num(v, "leafIdx"),
+            num(v, "start"),
+            num(v, "end"),
+            &leaf_hash,
+            &p,
+            &root,
+        )
+        .is_ok()
     });
 }
 
 #[test]
 fn subtree_consistency_vectors() {
     run("rfc6962/subtreeconsistency", |v| {
-        let (Some(r1), Some(r2), Some(p)) = (node(&v["root1"]), node(&v["root2"]), proof(&v["proof"])) else {
+        let (Some(r1), Some(r2), Some(p)) =
+            (node(&v["root1"]), node(&v["root2"]), proof(&v["proof"]))
+        else {
             return false;
         };
-        verify_subtree_consistency(num(v, "start"), num(v, "end"), num(v, "size"), &p, &r1, &r2).is_ok()
+        verify_subtree_consistency(num(v, "start"), num(v, "end"), num(v, "size"), &p, &r1, &r2)
+            .is_ok()
     });
 }
 
@@ -122,8 +153,12 @@ fn ed25519_cctv_vectors_follow_verify_strict() {
     assert!(vectors.len() > 100);
     let mut accepted = 0;
     for v in &vectors {
-        let flags: Vec<&str> = v["flags"].as_array().map_or(vec![], |f| f.iter().filter_map(|x| x.as_str()).collect());
-        let expect = flags.iter().all(|f| *f == "low_order_component_A" || *f == "low_order_component_R");
+        let flags: Vec<&str> = v["flags"]
+            .as_array()
+            .map_or(vec![], |f| f.iter().filter_map(|x| x.as_str()).collect());
+        let expect = flags
+            .iter()
+            .all(|f| *f == "low_order_component_A" || *f == "low_order_component_R");
         let mut sig = [0u8; 64];
         hex::decode_to_slice(v["sig"].as_str().unwrap(), &mut sig).unwrap();
         let got = keys::parse_public(v["key"].as_str().unwrap())

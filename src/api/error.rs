@@ -16,7 +16,11 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> ApiError {
-        ApiError { status, code, detail: detail.into() }
+        ApiError {
+            status,
+            code,
+            detail: detail.into(),
+        }
     }
 
     pub fn bad_request(code: &'static str, detail: impl Into<String>) -> ApiError {
@@ -30,7 +34,11 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({"code": self.code, "detail": self.detail}))).into_response()
+        (
+            self.status,
+            Json(json!({"code": self.code, "detail": self.detail})),
+        )
+            .into_response()
     }
 }
 
@@ -51,7 +59,9 @@ impl From<AppendError> for ApiError {
     fn from(e: AppendError) -> ApiError {
         let (status, code) = match &e {
             AppendError::Conflict { .. } => (StatusCode::CONFLICT, "version_conflict"),
-            AppendError::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            AppendError::PayloadTooLarge { .. } => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+            }
             AppendError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "ledger_unavailable"),
             _ => (StatusCode::BAD_REQUEST, "invalid_event"),
         };

@@ -17,7 +17,8 @@ use crate::log::store::Direction;
 const MAX_PAGE: usize = 1000;
 
 fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
-    q.map(|Query(t)| t).map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
+    q.map(|Query(t)| t)
+        .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
 }
 
 pub async fn head(State(s): State<AppState>) -> Json<Value> {
@@ -25,7 +26,9 @@ pub async fn head(State(s): State<AppState>) -> Json<Value> {
 }
 
 pub async fn keys(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(json!({"origin": s.ledger.origin(), "keys": s.ledger.keys()?})))
+    Ok(Json(
+        json!({"origin": s.ledger.origin(), "keys": s.ledger.keys()?}),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -42,7 +45,10 @@ pub async fn checkpoint(
     let note = match q.size {
         None => s.ledger.head().checkpoint,
         Some(size) => s.ledger.checkpoint(size)?.ok_or_else(|| {
-            ApiError::not_found("no_checkpoint", format!("no checkpoint was signed at tree size {size}"))
+            ApiError::not_found(
+                "no_checkpoint",
+                format!("no checkpoint was signed at tree size {size}"),
+            )
         })?,
     };
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], note))
@@ -57,8 +63,14 @@ pub struct PageQuery {
 
 fn limit(l: Option<usize>) -> Result<usize, ApiError> {
     match l.unwrap_or(100) {
-        0 => Err(ApiError::bad_request("invalid_query", "limit must be at least 1")),
-        n if n > MAX_PAGE => Err(ApiError::bad_request("invalid_query", format!("limit must be at most {MAX_PAGE}"))),
+        0 => Err(ApiError::bad_request(
+            "invalid_query",
+            "limit must be at least 1",
+        )),
+        n if n > MAX_PAGE => Err(ApiError::bad_request(
+            "invalid_query",
+            format!("limit must be at most {MAX_PAGE}"),
+        )),
         n => Ok(n),
     }
 }
@@ -69,23 +81,38 @@ pub async fn events(
 ) -> Result<Json<Value>, ApiError> {
     let q = query(q)?;
     let from = q.from.unwrap_or(0);
-    let events: Vec<EventJson> = s.ledger.read_all(from, limit(q.limit)?)?.iter().map(|e| e.to_json()).collect();
+    let events: Vec<EventJson> = s
+        .ledger
+        .read_all(from, limit(q.limit)?)?
+        .iter()
+        .map(|e| e.to_json())
+        .collect();
     let next = events.last().map_or(from, |e| e.unsigned.position + 1);
     Ok(Json(json!({"events": events, "next": next})))
 }
 
-pub async fn event(State(s): State<AppState>, Path(position): Path<String>) -> Result<Json<EventJson>, ApiError> {
-    let position: u64 = position
-        .parse()
-        .map_err(|_| ApiError::bad_request("invalid_position", format!("{position:?} is not a position")))?;
+pub async fn event(
+    State(s): State<AppState>,
+    Path(position): Path<String>,
+) -> Result<Json<EventJson>, ApiError> {
+    let position: u64 = position.parse().map_err(|_| {
+        ApiError::bad_request(
+            "invalid_position",
+            format!("{position:?} is not a position"),
+        )
+    })?;
     s.ledger
         .event(position)?
         .map(|e| Json(e.to_json()))
         .ok_or_else(|| ApiError::not_found("no_event", format!("no event at position {position}")))
 }
 
-pub async fn event_by_id(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<EventJson>, ApiError> {
-    let id = Uuid::parse_str(&id).map_err(|_| ApiError::bad_request("invalid_event_id", format!("{id:?} is not a UUID")))?;
+pub async fn event_by_id(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<EventJson>, ApiError> {
+    let id = Uuid::parse_str(&id)
+        .map_err(|_| ApiError::bad_request("invalid_event_id", format!("{id:?} is not a UUID")))?;
     s.ledger
         .event_by_id(id)?
         .map(|e| Json(e.to_json()))
@@ -103,8 +130,12 @@ pub async fn stream(
         Direction::Forward => 0,
         Direction::Backward => u64::MAX,
     });
-    let events: Vec<EventJson> =
-        s.ledger.read_stream(&stream, from, direction, limit(q.limit)?)?.iter().map(|e| e.to_json()).collect();
+    let events: Vec<EventJson> = s
+        .ledger
+        .read_stream(&stream, from, direction, limit(q.limit)?)?
+        .iter()
+        .map(|e| e.to_json())
+        .collect();
     Ok(Json(json!({"stream": stream, "events": events})))
 }
 

@@ -26,7 +26,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/ledger/events/by-id/{id}", get(ledger::event_by_id))
         .route("/api/v1/ledger/streams/{stream}", get(ledger::stream))
         .route("/api/v1/ledger/proofs/inclusion", get(ledger::inclusion))
-        .route("/api/v1/ledger/proofs/consistency", get(ledger::consistency))
+        .route(
+            "/api/v1/ledger/proofs/consistency",
+            get(ledger::consistency),
+        )
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .with_state(state)
 }
@@ -37,5 +40,7 @@ pub async fn serve(
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
 }

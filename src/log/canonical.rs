@@ -79,12 +79,18 @@ fn write_number(
 ) -> Result<(), CanonicalError> {
     if let Some(u) = n.as_u64() {
         if u > MAX_SAFE_INTEGER {
-            return Err(CanonicalError::UnsafeInteger(u.to_string(), path.to_string()));
+            return Err(CanonicalError::UnsafeInteger(
+                u.to_string(),
+                path.to_string(),
+            ));
         }
         out.extend_from_slice(u.to_string().as_bytes());
     } else if let Some(i) = n.as_i64() {
         if i.unsigned_abs() > MAX_SAFE_INTEGER {
-            return Err(CanonicalError::UnsafeInteger(i.to_string(), path.to_string()));
+            return Err(CanonicalError::UnsafeInteger(
+                i.to_string(),
+                path.to_string(),
+            ));
         }
         out.extend_from_slice(i.to_string().as_bytes());
     } else if let Some(f) = n.as_f64() {
@@ -177,6 +183,9 @@ mod tests {
     #[test]
     fn nested_structures_have_no_whitespace() {
         let v = json!({"b": [true, false, null, {"z": 1, "a": "x"}], "a": {}});
-        assert_eq!(canon(v), "{\"a\":{},\"b\":[true,false,null,{\"a\":\"x\",\"z\":1}]}");
+        assert_eq!(
+            canon(v),
+            "{\"a\":{},\"b\":[true,false,null,{\"a\":\"x\",\"z\":1}]}"
+        );
     }
 }

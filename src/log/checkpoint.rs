@@ -54,7 +54,12 @@ pub fn key_hash(name: &str, public: &VerifyingKey) -> [u8; 4] {
 
 impl Checkpoint {
     pub fn body(&self) -> String {
-        format!("{}\n{}\n{}\n", self.origin, self.size, B64.encode(self.root))
+        format!(
+            "{}\n{}\n{}\n",
+            self.origin,
+            self.size,
+            B64.encode(self.root)
+        )
     }
 
     /// The full signed note; the key is named by the origin.
@@ -67,31 +72,47 @@ impl Checkpoint {
 
     /// Parses a signed note and checks its signature by `public` under the key name `origin`.
     pub fn verify(note: &str, public: &VerifyingKey) -> Result<Checkpoint, CheckpointError> {
-        let (body, sigs) = note
-            .split_once("\n\n")
-            .ok_or(CheckpointError::Malformed("no blank line before the signatures"))?;
+        let (body, sigs) = note.split_once("\n\n").ok_or(CheckpointError::Malformed(
+            "no blank line before the signatures",
+        ))?;
         let body = format!("{body}\n");
         let mut lines = body.lines();
-        let origin = lines.next().filter(|o| !o.is_empty()).ok_or(CheckpointError::Malformed("no origin"))?;
-        let size = lines
+        let origin = lines
             .next()
-            .and_then(|s| s.parse::<u64>().ok())
-            .ok_or(CheckpointError::Malformed("tree size is not a decimal number"))?;
-        let root_b64 = lines.next().ok_or(CheckpointError::Malformed("no root hash"))?;
+            .filter(|o| !o.is_empty())
+            .ok_or(CheckpointError::Malformed("no origin"))?;
+        let size =
+            lines
+                .next()
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or(CheckpointError::Malformed(
+                    "tree size is not a decimal number",
+                ))?;
+        let root_b64 = lines
+            .next()
+            .ok_or(CheckpointError::Malformed("no root hash"))?;
         let root: Node = B64
             .decode(root_b64)
             .ok()
             .and_then(|r| r.try_into().ok())
-            .ok_or(CheckpointError::Malformed("root hash is not 32 bytes of base64"))?;
+            .ok_or(CheckpointError::Malformed(
+                "root hash is not 32 bytes of base64",
+            ))?;
         let want = key_hash(origin, public);
         for line in sigs.lines() {
             let Some(rest) = line.strip_prefix("\u{2014} ") else {
-                return Err(CheckpointError::Malformed("signature line without the em dash"));
+                return Err(CheckpointError::Malformed(
+                    "signature line without the em dash",
+                ));
             };
             let Some((name, sig_b64)) = rest.split_once(' ') else {
-                return Err(CheckpointError::Malformed("signature line without a key name"));
+                return Err(CheckpointError::Malformed(
+                    "signature line without a key name",
+                ));
             };
-            let Ok(blob) = B64.decode(sig_b64) else { continue };
+            let Ok(blob) = B64.decode(sig_b64) else {
+                continue;
+            };
             if name != origin || blob.len() != 68 || blob[..4] != want {
                 continue;
             }
@@ -100,7 +121,11 @@ impl Checkpoint {
             if !verify_strict(public, body.as_bytes(), &sig) {
                 return Err(CheckpointError::BadSignature);
             }
-            return Ok(Checkpoint { origin: origin.to_string(), size, root });
+            return Ok(Checkpoint {
+                origin: origin.to_string(),
+                size,
+                root,
+            });
         }
         Err(CheckpointError::NoSignature(origin.to_string()))
     }
@@ -113,14 +138,24 @@ mod tests {
     #[test]
     fn signs_and_verifies_and_detects_edits() {
         let key = LedgerKey::from_seed([3; 32]);
-        let cp = Checkpoint { origin: "provenant/test".into(), size: 12, root: [5; 32] };
+        let cp = Checkpoint {
+            origin: "provenant/test".into(),
+            size: 12,
+            root: [5; 32],
+        };
         let note = cp.sign(&key);
         assert!(note.starts_with("provenant/test\n12\nBQUF"));
         assert_eq!(Checkpoint::verify(&note, &key.public()).unwrap(), cp);
         let edited = note.replacen("\n12\n", "\n13\n", 1);
-        assert_eq!(Checkpoint::verify(&edited, &key.public()), Err(CheckpointError::BadSignature));
+        assert_eq!(
+            Checkpoint::verify(&edited, &key.public()),
+            Err(CheckpointError::BadSignature)
+        );
         let other = LedgerKey::from_seed([4; 32]);
-        assert!(matches!(Checkpoint::verify(&note, &other.public()), Err(CheckpointError::NoSignature(_))));
+        assert!(matches!(
+            Checkpoint::verify(&note, &other.public()),
+            Err(CheckpointError::NoSignature(_))
+        ));
         assert!(Checkpoint::verify("garbage", &key.public()).is_err());
     }
 }

@@ -52,7 +52,8 @@ impl Serialize for Digest {
 impl<'de> Deserialize<'de> for Digest {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        Digest::from_hex(&s).ok_or_else(|| serde::de::Error::custom("expected 64 lowercase hex digits"))
+        Digest::from_hex(&s)
+            .ok_or_else(|| serde::de::Error::custom("expected 64 lowercase hex digits"))
     }
 }
 
@@ -123,7 +124,12 @@ impl Fields<'_> {
         key(&mut out, b"actor");
         canonical::write_string(&mut out, self.actor);
         key(&mut out, b"event_id");
-        canonical::write_string(&mut out, self.event_id.hyphenated().encode_lower(&mut Uuid::encode_buffer()));
+        canonical::write_string(
+            &mut out,
+            self.event_id
+                .hyphenated()
+                .encode_lower(&mut Uuid::encode_buffer()),
+        );
         key(&mut out, b"event_type");
         canonical::write_string(&mut out, self.event_type);
         key(&mut out, b"key_id");
@@ -227,7 +233,11 @@ pub fn encode_record(canonical: &[u8], hash: &Digest, signature: &[u8; 64]) -> V
 pub fn decode_record(record: &[u8]) -> Result<Event, RecordError> {
     let (canonical, hash, signature) = split_record(record)?;
     let unsigned: Unsigned = serde_json::from_slice(canonical)?;
-    Ok(Event { unsigned, hash, signature })
+    Ok(Event {
+        unsigned,
+        hash,
+        signature,
+    })
 }
 
 /// RFC 3339 UTC with microseconds, the one format `recorded_at` takes.
@@ -273,7 +283,10 @@ mod tests {
         assert_eq!(e.unsigned, u);
         assert_eq!(e.hash, h);
         assert_eq!(e.signature, [9; 64]);
-        assert!(matches!(decode_record(&rec[..50]), Err(RecordError::TooShort(50))));
+        assert!(matches!(
+            decode_record(&rec[..50]),
+            Err(RecordError::TooShort(50))
+        ));
     }
 
     #[test]

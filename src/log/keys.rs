@@ -48,7 +48,10 @@ impl LedgerKey {
 
     pub fn from_seed(seed: [u8; 32]) -> LedgerKey {
         let signing = SigningKey::from_bytes(&seed);
-        LedgerKey { id: key_id(&signing.verifying_key()), signing }
+        LedgerKey {
+            id: key_id(&signing.verifying_key()),
+            signing,
+        }
     }
 
     pub fn public(&self) -> VerifyingKey {
@@ -78,7 +81,9 @@ impl LedgerKey {
             use std::os::unix::fs::OpenOptionsExt;
             opts.mode(0o600);
         }
-        let mut f = opts.open(&path).map_err(|e| KeyError::Io(path.clone(), e))?;
+        let mut f = opts
+            .open(&path)
+            .map_err(|e| KeyError::Io(path.clone(), e))?;
         f.write_all(hex::encode(self.signing.to_bytes()).as_bytes())
             .and_then(|_| f.sync_all())
             .map_err(|e| KeyError::Io(path.clone(), e))?;
@@ -95,7 +100,8 @@ impl LedgerKey {
             Err(e) => return Err(KeyError::Io(path, e)),
         };
         let mut seed = [0u8; 32];
-        hex::decode_to_slice(text.trim(), &mut seed).map_err(|_| KeyError::Malformed(path.clone()))?;
+        hex::decode_to_slice(text.trim(), &mut seed)
+            .map_err(|_| KeyError::Malformed(path.clone()))?;
         let key = LedgerKey::from_seed(seed);
         if key.id != id {
             return Err(KeyError::Malformed(path));
@@ -141,12 +147,18 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+            assert_eq!(
+                fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
         }
         let back = LedgerKey::load(dir.path(), &k.id).unwrap();
         assert_eq!(back.public(), k.public());
         assert!(k.save(dir.path()).is_err(), "never overwrite a key");
-        assert!(matches!(LedgerKey::load(dir.path(), "ffffffffffffffff"), Err(KeyError::Missing(..))));
+        assert!(matches!(
+            LedgerKey::load(dir.path(), "ffffffffffffffff"),
+            Err(KeyError::Missing(..))
+        ));
     }
 
     #[test]
@@ -155,6 +167,10 @@ mod tests {
         let h = Digest([1; 32]);
         let sig = k.sign_event(&h);
         assert!(verify_strict(&k.public(), &signing_message(&h), &sig));
-        assert!(!verify_strict(&k.public(), &signing_message(&Digest([2; 32])), &sig));
+        assert!(!verify_strict(
+            &k.public(),
+            &signing_message(&Digest([2; 32])),
+            &sig
+        ));
     }
 }

@@ -99,17 +99,30 @@ pub fn range_hash<S: NodeSource>(src: &S, start: u64, end: u64) -> Result<Node, 
         return src.node(level, start >> level);
     }
     let k = largest_power_of_two_below(n);
-    Ok(node_hash(&range_hash(src, start, start + k)?, &range_hash(src, start + k, end)?))
+    Ok(node_hash(
+        &range_hash(src, start, start + k)?,
+        &range_hash(src, start + k, end)?,
+    ))
 }
 
 /// PATH(index, D[size]), lowest sibling first. Requires index < size.
-pub fn inclusion_proof<S: NodeSource>(src: &S, index: u64, size: u64) -> Result<Vec<Node>, S::Error> {
+pub fn inclusion_proof<S: NodeSource>(
+    src: &S,
+    index: u64,
+    size: u64,
+) -> Result<Vec<Node>, S::Error> {
     let mut proof = Vec::new();
     path(src, index, 0, size, &mut proof)?;
     Ok(proof)
 }
 
-fn path<S: NodeSource>(src: &S, m: u64, start: u64, end: u64, out: &mut Vec<Node>) -> Result<(), S::Error> {
+fn path<S: NodeSource>(
+    src: &S,
+    m: u64,
+    start: u64,
+    end: u64,
+    out: &mut Vec<Node>,
+) -> Result<(), S::Error> {
     let n = end - start;
     if n <= 1 {
         return Ok(());
@@ -126,7 +139,11 @@ fn path<S: NodeSource>(src: &S, m: u64, start: u64, end: u64, out: &mut Vec<Node
 }
 
 /// PROOF(size1, D[size2]). Requires 0 < size1 <= size2.
-pub fn consistency_proof<S: NodeSource>(src: &S, size1: u64, size2: u64) -> Result<Vec<Node>, S::Error> {
+pub fn consistency_proof<S: NodeSource>(
+    src: &S,
+    size1: u64,
+    size2: u64,
+) -> Result<Vec<Node>, S::Error> {
     let mut proof = Vec::new();
     if size1 < size2 {
         subproof(src, size1, 0, size2, true, &mut proof)?;
@@ -180,7 +197,11 @@ pub enum ProofError {
 }
 
 fn check_root(calculated: Node, expected: &Node) -> Result<(), ProofError> {
-    if &calculated == expected { Ok(()) } else { Err(ProofError::RootMismatch) }
+    if &calculated == expected {
+        Ok(())
+    } else {
+        Err(ProofError::RootMismatch)
+    }
 }
 
 fn inner_proof_size(index: u64, size: u64) -> usize {
@@ -189,7 +210,11 @@ fn inner_proof_size(index: u64, size: u64) -> usize {
 
 fn chain_inner(mut seed: Node, proof: &[Node], index: u64) -> Node {
     for (i, h) in proof.iter().enumerate() {
-        seed = if (index >> i) & 1 == 0 { node_hash(&seed, h) } else { node_hash(h, &seed) };
+        seed = if (index >> i) & 1 == 0 {
+            node_hash(&seed, h)
+        } else {
+            node_hash(h, &seed)
+        };
     }
     seed
 }
@@ -208,20 +233,34 @@ fn chain_border_right(seed: Node, proof: &[Node]) -> Node {
 }
 
 /// The root an inclusion proof leads to (RFC 9162 §2.1.3.2).
-pub fn root_from_inclusion(index: u64, size: u64, leaf: &Node, proof: &[Node]) -> Result<Node, ProofError> {
+pub fn root_from_inclusion(
+    index: u64,
+    size: u64,
+    leaf: &Node,
+    proof: &[Node],
+) -> Result<Node, ProofError> {
     if index >= size {
         return Err(ProofError::IndexOutOfRange { index, size });
     }
     let inner = inner_proof_size(index, size);
     let border = (index >> inner).count_ones() as usize;
     if proof.len() != inner + border {
-        return Err(ProofError::WrongLength { got: proof.len(), want: inner + border });
+        return Err(ProofError::WrongLength {
+            got: proof.len(),
+            want: inner + border,
+        });
     }
     let res = chain_inner(*leaf, &proof[..inner], index);
     Ok(chain_border_right(res, &proof[inner..]))
 }
 
-pub fn verify_inclusion(index: u64, size: u64, leaf: &Node, proof: &[Node], root: &Node) -> Result<(), ProofError> {
+pub fn verify_inclusion(
+    index: u64,
+    size: u64,
+    leaf: &Node,
+    proof: &[Node],
+    root: &Node,
+) -> Result<(), ProofError> {
     check_root(root_from_inclusion(index, size, leaf, proof)?, root)
 }
 
@@ -255,15 +294,26 @@ pub fn verify_consistency(
     } else {
         match proof.split_first() {
             Some((first, rest)) => (*first, rest),
-            None => return Err(ProofError::WrongLength { got: 0, want: 1 + inner + border }),
+            None => {
+                return Err(ProofError::WrongLength {
+                    got: 0,
+                    want: 1 + inner + border,
+                });
+            }
         }
     };
     if rest.len() != inner + border {
         let start = proof.len() - rest.len();
-        return Err(ProofError::WrongLength { got: proof.len(), want: start + inner + border });
+        return Err(ProofError::WrongLength {
+            got: proof.len(),
+            want: start + inner + border,
+        });
     }
     let mask = (size1 - 1) >> shift;
-    let hash1 = chain_border_right(chain_inner_right(seed, &rest[..inner], mask), &rest[inner..]);
+    let hash1 = chain_border_right(
+        chain_inner_right(seed, &rest[..inner], mask),
+        &rest[inner..],
+    );
     check_root(hash1, root1)?;
     let hash2 = chain_border_right(chain_inner(seed, &rest[..inner], mask), &rest[inner..]);
     check_root(hash2, root2)
@@ -275,7 +325,7 @@ pub fn is_valid_subtree(start: u64, end: u64) -> bool {
         return false;
     }
     match (end - start).checked_next_power_of_two() {
-        Some(width) => start % width == 0,
+        Some(width) => start.is_multiple_of(width),
         None => start == 0,
     }
 }
@@ -290,7 +340,11 @@ pub fn verify_subtree_inclusion(
     subtree_root: &Node,
 ) -> Result<(), ProofError> {
     if !is_valid_subtree(start, end) {
-        return Err(ProofError::InvalidSubtree { start, end, size: end });
+        return Err(ProofError::InvalidSubtree {
+            start,
+            end,
+            size: end,
+        });
     }
     if index < start || index >= end {
         return Err(ProofError::IndexOutOfRange { index, size: end });
@@ -340,7 +394,10 @@ pub fn verify_subtree_consistency(
     };
     for c in rest {
         if t == 0 {
-            return Err(ProofError::WrongLength { got: proof.len(), want: proof.len() - 1 });
+            return Err(ProofError::WrongLength {
+                got: proof.len(),
+                want: proof.len() - 1,
+            });
         }
         if s & 1 == 1 || s == t {
             if f < s {
@@ -356,7 +413,10 @@ pub fn verify_subtree_consistency(
         (f, s, t) = (f >> 1, s >> 1, t >> 1);
     }
     if t != 0 {
-        return Err(ProofError::WrongLength { got: proof.len(), want: proof.len() + 1 });
+        return Err(ProofError::WrongLength {
+            got: proof.len(),
+            want: proof.len() + 1,
+        });
     }
     check_root(fr, subtree_root)?;
     check_root(sr, root)
@@ -390,7 +450,11 @@ pub(crate) mod tests {
             self.nodes[&(0, i)]
         }
         pub fn root_at(&self, size: u64) -> Node {
-            if size == 0 { empty_root() } else { range_hash(self, 0, size).unwrap() }
+            if size == 0 {
+                empty_root()
+            } else {
+                range_hash(self, 0, size).unwrap()
+            }
         }
     }
 
@@ -437,7 +501,11 @@ pub(crate) mod tests {
             let want = reference_root(&leaves[..size as usize]);
             assert_eq!(f.root(), want, "frontier root at size {size}");
             assert_eq!(t.root_at(size), want, "stored-node root at size {size}");
-            assert_eq!(Frontier::load(size, &t).unwrap(), f, "reloaded frontier at {size}");
+            assert_eq!(
+                Frontier::load(size, &t).unwrap(),
+                f,
+                "reloaded frontier at {size}"
+            );
             if size < 300 {
                 f.push(leaves[size as usize], |_, _, _| {});
             }
@@ -459,7 +527,9 @@ pub(crate) mod tests {
                     assert!(verify_inclusion(index, size, &t.leaf(index), &bad, &root).is_err());
                 }
                 if index + 1 < size {
-                    assert!(verify_inclusion(index + 1, size, &t.leaf(index), &proof, &root).is_err());
+                    assert!(
+                        verify_inclusion(index + 1, size, &t.leaf(index), &proof, &root).is_err()
+                    );
                 }
             }
         }

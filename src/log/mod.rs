@@ -101,12 +101,22 @@ pub enum AppendError {
     InvalidEventType(String),
     #[error("event {index}: payload must be a JSON object")]
     PayloadNotObject { index: usize },
-    #[error("event {index}: payload is {size} bytes in canonical form, over the {limit}-byte limit")]
-    PayloadTooLarge { index: usize, size: usize, limit: usize },
+    #[error(
+        "event {index}: payload is {size} bytes in canonical form, over the {limit}-byte limit"
+    )]
+    PayloadTooLarge {
+        index: usize,
+        size: usize,
+        limit: usize,
+    },
     #[error("event {index}: {reason}")]
     PayloadNotCanonicalizable { index: usize, reason: String },
     #[error("stream {stream:?} is at version {actual:?}, the append expected {expected:?}")]
-    Conflict { stream: String, expected: ExpectedVersion, actual: Option<u64> },
+    Conflict {
+        stream: String,
+        expected: ExpectedVersion,
+        actual: Option<u64>,
+    },
     #[error("the ledger cannot accept writes: {0}")]
     Unavailable(String),
 }
@@ -176,7 +186,11 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config { max_payload_bytes: 1 << 20, max_group_events: 4096, queue_depth: 16_384 }
+        Config {
+            max_payload_bytes: 1 << 20,
+            max_group_events: 4096,
+            queue_depth: 16_384,
+        }
     }
 }
 
@@ -198,7 +212,11 @@ struct Inner {
 
 fn open_db(dir: &Path, create: bool) -> Result<Database, LogError> {
     let path = dir.join(DB_FILE);
-    let res = if create { Database::create(&path) } else { Database::open(&path) };
+    let res = if create {
+        Database::create(&path)
+    } else {
+        Database::open(&path)
+    };
     res.map_err(|e| match e {
         redb::DatabaseError::DatabaseAlreadyOpen => LogError::Locked(dir.to_path_buf()),
         redb::DatabaseError::UpgradeRequired(v) => LogError::UnsupportedFormat {
@@ -217,7 +235,9 @@ fn load_tail(db: &Database, keys_dir: &Path) -> Result<Tail, LogError> {
         n => snap.event(n - 1)?,
     };
     let keys = writer::key_history(&snap)?;
-    let current = keys.last().ok_or_else(|| LogError::Corrupt(0, "the log has no genesis key".into()))?;
+    let current = keys
+        .last()
+        .ok_or_else(|| LogError::Corrupt(0, "the log has no genesis key".into()))?;
     let key = LedgerKey::load(keys_dir, &current.key_id)?;
     let frontier = Frontier::load(size, &snap.nodes()?)?;
     let checkpoint = snap.checkpoint(size)?.unwrap_or_default();
@@ -240,7 +260,9 @@ fn load_tail(db: &Database, keys_dir: &Path) -> Result<Tail, LogError> {
 
 fn checked_snapshot(db: &Database) -> Result<Snapshot, LogError> {
     let snap = Snapshot::new(db)?;
-    let found = snap.meta("format_version")?.map(|v| String::from_utf8_lossy(&v).into_owned());
+    let found = snap
+        .meta("format_version")?
+        .map(|v| String::from_utf8_lossy(&v).into_owned());
     if found.as_deref() != Some(store::FORMAT_VERSION.to_string().as_str()) {
         return Err(LogError::UnsupportedFormat {
             found: found.unwrap_or_else(|| "none".into()),
@@ -262,7 +284,11 @@ pub fn read_only(dir: &Path) -> Result<Snapshot, LogError> {
 }
 
 /// Validates and canonicalizes events in the appending task, off the writer thread.
-pub fn prepare(config: &Config, stream: &str, events: Vec<NewEvent>) -> Result<Vec<Prepared>, AppendError> {
+pub fn prepare(
+    config: &Config,
+    stream: &str,
+    events: Vec<NewEvent>,
+) -> Result<Vec<Prepared>, AppendError> {
     if events.is_empty() {
         return Err(AppendError::Empty);
     }
@@ -275,15 +301,21 @@ pub fn prepare(config: &Config, stream: &str, events: Vec<NewEvent>) -> Result<V
         .map(|(index, e)| {
             let valid_type = !e.event_type.is_empty()
                 && e.event_type.len() <= 128
-                && e.event_type.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+                && e.event_type
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
             if !valid_type {
                 return Err(AppendError::InvalidEventType(e.event_type));
             }
             if !e.payload.is_object() {
                 return Err(AppendError::PayloadNotObject { index });
             }
-            let payload = canonical::to_vec(&e.payload)
-                .map_err(|err| AppendError::PayloadNotCanonicalizable { index, reason: err.to_string() })?;
+            let payload = canonical::to_vec(&e.payload).map_err(|err| {
+                AppendError::PayloadNotCanonicalizable {
+                    index,
+                    reason: err.to_string(),
+                }
+            })?;
             if payload.len() > config.max_payload_bytes {
                 return Err(AppendError::PayloadTooLarge {
                     index,
@@ -305,7 +337,8 @@ pub fn prepare(config: &Config, stream: &str, events: Vec<NewEvent>) -> Result<V
 impl Ledger {
     /// Creates a data dir with a fresh ledger key and the genesis event.
     pub fn init(dir: &Path) -> Result<LedgerKey, LogError> {
-        std::fs::create_dir_all(dir).map_err(|e| LogError::Io(format!("{}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| LogError::Io(format!("{}: {e}", dir.display())))?;
         if dir.join(DB_FILE).exists() {
             return Err(LogError::AlreadyInitialized(dir.to_path_buf()));
         }
@@ -317,17 +350,25 @@ impl Ledger {
         let txn = db.begin_write().map_err(LogError::storage)?;
         {
             let mut meta = txn.open_table(META).map_err(LogError::storage)?;
-            meta.insert("format_version", store::FORMAT_VERSION.to_string().as_bytes())
+            meta.insert(
+                "format_version",
+                store::FORMAT_VERSION.to_string().as_bytes(),
+            )
+            .map_err(LogError::storage)?;
+            meta.insert("origin", origin.as_bytes())
                 .map_err(LogError::storage)?;
-            meta.insert("origin", origin.as_bytes()).map_err(LogError::storage)?;
         }
         // Create every table so readers of an empty ledger find them.
         txn.open_table(store::EVENTS).map_err(LogError::storage)?;
-        txn.open_table(store::STREAM_INDEX).map_err(LogError::storage)?;
-        txn.open_table(store::STREAM_HEADS).map_err(LogError::storage)?;
-        txn.open_table(store::EVENT_IDS).map_err(LogError::storage)?;
+        txn.open_table(store::STREAM_INDEX)
+            .map_err(LogError::storage)?;
+        txn.open_table(store::STREAM_HEADS)
+            .map_err(LogError::storage)?;
+        txn.open_table(store::EVENT_IDS)
+            .map_err(LogError::storage)?;
         txn.open_table(store::MERKLE).map_err(LogError::storage)?;
-        txn.open_table(store::CHECKPOINTS).map_err(LogError::storage)?;
+        txn.open_table(store::CHECKPOINTS)
+            .map_err(LogError::storage)?;
         txn.commit().map_err(LogError::storage)?;
 
         let genesis = NewEvent {
@@ -348,7 +389,12 @@ impl Ledger {
             last_time: chrono::DateTime::<chrono::Utc>::MIN_UTC,
             frontier: Frontier::default(),
             key: key.clone(),
-            keys: vec![KeyInfo { key_id: key.id.clone(), public_key: key.public_hex(), valid_from: 0, valid_to: None }],
+            keys: vec![KeyInfo {
+                key_id: key.id.clone(),
+                public_key: key.public_hex(),
+                valid_from: 0,
+                valid_to: None,
+            }],
             checkpoint: String::new(),
         };
         let (head_tx, _) = watch::channel(Head::of(&tail));
@@ -408,7 +454,17 @@ impl Ledger {
             .spawn(move || writer.run(rx))
             .map_err(|e| LogError::Io(format!("starting the writer thread: {e}")))?;
         let writer = std::sync::Mutex::new(Some(handle));
-        Ok(Ledger { inner: Arc::new(Inner { db, dir: dir.to_path_buf(), origin, config, tx, head, writer }) })
+        Ok(Ledger {
+            inner: Arc::new(Inner {
+                db,
+                dir: dir.to_path_buf(),
+                origin,
+                config,
+                tx,
+                head,
+                writer,
+            }),
+        })
     }
 
     /// Stops the writer after the requests already queued and releases the data dir.
@@ -454,13 +510,20 @@ impl Ledger {
         rotate_to: Option<LedgerKey>,
     ) -> Result<Appended, AppendError> {
         let (reply, rx) = oneshot::channel();
-        let req = Request { stream: stream.to_string(), expected, events, rotate_to, reply };
+        let req = Request {
+            stream: stream.to_string(),
+            expected,
+            events,
+            rotate_to,
+            reply,
+        };
         self.inner
             .tx
             .send(req)
             .await
             .map_err(|_| AppendError::Unavailable("the ledger writer has stopped".into()))?;
-        rx.await.map_err(|_| AppendError::Unavailable("the ledger writer has stopped".into()))?
+        rx.await
+            .map_err(|_| AppendError::Unavailable("the ledger writer has stopped".into()))?
     }
 
     /// Generates a new ledger key and announces it in an event signed by the current key.
@@ -480,13 +543,24 @@ impl Ledger {
                 "proof": hex::encode(proof),
             }),
         };
-        let prepared = prepare(&self.inner.config, LEDGER_STREAM, vec![event]).map_err(|e| LogError::Io(e.to_string()))?;
+        let prepared = prepare(&self.inner.config, LEDGER_STREAM, vec![event])
+            .map_err(|e| LogError::Io(e.to_string()))?;
         let appended = self
-            .submit(LEDGER_STREAM, ExpectedVersion::Any, prepared, Some(next.clone()))
+            .submit(
+                LEDGER_STREAM,
+                ExpectedVersion::Any,
+                prepared,
+                Some(next.clone()),
+            )
             .await
             .map_err(|e| LogError::Io(e.to_string()))?;
         let from = appended.events.last().map_or(0, |e| e.position + 1);
-        let info = KeyInfo { key_id: next.id.clone(), public_key: next.public_hex(), valid_from: from, valid_to: None };
+        let info = KeyInfo {
+            key_id: next.id.clone(),
+            public_key: next.public_hex(),
+            valid_from: from,
+            valid_to: None,
+        };
         Ok((info, appended))
     }
 
@@ -511,7 +585,13 @@ impl Ledger {
         self.snapshot()?.read_all(from, limit)
     }
 
-    pub fn read_stream(&self, stream: &str, from: u64, dir: Direction, limit: usize) -> Result<Vec<Event>, LogError> {
+    pub fn read_stream(
+        &self,
+        stream: &str,
+        from: u64,
+        dir: Direction,
+        limit: usize,
+    ) -> Result<Vec<Event>, LogError> {
         self.snapshot()?.read_stream(stream, from, dir, limit)
     }
 
@@ -537,7 +617,10 @@ impl Ledger {
         let snap = self.snapshot()?;
         let head = snap.size()?;
         if size > head {
-            return Err(LogError::BeyondHead { requested: size, size: head });
+            return Err(LogError::BeyondHead {
+                requested: size,
+                size: head,
+            });
         }
         if position >= size {
             return Err(LogError::OutOfRange { position, size });
@@ -552,10 +635,16 @@ impl Ledger {
         let snap = self.snapshot()?;
         let head = snap.size()?;
         if size2 > head {
-            return Err(LogError::BeyondHead { requested: size2, size: head });
+            return Err(LogError::BeyondHead {
+                requested: size2,
+                size: head,
+            });
         }
         if size1 == 0 || size1 > size2 {
-            return Err(LogError::OutOfRange { position: size1, size: size2 + 1 });
+            return Err(LogError::OutOfRange {
+                position: size1,
+                size: size2 + 1,
+            });
         }
         merkle::consistency_proof(&snap.nodes()?, size1, size2)
     }
@@ -565,7 +654,10 @@ impl Ledger {
         let snap = self.snapshot()?;
         let head = snap.size()?;
         if size > head {
-            return Err(LogError::BeyondHead { requested: size, size: head });
+            return Err(LogError::BeyondHead {
+                requested: size,
+                size: head,
+            });
         }
         if size == 0 {
             return Ok(merkle::empty_root());

@@ -45,7 +45,10 @@ pub enum Direction {
 
 impl Snapshot {
     pub fn new(db: &redb::Database) -> Result<Snapshot, LogError> {
-        Ok(Snapshot { txn: db.begin_read().map_err(LogError::storage)?, _db: None })
+        Ok(Snapshot {
+            txn: db.begin_read().map_err(LogError::storage)?,
+            _db: None,
+        })
     }
 
     /// A snapshot that keeps `db` open for as long as it lives.
@@ -57,12 +60,16 @@ impl Snapshot {
     /// Number of events in this snapshot.
     pub fn size(&self) -> Result<u64, LogError> {
         let t = self.txn.open_table(EVENTS).map_err(LogError::storage)?;
-        Ok(t.last().map_err(LogError::storage)?.map_or(0, |(k, _)| k.value() + 1))
+        Ok(t.last()
+            .map_err(LogError::storage)?
+            .map_or(0, |(k, _)| k.value() + 1))
     }
 
     pub fn record(&self, position: u64) -> Result<Option<Vec<u8>>, LogError> {
         let t = self.txn.open_table(EVENTS).map_err(LogError::storage)?;
-        Ok(t.get(position).map_err(LogError::storage)?.map(|v| v.value().to_vec()))
+        Ok(t.get(position)
+            .map_err(LogError::storage)?
+            .map(|v| v.value().to_vec()))
     }
 
     pub fn event(&self, position: u64) -> Result<Option<Event>, LogError> {
@@ -74,7 +81,11 @@ impl Snapshot {
     pub fn event_hash(&self, position: u64) -> Result<Option<Digest>, LogError> {
         match self.record(position)? {
             None => Ok(None),
-            Some(r) => Ok(Some(split_record(&r).map_err(|e| LogError::Corrupt(position, e.to_string()))?.1)),
+            Some(r) => Ok(Some(
+                split_record(&r)
+                    .map_err(|e| LogError::Corrupt(position, e.to_string()))?
+                    .1,
+            )),
         }
     }
 
@@ -84,7 +95,10 @@ impl Snapshot {
         let mut out = Vec::new();
         for item in t.range(from..).map_err(LogError::storage)?.take(limit) {
             let (k, v) = item.map_err(LogError::storage)?;
-            out.push(decode_record(v.value()).map_err(|e| LogError::Corrupt(k.value(), e.to_string()))?);
+            out.push(
+                decode_record(v.value())
+                    .map_err(|e| LogError::Corrupt(k.value(), e.to_string()))?,
+            );
         }
         Ok(out)
     }
@@ -101,7 +115,10 @@ impl Snapshot {
     }
 
     pub fn stream_head(&self, stream: &str) -> Result<Option<u64>, LogError> {
-        let t = self.txn.open_table(STREAM_HEADS).map_err(LogError::storage)?;
+        let t = self
+            .txn
+            .open_table(STREAM_HEADS)
+            .map_err(LogError::storage)?;
         Ok(t.get(stream).map_err(LogError::storage)?.map(|v| v.value()))
     }
 
@@ -116,7 +133,10 @@ impl Snapshot {
         let Some(head) = self.stream_head(stream)? else {
             return Err(LogError::UnknownStream(stream.to_string()));
         };
-        let idx = self.txn.open_table(STREAM_INDEX).map_err(LogError::storage)?;
+        let idx = self
+            .txn
+            .open_table(STREAM_INDEX)
+            .map_err(LogError::storage)?;
         let positions: Vec<u64> = match direction {
             Direction::Forward => idx
                 .range((stream, from)..=(stream, head))
@@ -136,23 +156,38 @@ impl Snapshot {
         };
         positions
             .into_iter()
-            .map(|p| self.event(p)?.ok_or(LogError::Corrupt(p, "stream index names a missing event".into())))
+            .map(|p| {
+                self.event(p)?.ok_or(LogError::Corrupt(
+                    p,
+                    "stream index names a missing event".into(),
+                ))
+            })
             .collect()
     }
 
     pub fn position_of(&self, id: Uuid) -> Result<Option<u64>, LogError> {
         let t = self.txn.open_table(EVENT_IDS).map_err(LogError::storage)?;
-        Ok(t.get(id.as_u128()).map_err(LogError::storage)?.map(|v| v.value()))
+        Ok(t.get(id.as_u128())
+            .map_err(LogError::storage)?
+            .map(|v| v.value()))
     }
 
     pub fn checkpoint(&self, size: u64) -> Result<Option<String>, LogError> {
-        let t = self.txn.open_table(CHECKPOINTS).map_err(LogError::storage)?;
-        Ok(t.get(size).map_err(LogError::storage)?.map(|v| v.value().to_string()))
+        let t = self
+            .txn
+            .open_table(CHECKPOINTS)
+            .map_err(LogError::storage)?;
+        Ok(t.get(size)
+            .map_err(LogError::storage)?
+            .map(|v| v.value().to_string()))
     }
 
     /// Every signed checkpoint, by tree size.
     pub fn checkpoints(&self) -> Result<Vec<(u64, String)>, LogError> {
-        let t = self.txn.open_table(CHECKPOINTS).map_err(LogError::storage)?;
+        let t = self
+            .txn
+            .open_table(CHECKPOINTS)
+            .map_err(LogError::storage)?;
         let mut out = Vec::new();
         for item in t.iter().map_err(LogError::storage)? {
             let (k, v) = item.map_err(LogError::storage)?;
@@ -163,7 +198,10 @@ impl Snapshot {
 
     /// The latest checkpoint at or below `size`.
     pub fn checkpoint_at_or_before(&self, size: u64) -> Result<Option<(u64, String)>, LogError> {
-        let t = self.txn.open_table(CHECKPOINTS).map_err(LogError::storage)?;
+        let t = self
+            .txn
+            .open_table(CHECKPOINTS)
+            .map_err(LogError::storage)?;
         let mut r = t.range(..=size).map_err(LogError::storage)?;
         match r.next_back() {
             None => Ok(None),
@@ -176,11 +214,15 @@ impl Snapshot {
 
     pub fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, LogError> {
         let t = self.txn.open_table(META).map_err(LogError::storage)?;
-        Ok(t.get(key).map_err(LogError::storage)?.map(|v| v.value().to_vec()))
+        Ok(t.get(key)
+            .map_err(LogError::storage)?
+            .map(|v| v.value().to_vec()))
     }
 
     pub fn nodes(&self) -> Result<Nodes, LogError> {
-        Ok(Nodes(self.txn.open_table(MERKLE).map_err(LogError::storage)?))
+        Ok(Nodes(
+            self.txn.open_table(MERKLE).map_err(LogError::storage)?,
+        ))
     }
 }
 
@@ -194,6 +236,9 @@ impl NodeSource for Nodes {
             .get(merkle_key(level, index))
             .map_err(LogError::storage)?
             .map(|v| v.value())
-            .ok_or(LogError::Corrupt(index << level, format!("Merkle node ({level}, {index}) is missing")))
+            .ok_or(LogError::Corrupt(
+                index << level,
+                format!("Merkle node ({level}, {index}) is missing"),
+            ))
     }
 }

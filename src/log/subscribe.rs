@@ -23,7 +23,12 @@ pub struct Subscription {
 impl Subscription {
     pub(super) fn new(ledger: Ledger, from: u64) -> Subscription {
         let head = ledger.head_watch();
-        Subscription { ledger, next: from, buf: VecDeque::new(), head }
+        Subscription {
+            ledger,
+            next: from,
+            buf: VecDeque::new(),
+            head,
+        }
     }
 
     /// The position of the next event this subscription will yield.

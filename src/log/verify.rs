@@ -72,11 +72,18 @@ struct State {
 }
 
 fn fail(position: u64, reason: impl Into<String>) -> Failure {
-    Failure { position, reason: reason.into() }
+    Failure {
+        position,
+        reason: reason.into(),
+    }
 }
 
 /// Verifies the whole log in `snap`; `progress(done, total)` is called after each chunk.
-pub fn verify(snap: &Snapshot, opts: &Options, progress: &mut dyn FnMut(u64, u64)) -> Result<Report, LogError> {
+pub fn verify(
+    snap: &Snapshot,
+    opts: &Options,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<Report, LogError> {
     let size = snap.size()?;
     let nodes = snap.nodes()?;
     let mut st = State {
@@ -123,7 +130,12 @@ pub fn verify(snap: &Snapshot, opts: &Options, progress: &mut dyn FnMut(u64, u64
     if failure.is_none() && size > 0 {
         match st.checkpoints.keys().next_back() {
             Some(&latest) if latest == size => {}
-            _ => failure = Some(fail(size - 1, "the latest events are not covered by a signed checkpoint")),
+            _ => {
+                failure = Some(fail(
+                    size - 1,
+                    "the latest events are not covered by a signed checkpoint",
+                ))
+            }
         }
     }
     Ok(Report {
@@ -144,33 +156,72 @@ fn check_event(
     pending: &mut Vec<Pending>,
 ) -> Result<(), Failure> {
     let (canon, hash, signature) = split_record(record).map_err(|e| fail(pos, e.to_string()))?;
-    let u: Unsigned = serde_json::from_slice(canon).map_err(|e| fail(pos, format!("envelope does not parse: {e}")))?;
+    let u: Unsigned = serde_json::from_slice(canon)
+        .map_err(|e| fail(pos, format!("envelope does not parse: {e}")))?;
     let recanon = u.canonical_bytes().map_err(|e| fail(pos, e.to_string()))?;
     if recanon != canon {
-        return Err(fail(pos, "envelope bytes are not in RFC 8785 canonical form"));
+        return Err(fail(
+            pos,
+            "envelope bytes are not in RFC 8785 canonical form",
+        ));
     }
     if u.position != pos {
-        return Err(fail(pos, format!("envelope says position {}, stored at {pos}", u.position)));
+        return Err(fail(
+            pos,
+            format!("envelope says position {}, stored at {pos}", u.position),
+        ));
     }
     if u.prev_hash != st.prev {
-        return Err(fail(pos, format!("prev_hash {} does not link to the previous event's hash {}", u.prev_hash, st.prev)));
+        return Err(fail(
+            pos,
+            format!(
+                "prev_hash {} does not link to the previous event's hash {}",
+                u.prev_hash, st.prev
+            ),
+        ));
     }
     let computed = chain_hash(&st.prev, canon);
     if computed != hash {
-        return Err(fail(pos, format!("stored hash {hash} differs from the computed {computed}")));
+        return Err(fail(
+            pos,
+            format!("stored hash {hash} differs from the computed {computed}"),
+        ));
     }
     if u.recorded_at < st.last_time {
-        return Err(fail(pos, format!("recorded_at {} goes back before {}", u.recorded_at, st.last_time)));
+        return Err(fail(
+            pos,
+            format!(
+                "recorded_at {} goes back before {}",
+                u.recorded_at, st.last_time
+            ),
+        ));
     }
     let next_version = st.streams.get(&u.stream).map_or(0, |v| v + 1);
     if u.stream_version != next_version {
-        return Err(fail(pos, format!("stream {:?} jumps to version {}, {next_version} expected", u.stream, u.stream_version)));
+        return Err(fail(
+            pos,
+            format!(
+                "stream {:?} jumps to version {}, {next_version} expected",
+                u.stream, u.stream_version
+            ),
+        ));
     }
     let signer = signer_for(st, pos, &u)?;
     if signer.0 != u.key_id {
-        return Err(fail(pos, format!("signed by key {}, but key {} is in effect", u.key_id, signer.0)));
+        return Err(fail(
+            pos,
+            format!(
+                "signed by key {}, but key {} is in effect",
+                u.key_id, signer.0
+            ),
+        ));
     }
-    pending.push(Pending { position: pos, message: signing_message(&hash).to_vec(), signature, key: signer.1 });
+    pending.push(Pending {
+        position: pos,
+        message: signing_message(&hash).to_vec(),
+        signature,
+        key: signer.1,
+    });
     if u.event_type == ROTATION_EVENT && u.stream == LEDGER_STREAM {
         st.key = Some(rotation_key(pos, &u, &signer.0)?);
         st.keys += 1;
@@ -184,7 +235,11 @@ fn check_event(
         if bad_node.is_none() {
             match nodes.node(level, index) {
                 Ok(stored) if &stored == h => {}
-                Ok(_) => bad_node = Some(format!("stored Merkle node ({level}, {index}) differs from the events")),
+                Ok(_) => {
+                    bad_node = Some(format!(
+                        "stored Merkle node ({level}, {index}) differs from the events"
+                    ))
+                }
                 Err(e) => bad_node = Some(e.to_string()),
             }
         }
@@ -194,10 +249,18 @@ fn check_event(
     }
     let size = pos + 1;
     if let Some(note) = st.checkpoints.get(&size) {
-        let key = st.key.as_ref().map(|k| k.1).ok_or_else(|| fail(pos, "no key in effect"))?;
-        let cp = Checkpoint::verify(note, &key).map_err(|e| fail(pos, format!("checkpoint at size {size}: {e}")))?;
+        let key = st
+            .key
+            .as_ref()
+            .map(|k| k.1)
+            .ok_or_else(|| fail(pos, "no key in effect"))?;
+        let cp = Checkpoint::verify(note, &key)
+            .map_err(|e| fail(pos, format!("checkpoint at size {size}: {e}")))?;
         if cp.size != size || cp.root != st.frontier.root() {
-            return Err(fail(pos, format!("checkpoint at size {size} signs a different tree")));
+            return Err(fail(
+                pos,
+                format!("checkpoint at size {size} signs a different tree"),
+            ));
         }
         st.checked += 1;
     }
@@ -210,7 +273,10 @@ fn signer_for(st: &mut State, pos: u64, u: &Unsigned) -> Result<(String, Verifyi
         return Ok(k.clone());
     }
     if pos != 0 || u.event_type != GENESIS_EVENT || u.stream != LEDGER_STREAM {
-        return Err(fail(pos, "the log does not start with a LedgerInitialized event"));
+        return Err(fail(
+            pos,
+            "the log does not start with a LedgerInitialized event",
+        ));
     }
     let public = u
         .payload
@@ -223,7 +289,10 @@ fn signer_for(st: &mut State, pos: u64, u: &Unsigned) -> Result<(String, Verifyi
     }
     let id = key_id(&public);
     if u.payload.get("key_id").and_then(|v| v.as_str()) != Some(id.as_str()) {
-        return Err(fail(pos, "genesis key_id is not derived from its public key"));
+        return Err(fail(
+            pos,
+            "genesis key_id is not derived from its public key",
+        ));
     }
     st.key = Some((id.clone(), public));
     st.keys = 1;
@@ -243,7 +312,10 @@ fn rotation_key(pos: u64, u: &Unsigned, previous: &str) -> Result<(String, Verif
     let ok = field("proof").is_some_and(|p| hex::decode_to_slice(p, &mut proof).is_ok())
         && verify_strict(&public, &keys::rotation_message(previous, &public), &proof);
     if !ok {
-        return Err(fail(pos, "the new key's proof of possession does not verify"));
+        return Err(fail(
+            pos,
+            "the new key's proof of possession does not verify",
+        ));
     }
     Ok((id, public))
 }
@@ -271,7 +343,11 @@ fn batch_ok(part: &[Pending]) -> bool {
         return true;
     }
     let messages: Vec<&[u8]> = part.iter().map(|p| p.message.as_slice()).collect();
-    let sigs: Vec<Signature> = part.iter().map(|p| Signature::from_bytes(&p.signature)).collect();
+    let sigs: Vec<Signature> = part
+        .iter()
+        .map(|p| Signature::from_bytes(&p.signature))
+        .collect();
     let keys: Vec<VerifyingKey> = part.iter().map(|p| p.key).collect();
-    part.iter().all(|p| !p.key.is_weak()) && ed25519_dalek::verify_batch(&messages, &sigs, &keys).is_ok()
+    part.iter().all(|p| !p.key.is_weak())
+        && ed25519_dalek::verify_batch(&messages, &sigs, &keys).is_ok()
 }

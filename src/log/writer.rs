@@ -20,7 +20,9 @@ use super::checkpoint::Checkpoint;
 use super::envelope::{Digest, Fields, chain_hash, encode_record, format_time};
 use super::keys::LedgerKey;
 use super::merkle::Frontier;
-use super::store::{CHECKPOINTS, EVENT_IDS, EVENTS, MERKLE, STREAM_HEADS, STREAM_INDEX, Snapshot, merkle_key};
+use super::store::{
+    CHECKPOINTS, EVENT_IDS, EVENTS, MERKLE, STREAM_HEADS, STREAM_INDEX, Snapshot, merkle_key,
+};
 use super::{AppendError, Appended, AppendedEvent, ExpectedVersion, Head, KeyInfo, LogError};
 
 /// An event whose payload the appending task already put in canonical form.
@@ -132,25 +134,40 @@ impl Writer {
     fn write(
         &self,
         group: &[Request],
-    ) -> Result<(Vec<Result<Appended, AppendError>>, Tail, HashMap<String, u64>), LogError> {
+    ) -> Result<
+        (
+            Vec<Result<Appended, AppendError>>,
+            Tail,
+            HashMap<String, u64>,
+        ),
+        LogError,
+    > {
         let now = Utc::now().max(self.tail.last_time);
         let recorded_at = format_time(now);
         let mut txn = self.db.begin_write().map_err(LogError::storage)?;
-        txn.set_durability(Durability::Immediate).map_err(LogError::storage)?;
+        txn.set_durability(Durability::Immediate)
+            .map_err(LogError::storage)?;
 
         let mut signers = vec![self.tail.key.clone()];
         let mut keys = self.tail.keys.clone();
         let mut staged: Vec<Staged> = Vec::new();
-        let mut outcomes: Vec<Option<Result<Appended, AppendError>>> = Vec::with_capacity(group.len());
+        let mut outcomes: Vec<Option<Result<Appended, AppendError>>> =
+            Vec::with_capacity(group.len());
         let mut overlay: HashMap<String, u64> = HashMap::new();
         let mut position = self.tail.size;
         let mut prev = self.tail.last_hash;
         {
             let heads_table = txn.open_table(STREAM_HEADS).map_err(LogError::storage)?;
             for (i, req) in group.iter().enumerate() {
-                let current = match overlay.get(&req.stream).or_else(|| self.heads.get(&req.stream)) {
+                let current = match overlay
+                    .get(&req.stream)
+                    .or_else(|| self.heads.get(&req.stream))
+                {
                     Some(v) => Some(*v),
-                    None => heads_table.get(req.stream.as_str()).map_err(LogError::storage)?.map(|v| v.value()),
+                    None => heads_table
+                        .get(req.stream.as_str())
+                        .map_err(LogError::storage)?
+                        .map(|v| v.value()),
                 };
                 if !req.expected.matches(current) {
                     outcomes.push(Some(Err(AppendError::Conflict {
@@ -219,12 +236,19 @@ impl Writer {
             let mut node_err = None;
             for (s, sig) in staged.iter().zip(&signatures) {
                 events
-                    .insert(s.position, encode_record(&s.canonical, &s.hash, sig).as_slice())
+                    .insert(
+                        s.position,
+                        encode_record(&s.canonical, &s.hash, sig).as_slice(),
+                    )
                     .map_err(LogError::storage)?;
                 index
-                    .insert((group[s.request].stream.as_str(), s.stream_version), s.position)
+                    .insert(
+                        (group[s.request].stream.as_str(), s.stream_version),
+                        s.position,
+                    )
                     .map_err(LogError::storage)?;
-                ids.insert(s.event_id.as_u128(), s.position).map_err(LogError::storage)?;
+                ids.insert(s.event_id.as_u128(), s.position)
+                    .map_err(LogError::storage)?;
                 frontier.push(super::merkle::leaf_hash(&s.hash.0), |level, idx, h| {
                     if let Err(e) = nodes.insert(merkle_key(level, idx), *h) {
                         node_err.get_or_insert(e);
@@ -236,21 +260,33 @@ impl Writer {
             }
             let mut heads = txn.open_table(STREAM_HEADS).map_err(LogError::storage)?;
             for (stream, v) in &overlay {
-                heads.insert(stream.as_str(), *v).map_err(LogError::storage)?;
+                heads
+                    .insert(stream.as_str(), *v)
+                    .map_err(LogError::storage)?;
             }
         }
-        let key = signers.last().cloned().unwrap_or_else(|| self.tail.key.clone());
+        let key = signers
+            .last()
+            .cloned()
+            .unwrap_or_else(|| self.tail.key.clone());
         let checkpoint = if staged.is_empty() {
             self.tail.checkpoint.clone()
         } else {
-            let note = Checkpoint { origin: self.origin.clone(), size: position, root: frontier.root() }.sign(&key);
+            let note = Checkpoint {
+                origin: self.origin.clone(),
+                size: position,
+                root: frontier.root(),
+            }
+            .sign(&key);
             let mut cps = txn.open_table(CHECKPOINTS).map_err(LogError::storage)?;
-            cps.insert(position, note.as_str()).map_err(LogError::storage)?;
+            cps.insert(position, note.as_str())
+                .map_err(LogError::storage)?;
             note
         };
         txn.commit().map_err(LogError::storage)?;
 
-        let mut per_request: Vec<Vec<AppendedEvent>> = (0..group.len()).map(|_| Vec::new()).collect();
+        let mut per_request: Vec<Vec<AppendedEvent>> =
+            (0..group.len()).map(|_| Vec::new()).collect();
         for s in &staged {
             per_request[s.request].push(AppendedEvent {
                 position: s.position,
@@ -263,7 +299,10 @@ impl Writer {
             .into_iter()
             .zip(per_request)
             .map(|(o, events)| {
-                o.unwrap_or(Ok(Appended { events, checkpoint_size: position }))
+                o.unwrap_or(Ok(Appended {
+                    events,
+                    checkpoint_size: position,
+                }))
             })
             .collect();
         let tail = Tail {
@@ -282,7 +321,10 @@ impl Writer {
 /// Signs every staged hash, on two threads when the group is large enough to pay for it.
 fn sign_all(staged: &[Staged], signers: &[LedgerKey]) -> Vec<[u8; 64]> {
     let sign = |items: &[Staged]| -> Vec<[u8; 64]> {
-        items.iter().map(|s| signers[s.signer].sign_event(&s.hash)).collect()
+        items
+            .iter()
+            .map(|s| signers[s.signer].sign_event(&s.hash))
+            .collect()
     };
     if staged.len() < PARALLEL_SIGN_MIN {
         return sign(staged);
@@ -302,7 +344,12 @@ fn sign_all(staged: &[Staged], signers: &[LedgerKey]) -> Vec<[u8; 64]> {
 /// Reads the ledger's stream to list every key with its validity range.
 pub fn key_history(snap: &Snapshot) -> Result<Vec<KeyInfo>, LogError> {
     let mut keys: Vec<KeyInfo> = Vec::new();
-    let events = match snap.read_stream(super::LEDGER_STREAM, 0, super::store::Direction::Forward, usize::MAX) {
+    let events = match snap.read_stream(
+        super::LEDGER_STREAM,
+        0,
+        super::store::Direction::Forward,
+        usize::MAX,
+    ) {
         Ok(e) => e,
         Err(LogError::UnknownStream(_)) => return Ok(keys),
         Err(e) => return Err(e),
@@ -312,14 +359,23 @@ pub fn key_history(snap: &Snapshot) -> Result<Vec<KeyInfo>, LogError> {
         let field = |name: &str| p.get(name).and_then(|v| v.as_str()).map(str::to_string);
         match e.unsigned.event_type.as_str() {
             super::GENESIS_EVENT | super::ROTATION_EVENT => {
-                let (Some(key_id), Some(public_key)) = (field("key_id"), field("public_key")) else {
-                    return Err(LogError::Corrupt(e.position(), "key event without key_id/public_key".into()));
+                let (Some(key_id), Some(public_key)) = (field("key_id"), field("public_key"))
+                else {
+                    return Err(LogError::Corrupt(
+                        e.position(),
+                        "key event without key_id/public_key".into(),
+                    ));
                 };
                 let from = e.position() + u64::from(e.unsigned.event_type == super::ROTATION_EVENT);
                 if let Some(last) = keys.last_mut() {
                     last.valid_to = Some(from);
                 }
-                keys.push(KeyInfo { key_id, public_key, valid_from: from, valid_to: None });
+                keys.push(KeyInfo {
+                    key_id,
+                    public_key,
+                    valid_from: from,
+                    valid_to: None,
+                });
             }
             _ => {}
         }

@@ -7,7 +7,12 @@ use provenant::log::{self, ExpectedVersion, Ledger, NewEvent};
 use serde_json::{Value, json};
 
 pub fn event(kind: &str, payload: Value) -> NewEvent {
-    NewEvent { event_type: kind.into(), schema_version: 1, actor: "user:test".into(), payload }
+    NewEvent {
+        event_type: kind.into(),
+        schema_version: 1,
+        actor: "user:test".into(),
+        payload,
+    }
 }
 
 pub fn fresh(dir: &Path) -> Ledger {
@@ -20,7 +25,11 @@ pub async fn fill(ledger: &Ledger, streams: usize, n: usize) {
     for i in 0..n {
         for s in 0..streams {
             ledger
-                .append(&format!("s-{s}"), ExpectedVersion::Any, vec![event("Filled", json!({"i": i, "s": s}))])
+                .append(
+                    &format!("s-{s}"),
+                    ExpectedVersion::Any,
+                    vec![event("Filled", json!({"i": i, "s": s}))],
+                )
                 .await
                 .unwrap();
         }
