@@ -98,35 +98,39 @@ pub fn verify(
         trusted: opts.trusted_key,
     };
     let mut failure = None;
-    let mut from = 0;
-    while from < size && failure.is_none() {
-        let to = (from + CHUNK).min(size);
-        let records = snap.records(from, to)?;
-        let mut pending = Vec::with_capacity(records.len());
-        let mut structural = None;
-        let mut expect = from;
-        for (pos, record) in &records {
-            if *pos != expect {
-                structural = Some(fail(expect, "event is missing from the log"));
+    // The signature batch of one chunk runs while the next chunk is checked structurally.
+    std::thread::scope(|scope| {
+        let mut inflight: Option<std::thread::ScopedJoinHandle<'_, Option<Failure>>> = None;
+        let mut from = 0;
+        while from < size && failure.is_none() {
+            let to = (from + CHUNK).min(size);
+            let (pending, structural) = match check_chunk(snap, &mut st, &nodes, from, to) {
+                Ok(r) => r,
+                Err(e) => {
+                    failure = Some(fail(from, e.to_string()));
+                    break;
+                }
+            };
+            if let Some(earlier) = inflight.take().and_then(join) {
+                failure = Some(earlier);
                 break;
             }
-            expect += 1;
-            if let Err(f) = check_event(&mut st, *pos, record, &nodes, &mut pending) {
-                structural = Some(f);
+            if let Some(f) = structural {
+                failure = Some(match check_signatures(&pending, opts.strict) {
+                    Some(s) if s.position <= f.position => s,
+                    _ => f,
+                });
                 break;
             }
+            let strict = opts.strict;
+            inflight = Some(scope.spawn(move || check_signatures(&pending, strict)));
+            from = to;
+            progress(from, size);
         }
-        if structural.is_none() && expect < to {
-            structural = Some(fail(expect, "event is missing from the log"));
+        if failure.is_none() {
+            failure = inflight.take().and_then(join);
         }
-        let bad_sig = check_signatures(&pending, opts.strict);
-        failure = match (bad_sig, structural) {
-            (Some(s), Some(f)) => Some(if s.position <= f.position { s } else { f }),
-            (a, b) => a.or(b),
-        };
-        from = to;
-        progress(from.min(size), size);
-    }
+    });
     if failure.is_none() && size > 0 {
         match st.checkpoints.keys().next_back() {
             Some(&latest) if latest == size => {}
@@ -265,6 +269,38 @@ fn check_event(
         st.checked += 1;
     }
     Ok(())
+}
+
+fn join(h: std::thread::ScopedJoinHandle<'_, Option<Failure>>) -> Option<Failure> {
+    h.join()
+        .unwrap_or_else(|_| Some(fail(0, "signature checking thread panicked")))
+}
+
+/// Checks `[from, to)` in order; returns the signatures to verify and the first structural
+/// failure, if any (signatures are collected only up to it).
+fn check_chunk(
+    snap: &Snapshot,
+    st: &mut State,
+    nodes: &impl NodeSource<Error = LogError>,
+    from: u64,
+    to: u64,
+) -> Result<(Vec<Pending>, Option<Failure>), LogError> {
+    let records = snap.records(from, to)?;
+    let mut pending = Vec::with_capacity(records.len());
+    let mut expect = from;
+    for (pos, record) in &records {
+        if *pos != expect {
+            return Ok((pending, Some(fail(expect, "event is missing from the log"))));
+        }
+        expect += 1;
+        if let Err(f) = check_event(st, *pos, record, nodes, &mut pending) {
+            return Ok((pending, Some(f)));
+        }
+    }
+    if expect < to {
+        return Ok((pending, Some(fail(expect, "event is missing from the log"))));
+    }
+    Ok((pending, None))
 }
 
 /// The key that must have signed event `pos`; the genesis event introduces the first.
