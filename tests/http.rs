@@ -29,6 +29,29 @@ fn node(v: &Value) -> Node {
         .unwrap()
 }
 
+struct Api {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Api {
+    async fn get(&self, path: &str) -> (u16, String) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.text().await.unwrap())
+    }
+
+    async fn json(&self, path: &str) -> (u16, Value) {
+        let (s, t) = self.get(path).await;
+        (s, serde_json::from_str(&t).unwrap_or(Value::Null))
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ledger_endpoints_serve_verifiable_events_and_proofs() {
     let dir = tempfile::tempdir().unwrap();
@@ -46,34 +69,20 @@ async fn ledger_endpoints_serve_verifiable_events_and_proofs() {
             let _ = stopped.await;
         },
     ));
-    let http = reqwest::Client::new();
-    let get = |path: &str| {
-        let url = format!("{base}{path}");
-        let http = http.clone();
-        async move {
-            let r = http.get(url).send().await.unwrap();
-            let status = r.status().as_u16();
-            let text = r.text().await.unwrap();
-            (status, text)
-        }
-    };
-    let get_json = |path: &'static str| {
-        let g = get(path);
-        async move {
-            let (s, t) = g.await;
-            (s, serde_json::from_str::<Value>(&t).unwrap_or(Value::Null))
-        }
+    let api = Api {
+        http: reqwest::Client::new(),
+        base,
     };
 
-    assert_eq!(get("/readyz").await, (200, "ready".into()));
-    let (_, keys_doc) = get_json("/api/v1/ledger/keys").await;
+    assert_eq!(api.get("/readyz").await, (200, "ready".into()));
+    let (_, keys_doc) = api.json("/api/v1/ledger/keys").await;
     let public = keys::parse_public(keys_doc["keys"][0]["public_key"].as_str().unwrap()).unwrap();
 
-    let (s, head) = get_json("/api/v1/ledger/head").await;
+    let (s, head) = api.json("/api/v1/ledger/head").await;
     assert_eq!((s, head["size"].as_u64()), (200, Some(31)));
     let cp = Checkpoint::verify(head["checkpoint"].as_str().unwrap(), &public).unwrap();
     assert_eq!(cp.size, 31);
-    let (s, note) = get("/api/v1/ledger/checkpoint").await;
+    let (s, note) = api.get("/api/v1/ledger/checkpoint").await;
     assert_eq!(
         (s, note.as_str()),
         (200, head["checkpoint"].as_str().unwrap())
@@ -81,32 +90,30 @@ async fn ledger_endpoints_serve_verifiable_events_and_proofs() {
 
     // Every event's inclusion proof checks against the signed root.
     for p in 0..31u64 {
-        let (s, inc) = get_json(Box::leak(
-            format!("/api/v1/ledger/proofs/inclusion?position={p}").into_boxed_str(),
-        ))
-        .await;
+        let (s, inc) = api
+            .json(&format!("/api/v1/ledger/proofs/inclusion?position={p}"))
+            .await;
         assert_eq!(s, 200);
-        let (_, e) = get_json(Box::leak(
-            format!("/api/v1/ledger/events/{p}").into_boxed_str(),
-        ))
-        .await;
+        let (_, e) = api.json(&format!("/api/v1/ledger/events/{p}")).await;
         let leaf = merkle::leaf_hash(&node(&e["hash"]));
         merkle::verify_inclusion(p, 31, &leaf, &nodes(&inc["proof"]), &cp.root).unwrap();
     }
 
     // History is append-only: a consistency proof links the old signed head to a new one.
     fill(&ledger, 2, 7).await;
-    let (_, head2) = get_json("/api/v1/ledger/head").await;
+    let (_, head2) = api.json("/api/v1/ledger/head").await;
     let cp2 = Checkpoint::verify(head2["checkpoint"].as_str().unwrap(), &public).unwrap();
-    let (s, cons) = get_json(Box::leak(
-        format!("/api/v1/ledger/proofs/consistency?from=31&to={}", cp2.size).into_boxed_str(),
-    ))
-    .await;
+    let (s, cons) = api
+        .json(&format!(
+            "/api/v1/ledger/proofs/consistency?from=31&to={}",
+            cp2.size
+        ))
+        .await;
     assert_eq!(s, 200);
     merkle::verify_consistency(31, cp2.size, &nodes(&cons["proof"]), &cp.root, &cp2.root).unwrap();
 
     // Paging, streams, lookup by id.
-    let (_, page) = get_json("/api/v1/ledger/events?from=5&limit=3").await;
+    let (_, page) = api.json("/api/v1/ledger/events?from=5&limit=3").await;
     let positions: Vec<u64> = page["events"]
         .as_array()
         .unwrap()
@@ -114,7 +121,9 @@ async fn ledger_endpoints_serve_verifiable_events_and_proofs() {
         .map(|e| e["position"].as_u64().unwrap())
         .collect();
     assert_eq!((positions, page["next"].as_u64()), (vec![5, 6, 7], Some(8)));
-    let (_, st) = get_json("/api/v1/ledger/streams/s-1?direction=backward&limit=2").await;
+    let (_, st) = api
+        .json("/api/v1/ledger/streams/s-1?direction=backward&limit=2")
+        .await;
     let versions: Vec<u64> = st["events"]
         .as_array()
         .unwrap()
@@ -123,10 +132,7 @@ async fn ledger_endpoints_serve_verifiable_events_and_proofs() {
         .collect();
     assert_eq!(versions, vec![16, 15]);
     let id = page["events"][0]["event_id"].as_str().unwrap().to_string();
-    let (s, by_id) = get_json(Box::leak(
-        format!("/api/v1/ledger/events/by-id/{id}").into_boxed_str(),
-    ))
-    .await;
+    let (s, by_id) = api.json(&format!("/api/v1/ledger/events/by-id/{id}")).await;
     assert_eq!((s, by_id["position"].as_u64()), (200, Some(5)));
 
     // Bad inputs: a status and a JSON body with a machine-readable code.
@@ -161,7 +167,7 @@ async fn ledger_endpoints_serve_verifiable_events_and_proofs() {
         ("/api/v1/ledger/checkpoint?size=99999", 404, "no_checkpoint"),
         ("/no/such/route", 404, "not_found"),
     ] {
-        let (s, body) = get_json(path).await;
+        let (s, body) = api.json(path).await;
         assert_eq!(
             (s, body["code"].as_str()),
             (status, Some(code)),

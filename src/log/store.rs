@@ -196,22 +196,6 @@ impl Snapshot {
         Ok(out)
     }
 
-    /// The latest checkpoint at or below `size`.
-    pub fn checkpoint_at_or_before(&self, size: u64) -> Result<Option<(u64, String)>, LogError> {
-        let t = self
-            .txn
-            .open_table(CHECKPOINTS)
-            .map_err(LogError::storage)?;
-        let mut r = t.range(..=size).map_err(LogError::storage)?;
-        match r.next_back() {
-            None => Ok(None),
-            Some(item) => {
-                let (k, v) = item.map_err(LogError::storage)?;
-                Ok(Some((k.value(), v.value().to_string())))
-            }
-        }
-    }
-
     pub fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, LogError> {
         let t = self.txn.open_table(META).map_err(LogError::storage)?;
         Ok(t.get(key)
