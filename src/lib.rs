@@ -4,5 +4,6 @@
 pub mod api;
 pub mod bench;
 pub mod blobs;
+pub mod domain;
 pub mod log;
 pub mod progress;

@@ -1,0 +1,280 @@
+//! The registry's events: what the ledger records, as typed payloads.
+//!
+//! The envelope carries `event_type`; the payload is the variant's fields. `schemas/` holds
+//! the JSON Schema of every type here, generated from these definitions.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::schema::{Column, MetadataValue};
+
+/// Global roles, on top of per-project roles.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+    utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum GlobalRole {
+    /// Manages users, runtimes, and every project.
+    Admin,
+    /// Reads everything, changes nothing (comments aside).
+    Auditor,
+}
+
+/// A user's role in one project; ordered by what it allows.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+    utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum ProjectRole {
+    Viewer,
+    Editor,
+    Owner,
+}
+
+/// MLflow's model version stages.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, utoipa::ToSchema,
+)]
+pub enum Stage {
+    None,
+    Staging,
+    Production,
+    Archived,
+}
+
+/// What a comment is about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, utoipa::ToSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Subject {
+    Project { project_id: Uuid },
+    Experiment { experiment_id: Uuid },
+    ModelVersion { model_id: Uuid, version: u32 },
+}
+
+/// Parameters of an experiment, as H2O's import records them.
+#[derive(
+    Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema, utoipa::ToSchema,
+)]
+#[serde(deny_unknown_fields)]
+pub struct Parameters {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_column: Option<String>,
+    /// Training, validation or test datasets, by name or path.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub datasets: Vec<String>,
+}
+
+/// An artifact in the blob store, attached to an experiment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, utoipa::ToSchema)]
+pub struct Artifact {
+    pub artifact_id: Uuid,
+    /// `onnx`, `python/mlflow`, `dai/mojo_pipeline`, `h2o3/mojo`, … (any string).
+    pub artifact_type: String,
+    pub file_name: String,
+    /// blake3 of the uncompressed bytes, hex.
+    pub blob_hash: String,
+    pub size: u64,
+}
+
+/// What the artifact processor found in an artifact.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, utoipa::ToSchema)]
+pub struct Ingestion {
+    /// The model type the artifact maps to (`onnx`, or the artifact type when unknown).
+    pub model_type: String,
+    pub deployable: bool,
+    /// Why it is not deployable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The ONNX model the scorer runs: the artifact itself, or a file inside it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_blob: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_schema: Option<Vec<Column>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_schema: Option<Vec<Column>>,
+    /// Facts the processor read (ONNX producer, opset, IR version, MLflow flavors, ...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub details: BTreeMap<String, Value>,
+}
+
+macro_rules! events {
+    ($( $(#[$doc:meta])* $name:ident { $( $(#[$fdoc:meta])* $field:ident : $ty:ty ),* $(,)? } )*) => {
+        $(
+            $(#[$doc])*
+            #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+            #[serde(deny_unknown_fields)]
+            pub struct $name { $( $(#[$fdoc])* pub $field: $ty ),* }
+        )*
+
+        /// Every registry event.
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(tag = "event_type")]
+        pub enum RegistryEvent { $( $name($name) ),* }
+
+        impl RegistryEvent {
+            /// Every event type name, in declaration order.
+            pub const TYPES: &'static [&'static str] = &[$( stringify!($name) ),*];
+
+            pub fn event_type(&self) -> &'static str {
+                match self { $( RegistryEvent::$name(_) => stringify!($name) ),* }
+            }
+
+            /// The JSON Schema of each event type's payload.
+            pub fn schemas() -> Vec<(&'static str, schemars::Schema)> {
+                vec![$( (stringify!($name), schemars::schema_for!($name)) ),*]
+            }
+        }
+    };
+}
+
+events! {
+    /// A user was created by an admin (or by `provenant init` for the first admin).
+    UserCreated { user_id: Uuid, username: String, display_name: String, roles: Vec<GlobalRole> }
+    UserRoleGranted { user_id: Uuid, role: GlobalRole }
+    UserRoleRevoked { user_id: Uuid, role: GlobalRole }
+    /// The token itself is never recorded, only its blake3 hash.
+    ApiTokenIssued {
+        user_id: Uuid,
+        token_id: Uuid,
+        name: String,
+        token_hash: String,
+        expires_at: Option<String>,
+    }
+    ApiTokenRevoked { user_id: Uuid, token_id: Uuid, reason: Option<String> }
+
+    /// The creator is the project's first owner.
+    ProjectCreated { project_id: Uuid, name: String, description: String, owner: Uuid }
+    ProjectUpdated { project_id: Uuid, name: Option<String>, description: Option<String> }
+    ProjectShared { project_id: Uuid, user_id: Uuid, role: ProjectRole }
+    ProjectRoleChanged { project_id: Uuid, user_id: Uuid, from: ProjectRole, to: ProjectRole }
+    ProjectUnshared { project_id: Uuid, user_id: Uuid }
+    CommentAdded { comment_id: Uuid, subject: Subject, text: String }
+
+    ExperimentImported {
+        experiment_id: Uuid,
+        project_id: Uuid,
+        display_name: String,
+        metadata: BTreeMap<String, MetadataValue>,
+        parameters: Parameters,
+        tags: Vec<String>,
+        artifacts: Vec<Artifact>,
+    }
+    /// The artifact processor's findings; a proposed schema fills `input_schema` and
+    /// `output_schema` metadata the import did not give.
+    ArtifactIngested { experiment_id: Uuid, artifact_id: Uuid, result: Ingestion }
+    ExperimentMetadataSet { experiment_id: Uuid, entries: BTreeMap<String, MetadataValue> }
+    ExperimentTagged { experiment_id: Uuid, tag: String }
+    ExperimentUntagged { experiment_id: Uuid, tag: String }
+    ExperimentDeleted { experiment_id: Uuid, reason: Option<String> }
+    ExperimentRestored { experiment_id: Uuid }
+
+    RegisteredModelCreated { model_id: Uuid, project_id: Uuid, name: String, description: String }
+    ModelVersionRegistered { model_id: Uuid, version: u32, experiment_id: Uuid, annotation: Option<String> }
+    ModelVersionStageChanged { model_id: Uuid, version: u32, from: Stage, to: Stage, annotation: String }
+    ModelAliasSet { model_id: Uuid, alias: String, version: u32, previous_version: Option<u32>, annotation: String }
+    ModelAliasRemoved { model_id: Uuid, alias: String, version: u32, annotation: String }
+    ModelVersionDeleted { model_id: Uuid, version: u32, annotation: String }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("event {event_type}: payload does not match its type: {reason}")]
+pub struct DecodeError {
+    pub event_type: String,
+    pub reason: String,
+}
+
+impl RegistryEvent {
+    /// The payload object (the variant's fields, without the tag).
+    pub fn payload(&self) -> Value {
+        let mut v = serde_json::to_value(self).unwrap_or(Value::Null);
+        if let Some(o) = v.as_object_mut() {
+            o.remove("event_type");
+        }
+        v
+    }
+
+    /// Reads a stored event; `None` for event types that are not the registry's.
+    pub fn decode(event_type: &str, payload: &Value) -> Result<Option<RegistryEvent>, DecodeError> {
+        if !RegistryEvent::TYPES.contains(&event_type) {
+            return Ok(None);
+        }
+        let err = |reason: String| DecodeError {
+            event_type: event_type.to_string(),
+            reason,
+        };
+        let mut object = payload
+            .as_object()
+            .cloned()
+            .ok_or_else(|| err("not an object".into()))?;
+        object.insert("event_type".into(), Value::String(event_type.into()));
+        serde_json::from_value(Value::Object(object))
+            .map(Some)
+            .map_err(|e| err(e.to_string()))
+    }
+}
+
+/// The ledger stream an entity's events go to.
+pub fn stream_of(kind: &str, id: Uuid) -> String {
+    format!("{kind}-{id}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_round_trips_through_decode() {
+        let e = RegistryEvent::ProjectShared(ProjectShared {
+            project_id: Uuid::nil(),
+            user_id: Uuid::max(),
+            role: ProjectRole::Editor,
+        });
+        let payload = e.payload();
+        assert!(payload.get("event_type").is_none());
+        assert_eq!(
+            RegistryEvent::decode(e.event_type(), &payload).unwrap(),
+            Some(e)
+        );
+        assert_eq!(
+            RegistryEvent::decode("LedgerInitialized", &payload).unwrap(),
+            None
+        );
+        assert!(RegistryEvent::decode("ProjectShared", &serde_json::json!({"x": 1})).is_err());
+    }
+
+    #[test]
+    fn every_type_has_a_schema() {
+        let schemas = RegistryEvent::schemas();
+        assert_eq!(schemas.len(), RegistryEvent::TYPES.len());
+        assert!(
+            schemas
+                .iter()
+                .all(|(name, s)| s.get("title").and_then(Value::as_str) == Some(name))
+        );
+    }
+}

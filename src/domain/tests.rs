@@ -1,0 +1,716 @@
+//! decide/evolve scenarios, without I/O: commands are decided against a state, their events
+//! folded back in, as the shell does.
+
+use std::collections::BTreeMap;
+
+use serde_json::json;
+use uuid::Uuid;
+
+use super::event::*;
+use super::schema::{Column, ColumnType, MetadataValue};
+use super::*;
+
+struct World {
+    state: Registry,
+    admin: Uuid,
+    next: u128,
+}
+
+fn id(n: u128) -> Uuid {
+    Uuid::from_u128(n)
+}
+
+impl World {
+    fn new() -> World {
+        let admin = id(1);
+        let mut w = World {
+            state: Registry::default(),
+            admin,
+            next: 100,
+        };
+        // The first admin is created by `init`, outside decide's rules.
+        w.apply(
+            "user-admin",
+            vec![RegistryEvent::UserCreated(UserCreated {
+                user_id: admin,
+                username: "admin".into(),
+                display_name: "Admin".into(),
+                roles: vec![GlobalRole::Admin],
+            })],
+        );
+        w
+    }
+
+    fn fresh(&mut self) -> Uuid {
+        self.next += 1;
+        id(self.next)
+    }
+
+    fn apply(&mut self, stream: &str, events: Vec<RegistryEvent>) {
+        for e in events {
+            let position = self.state.applied;
+            let stream_version = self.state.stream_versions.get(stream).map_or(0, |v| v + 1);
+            let recorded = Recorded {
+                position,
+                stream: stream.into(),
+                stream_version,
+                actor: "test".into(),
+                recorded_at: format!("2026-01-01T00:00:{:02}.000000Z", position % 60),
+                event: Some(e),
+            };
+            self.state = evolve(std::mem::take(&mut self.state), &recorded);
+        }
+    }
+
+    fn run(&mut self, actor: Uuid, c: Command) -> Result<Decision, DomainError> {
+        let d = decide(&self.state, actor, c)?;
+        self.apply(&d.stream.clone(), d.events.clone());
+        Ok(d)
+    }
+
+    fn user(&mut self, name: &str, roles: Vec<GlobalRole>) -> Uuid {
+        let user_id = self.fresh();
+        self.run(
+            self.admin,
+            Command::CreateUser {
+                user_id,
+                username: name.into(),
+                display_name: name.into(),
+                roles,
+            },
+        )
+        .unwrap();
+        user_id
+    }
+
+    fn project(&mut self, owner: Uuid) -> Uuid {
+        let project_id = self.fresh();
+        self.run(
+            owner,
+            Command::CreateProject {
+                project_id,
+                name: "p".into(),
+                description: String::new(),
+            },
+        )
+        .unwrap();
+        project_id
+    }
+
+    fn experiment(&mut self, actor: Uuid, project_id: Uuid) -> Result<Uuid, DomainError> {
+        let experiment_id = self.fresh();
+        let artifact_id = self.fresh();
+        self.run(
+            actor,
+            Command::ImportExperiment {
+                experiment_id,
+                project_id,
+                display_name: "wine".into(),
+                metadata: BTreeMap::new(),
+                parameters: Parameters {
+                    target_column: Some("quality".into()),
+                    datasets: vec![],
+                },
+                tags: vec!["b".into(), "a".into(), "a".into()],
+                artifacts: vec![(
+                    Artifact {
+                        artifact_id,
+                        artifact_type: "onnx".into(),
+                        file_name: "m.onnx".into(),
+                        blob_hash: "00".repeat(32),
+                        size: 10,
+                    },
+                    Ingestion {
+                        model_type: "onnx".into(),
+                        deployable: true,
+                        reason: None,
+                        model_blob: Some("00".repeat(32)),
+                        input_schema: Some(vec![Column {
+                            name: "x".into(),
+                            column_type: ColumnType::Float32,
+                        }]),
+                        output_schema: Some(vec![Column {
+                            name: "y".into(),
+                            column_type: ColumnType::Float32,
+                        }]),
+                        details: BTreeMap::new(),
+                    },
+                )],
+            },
+        )?;
+        Ok(experiment_id)
+    }
+}
+
+#[test]
+fn only_admins_create_users_and_usernames_are_unique() {
+    let mut w = World::new();
+    let alice = w.user("alice", vec![]);
+    let err = decide(
+        &w.state,
+        alice,
+        Command::CreateUser {
+            user_id: id(9),
+            username: "bob".into(),
+            display_name: String::new(),
+            roles: vec![],
+        },
+    );
+    assert!(matches!(err, Err(DomainError::Forbidden(_))));
+    let dup = decide(
+        &w.state,
+        w.admin,
+        Command::CreateUser {
+            user_id: id(9),
+            username: "alice".into(),
+            display_name: String::new(),
+            roles: vec![],
+        },
+    );
+    assert!(matches!(dup, Err(DomainError::AlreadyExists(_))));
+    let bad = decide(
+        &w.state,
+        w.admin,
+        Command::CreateUser {
+            user_id: id(9),
+            username: "a b".into(),
+            display_name: String::new(),
+            roles: vec![],
+        },
+    );
+    assert!(matches!(
+        bad,
+        Err(DomainError::Invalid {
+            field: "username",
+            ..
+        })
+    ));
+}
+
+#[test]
+fn the_last_admin_keeps_the_role() {
+    let mut w = World::new();
+    let err = decide(
+        &w.state,
+        w.admin,
+        Command::RevokeRole {
+            user_id: w.admin,
+            role: GlobalRole::Admin,
+        },
+    );
+    assert!(matches!(err, Err(DomainError::Conflict(_))));
+    let other = w.user("root2", vec![GlobalRole::Admin]);
+    w.run(
+        other,
+        Command::RevokeRole {
+            user_id: w.admin,
+            role: GlobalRole::Admin,
+        },
+    )
+    .unwrap();
+    assert!(w.state.users[&w.admin].roles.is_empty());
+}
+
+#[test]
+fn tokens_are_issued_for_oneself_or_by_admins_and_revoked_once() {
+    let mut w = World::new();
+    let alice = w.user("alice", vec![]);
+    let bob = w.user("bob", vec![]);
+    let now = chrono::Utc::now();
+    let issue = |user_id, expires_at| Command::IssueToken {
+        user_id,
+        token_id: id(77),
+        name: "ci".into(),
+        token_hash: "ab".repeat(32),
+        expires_at,
+        now,
+    };
+    assert!(matches!(
+        decide(&w.state, alice, issue(bob, None)),
+        Err(DomainError::Forbidden(_))
+    ));
+    let past = Some(now - chrono::Duration::seconds(1));
+    assert!(matches!(
+        decide(&w.state, alice, issue(alice, past)),
+        Err(DomainError::Invalid {
+            field: "expires_at",
+            ..
+        })
+    ));
+    w.run(alice, issue(alice, Some(now + chrono::Duration::days(1))))
+        .unwrap();
+    assert_eq!(w.state.tokens.get(&"ab".repeat(32)), Some(&(alice, id(77))));
+    let revoke = Command::RevokeToken {
+        user_id: alice,
+        token_id: id(77),
+        reason: None,
+    };
+    assert!(matches!(
+        decide(&w.state, bob, revoke.clone()),
+        Err(DomainError::Forbidden(_))
+    ));
+    w.run(alice, revoke.clone()).unwrap();
+    assert!(w.state.tokens.is_empty());
+    assert!(matches!(
+        decide(&w.state, alice, revoke),
+        Err(DomainError::Conflict(_))
+    ));
+}
+
+#[test]
+fn sharing_follows_roles_and_keeps_an_owner() {
+    let mut w = World::new();
+    let (alice, bob, carol) = (
+        w.user("alice", vec![]),
+        w.user("bob", vec![]),
+        w.user("carol", vec![GlobalRole::Auditor]),
+    );
+    let p = w.project(alice);
+    assert_eq!(w.state.projects[&p].members[&alice], ProjectRole::Owner);
+    assert!(matches!(
+        decide(
+            &w.state,
+            carol,
+            Command::CreateProject {
+                project_id: id(5),
+                name: "x".into(),
+                description: String::new()
+            }
+        ),
+        Err(DomainError::Forbidden(_))
+    ));
+
+    w.run(
+        alice,
+        Command::ShareProject {
+            project_id: p,
+            user_id: bob,
+            role: ProjectRole::Editor,
+        },
+    )
+    .unwrap();
+    // Editors change, owners share.
+    assert!(matches!(
+        decide(
+            &w.state,
+            bob,
+            Command::ShareProject {
+                project_id: p,
+                user_id: carol,
+                role: ProjectRole::Viewer
+            }
+        ),
+        Err(DomainError::Forbidden(_))
+    ));
+    w.run(
+        bob,
+        Command::UpdateProject {
+            project_id: p,
+            name: Some("renamed".into()),
+            description: None,
+        },
+    )
+    .unwrap();
+    assert_eq!(w.state.projects[&p].name, "renamed");
+
+    let d = w
+        .run(
+            alice,
+            Command::ShareProject {
+                project_id: p,
+                user_id: bob,
+                role: ProjectRole::Owner,
+            },
+        )
+        .unwrap();
+    assert!(matches!(
+        d.events[0],
+        RegistryEvent::ProjectRoleChanged(ProjectRoleChanged {
+            from: ProjectRole::Editor,
+            to: ProjectRole::Owner,
+            ..
+        })
+    ));
+    w.run(
+        bob,
+        Command::UnshareProject {
+            project_id: p,
+            user_id: alice,
+        },
+    )
+    .unwrap();
+    let last = decide(
+        &w.state,
+        bob,
+        Command::UnshareProject {
+            project_id: p,
+            user_id: bob,
+        },
+    );
+    assert!(matches!(last, Err(DomainError::Conflict(_))));
+    let demote = decide(
+        &w.state,
+        bob,
+        Command::ShareProject {
+            project_id: p,
+            user_id: bob,
+            role: ProjectRole::Viewer,
+        },
+    );
+    assert!(matches!(demote, Err(DomainError::Conflict(_))));
+    assert!(matches!(
+        decide(
+            &w.state,
+            alice,
+            Command::UnshareProject {
+                project_id: p,
+                user_id: bob
+            }
+        ),
+        Err(DomainError::Forbidden(_))
+    ));
+}
+
+#[test]
+fn comments_are_open_to_readers_and_auditors() {
+    let mut w = World::new();
+    let (alice, eve, aud) = (
+        w.user("alice", vec![]),
+        w.user("eve", vec![]),
+        w.user("aud", vec![GlobalRole::Auditor]),
+    );
+    let p = w.project(alice);
+    let comment = |comment_id| Command::AddComment {
+        comment_id,
+        subject: Subject::Project { project_id: p },
+        text: " looks good ".into(),
+    };
+    assert!(matches!(
+        decide(&w.state, eve, comment(id(50))),
+        Err(DomainError::Forbidden(_))
+    ));
+    w.run(aud, comment(id(50))).unwrap();
+    assert_eq!(w.state.projects[&p].comments[0].text, "looks good");
+    let empty = decide(
+        &w.state,
+        alice,
+        Command::AddComment {
+            comment_id: id(51),
+            subject: Subject::Project { project_id: p },
+            text: "  ".into(),
+        },
+    );
+    assert!(matches!(
+        empty,
+        Err(DomainError::Invalid { field: "text", .. })
+    ));
+}
+
+#[test]
+fn import_fills_the_schema_and_registration_is_once_per_experiment() {
+    let mut w = World::new();
+    let alice = w.user("alice", vec![]);
+    let viewer = w.user("vic", vec![]);
+    let p = w.project(alice);
+    w.run(
+        alice,
+        Command::ShareProject {
+            project_id: p,
+            user_id: viewer,
+            role: ProjectRole::Viewer,
+        },
+    )
+    .unwrap();
+    assert!(matches!(
+        w.experiment(viewer, p),
+        Err(DomainError::Forbidden(_))
+    ));
+    let x = w.experiment(alice, p).unwrap();
+    let exp = &w.state.experiments[&x];
+    assert_eq!(
+        exp.metadata["input_schema"],
+        MetadataValue::Json(json!([{"name": "x", "type": "Float32"}]))
+    );
+    assert_eq!(exp.tags.iter().collect::<Vec<_>>(), ["a", "b"]);
+    assert!(exp.artifacts[0].ingestion.is_some());
+
+    let m = w.fresh();
+    w.run(
+        alice,
+        Command::CreateModel {
+            model_id: m,
+            project_id: p,
+            name: "wine".into(),
+            description: String::new(),
+        },
+    )
+    .unwrap();
+    let dup_name = decide(
+        &w.state,
+        alice,
+        Command::CreateModel {
+            model_id: id(3),
+            project_id: p,
+            name: "wine".into(),
+            description: String::new(),
+        },
+    );
+    assert!(matches!(dup_name, Err(DomainError::AlreadyExists(_))));
+    w.run(
+        alice,
+        Command::RegisterVersion {
+            model_id: m,
+            experiment_id: x,
+            annotation: None,
+        },
+    )
+    .unwrap();
+    let again = decide(
+        &w.state,
+        alice,
+        Command::RegisterVersion {
+            model_id: m,
+            experiment_id: x,
+            annotation: None,
+        },
+    );
+    assert!(matches!(again, Err(DomainError::AlreadyExists(_))));
+    let x2 = w.experiment(alice, p).unwrap();
+    let d = w
+        .run(
+            alice,
+            Command::RegisterVersion {
+                model_id: m,
+                experiment_id: x2,
+                annotation: Some("retrained".into()),
+            },
+        )
+        .unwrap();
+    assert!(matches!(
+        d.events[0],
+        RegistryEvent::ModelVersionRegistered(ModelVersionRegistered { version: 2, .. })
+    ));
+    assert_eq!(d.expected, Some(1));
+
+    // A registered experiment cannot be deleted while its version lives.
+    let del = decide(
+        &w.state,
+        alice,
+        Command::DeleteExperiment {
+            experiment_id: x,
+            reason: None,
+        },
+    );
+    assert!(matches!(del, Err(DomainError::Conflict(_))));
+}
+
+#[test]
+fn stages_and_aliases_need_annotations_and_track_history() {
+    let mut w = World::new();
+    let alice = w.user("alice", vec![]);
+    let p = w.project(alice);
+    let m = w.fresh();
+    w.run(
+        alice,
+        Command::CreateModel {
+            model_id: m,
+            project_id: p,
+            name: "wine".into(),
+            description: String::new(),
+        },
+    )
+    .unwrap();
+    for _ in 0..2 {
+        let x = w.experiment(alice, p).unwrap();
+        w.run(
+            alice,
+            Command::RegisterVersion {
+                model_id: m,
+                experiment_id: x,
+                annotation: None,
+            },
+        )
+        .unwrap();
+    }
+    let no_reason = decide(
+        &w.state,
+        alice,
+        Command::SetStage {
+            model_id: m,
+            version: 1,
+            stage: Stage::Staging,
+            annotation: " ".into(),
+        },
+    );
+    assert!(matches!(
+        no_reason,
+        Err(DomainError::Invalid {
+            field: "annotation",
+            ..
+        })
+    ));
+    w.run(
+        alice,
+        Command::SetStage {
+            model_id: m,
+            version: 1,
+            stage: Stage::Staging,
+            annotation: "validated".into(),
+        },
+    )
+    .unwrap();
+    w.run(
+        alice,
+        Command::SetStage {
+            model_id: m,
+            version: 1,
+            stage: Stage::Production,
+            annotation: "approved".into(),
+        },
+    )
+    .unwrap();
+    let v1 = &w.state.models[&m].versions[&1];
+    assert_eq!((v1.stage, v1.stage_history.len()), (Stage::Production, 2));
+
+    for bad in ["latest", "v2", "a b", ""] {
+        let r = decide(
+            &w.state,
+            alice,
+            Command::SetAlias {
+                model_id: m,
+                alias: bad.into(),
+                version: 1,
+                annotation: "x".into(),
+            },
+        );
+        assert!(
+            matches!(r, Err(DomainError::Invalid { field: "alias", .. })),
+            "{bad}"
+        );
+    }
+    w.run(
+        alice,
+        Command::SetAlias {
+            model_id: m,
+            alias: "champion".into(),
+            version: 1,
+            annotation: "best".into(),
+        },
+    )
+    .unwrap();
+    let d = w
+        .run(
+            alice,
+            Command::SetAlias {
+                model_id: m,
+                alias: "champion".into(),
+                version: 2,
+                annotation: "better".into(),
+            },
+        )
+        .unwrap();
+    assert!(matches!(
+        d.events[0],
+        RegistryEvent::ModelAliasSet(ModelAliasSet {
+            previous_version: Some(1),
+            ..
+        })
+    ));
+    let model = &w.state.models[&m];
+    assert!(model.versions[&1].aliases.is_empty());
+    assert_eq!(model.aliases["champion"], 2);
+
+    w.run(
+        alice,
+        Command::DeleteVersion {
+            model_id: m,
+            version: 2,
+            annotation: "bad data".into(),
+        },
+    )
+    .unwrap();
+    assert!(w.state.models[&m].aliases.is_empty());
+    let gone = decide(
+        &w.state,
+        alice,
+        Command::SetStage {
+            model_id: m,
+            version: 2,
+            stage: Stage::Archived,
+            annotation: "x".into(),
+        },
+    );
+    assert!(matches!(
+        gone,
+        Err(DomainError::NotFound {
+            kind: Kind::Version,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn soft_delete_and_restore() {
+    let mut w = World::new();
+    let alice = w.user("alice", vec![]);
+    let p = w.project(alice);
+    let x = w.experiment(alice, p).unwrap();
+    w.run(
+        alice,
+        Command::DeleteExperiment {
+            experiment_id: x,
+            reason: Some("duplicate".into()),
+        },
+    )
+    .unwrap();
+    let tag = decide(
+        &w.state,
+        alice,
+        Command::TagExperiment {
+            experiment_id: x,
+            tag: "t".into(),
+        },
+    );
+    assert!(matches!(tag, Err(DomainError::Conflict(_))));
+    w.run(alice, Command::RestoreExperiment { experiment_id: x })
+        .unwrap();
+    w.run(
+        alice,
+        Command::TagExperiment {
+            experiment_id: x,
+            tag: "t".into(),
+        },
+    )
+    .unwrap();
+    assert!(w.state.experiments[&x].tags.contains("t"));
+    // Every one of these events is listed under the project.
+    assert_eq!(w.state.projects[&p].event_positions.len(), 1 + 2 + 3);
+}
+
+#[test]
+fn decisions_expect_the_stream_version_they_were_made_on() {
+    let mut w = World::new();
+    let alice = w.user("alice", vec![]);
+    let p = w.project(alice);
+    let d = decide(
+        &w.state,
+        alice,
+        Command::UpdateProject {
+            project_id: p,
+            name: Some("n".into()),
+            description: None,
+        },
+    )
+    .unwrap();
+    assert_eq!((d.stream, d.expected), (format!("project-{p}"), Some(0)));
+    let dup = decide(
+        &w.state,
+        alice,
+        Command::CreateProject {
+            project_id: p,
+            name: "n".into(),
+            description: String::new(),
+        },
+    );
+    assert!(matches!(dup, Err(DomainError::AlreadyExists(_))));
+}
