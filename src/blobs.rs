@@ -27,6 +27,8 @@ pub enum BlobError {
 pub struct BlobInfo {
     pub hash: Digest,
     pub size: u64,
+    /// False when the store held these bytes already.
+    pub created: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -151,7 +153,8 @@ impl BlobWriter {
         let dest = self.store.path(&hash);
         let parent = dest.parent().unwrap_or(&self.store.dir).to_path_buf();
         fs::create_dir_all(&parent).map_err(io(&parent))?;
-        if dest.exists() {
+        let created = !dest.exists();
+        if !created {
             fs::remove_file(&self.tmp).map_err(io(&self.tmp))?;
         } else {
             fs::rename(&self.tmp, &dest).map_err(io(&dest))?;
@@ -162,6 +165,7 @@ impl BlobWriter {
         Ok(BlobInfo {
             hash,
             size: self.size,
+            created,
         })
     }
 }

@@ -7,3 +7,5 @@ pub mod blobs;
 pub mod domain;
 pub mod log;
 pub mod progress;
+pub mod projections;
+pub mod runtime;

@@ -6,8 +6,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use provenant::api::command::bootstrap_admin;
 use provenant::api::{self, AppState};
+use provenant::blobs::BlobStore;
 use provenant::log::{self, ExpectedVersion, Ledger, NewEvent, keys};
+use provenant::projections::registry::RegistryProjection;
 use serde_json::json;
 
 #[derive(Parser)]
@@ -34,8 +37,15 @@ struct DataDir {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Create a data dir with a new ledger key and the genesis event.
-    Init(DataDir),
+    /// Create a data dir with a new ledger key, the genesis event and the first admin,
+    /// whose API token is printed once.
+    Init {
+        #[command(flatten)]
+        data: DataDir,
+        /// The first admin's username.
+        #[arg(long, default_value = "admin")]
+        admin: String,
+    },
     /// Serve the HTTP API (initializing the data dir on first start).
     Serve {
         #[command(flatten)]
@@ -43,6 +53,12 @@ enum Command {
         /// Address to listen on.
         #[arg(long, env = "PROVENANT_ADDR", default_value = "127.0.0.1:8080")]
         addr: String,
+        /// ONNX Runtime shared library (default: ORT_DYLIB_PATH, then the repo's .ort/lib/).
+        #[arg(long, env = "PROVENANT_ORT_LIB")]
+        ort_lib: Option<PathBuf>,
+        /// Largest artifact upload, in bytes.
+        #[arg(long, env = "PROVENANT_MAX_ARTIFACT_BYTES", default_value_t = provenant::blobs::DEFAULT_MAX_BYTES)]
+        max_artifact_bytes: u64,
     },
     /// Re-check every hash, signature, stream version, Merkle node and checkpoint.
     /// Exit 0: intact; 1: tampered; 2: usage or I/O error.
@@ -115,12 +131,20 @@ type Failure = Box<dyn std::error::Error + Send + Sync>;
 
 async fn run(command: Command) -> Result<ExitCode, Failure> {
     match command {
-        Command::Init(d) => {
-            let key = Ledger::init(&d.dir)?;
-            println!("initialized ledger in {}", d.dir.display());
+        Command::Init { data, admin } => {
+            let key = Ledger::init(&data.dir)?;
+            println!("initialized ledger in {}", data.dir.display());
             println!("ledger key id {} public key {}", key.id, key.public_hex());
+            let ledger = Ledger::open(&data.dir, log::Config::default())?;
+            let registry = RegistryProjection::start(&ledger).await?;
+            print_admin_token(&admin, &bootstrap_admin(&ledger, &registry, &admin).await?);
         }
-        Command::Serve { data, addr } => serve(data, addr).await?,
+        Command::Serve {
+            data,
+            addr,
+            ort_lib,
+            max_artifact_bytes,
+        } => serve(data, addr, ort_lib, max_artifact_bytes).await?,
         Command::Verify {
             data,
             strict,
@@ -147,7 +171,18 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn serve(data: DataDir, addr: String) -> Result<(), Failure> {
+fn print_admin_token(admin: &str, token: &str) {
+    println!("first admin {admin:?} created; its API token (shown only now):");
+    println!("{token}");
+}
+
+async fn serve(
+    data: DataDir,
+    addr: String,
+    ort_lib: Option<PathBuf>,
+    max_artifact_bytes: u64,
+) -> Result<(), Failure> {
+    let onnx = provenant::runtime::onnx::load(ort_lib.as_deref())?;
     if !data.dir.join(log::DB_FILE).exists() {
         let key = Ledger::init(&data.dir)?;
         eprintln!(
@@ -157,6 +192,19 @@ async fn serve(data: DataDir, addr: String) -> Result<(), Failure> {
         );
     }
     let ledger = Ledger::open(&data.dir, log::Config::default())?;
+    let blobs = BlobStore::new(&data.dir.join("blobs"), max_artifact_bytes);
+    let state = AppState::start(ledger.clone(), blobs, onnx).await?;
+    if state.registry.read().users.is_empty() {
+        print_admin_token(
+            "admin",
+            &bootstrap_admin(&ledger, &state.registry, "admin").await?,
+        );
+    }
+    eprintln!(
+        "ONNX Runtime {} from {}",
+        onnx.version,
+        onnx.library.display()
+    );
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
@@ -171,7 +219,7 @@ async fn serve(data: DataDir, addr: String) -> Result<(), Failure> {
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    api::serve(listener, AppState { ledger }, shutdown).await?;
+    api::serve(listener, state, shutdown).await?;
     Ok(())
 }
 

@@ -7,7 +7,8 @@ use serde_json::json;
 
 use crate::log::{AppendError, LogError};
 
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{code}: {detail}")]
 pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,

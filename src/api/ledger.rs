@@ -1,8 +1,7 @@
 //! Read-only ledger endpoints: head, keys, events, streams, checkpoints and proofs.
 
 use axum::Json;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::IntoResponse;
 use serde::Deserialize;
@@ -10,22 +9,23 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::AppState;
+use super::auth::Principal;
 use super::error::ApiError;
+use super::extract::ApiQuery;
 use crate::log::envelope::EventJson;
 use crate::log::store::Direction;
 
 const MAX_PAGE: usize = 1000;
 
-fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
-    q.map(|Query(t)| t)
-        .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
-}
-
-pub async fn head(State(s): State<AppState>) -> Json<Value> {
+/// The committed head: size, last hash, root, signed checkpoint.
+#[utoipa::path(get, path = "/api/v1/ledger/head", tag = "ledger")]
+pub async fn head(State(s): State<AppState>, _p: Principal) -> Json<Value> {
     Json(json!(s.ledger.head()))
 }
 
-pub async fn keys(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
+/// The ledger public keys with the positions each signs.
+#[utoipa::path(get, path = "/api/v1/ledger/keys", tag = "ledger")]
+pub async fn keys(State(s): State<AppState>, _p: Principal) -> Result<Json<Value>, ApiError> {
     Ok(Json(
         json!({"origin": s.ledger.origin(), "keys": s.ledger.keys()?}),
     ))
@@ -36,12 +36,13 @@ pub struct CheckpointQuery {
     size: Option<u64>,
 }
 
-/// The signed note as `text/plain`, the form tlog clients consume.
+/// A C2SP signed checkpoint (text), the latest or at `size`.
+#[utoipa::path(get, path = "/api/v1/ledger/checkpoint", tag = "ledger")]
 pub async fn checkpoint(
     State(s): State<AppState>,
-    q: Result<Query<CheckpointQuery>, QueryRejection>,
+    _p: Principal,
+    ApiQuery(q): ApiQuery<CheckpointQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let q = query(q)?;
     let note = match q.size {
         None => s.ledger.head().checkpoint,
         Some(size) => s.ledger.checkpoint(size)?.ok_or_else(|| {
@@ -75,11 +76,14 @@ fn limit(l: Option<usize>) -> Result<usize, ApiError> {
     }
 }
 
+/// Events from a position (admins and auditors).
+#[utoipa::path(get, path = "/api/v1/ledger/events", tag = "ledger")]
 pub async fn events(
     State(s): State<AppState>,
-    q: Result<Query<PageQuery>, QueryRejection>,
+    p: Principal,
+    ApiQuery(q): ApiQuery<PageQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let q = query(q)?;
+    p.require_reads_all("reading ledger events")?;
     let from = q.from.unwrap_or(0);
     let events: Vec<EventJson> = s
         .ledger
@@ -91,10 +95,14 @@ pub async fn events(
     Ok(Json(json!({"events": events, "next": next})))
 }
 
+/// One event by position (admins and auditors).
+#[utoipa::path(get, path = "/api/v1/ledger/events/{position}", tag = "ledger")]
 pub async fn event(
     State(s): State<AppState>,
+    p: Principal,
     Path(position): Path<String>,
 ) -> Result<Json<EventJson>, ApiError> {
+    p.require_reads_all("reading ledger events")?;
     let position: u64 = position.parse().map_err(|_| {
         ApiError::bad_request(
             "invalid_position",
@@ -107,10 +115,14 @@ pub async fn event(
         .ok_or_else(|| ApiError::not_found("no_event", format!("no event at position {position}")))
 }
 
+/// One event by id (admins and auditors).
+#[utoipa::path(get, path = "/api/v1/ledger/events/by-id/{id}", tag = "ledger")]
 pub async fn event_by_id(
     State(s): State<AppState>,
+    p: Principal,
     Path(id): Path<String>,
 ) -> Result<Json<EventJson>, ApiError> {
+    p.require_reads_all("reading ledger events")?;
     let id = Uuid::parse_str(&id)
         .map_err(|_| ApiError::bad_request("invalid_event_id", format!("{id:?} is not a UUID")))?;
     s.ledger
@@ -119,12 +131,15 @@ pub async fn event_by_id(
         .ok_or_else(|| ApiError::not_found("no_event", format!("no event with id {id}")))
 }
 
+/// A stream's events, forward or backward (admins and auditors).
+#[utoipa::path(get, path = "/api/v1/ledger/streams/{stream}", tag = "ledger")]
 pub async fn stream(
     State(s): State<AppState>,
+    p: Principal,
     Path(stream): Path<String>,
-    q: Result<Query<PageQuery>, QueryRejection>,
+    ApiQuery(q): ApiQuery<PageQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let q = query(q)?;
+    p.require_reads_all("reading ledger events")?;
     let direction = q.direction.unwrap_or(Direction::Forward);
     let from = q.from.unwrap_or(match direction {
         Direction::Forward => 0,
@@ -145,11 +160,13 @@ pub struct InclusionQuery {
     tree_size: Option<u64>,
 }
 
+/// An RFC 6962 inclusion proof.
+#[utoipa::path(get, path = "/api/v1/ledger/proofs/inclusion", tag = "ledger")]
 pub async fn inclusion(
     State(s): State<AppState>,
-    q: Result<Query<InclusionQuery>, QueryRejection>,
+    _p: Principal,
+    ApiQuery(q): ApiQuery<InclusionQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let q = query(q)?;
     let size = q.tree_size.unwrap_or_else(|| s.ledger.head().size);
     let (leaf, proof) = s.ledger.inclusion_proof(q.position, size)?;
     let event_hash = s.ledger.event(q.position)?.map(|e| e.hash);
@@ -170,11 +187,13 @@ pub struct ConsistencyQuery {
     to: Option<u64>,
 }
 
+/// An RFC 6962 consistency proof.
+#[utoipa::path(get, path = "/api/v1/ledger/proofs/consistency", tag = "ledger")]
 pub async fn consistency(
     State(s): State<AppState>,
-    q: Result<Query<ConsistencyQuery>, QueryRejection>,
+    _p: Principal,
+    ApiQuery(q): ApiQuery<ConsistencyQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let q = query(q)?;
     let to = q.to.unwrap_or_else(|| s.ledger.head().size);
     let proof = s.ledger.consistency_proof(q.from, to)?;
     Ok(Json(json!({

@@ -1,34 +1,138 @@
-//! The HTTP interface (axum).
+//! The HTTP interface (axum): the management REST API under `/api/v1/`, with its OpenAPI
+//! document generated from the handlers' annotations.
 
+pub mod auth;
+pub mod command;
 pub mod error;
+mod extract;
 mod ledger;
+mod registry;
 
-use axum::Router;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::routing::get;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use crate::blobs::BlobStore;
 use crate::log::Ledger;
+use crate::projections::registry::{ProjectionError, RegistryProjection};
+use crate::runtime::onnx::Onnx;
 use error::ApiError;
 
 #[derive(Clone)]
 pub struct AppState {
     pub ledger: Ledger,
+    pub registry: Arc<RegistryProjection>,
+    pub blobs: BlobStore,
+    pub onnx: &'static Onnx,
+    /// Serializes registry commands (see `command`).
+    gate: Arc<tokio::sync::Mutex<()>>,
 }
 
-pub fn router(state: AppState) -> Router {
-    Router::new()
+impl AppState {
+    /// Builds the registry projection from the ledger and the state the API serves.
+    pub async fn start(
+        ledger: Ledger,
+        blobs: BlobStore,
+        onnx: &'static Onnx,
+    ) -> Result<AppState, ProjectionError> {
+        let registry = RegistryProjection::start(&ledger).await?;
+        Ok(AppState {
+            ledger,
+            registry,
+            blobs,
+            onnx,
+            gate: Arc::default(),
+        })
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Provenant", description = "MLOps registry on a signed, hash-chained event ledger"),
+    modifiers(&Bearer),
+    security(("bearer" = []))
+)]
+struct ApiDoc;
+
+struct Bearer;
+
+impl utoipa::Modify for Bearer {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+    }
+}
+
+/// Every documented route, with the document that describes them.
+fn documented() -> OpenApiRouter<AppState> {
+    use registry as r;
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(ledger::head))
+        .routes(routes!(ledger::keys))
+        .routes(routes!(ledger::checkpoint))
+        .routes(routes!(ledger::events))
+        .routes(routes!(ledger::event))
+        .routes(routes!(ledger::event_by_id))
+        .routes(routes!(ledger::stream))
+        .routes(routes!(ledger::inclusion))
+        .routes(routes!(ledger::consistency))
+        .routes(routes!(r::me))
+        .routes(routes!(r::create_user, r::list_users))
+        .routes(routes!(r::get_user))
+        .routes(routes!(r::grant_role))
+        .routes(routes!(r::revoke_role))
+        .routes(routes!(r::issue_token))
+        .routes(routes!(r::revoke_token))
+        .routes(routes!(r::create_project, r::list_projects))
+        .routes(routes!(r::get_project, r::update_project))
+        .routes(routes!(r::share_project, r::unshare_project))
+        .routes(routes!(r::comment_project))
+        .routes(routes!(r::project_events))
+        .routes(routes!(r::list_experiments))
+        .routes(routes!(r::get_experiment, r::delete_experiment))
+        .routes(routes!(r::set_metadata))
+        .routes(routes!(r::tag_experiment))
+        .routes(routes!(r::untag_experiment))
+        .routes(routes!(r::comment_experiment))
+        .routes(routes!(r::restore_experiment))
+        .routes(routes!(r::create_model, r::list_models))
+        .routes(routes!(r::get_model))
+        .routes(routes!(r::register_version, r::list_versions))
+        .routes(routes!(r::get_version, r::delete_version))
+        .routes(routes!(r::set_stage))
+        .routes(routes!(r::set_alias, r::remove_alias))
+        .routes(routes!(r::comment_version))
+}
+
+/// The OpenAPI document of the management API.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    documented().into_openapi()
+}
+
+pub fn router(state: AppState) -> axum::Router {
+    // Artifact uploads are bounded by the blob store's limit, not the default body limit.
+    let (uploads, upload_doc) = OpenApiRouter::new()
+        .routes(routes!(registry::import_experiment))
+        .layer(DefaultBodyLimit::disable())
+        .split_for_parts();
+    let (api, mut doc) = documented().split_for_parts();
+    doc.merge(upload_doc);
+    let doc = Arc::new(doc);
+    api.merge(uploads)
         .route("/readyz", get(|| async { "ready" }))
-        .route("/api/v1/ledger/head", get(ledger::head))
-        .route("/api/v1/ledger/keys", get(ledger::keys))
-        .route("/api/v1/ledger/checkpoint", get(ledger::checkpoint))
-        .route("/api/v1/ledger/events", get(ledger::events))
-        .route("/api/v1/ledger/events/{position}", get(ledger::event))
-        .route("/api/v1/ledger/events/by-id/{id}", get(ledger::event_by_id))
-        .route("/api/v1/ledger/streams/{stream}", get(ledger::stream))
-        .route("/api/v1/ledger/proofs/inclusion", get(ledger::inclusion))
         .route(
-            "/api/v1/ledger/proofs/consistency",
-            get(ledger::consistency),
+            "/api/v1/openapi.json",
+            get(move || async move { Json(doc.as_ref().clone()) }),
         )
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .with_state(state)

@@ -146,16 +146,9 @@ struct Actor<'a> {
 }
 
 impl Actor<'_> {
-    fn project_role(&self, project_id: Uuid) -> Option<ProjectRole> {
-        self.state
-            .projects
-            .get(&project_id)
-            .and_then(|p| p.members.get(&self.id).copied())
-    }
-
     /// Admins may do anything; others need at least `min` in the project.
     fn require(&self, project_id: Uuid, min: ProjectRole, what: &str) -> Result<(), DomainError> {
-        if self.admin || self.project_role(project_id).is_some_and(|r| r >= min) {
+        if may(self.state, self.id, project_id, min) {
             return Ok(());
         }
         Err(DomainError::Forbidden(format!(
@@ -191,6 +184,20 @@ fn role_name(r: ProjectRole) -> &'static str {
     }
 }
 
+/// Whether `user` is an admin or holds at least `min` in the project.
+pub fn may(state: &Registry, user: Uuid, project_id: Uuid, min: ProjectRole) -> bool {
+    let admin = state
+        .users
+        .get(&user)
+        .is_some_and(|u| u.roles.contains(&GlobalRole::Admin));
+    admin
+        || state
+            .projects
+            .get(&project_id)
+            .and_then(|p| p.members.get(&user))
+            .is_some_and(|r| *r >= min)
+}
+
 /// Whether `user` may read `project` (viewers and up, admins, auditors).
 pub fn can_read_project(state: &Registry, user: Uuid, project_id: Uuid) -> bool {
     let Some(u) = state.users.get(&user) else {
@@ -201,6 +208,37 @@ pub fn can_read_project(state: &Registry, user: Uuid, project_id: Uuid) -> bool 
             .projects
             .get(&project_id)
             .is_some_and(|p| p.members.contains_key(&user))
+}
+
+/// The first admin, created by `provenant init` (or the first `serve`) with its first token;
+/// only while the registry has no user at all.
+pub fn bootstrap_admin(
+    state: &Registry,
+    user_id: Uuid,
+    username: String,
+    token_id: Uuid,
+    token_hash: String,
+) -> Result<Decision, DomainError> {
+    if !state.users.is_empty() {
+        return Err(DomainError::Conflict(
+            "the registry has users already".into(),
+        ));
+    }
+    check_username(&username)?;
+    let created = RegistryEvent::UserCreated(UserCreated {
+        user_id,
+        display_name: username.clone(),
+        username,
+        roles: vec![GlobalRole::Admin],
+    });
+    let token = RegistryEvent::ApiTokenIssued(ApiTokenIssued {
+        user_id,
+        token_id,
+        name: "bootstrap".into(),
+        token_hash,
+        expires_at: None,
+    });
+    decision(state, "user", user_id, true, vec![created, token])
 }
 
 pub fn decide(state: &Registry, actor: Uuid, command: Command) -> Result<Decision, DomainError> {
@@ -516,6 +554,16 @@ pub fn decide(state: &Registry, actor: Uuid, command: Command) -> Result<Decisio
             find(&state.projects, project_id, Kind::Project)?;
             actor.require(project_id, ProjectRole::Editor, "importing an experiment")?;
             let display_name = text("display_name", display_name, 1, 200)?;
+            let mut metadata = metadata;
+            // What the artifact says of its source model fills the metadata the import left out.
+            for key in ["source_model_name", "source_model_version"] {
+                let found = artifacts
+                    .iter()
+                    .find_map(|(_, i)| i.details.get(key)?.as_str());
+                if let (Some(v), false) = (found, metadata.contains_key(key)) {
+                    metadata.insert(key.to_string(), MetadataValue::String(v.to_string()));
+                }
+            }
             let metadata = normalize_metadata(metadata)?;
             if let Some(t) = &parameters.target_column {
                 text("parameters.target_column", t.clone(), 1, 256)?;

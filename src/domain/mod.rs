@@ -9,7 +9,7 @@ pub mod state;
 #[cfg(test)]
 mod tests;
 
-pub use decide::{Command, Decision, can_read_project, decide};
+pub use decide::{Command, Decision, bootstrap_admin, can_read_project, decide, may};
 pub use event::RegistryEvent;
 pub use state::{Recorded, Registry, evolve};
 

@@ -143,7 +143,7 @@ pub struct Registry {
     pub models: BTreeMap<Uuid, RegisteredModel>,
     #[serde(skip)]
     pub usernames: HashMap<String, Uuid>,
-    /// blake3 hash (hex) of a token → (user, token id).
+    /// blake3 hash (hex) of every token ever issued → (user, token id).
     #[serde(skip)]
     pub tokens: HashMap<String, (Uuid, Uuid)>,
     /// The last version of each registry stream, for optimistic concurrency.
@@ -273,7 +273,6 @@ fn apply(state: &mut Registry, event: &RegistryEvent, stamp: Stamp) {
                 .get_mut(&e.user_id)
                 .and_then(|u| u.tokens.get_mut(&e.token_id))
             {
-                state.tokens.remove(&t.token_hash);
                 t.revoked = Some(stamp);
             }
         }

@@ -188,6 +188,22 @@ fn only_admins_create_users_and_usernames_are_unique() {
 }
 
 #[test]
+fn only_an_empty_registry_gets_a_bootstrap_admin() {
+    let w = World::new();
+    let again = bootstrap_admin(&w.state, id(2), "root".into(), id(3), "cd".repeat(32));
+    assert!(matches!(again, Err(DomainError::Conflict(_))));
+    let first = bootstrap_admin(
+        &Registry::default(),
+        id(2),
+        "root".into(),
+        id(3),
+        "cd".repeat(32),
+    )
+    .unwrap();
+    assert_eq!((first.expected, first.events.len()), (None, 2));
+}
+
+#[test]
 fn the_last_admin_keeps_the_role() {
     let mut w = World::new();
     let err = decide(
@@ -250,7 +266,7 @@ fn tokens_are_issued_for_oneself_or_by_admins_and_revoked_once() {
         Err(DomainError::Forbidden(_))
     ));
     w.run(alice, revoke.clone()).unwrap();
-    assert!(w.state.tokens.is_empty());
+    assert!(w.state.users[&alice].tokens[&id(77)].revoked.is_some());
     assert!(matches!(
         decide(&w.state, alice, revoke),
         Err(DomainError::Conflict(_))

@@ -1,0 +1,3 @@
+//! Read models folded from the ledger.
+
+pub mod registry;

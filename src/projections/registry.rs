@@ -1,0 +1,107 @@
+//! The registry projection: `domain::evolve` folded over the ledger from position 0 at start,
+//! then kept current by a subscription. Readers take a snapshot under a short read lock.
+
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+
+use tokio::sync::watch;
+
+use crate::domain::{Recorded, Registry, RegistryEvent, evolve};
+use crate::log::envelope::Event;
+use crate::log::{Ledger, LogError};
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ProjectionError {
+    #[error("the registry projection stopped at position {position}: {reason}")]
+    Stopped { position: u64, reason: String },
+}
+
+pub struct RegistryProjection {
+    state: RwLock<Registry>,
+    /// The next position to apply, or why the projection stopped.
+    progress: watch::Sender<Result<u64, ProjectionError>>,
+}
+
+/// A stored event as `evolve` sees it; registry payloads that do not decode are corruption.
+pub fn recorded(event: &Event) -> Result<Recorded, String> {
+    let u = &event.unsigned;
+    let decoded = RegistryEvent::decode(&u.event_type, &u.payload).map_err(|e| e.to_string())?;
+    Ok(Recorded {
+        position: u.position,
+        stream: u.stream.clone(),
+        stream_version: u.stream_version,
+        actor: u.actor.clone(),
+        recorded_at: u.recorded_at.clone(),
+        event: decoded,
+    })
+}
+
+impl RegistryProjection {
+    /// Rebuilds the registry from the whole log, then follows it; returns once the
+    /// projection has caught up with the head as it was at the call.
+    pub async fn start(ledger: &Ledger) -> Result<Arc<RegistryProjection>, ProjectionError> {
+        let (progress, _) = watch::channel(Ok(0));
+        let projection = Arc::new(RegistryProjection {
+            state: RwLock::new(Registry::default()),
+            progress,
+        });
+        let follower = projection.clone();
+        let mut subscription = ledger.subscribe(0);
+        tokio::spawn(async move {
+            loop {
+                let position = subscription.position();
+                let outcome = match subscription.next().await {
+                    Ok(event) => recorded(&event),
+                    Err(LogError::Stopped) => return,
+                    Err(e) => Err(e.to_string()),
+                };
+                match outcome {
+                    Ok(r) => follower.apply(&r),
+                    Err(reason) => {
+                        let stopped = Err(ProjectionError::Stopped { position, reason });
+                        follower.progress.send_modify(|p| *p = stopped);
+                        return;
+                    }
+                }
+            }
+        });
+        projection.wait_for(ledger.head().size).await?;
+        Ok(projection)
+    }
+
+    fn apply(&self, r: &Recorded) {
+        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+        *state = evolve(std::mem::take(&mut *state), r);
+        let applied = state.applied;
+        drop(state);
+        self.progress.send_modify(|p| *p = Ok(applied));
+    }
+
+    /// Waits until every position below `size` is applied.
+    pub async fn wait_for(&self, size: u64) -> Result<(), ProjectionError> {
+        let mut rx = self.progress.subscribe();
+        let result = rx
+            .wait_for(|p| p.as_ref().map_or(true, |applied| *applied >= size))
+            .await;
+        match result {
+            Ok(p) => p.as_ref().map(|_| ()).map_err(Clone::clone),
+            Err(_) => Err(ProjectionError::Stopped {
+                position: 0,
+                reason: "the projection task ended".into(),
+            }),
+        }
+    }
+
+    /// The current registry, read-locked: hold it briefly.
+    pub fn read(&self) -> RwLockReadGuard<'_, Registry> {
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The registry as the events from position 0 to `to` (exclusive) build it.
+pub fn fold(events: impl IntoIterator<Item = Event>) -> Result<Registry, String> {
+    events
+        .into_iter()
+        .try_fold(Registry::default(), |state, e| {
+            Ok(evolve(state, &recorded(&e)?))
+        })
+}

@@ -1,0 +1,4 @@
+//! The scoring runtime: ONNX Runtime loading and artifact ingestion.
+
+pub mod ingest;
+pub mod onnx;
