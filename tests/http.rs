@@ -2,8 +2,7 @@
 
 mod common;
 
-use common::{event, fill, fresh};
-use provenant::api::{self, AppState};
+use common::{Server, event, fill};
 use provenant::log::checkpoint::Checkpoint;
 use provenant::log::merkle::{self, Node};
 use provenant::log::{ExpectedVersion, keys};
@@ -29,19 +28,18 @@ fn node(v: &Value) -> Node {
         .unwrap()
 }
 
-struct Api {
-    http: reqwest::Client,
-    base: String,
+struct Api<'a> {
+    server: &'a Server,
+    token: Option<&'a str>,
 }
 
-impl Api {
+impl Api<'_> {
     async fn get(&self, path: &str) -> (u16, String) {
-        let r = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await
-            .unwrap();
+        let mut req = self.server.http.get(format!("{}{path}", self.server.base));
+        if let Some(t) = self.token {
+            req = req.bearer_auth(t);
+        }
+        let r = req.send().await.unwrap();
         let status = r.status().as_u16();
         (status, r.text().await.unwrap())
     }
@@ -54,34 +52,40 @@ impl Api {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ledger_endpoints_serve_verifiable_events_and_proofs() {
-    let dir = tempfile::tempdir().unwrap();
-    let ledger = fresh(dir.path());
-    fill(&ledger, 3, 10).await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(api::serve(
-        listener,
-        AppState {
-            ledger: ledger.clone(),
-        },
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let server = Server::start().await;
+    let ledger = &server.ledger;
+    fill(ledger, 3, 10).await;
+    let n = ledger.head().size;
     let api = Api {
-        http: reqwest::Client::new(),
-        base,
+        server: &server,
+        token: Some(&server.admin_token),
     };
+    // Every ledger route wants a token.
+    let anonymous = Api {
+        server: &server,
+        token: None,
+    };
+    for path in [
+        "/api/v1/ledger/head",
+        "/api/v1/ledger/events",
+        "/api/v1/ledger/keys",
+    ] {
+        let (s, body) = anonymous.json(path).await;
+        assert_eq!(
+            (s, body["code"].as_str()),
+            (401, Some("unauthenticated")),
+            "{path}"
+        );
+    }
 
     assert_eq!(api.get("/readyz").await, (200, "ready".into()));
     let (_, keys_doc) = api.json("/api/v1/ledger/keys").await;
     let public = keys::parse_public(keys_doc["keys"][0]["public_key"].as_str().unwrap()).unwrap();
 
     let (s, head) = api.json("/api/v1/ledger/head").await;
-    assert_eq!((s, head["size"].as_u64()), (200, Some(31)));
+    assert_eq!((s, head["size"].as_u64()), (200, Some(n)));
     let cp = Checkpoint::verify(head["checkpoint"].as_str().unwrap(), &public).unwrap();
-    assert_eq!(cp.size, 31);
+    assert_eq!(cp.size, n);
     let (s, note) = api.get("/api/v1/ledger/checkpoint").await;
     assert_eq!(
         (s, note.as_str()),
@@ -89,14 +93,14 @@ async fn ledger_endpoints_serve_verifiable_events_and_proofs() {
     );
 
     // Every event's inclusion proof checks against the signed root.
-    for p in 0..31u64 {
+    for p in 0..n {
         let (s, inc) = api
             .json(&format!("/api/v1/ledger/proofs/inclusion?position={p}"))
             .await;
         assert_eq!(s, 200);
         let (_, e) = api.json(&format!("/api/v1/ledger/events/{p}")).await;
         let leaf = merkle::leaf_hash(&node(&e["hash"]));
-        merkle::verify_inclusion(p, 31, &leaf, &nodes(&inc["proof"]), &cp.root).unwrap();
+        merkle::verify_inclusion(p, n, &leaf, &nodes(&inc["proof"]), &cp.root).unwrap();
     }
 
     // History is append-only: a consistency proof links the old signed head to a new one.
@@ -105,12 +109,12 @@ async fn ledger_endpoints_serve_verifiable_events_and_proofs() {
     let cp2 = Checkpoint::verify(head2["checkpoint"].as_str().unwrap(), &public).unwrap();
     let (s, cons) = api
         .json(&format!(
-            "/api/v1/ledger/proofs/consistency?from=31&to={}",
+            "/api/v1/ledger/proofs/consistency?from={n}&to={}",
             cp2.size
         ))
         .await;
     assert_eq!(s, 200);
-    merkle::verify_consistency(31, cp2.size, &nodes(&cons["proof"]), &cp.root, &cp2.root).unwrap();
+    merkle::verify_consistency(n, cp2.size, &nodes(&cons["proof"]), &cp.root, &cp2.root).unwrap();
 
     // Paging, streams, lookup by id.
     let (_, page) = api.json("/api/v1/ledger/events?from=5&limit=3").await;
@@ -188,7 +192,4 @@ async fn ledger_endpoints_serve_verifiable_events_and_proofs() {
         .await
         .unwrap_err();
     assert_eq!(ledger.head().size, size);
-
-    let _ = stop.send(());
-    server.await.unwrap().unwrap();
 }

@@ -97,6 +97,7 @@ pub struct Artifact {
     pub artifact_type: String,
     pub file_name: String,
     /// blake3 of the uncompressed bytes, hex.
+    #[schemars(regex(pattern = r"^[0-9a-f]{64}$"))]
     pub blob_hash: String,
     pub size: u64,
 }
@@ -162,6 +163,8 @@ events! {
         user_id: Uuid,
         token_id: Uuid,
         name: String,
+        /// blake3 of the token, hex.
+        #[schemars(regex(pattern = r"^[0-9a-f]{64}$"))]
         token_hash: String,
         expires_at: Option<String>,
     }

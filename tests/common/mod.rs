@@ -35,3 +35,133 @@ pub async fn fill(ledger: &Ledger, streams: usize, n: usize) {
         }
     }
 }
+
+/// A real server on a loopback port over a fresh data dir, with its first admin.
+pub struct Server {
+    pub base: String,
+    pub admin_token: String,
+    pub ledger: Ledger,
+    pub state: provenant::api::AppState,
+    pub http: reqwest::Client,
+    _dir: tempfile::TempDir,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+/// Largest artifact the test servers accept.
+pub const TEST_MAX_ARTIFACT: u64 = 200 << 10;
+
+impl Server {
+    pub async fn start() -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = fresh(dir.path());
+        let onnx = provenant::runtime::onnx::load(None).unwrap();
+        let blobs = provenant::blobs::BlobStore::new(&dir.path().join("blobs"), TEST_MAX_ARTIFACT);
+        let state = provenant::api::AppState::start(ledger.clone(), blobs, onnx)
+            .await
+            .unwrap();
+        let admin_token =
+            provenant::api::command::bootstrap_admin(&ledger, &state.registry, "root")
+                .await
+                .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(provenant::api::serve(listener, state.clone(), async {
+            let _ = stopped.await;
+        }));
+        Server {
+            base,
+            admin_token,
+            ledger,
+            state,
+            http: reqwest::Client::new(),
+            _dir: dir,
+            _stop: stop,
+        }
+    }
+
+    /// Sends a JSON request (no body when `body` is null); answers the status and JSON body.
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Value,
+    ) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if !body.is_null() {
+            req = req.json(&body);
+        }
+        let r = req.send().await.unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    /// Sends raw bytes as a JSON-typed body.
+    pub async fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: &'static str,
+    ) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let r = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Imports an experiment: the `experiment` JSON part, then `(file name, bytes)` parts.
+    pub async fn import(
+        &self,
+        token: &str,
+        project: &str,
+        spec: Value,
+        files: Vec<(&str, Vec<u8>)>,
+    ) -> (u16, Value) {
+        let mut form = reqwest::multipart::Form::new().text("experiment", spec.to_string());
+        for (name, bytes) in files {
+            form = form.part(
+                "artifact",
+                reqwest::multipart::Part::bytes(bytes).file_name(name.to_string()),
+            );
+        }
+        let r = self
+            .http
+            .post(format!(
+                "{}/api/v1/projects/{project}/experiments",
+                self.base
+            ))
+            .bearer_auth(token)
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub fn size(&self) -> u64 {
+        self.ledger.head().size
+    }
+}
+
+pub fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(Path::new("fixtures/models").join(name)).unwrap()
+}
