@@ -585,3 +585,828 @@ async fn the_full_registry_story() {
     let rebuilt = fold(srv.ledger.read_all(0, usize::MAX).unwrap()).unwrap();
     assert_eq!(rebuilt, *srv.state.registry.read());
 }
+
+/// Who calls.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Who {
+    Admin,
+    Auditor,
+    Owner,
+    Editor,
+    Viewer,
+    Outsider,
+    Anonymous,
+    Revoked,
+}
+
+/// Who a route lets through.
+#[derive(Debug, Clone, Copy)]
+enum Rule {
+    Anyone,
+    AdminOnly,
+    ReadsAll,
+    /// A route about the owner's own user record.
+    OwnerSelf,
+    OwnerSelfOrReadsAll,
+    ProjectRead,
+    ProjectEdit,
+    ProjectOwner,
+    NotAuditor,
+}
+
+fn allowed(who: Who, rule: Rule) -> bool {
+    use Who::*;
+    let reader = matches!(who, Admin | Auditor | Owner | Editor | Viewer);
+    match rule {
+        Rule::Anyone => !matches!(who, Anonymous | Revoked),
+        Rule::AdminOnly => who == Admin,
+        Rule::ReadsAll => matches!(who, Admin | Auditor),
+        Rule::OwnerSelf => matches!(who, Admin | Owner),
+        Rule::OwnerSelfOrReadsAll => matches!(who, Admin | Auditor | Owner),
+        Rule::ProjectRead => reader,
+        Rule::ProjectEdit => matches!(who, Admin | Owner | Editor),
+        Rule::ProjectOwner => matches!(who, Admin | Owner),
+        Rule::NotAuditor => matches!(who, Admin | Owner | Editor | Viewer | Outsider),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authorization_matrix_every_route_and_role() {
+    let srv = Server::start().await;
+    let (owner, owner_t) = create_user(&srv, "olga", json!([])).await;
+    let (editor, editor_t) = create_user(&srv, "ed", json!([])).await;
+    let (viewer, viewer_t) = create_user(&srv, "vic", json!([])).await;
+    let (_, outsider_t) = create_user(&srv, "otto", json!([])).await;
+    let (_, auditor_t) = create_user(&srv, "audrey", json!(["auditor"])).await;
+    let (revoked, revoked_t) = create_user(&srv, "rex", json!([])).await;
+    let (spare, _) = create_user(&srv, "spare", json!([])).await;
+    let (_, rt) = srv
+        .call(
+            "GET",
+            &format!("/api/v1/users/{revoked}"),
+            Some(&srv.admin_token),
+            Value::Null,
+        )
+        .await;
+    let rex_token = rt["tokens"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .next()
+        .unwrap()
+        .clone();
+    srv.call(
+        "DELETE",
+        &format!("/api/v1/users/{revoked}/tokens/{rex_token}"),
+        Some(&srv.admin_token),
+        Value::Null,
+    )
+    .await;
+
+    let (_, p) = srv
+        .call(
+            "POST",
+            "/api/v1/projects",
+            Some(&owner_t),
+            json!({"name": "matrix"}),
+        )
+        .await;
+    let pid = s(&p["data"]["project_id"]);
+    for (u, role) in [(&editor, "editor"), (&viewer, "viewer")] {
+        srv.call(
+            "PUT",
+            &format!("/api/v1/projects/{pid}/members/{u}"),
+            Some(&owner_t),
+            json!({"role": role}),
+        )
+        .await;
+    }
+    let import = |name: &'static str| json!({"display_name": name, "artifacts": [{"file": "m.onnx", "type": "onnx"}]});
+    let (_, x) = srv
+        .import(
+            &owner_t,
+            &pid,
+            import("x"),
+            vec![("m.onnx", fixture("wine_classifier.onnx"))],
+        )
+        .await;
+    let xid = s(&x["data"]["experiment_id"]);
+    let (_, x2) = srv
+        .import(
+            &owner_t,
+            &pid,
+            import("spare"),
+            vec![("m.onnx", fixture("wine_classifier.onnx"))],
+        )
+        .await;
+    let x2id = s(&x2["data"]["experiment_id"]);
+    let (_, m) = srv
+        .call(
+            "POST",
+            &format!("/api/v1/projects/{pid}/models"),
+            Some(&owner_t),
+            json!({"name": "m"}),
+        )
+        .await;
+    let mid = s(&m["data"]["model_id"]);
+    srv.call(
+        "POST",
+        &format!("/api/v1/models/{mid}/versions"),
+        Some(&owner_t),
+        json!({"experiment_id": xid}),
+    )
+    .await;
+    let (_, t) = srv
+        .call(
+            "POST",
+            &format!("/api/v1/users/{owner}/tokens"),
+            Some(&owner_t),
+            json!({"name": "to revoke"}),
+        )
+        .await;
+    let owner_token2 = s(&t["data"]["token_id"]);
+    let event_id = srv.ledger.event(0).unwrap().unwrap().unsigned.event_id;
+
+    let (p, x, x2, m) = (
+        format!("/api/v1/projects/{pid}"),
+        format!("/api/v1/experiments/{xid}"),
+        format!("/api/v1/experiments/{x2id}"),
+        format!("/api/v1/models/{mid}"),
+    );
+    let n = Value::Null;
+    use Rule::*;
+    let routes: Vec<(&str, String, Value, Rule)> = vec![
+        ("GET", "/api/v1/ledger/head".into(), n.clone(), Anyone),
+        ("GET", "/api/v1/ledger/keys".into(), n.clone(), Anyone),
+        ("GET", "/api/v1/ledger/checkpoint".into(), n.clone(), Anyone),
+        (
+            "GET",
+            "/api/v1/ledger/proofs/inclusion?position=0".into(),
+            n.clone(),
+            Anyone,
+        ),
+        (
+            "GET",
+            "/api/v1/ledger/proofs/consistency?from=1".into(),
+            n.clone(),
+            Anyone,
+        ),
+        ("GET", "/api/v1/ledger/events".into(), n.clone(), ReadsAll),
+        ("GET", "/api/v1/ledger/events/0".into(), n.clone(), ReadsAll),
+        (
+            "GET",
+            format!("/api/v1/ledger/events/by-id/{event_id}"),
+            n.clone(),
+            ReadsAll,
+        ),
+        (
+            "GET",
+            "/api/v1/ledger/streams/ledger".into(),
+            n.clone(),
+            ReadsAll,
+        ),
+        ("GET", "/api/v1/me".into(), n.clone(), Anyone),
+        (
+            "POST",
+            "/api/v1/users".into(),
+            json!({"username": "newbie"}),
+            AdminOnly,
+        ),
+        ("GET", "/api/v1/users".into(), n.clone(), ReadsAll),
+        (
+            "GET",
+            format!("/api/v1/users/{owner}"),
+            n.clone(),
+            OwnerSelfOrReadsAll,
+        ),
+        (
+            "POST",
+            format!("/api/v1/users/{spare}/roles"),
+            json!({"role": "auditor"}),
+            AdminOnly,
+        ),
+        (
+            "DELETE",
+            format!("/api/v1/users/{spare}/roles/auditor"),
+            n.clone(),
+            AdminOnly,
+        ),
+        (
+            "POST",
+            format!("/api/v1/users/{owner}/tokens"),
+            json!({"name": "ci"}),
+            OwnerSelf,
+        ),
+        (
+            "DELETE",
+            format!("/api/v1/users/{owner}/tokens/{owner_token2}"),
+            n.clone(),
+            OwnerSelf,
+        ),
+        (
+            "POST",
+            "/api/v1/projects".into(),
+            json!({"name": "another"}),
+            NotAuditor,
+        ),
+        ("GET", "/api/v1/projects".into(), n.clone(), Anyone),
+        ("GET", p.clone(), n.clone(), ProjectRead),
+        (
+            "PATCH",
+            p.clone(),
+            json!({"description": "changed"}),
+            ProjectEdit,
+        ),
+        (
+            "PUT",
+            format!("{p}/members/{spare}"),
+            json!({"role": "viewer"}),
+            ProjectOwner,
+        ),
+        (
+            "DELETE",
+            format!("{p}/members/{spare}"),
+            n.clone(),
+            ProjectOwner,
+        ),
+        (
+            "POST",
+            format!("{p}/comments"),
+            json!({"text": "hi"}),
+            ProjectRead,
+        ),
+        ("GET", format!("{p}/events"), n.clone(), ProjectRead),
+        ("POST", format!("{p}/experiments"), n.clone(), ProjectEdit),
+        ("GET", format!("{p}/experiments"), n.clone(), ProjectRead),
+        ("GET", x.clone(), n.clone(), ProjectRead),
+        (
+            "PATCH",
+            format!("{x}/metadata"),
+            json!({"entries": {"k": {"type": "bool", "value": true}}}),
+            ProjectEdit,
+        ),
+        (
+            "POST",
+            format!("{x}/tags"),
+            json!({"tag": "t"}),
+            ProjectEdit,
+        ),
+        ("DELETE", format!("{x}/tags/t"), n.clone(), ProjectEdit),
+        (
+            "POST",
+            format!("{x}/comments"),
+            json!({"text": "hi"}),
+            ProjectRead,
+        ),
+        ("DELETE", x2.clone(), n.clone(), ProjectEdit),
+        ("POST", format!("{x2}/restore"), n.clone(), ProjectEdit),
+        (
+            "POST",
+            format!("{p}/models"),
+            json!({"name": "m2"}),
+            ProjectEdit,
+        ),
+        ("GET", format!("{p}/models"), n.clone(), ProjectRead),
+        ("GET", m.clone(), n.clone(), ProjectRead),
+        (
+            "POST",
+            format!("{m}/versions"),
+            json!({"experiment_id": x2id}),
+            ProjectEdit,
+        ),
+        ("GET", format!("{m}/versions"), n.clone(), ProjectRead),
+        ("GET", format!("{m}/versions/1"), n.clone(), ProjectRead),
+        (
+            "PUT",
+            format!("{m}/versions/1/stage"),
+            json!({"stage": "Staging", "annotation": "why"}),
+            ProjectEdit,
+        ),
+        (
+            "PUT",
+            format!("{m}/aliases/a"),
+            json!({"version": 1, "annotation": "why"}),
+            ProjectEdit,
+        ),
+        (
+            "DELETE",
+            format!("{m}/aliases/a"),
+            json!({"annotation": "why"}),
+            ProjectEdit,
+        ),
+        (
+            "POST",
+            format!("{m}/versions/1/comments"),
+            json!({"text": "hi"}),
+            ProjectRead,
+        ),
+        (
+            "DELETE",
+            format!("{m}/versions/1"),
+            json!({"annotation": "why"}),
+            ProjectEdit,
+        ),
+    ];
+
+    // The matrix covers every documented route.
+    let (_, doc) = srv
+        .call("GET", "/api/v1/openapi.json", None, Value::Null)
+        .await;
+    let documented: usize = doc["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|ops| ops.as_object().unwrap().len())
+        .sum();
+    assert_eq!(
+        routes.len(),
+        documented,
+        "one matrix row per documented operation"
+    );
+
+    let callers = [
+        (Who::Anonymous, None),
+        (Who::Revoked, Some(revoked_t.as_str())),
+        (Who::Outsider, Some(outsider_t.as_str())),
+        (Who::Viewer, Some(viewer_t.as_str())),
+        (Who::Auditor, Some(auditor_t.as_str())),
+        (Who::Editor, Some(editor_t.as_str())),
+        (Who::Owner, Some(owner_t.as_str())),
+        (Who::Admin, Some(srv.admin_token.as_str())),
+    ];
+    for (method, path, body, rule) in &routes {
+        for (who, token) in callers {
+            let before = srv.size();
+            let (st, r) = if path.ends_with("/experiments") && *method == "POST" {
+                match token {
+                    Some(t) => {
+                        srv.import(
+                            t,
+                            &pid,
+                            import("matrix"),
+                            vec![("m.onnx", fixture("wine_classifier.onnx"))],
+                        )
+                        .await
+                    }
+                    None => srv.call(method, path, None, Value::Null).await,
+                }
+            } else {
+                srv.call(method, path, token, body.clone()).await
+            };
+            let expected = match who {
+                Who::Anonymous => Some((401, "unauthenticated")),
+                Who::Revoked => Some((401, "token_revoked")),
+                _ if !allowed(who, *rule) => Some((403, "forbidden")),
+                _ => None,
+            };
+            match expected {
+                Some((status, code)) => {
+                    assert_eq!(
+                        (st, r["code"].as_str()),
+                        (status, Some(code)),
+                        "{method} {path} as {who:?}: {r}"
+                    );
+                    assert_eq!(srv.size(), before, "{method} {path} as {who:?} appended");
+                }
+                None => assert!(
+                    st != 401 && st != 403 && st < 500,
+                    "{method} {path} as {who:?}: {st} {r}"
+                ),
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_inputs_are_refused_with_a_code_and_append_nothing() {
+    let srv = Server::start().await;
+    let t = srv.admin_token.clone();
+    let (_, p) = srv
+        .call(
+            "POST",
+            "/api/v1/projects",
+            Some(&t),
+            json!({"name": "bad inputs"}),
+        )
+        .await;
+    let pid = s(&p["data"]["project_id"]);
+    let spec = json!({"display_name": "x", "artifacts": [{"file": "m.onnx", "type": "onnx"}]});
+    let (_, x) = srv
+        .import(
+            &t,
+            &pid,
+            spec.clone(),
+            vec![("m.onnx", fixture("wine_classifier.onnx"))],
+        )
+        .await;
+    let xid = s(&x["data"]["experiment_id"]);
+    let (_, m) = srv
+        .call(
+            "POST",
+            &format!("/api/v1/projects/{pid}/models"),
+            Some(&t),
+            json!({"name": "m"}),
+        )
+        .await;
+    let mid = s(&m["data"]["model_id"]);
+    srv.call(
+        "POST",
+        &format!("/api/v1/models/{mid}/versions"),
+        Some(&t),
+        json!({"experiment_id": xid}),
+    )
+    .await;
+    let nobody = uuid::Uuid::now_v7();
+    let p = format!("/api/v1/projects/{pid}");
+    let m = format!("/api/v1/models/{mid}");
+    let x = format!("/api/v1/experiments/{xid}");
+
+    let cases: Vec<(&str, String, Value, u16, &str)> = vec![
+        (
+            "POST",
+            "/api/v1/projects".into(),
+            json!({"name": 5}),
+            422,
+            "invalid_body",
+        ),
+        (
+            "POST",
+            "/api/v1/projects".into(),
+            json!({"name": "x", "nmae": "typo"}),
+            422,
+            "invalid_body",
+        ),
+        (
+            "POST",
+            "/api/v1/projects".into(),
+            json!({"name": "   "}),
+            422,
+            "invalid_field",
+        ),
+        (
+            "POST",
+            "/api/v1/users".into(),
+            json!({"username": "has space"}),
+            422,
+            "invalid_field",
+        ),
+        (
+            "POST",
+            "/api/v1/users".into(),
+            json!({"username": "root"}),
+            409,
+            "already_exists",
+        ),
+        (
+            "POST",
+            "/api/v1/users".into(),
+            json!({"username": "x", "roles": ["superuser"]}),
+            422,
+            "invalid_body",
+        ),
+        (
+            "GET",
+            format!("/api/v1/projects/{nobody}"),
+            Value::Null,
+            404,
+            "project_not_found",
+        ),
+        (
+            "GET",
+            "/api/v1/projects/not-a-uuid".into(),
+            Value::Null,
+            400,
+            "invalid_path",
+        ),
+        (
+            "GET",
+            format!("/api/v1/experiments/{nobody}"),
+            Value::Null,
+            404,
+            "experiment_not_found",
+        ),
+        (
+            "GET",
+            format!("/api/v1/models/{nobody}"),
+            Value::Null,
+            404,
+            "model_not_found",
+        ),
+        (
+            "GET",
+            format!("{m}/versions/9"),
+            Value::Null,
+            404,
+            "version_not_found",
+        ),
+        (
+            "GET",
+            format!("/api/v1/users/{nobody}"),
+            Value::Null,
+            404,
+            "user_not_found",
+        ),
+        (
+            "PUT",
+            format!("{p}/members/{nobody}"),
+            json!({"role": "viewer"}),
+            404,
+            "user_not_found",
+        ),
+        (
+            "PUT",
+            format!("{p}/members/{nobody}"),
+            json!({"role": "boss"}),
+            422,
+            "invalid_body",
+        ),
+        (
+            "DELETE",
+            format!("{p}/members/{nobody}"),
+            Value::Null,
+            404,
+            "member_not_found",
+        ),
+        (
+            "PATCH",
+            format!("{x}/metadata"),
+            json!({"entries": {"input_schema": {"type": "json", "value": [{"name": "age", "type": "decimal"}]}}}),
+            422,
+            "invalid_schema",
+        ),
+        (
+            "PATCH",
+            format!("{x}/metadata"),
+            json!({"entries": {"input_schema": {"type": "json", "value": [{"name": "a", "type": "Int32"}, {"name": "a", "type": "Int32"}]}}}),
+            422,
+            "invalid_schema",
+        ),
+        (
+            "PATCH",
+            format!("{x}/metadata"),
+            json!({"entries": {"n": {"type": "int64", "value": 9007199254740993i64}}}),
+            422,
+            "invalid_metadata",
+        ),
+        (
+            "PATCH",
+            format!("{x}/metadata"),
+            json!({"entries": {"n": {"type": "float", "value": 1.5}}}),
+            422,
+            "invalid_body",
+        ),
+        (
+            "PATCH",
+            format!("{x}/metadata"),
+            json!({"entries": {"when": {"type": "timestamp", "value": "yesterday"}}}),
+            422,
+            "invalid_metadata",
+        ),
+        (
+            "DELETE",
+            format!("{x}/tags/nope"),
+            Value::Null,
+            404,
+            "tag_not_found",
+        ),
+        (
+            "POST",
+            format!("{m}/versions"),
+            json!({"experiment_id": xid}),
+            409,
+            "already_exists",
+        ),
+        (
+            "POST",
+            format!("{m}/versions"),
+            json!({"experiment_id": nobody}),
+            404,
+            "experiment_not_found",
+        ),
+        (
+            "POST",
+            format!("{m}/versions"),
+            json!({"experiment_id": "nope"}),
+            422,
+            "invalid_body",
+        ),
+        (
+            "PUT",
+            format!("{m}/versions/1/stage"),
+            json!({"stage": "Production"}),
+            422,
+            "invalid_body",
+        ),
+        (
+            "PUT",
+            format!("{m}/versions/1/stage"),
+            json!({"stage": "Production", "annotation": ""}),
+            422,
+            "invalid_field",
+        ),
+        (
+            "PUT",
+            format!("{m}/versions/1/stage"),
+            json!({"stage": "Live", "annotation": "x"}),
+            422,
+            "invalid_body",
+        ),
+        (
+            "PUT",
+            format!("{m}/versions/7/stage"),
+            json!({"stage": "Staging", "annotation": "x"}),
+            404,
+            "version_not_found",
+        ),
+        (
+            "PUT",
+            format!("{m}/aliases/latest"),
+            json!({"version": 1, "annotation": "x"}),
+            422,
+            "invalid_field",
+        ),
+        (
+            "DELETE",
+            format!("{m}/aliases/none"),
+            json!({"annotation": "x"}),
+            404,
+            "alias_not_found",
+        ),
+        ("POST", format!("{x}/restore"), Value::Null, 409, "conflict"),
+        ("DELETE", x.clone(), Value::Null, 409, "conflict"),
+        (
+            "GET",
+            format!("{p}/experiments?limit=0"),
+            Value::Null,
+            400,
+            "invalid_query",
+        ),
+        (
+            "GET",
+            format!("{m}/versions?stage=Live"),
+            Value::Null,
+            400,
+            "invalid_query",
+        ),
+        (
+            "POST",
+            "/api/v1/users/me/tokens".into(),
+            json!({"name": "x"}),
+            400,
+            "invalid_path",
+        ),
+        (
+            "POST",
+            format!("/api/v1/users/{nobody}/tokens"),
+            json!({"name": "x", "expires_at": "soon"}),
+            422,
+            "invalid_field",
+        ),
+        ("GET", "/api/v1/nope".into(), Value::Null, 404, "not_found"),
+    ];
+    for (method, path, body, status, code) in cases {
+        let before = srv.size();
+        let (st, r) = srv.call(method, &path, Some(&t), body.clone()).await;
+        assert_eq!(
+            (st, r["code"].as_str()),
+            (status, Some(code)),
+            "{method} {path} {body}: {r}"
+        );
+        assert!(r["detail"].as_str().is_some_and(|d| !d.is_empty()));
+        assert_eq!(srv.size(), before, "{method} {path} appended");
+    }
+    let (_, r) = srv.call("PATCH", &format!("{x}/metadata"), Some(&t), json!({"entries": {"input_schema": {"type": "json", "value": [{"name": "age", "type": "decimal"}]}}})).await;
+    assert!(
+        s(&r["detail"]).contains("\"age\""),
+        "the error names the column: {r}"
+    );
+
+    // Malformed JSON, raw.
+    let before = srv.size();
+    let (st, r) = srv.raw("POST", "/api/v1/projects", &t, "{\"name\": ").await;
+    assert_eq!((st, r["code"].as_str()), (400, Some("malformed_json")));
+
+    // Uploads: the size limit, a malformed form, files and specs that do not match. None
+    // appends, and no uploaded blob is left behind.
+    let blobs_before = count_files(&srv);
+    let big = vec![7u8; TEST_MAX_ARTIFACT as usize + 1];
+    let (st, r) = srv
+        .import(&t, &pid, spec.clone(), vec![("m.onnx", big)])
+        .await;
+    assert_eq!(
+        (st, r["code"].as_str()),
+        (413, Some("artifact_too_large")),
+        "{r}"
+    );
+    let other = json!({"display_name": "x", "artifacts": [{"file": "other.onnx", "type": "onnx"}]});
+    let (st, r) = srv
+        .import(&t, &pid, other, vec![("m.onnx", b"abc".to_vec())])
+        .await;
+    assert_eq!(
+        (st, r["code"].as_str()),
+        (400, Some("invalid_multipart")),
+        "{r}"
+    );
+    let (st, r) = srv
+        .import(
+            &t,
+            &pid,
+            json!({"display_name": "x", "artifacts": []}),
+            vec![],
+        )
+        .await;
+    assert_eq!(
+        (st, r["code"].as_str()),
+        (422, Some("invalid_field")),
+        "{r}"
+    );
+    let (st, r) = srv
+        .import(&t, &pid, json!({"display_name": 3}), vec![])
+        .await;
+    assert_eq!((st, r["code"].as_str()), (422, Some("invalid_body")), "{r}");
+    let (st, r) = srv
+        .import(
+            &t,
+            &nobody.to_string(),
+            spec.clone(),
+            vec![("m.onnx", b"abc".to_vec())],
+        )
+        .await;
+    assert_eq!(
+        (st, r["code"].as_str()),
+        (404, Some("project_not_found")),
+        "{r}"
+    );
+    let form = reqwest::multipart::Form::new().part(
+        "artifact",
+        reqwest::multipart::Part::bytes(b"x".to_vec()).file_name("m.onnx"),
+    );
+    let r = srv
+        .http
+        .post(format!("{}{p}/experiments", srv.base))
+        .bearer_auth(&t)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    assert_eq!(srv.size(), before);
+    assert_eq!(
+        count_files(&srv),
+        blobs_before,
+        "rejected uploads leave no blob"
+    );
+
+    // A broken ONNX file is kept, marked not deployable with the runtime's reason.
+    let (st, r) = srv
+        .import(&t, &pid, spec, vec![("m.onnx", b"not a protobuf".to_vec())])
+        .await;
+    assert_eq!(st, 201, "{r}");
+    let ing = &r["data"]["artifacts"][0]["ingestion"];
+    assert_eq!(ing["deployable"].as_bool(), Some(false));
+    assert!(s(&ing["reason"]).contains("could not load"), "{ing}");
+
+    // A token past its expiry is refused.
+    let (_, me) = srv.call("GET", "/api/v1/me", Some(&t), Value::Null).await;
+    let soon = (chrono::Utc::now() + chrono::Duration::milliseconds(800)).to_rfc3339();
+    let (st, tk) = srv
+        .call(
+            "POST",
+            &format!("/api/v1/users/{}/tokens", s(&me["user_id"])),
+            Some(&t),
+            json!({"name": "short", "expires_at": soon}),
+        )
+        .await;
+    assert_eq!(st, 201, "{tk}");
+    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+    let (st, r) = srv
+        .call(
+            "GET",
+            "/api/v1/me",
+            Some(&s(&tk["data"]["token"])),
+            Value::Null,
+        )
+        .await;
+    assert_eq!((st, r["code"].as_str()), (401, Some("token_expired")));
+    let (st, r) = srv
+        .call("GET", "/api/v1/me", Some("pvn_0000"), Value::Null)
+        .await;
+    assert_eq!((st, r["code"].as_str()), (401, Some("invalid_token")));
+}
+
+fn count_files(srv: &Server) -> usize {
+    fn walk(dir: &std::path::Path) -> usize {
+        std::fs::read_dir(dir).map_or(0, |rd| {
+            rd.flatten()
+                .map(|e| {
+                    if e.path().is_dir() {
+                        walk(&e.path())
+                    } else {
+                        1
+                    }
+                })
+                .sum()
+        })
+    }
+    walk(&srv.ledger.dir().join("blobs"))
+}
