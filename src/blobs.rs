@@ -197,7 +197,9 @@ mod tests {
         assert_eq!(info.hash.0, *blake3::hash(&data).as_bytes());
         assert_eq!(info.size, data.len() as u64);
         assert_eq!(store.get(&info.hash).unwrap(), data);
-        assert_eq!(store.put(&data).unwrap(), info, "same content, same blob");
+        assert!(info.created);
+        let again = store.put(&data).unwrap();
+        assert_eq!((again.hash, again.created), (info.hash, false), "same content, same blob");
         let stored = fs::metadata(store.path(&info.hash)).unwrap().len();
         assert!(stored < data.len() as u64 / 4, "compressed: {stored} bytes");
 

@@ -104,7 +104,7 @@ async fn ledger_endpoints_serve_verifiable_events_and_proofs() {
     }
 
     // History is append-only: a consistency proof links the old signed head to a new one.
-    fill(&ledger, 2, 7).await;
+    fill(ledger, 2, 7).await;
     let (_, head2) = api.json("/api/v1/ledger/head").await;
     let cp2 = Checkpoint::verify(head2["checkpoint"].as_str().unwrap(), &public).unwrap();
     let (s, cons) = api

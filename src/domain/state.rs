@@ -464,10 +464,10 @@ fn apply(state: &mut Registry, event: &RegistryEvent, stamp: Stamp) {
         }
         E::ModelAliasSet(e) => {
             if let Some(m) = state.models.get_mut(&e.model_id) {
-                if let Some(old) = m.aliases.insert(e.alias.clone(), e.version) {
-                    if let Some(v) = m.versions.get_mut(&old) {
-                        v.aliases.remove(&e.alias);
-                    }
+                if let Some(old) = m.aliases.insert(e.alias.clone(), e.version)
+                    && let Some(v) = m.versions.get_mut(&old)
+                {
+                    v.aliases.remove(&e.alias);
                 }
                 if let Some(v) = m.versions.get_mut(&e.version) {
                     v.aliases.insert(e.alias.clone());
@@ -495,16 +495,16 @@ fn apply(state: &mut Registry, event: &RegistryEvent, stamp: Stamp) {
             }
         }
         E::ModelVersionDeleted(e) => {
-            if let Some(m) = state.models.get_mut(&e.model_id) {
-                if let Some(v) = m.versions.get_mut(&e.version) {
-                    for alias in std::mem::take(&mut v.aliases) {
-                        m.aliases.remove(&alias);
-                    }
-                    v.deleted = Some(Deletion {
-                        reason: Some(e.annotation.clone()),
-                        deleted: stamp,
-                    });
+            if let Some(m) = state.models.get_mut(&e.model_id)
+                && let Some(v) = m.versions.get_mut(&e.version)
+            {
+                for alias in std::mem::take(&mut v.aliases) {
+                    m.aliases.remove(&alias);
                 }
+                v.deleted = Some(Deletion {
+                    reason: Some(e.annotation.clone()),
+                    deleted: stamp,
+                });
             }
         }
     }
