@@ -199,7 +199,11 @@ mod tests {
         assert_eq!(store.get(&info.hash).unwrap(), data);
         assert!(info.created);
         let again = store.put(&data).unwrap();
-        assert_eq!((again.hash, again.created), (info.hash, false), "same content, same blob");
+        assert_eq!(
+            (again.hash, again.created),
+            (info.hash, false),
+            "same content, same blob"
+        );
         let stored = fs::metadata(store.path(&info.hash)).unwrap().len();
         assert!(stored < data.len() as u64 / 4, "compressed: {stored} bytes");
 

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod bench;
 pub mod blobs;
+pub mod demo;
 pub mod domain;
 pub mod log;
 pub mod progress;

@@ -56,6 +56,9 @@ enum Command {
         /// ONNX Runtime shared library (default: ORT_DYLIB_PATH, then the repo's .ort/lib/).
         #[arg(long, env = "PROVENANT_ORT_LIB")]
         ort_lib: Option<PathBuf>,
+        /// Do not seed the demo project into a new data dir.
+        #[arg(long)]
+        no_demo: bool,
         /// Largest artifact upload, in bytes.
         #[arg(long, env = "PROVENANT_MAX_ARTIFACT_BYTES", default_value_t = provenant::blobs::DEFAULT_MAX_BYTES)]
         max_artifact_bytes: u64,
@@ -143,8 +146,9 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
             data,
             addr,
             ort_lib,
+            no_demo,
             max_artifact_bytes,
-        } => serve(data, addr, ort_lib, max_artifact_bytes).await?,
+        } => serve(data, addr, ort_lib, !no_demo, max_artifact_bytes).await?,
         Command::Verify {
             data,
             strict,
@@ -180,6 +184,7 @@ async fn serve(
     data: DataDir,
     addr: String,
     ort_lib: Option<PathBuf>,
+    demo: bool,
     max_artifact_bytes: u64,
 ) -> Result<(), Failure> {
     let onnx = provenant::runtime::onnx::load(ort_lib.as_deref())?;
@@ -194,11 +199,15 @@ async fn serve(
     let ledger = Ledger::open(&data.dir, log::Config::default())?;
     let blobs = BlobStore::new(&data.dir.join("blobs"), max_artifact_bytes);
     let state = AppState::start(ledger.clone(), blobs, onnx).await?;
-    if state.registry.read().users.is_empty() {
-        print_admin_token(
-            "admin",
-            &bootstrap_admin(&ledger, &state.registry, "admin").await?,
-        );
+    let fresh = state.registry.read().users.is_empty();
+    if fresh {
+        let token = bootstrap_admin(&ledger, &state.registry, "admin").await?;
+        print_admin_token("admin", &token);
+        let admin = state.registry.read().usernames.get("admin").copied();
+        if let (true, Some(admin)) = (demo, admin) {
+            let model = provenant::demo::seed(&state, admin).await?;
+            println!("demo: project \"Demo\" with registered model wine-classifier ({model})");
+        }
     }
     eprintln!(
         "ONNX Runtime {} from {}",

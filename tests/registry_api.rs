@@ -1410,3 +1410,32 @@ fn count_files(srv: &Server) -> usize {
     }
     walk(&srv.ledger.dir().join("blobs"))
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_seed_registers_the_embedded_wine_model() {
+    let srv = Server::start().await;
+    let admin = *srv.state.registry.read().usernames.get("root").unwrap();
+    let model_id = provenant::demo::seed(&srv.state, admin).await.unwrap();
+    let (st, v) = srv
+        .call(
+            "GET",
+            &format!("/api/v1/models/{model_id}/versions/1"),
+            Some(&srv.admin_token),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let (_, x) = srv
+        .call(
+            "GET",
+            &format!("/api/v1/experiments/{}", s(&v["experiment_id"])),
+            Some(&srv.admin_token),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(columns(&x["metadata"]["input_schema"]["value"]).len(), 13);
+    assert_eq!(
+        x["artifacts"][0]["ingestion"]["deployable"].as_bool(),
+        Some(true)
+    );
+}

@@ -1,0 +1,86 @@
+//! The demo seeded into a new data dir by `serve`: a project with the wine classifier (an
+//! scikit-learn model converted by skl2onnx, embedded in the binary) imported and
+//! registered, so a first start has something real to look at.
+
+use uuid::Uuid;
+
+use crate::api::AppState;
+use crate::api::error::ApiError;
+use crate::domain::Command;
+use crate::domain::event::{Artifact, Parameters};
+use crate::runtime::ingest;
+
+const WINE_MODEL: &[u8] = include_bytes!("../fixtures/models/wine_classifier.onnx");
+
+/// Seeds the demo as `admin`; returns the registered model's id.
+pub async fn seed(state: &AppState, admin: Uuid) -> Result<Uuid, ApiError> {
+    let stored = state.blobs.put(WINE_MODEL).map_err(|e| {
+        ApiError::new(
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            "blob_store_failed",
+            e.to_string(),
+        )
+    })?;
+    let (onnx, blobs) = (state.onnx, state.blobs.clone());
+    let ingestion =
+        tokio::task::spawn_blocking(move || ingest::ingest(onnx, &blobs, "onnx", &stored.hash))
+            .await
+            .map_err(|e| {
+                ApiError::new(
+                    axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                    "ingestion_failed",
+                    e.to_string(),
+                )
+            })?
+            .map_err(|e| {
+                ApiError::new(
+                    axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                    "ingestion_failed",
+                    e.to_string(),
+                )
+            })?;
+    let (project_id, experiment_id, model_id) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    let commands = [
+        Command::CreateProject {
+            project_id,
+            name: "Demo".into(),
+            description: "Seeded on first start: sklearn's wine data, three cultivars".into(),
+        },
+        Command::ImportExperiment {
+            experiment_id,
+            project_id,
+            display_name: "wine logistic regression".into(),
+            metadata: Default::default(),
+            parameters: Parameters {
+                target_column: Some("cultivar".into()),
+                datasets: vec!["sklearn.datasets.load_wine".into()],
+            },
+            tags: vec!["demo".into()],
+            artifacts: vec![(
+                Artifact {
+                    artifact_id: Uuid::now_v7(),
+                    artifact_type: "onnx".into(),
+                    file_name: "wine_classifier.onnx".into(),
+                    blob_hash: stored.hash.to_hex(),
+                    size: stored.size,
+                },
+                ingestion,
+            )],
+        },
+        Command::CreateModel {
+            model_id,
+            project_id,
+            name: "wine-classifier".into(),
+            description: "Demo model".into(),
+        },
+        Command::RegisterVersion {
+            model_id,
+            experiment_id,
+            annotation: Some("demo seed".into()),
+        },
+    ];
+    for command in commands {
+        state.execute(admin, command, |_| None::<()>).await?;
+    }
+    Ok(model_id)
+}
