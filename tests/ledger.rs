@@ -6,9 +6,9 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use common::{event, fill, fresh};
-use provenant::log::store::{Direction, EVENTS, META};
+use provenant::log::store::{Direction, EVENTS, META, STREAM_INDEX, TAIL_INDEX};
 use provenant::log::{self, AppendError, ExpectedVersion, Ledger, LogError, verify};
-use redb::ReadableTable;
+use redb::{ReadableDatabase, ReadableTable};
 use serde_json::json;
 
 fn verify_dir(dir: &Path) -> verify::Report {
@@ -481,4 +481,127 @@ async fn every_stored_position_has_a_unique_event_id() {
             e.position()
         );
     }
+}
+
+/// Positions of `stream`'s events read with `from`, `direction` and `limit`.
+fn positions(
+    ledger: &Ledger,
+    stream: &str,
+    from: u64,
+    direction: Direction,
+    limit: usize,
+) -> Vec<u64> {
+    ledger
+        .read_stream(stream, from, direction, limit)
+        .unwrap()
+        .iter()
+        .map(|e| e.position())
+        .collect()
+}
+
+/// Appends `rounds` rounds of one event per stream, in batches of 100 rounds per append;
+/// answers each stream's positions in version order.
+async fn interleave(ledger: &Ledger, streams: usize, rounds: usize) -> Vec<Vec<u64>> {
+    let mut expected = vec![Vec::new(); streams];
+    for chunk in 0..rounds.div_ceil(100) {
+        for (s, positions) in expected.iter_mut().enumerate() {
+            let n = 100.min(rounds - chunk * 100);
+            let events = (0..n).map(|i| event("Filled", json!({"i": i}))).collect();
+            let a = ledger
+                .append(&format!("t-{s}"), ExpectedVersion::Any, events)
+                .await
+                .unwrap();
+            positions.extend(a.events.iter().map(|e| e.position));
+        }
+    }
+    expected
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_reads_span_the_tail_index_and_the_merged_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = fresh(dir.path());
+    // 3 × 3,000 events: one merge at 8,192 moves most of them; the rest stay in the tail.
+    let expected = interleave(&ledger, 3, 3000).await;
+    let check = |ledger: &Ledger| {
+        for (s, want) in expected.iter().enumerate() {
+            let name = format!("t-{s}");
+            assert_eq!(
+                positions(ledger, &name, 0, Direction::Forward, usize::MAX),
+                *want
+            );
+            for from in [0u64, 1, 2500, 2700, 2999] {
+                let f = positions(ledger, &name, from, Direction::Forward, 400);
+                let lo = from as usize;
+                assert_eq!(
+                    f,
+                    want[lo..(lo + 400).min(want.len())],
+                    "forward from {from}"
+                );
+                let b = positions(ledger, &name, from, Direction::Backward, 400);
+                let back: Vec<u64> = want[..=lo].iter().rev().take(400).copied().collect();
+                assert_eq!(b, back, "backward from {from}");
+            }
+        }
+    };
+    check(&ledger);
+    assert!(ledger.close().is_ok());
+    let ledger = Ledger::open(dir.path(), log::Config::default()).unwrap();
+    check(&ledger);
+    assert!(ledger.close().is_ok());
+    assert!(verify_dir(dir.path()).intact());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_format_1_data_dir_is_upgraded_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = fresh(dir.path());
+    let before = interleave(&ledger, 2, 50).await;
+    assert!(ledger.close().is_ok());
+    // Rewrite it as format 1 kept it: every entry in the stream index, no tail table.
+    {
+        let db = redb::Database::open(dir.path().join(log::DB_FILE)).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let tail = txn.open_table(TAIL_INDEX).unwrap();
+            let mut index = txn.open_table(STREAM_INDEX).unwrap();
+            for item in tail.iter().unwrap() {
+                let (k, v) = item.unwrap();
+                index.insert(v.value(), k.value()).unwrap();
+            }
+        }
+        txn.delete_table(TAIL_INDEX).unwrap();
+        txn.open_table(META)
+            .unwrap()
+            .insert("format_version", b"1".as_slice())
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let snap = log::read_only(dir.path()).unwrap();
+    assert_eq!(
+        snap.read_stream("t-1", 0, Direction::Forward, usize::MAX)
+            .unwrap()
+            .len(),
+        50,
+        "format 1 reads"
+    );
+    drop(snap);
+    let ledger = Ledger::open(dir.path(), log::Config::default()).unwrap();
+    let after = interleave(&ledger, 2, 10).await;
+    assert_eq!(
+        positions(&ledger, "t-0", 0, Direction::Forward, usize::MAX),
+        [before[0].clone(), after[0].clone()].concat()
+    );
+    assert!(ledger.close().is_ok());
+    let db = redb::Database::open(dir.path().join(log::DB_FILE)).unwrap();
+    let txn = db.begin_read().unwrap();
+    let version = txn
+        .open_table(META)
+        .unwrap()
+        .get("format_version")
+        .unwrap()
+        .unwrap()
+        .value()
+        .to_vec();
+    assert_eq!(version, b"2");
 }

@@ -258,18 +258,34 @@ fn load_tail(db: &Database, keys_dir: &Path) -> Result<Tail, LogError> {
     })
 }
 
-fn checked_snapshot(db: &Database) -> Result<Snapshot, LogError> {
+/// A snapshot of a data dir in a format this build reads (1 or the current one), and that format.
+fn checked_snapshot(db: &Database) -> Result<(Snapshot, u64), LogError> {
     let snap = Snapshot::new(db)?;
     let found = snap
         .meta("format_version")?
         .map(|v| String::from_utf8_lossy(&v).into_owned());
-    if found.as_deref() != Some(store::FORMAT_VERSION.to_string().as_str()) {
-        return Err(LogError::UnsupportedFormat {
+    match found.as_deref().and_then(|v| v.parse::<u64>().ok()) {
+        Some(v @ 1..=store::FORMAT_VERSION) => Ok((snap, v)),
+        _ => Err(LogError::UnsupportedFormat {
             found: found.unwrap_or_else(|| "none".into()),
             supported: store::FORMAT_VERSION,
-        });
+        }),
     }
-    Ok(snap)
+}
+
+/// Format 1 → 2: the tail index table (empty: format 1 indexed every event directly).
+fn upgrade(db: &Database) -> Result<(), LogError> {
+    let txn = db.begin_write().map_err(LogError::storage)?;
+    txn.open_table(store::TAIL_INDEX)
+        .map_err(LogError::storage)?;
+    txn.open_table(META)
+        .map_err(LogError::storage)?
+        .insert(
+            "format_version",
+            store::FORMAT_VERSION.to_string().as_bytes(),
+        )
+        .map_err(LogError::storage)?;
+    txn.commit().map_err(LogError::storage)
 }
 
 /// A read-only snapshot of a data dir's log, without the writer or any secret key: what an
@@ -362,6 +378,8 @@ impl Ledger {
         txn.open_table(store::EVENTS).map_err(LogError::storage)?;
         txn.open_table(store::STREAM_INDEX)
             .map_err(LogError::storage)?;
+        txn.open_table(store::TAIL_INDEX)
+            .map_err(LogError::storage)?;
         txn.open_table(store::STREAM_HEADS)
             .map_err(LogError::storage)?;
         txn.open_table(store::EVENT_IDS)
@@ -430,7 +448,10 @@ impl Ledger {
             return Err(LogError::NotInitialized(dir.to_path_buf()));
         }
         let db = Arc::new(open_db(dir, false)?);
-        let snap = checked_snapshot(&db)?;
+        let (snap, format) = checked_snapshot(&db)?;
+        if format < store::FORMAT_VERSION {
+            upgrade(&db)?;
+        }
         let origin = snap
             .meta("origin")?
             .map(|v| String::from_utf8_lossy(&v).into_owned())

@@ -9,8 +9,15 @@ use super::merkle::{Node, NodeSource};
 
 /// position → `canonical bytes ‖ hash ‖ signature`.
 pub const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
-/// (stream, stream version) → position.
+/// (stream, stream version) → position, for every event before the tail index's first.
 pub const STREAM_INDEX: TableDefinition<(&str, u64), u64> = TableDefinition::new("stream_index");
+/// position → (stream, stream version) of the most recent events. Commits append here,
+/// in key order, so a group touches a page or two instead of one index page per stream;
+/// the writer moves the entries into `STREAM_INDEX` in bulk, sorted, once there are
+/// `TAIL_MERGE_AT` of them.
+pub const TAIL_INDEX: TableDefinition<u64, (&str, u64)> = TableDefinition::new("tail_index");
+/// Tail index entries that trigger a merge into the stream index.
+pub const TAIL_MERGE_AT: u64 = 8192;
 /// stream → last stream version.
 pub const STREAM_HEADS: TableDefinition<&str, u64> = TableDefinition::new("stream_heads");
 /// event id → position.
@@ -22,7 +29,8 @@ pub const CHECKPOINTS: TableDefinition<u64, &str> = TableDefinition::new("checkp
 /// format version and ledger identity.
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
-pub const FORMAT_VERSION: u64 = 1;
+/// 2 added `TAIL_INDEX`; a format 1 data dir is upgraded when the writer opens it.
+pub const FORMAT_VERSION: u64 = 2;
 
 pub fn merkle_key(level: u8, index: u64) -> u64 {
     (u64::from(level) << 56) | index
@@ -137,22 +145,49 @@ impl Snapshot {
             .txn
             .open_table(STREAM_INDEX)
             .map_err(LogError::storage)?;
+        let tail = self.tail_entries(stream)?;
+        let position = |r: Result<
+            (redb::AccessGuard<(&str, u64)>, redb::AccessGuard<u64>),
+            redb::StorageError,
+        >| { r.map(|(_, v)| v.value()).map_err(LogError::storage) };
+        // Tail versions all follow the indexed ones.
         let positions: Vec<u64> = match direction {
-            Direction::Forward => idx
-                .range((stream, from)..=(stream, head))
-                .map_err(LogError::storage)?
-                .take(limit)
-                .map(|r| r.map(|(_, v)| v.value()))
-                .collect::<Result<_, _>>()
-                .map_err(LogError::storage)?,
-            Direction::Backward => idx
-                .range((stream, 0)..=(stream, from.min(head)))
-                .map_err(LogError::storage)?
-                .rev()
-                .take(limit)
-                .map(|r| r.map(|(_, v)| v.value()))
-                .collect::<Result<_, _>>()
-                .map_err(LogError::storage)?,
+            Direction::Forward => {
+                let mut out = idx
+                    .range((stream, from)..=(stream, head))
+                    .map_err(LogError::storage)?
+                    .take(limit)
+                    .map(position)
+                    .collect::<Result<Vec<_>, _>>()?;
+                let rest = limit - out.len();
+                out.extend(
+                    tail.iter()
+                        .filter(|(v, _)| *v >= from)
+                        .take(rest)
+                        .map(|(_, p)| *p),
+                );
+                out
+            }
+            Direction::Backward => {
+                let upto = from.min(head);
+                let mut out: Vec<u64> = tail
+                    .iter()
+                    .rev()
+                    .filter(|(v, _)| *v <= upto)
+                    .take(limit)
+                    .map(|(_, p)| *p)
+                    .collect();
+                let rest = limit - out.len();
+                let older = idx
+                    .range((stream, 0)..=(stream, upto))
+                    .map_err(LogError::storage)?
+                    .rev()
+                    .take(rest)
+                    .map(position)
+                    .collect::<Result<Vec<_>, _>>()?;
+                out.extend(older);
+                out
+            }
         };
         positions
             .into_iter()
@@ -163,6 +198,25 @@ impl Snapshot {
                 ))
             })
             .collect()
+    }
+
+    /// `(version, position)` of `stream`'s events in the tail index, in order; a format 1
+    /// data dir (read-only, not yet upgraded) has none.
+    fn tail_entries(&self, stream: &str) -> Result<Vec<(u64, u64)>, LogError> {
+        let t = match self.txn.open_table(TAIL_INDEX) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(LogError::storage(e)),
+        };
+        let mut out = Vec::new();
+        for item in t.iter().map_err(LogError::storage)? {
+            let (k, v) = item.map_err(LogError::storage)?;
+            let (s, version) = v.value();
+            if s == stream {
+                out.push((version, k.value()));
+            }
+        }
+        Ok(out)
     }
 
     pub fn position_of(&self, id: Uuid) -> Result<Option<u64>, LogError> {

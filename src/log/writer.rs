@@ -10,9 +10,10 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::{DateTime, Utc};
-use redb::{Database, Durability, ReadableTable};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
@@ -21,7 +22,8 @@ use super::envelope::{Digest, Fields, chain_hash, encode_record, format_time};
 use super::keys::LedgerKey;
 use super::merkle::Frontier;
 use super::store::{
-    CHECKPOINTS, EVENT_IDS, EVENTS, MERKLE, STREAM_HEADS, STREAM_INDEX, Snapshot, merkle_key,
+    CHECKPOINTS, EVENT_IDS, EVENTS, MERKLE, STREAM_HEADS, STREAM_INDEX, Snapshot, TAIL_INDEX,
+    TAIL_MERGE_AT, merkle_key,
 };
 use super::{AppendError, Appended, AppendedEvent, ExpectedVersion, Head, KeyInfo, LogError};
 
@@ -61,7 +63,8 @@ pub struct Writer {
     pub keys_dir: PathBuf,
     pub origin: String,
     pub tail: Tail,
-    /// Last version of recently written streams; misses fall back to the table.
+    /// Last version of every stream sequenced lately, committed or in flight; misses fall
+    /// back to the table.
     pub heads: HashMap<String, u64>,
     pub head_tx: watch::Sender<Head>,
     pub max_group_events: usize,
@@ -77,45 +80,132 @@ struct Staged {
     signer: usize,
 }
 
+/// A group's events chained (not yet signed), with the versions and keys they leave.
+struct Staging {
+    now: DateTime<Utc>,
+    refused: Vec<Option<AppendError>>,
+    staged: Vec<Staged>,
+    heads: HashMap<String, u64>,
+    signers: Vec<LedgerKey>,
+    keys: Vec<KeyInfo>,
+}
+
+/// A group chained, signed and encoded: everything but the write transaction.
+struct Batch {
+    group: Vec<Request>,
+    /// Per request: the conflict that refused it, or `None` when its events are in the batch.
+    refused: Vec<Option<AppendError>>,
+    staged: Vec<Staged>,
+    records: Vec<Vec<u8>>,
+    nodes: Vec<(u64, [u8; 32])>,
+    heads: HashMap<String, u64>,
+    checkpoint: Option<String>,
+    /// The tail once this batch is durable.
+    tail: Tail,
+    /// Batches sequenced after a failed commit belong to a later epoch (see `run`).
+    epoch: u64,
+}
+
 /// Groups smaller than this are signed on the writer thread alone.
 const PARALLEL_SIGN_MIN: usize = 48;
 
+/// What the committer tells the sequencer.
+#[derive(Default)]
+struct Progress {
+    /// Batches made durable so far.
+    committed: AtomicU64,
+    /// The epoch of the last batch whose commit failed (0: none).
+    failed_epoch: AtomicU64,
+}
+
 impl Writer {
+    /// Runs the writer as a two-stage pipeline: this thread sequences groups (versions,
+    /// chain, signatures, Merkle nodes, checkpoint) while a committer thread writes and
+    /// commits the previous one, then answers its requests. A batch is chained on the one
+    /// before it, so when a commit fails every batch sequenced on top of it fails too: the
+    /// committer records the failed epoch, refuses that epoch's remaining batches, and the
+    /// sequencer reloads the tail from disk and starts a new epoch.
     pub fn run(mut self, mut rx: mpsc::Receiver<Request>) {
-        while let Some(first) = rx.blocking_recv() {
-            let mut count = first.events.len();
-            let mut group = vec![first];
-            while count < self.max_group_events {
-                match rx.try_recv() {
-                    Ok(r) => {
-                        count += r.events.len();
-                        group.push(r);
-                    }
-                    Err(_) => break,
+        let progress = Arc::new(Progress::default());
+        let (batches, inbox) = std::sync::mpsc::sync_channel::<Batch>(1);
+        let committer = {
+            let (db, head_tx, progress) = (self.db.clone(), self.head_tx.clone(), progress.clone());
+            std::thread::Builder::new()
+                .name("ledger-committer".into())
+                .spawn(move || commit_loop(&db, &head_tx, &progress, inbox))
+        };
+        let committer = match committer {
+            Ok(handle) => handle,
+            Err(e) => {
+                eprintln!("ledger writer: cannot start the committer thread: {e}");
+                return;
+            }
+        };
+        let (mut epoch, mut sequenced) = (1u64, 0u64);
+        while let Some(group) = self.gather(&mut rx) {
+            if progress.failed_epoch.load(Ordering::Acquire) >= epoch {
+                // Every batch before the failed one is durable and none after it will be
+                // written: start again from what is on disk.
+                epoch = progress.failed_epoch.load(Ordering::Acquire) + 1;
+                self.heads.clear();
+                if let Err(e) = self.reload() {
+                    eprintln!("ledger writer: cannot reload state after a failed commit: {e}");
                 }
             }
-            self.commit_group(group);
+            if self.heads.len() > 100_000 && progress.committed.load(Ordering::Acquire) == sequenced
+            {
+                self.heads.clear();
+            }
+            match self.sequence(group, epoch) {
+                Ok(batch) => {
+                    self.tail = batch.tail.clone();
+                    self.heads
+                        .extend(batch.heads.iter().map(|(k, v)| (k.clone(), *v)));
+                    sequenced += 1;
+                    if let Err(std::sync::mpsc::SendError(batch)) = batches.send(batch) {
+                        fail(batch.group, "the ledger committer has stopped");
+                        break;
+                    }
+                }
+                Err((group, e)) => fail(group, &e.to_string()),
+            }
         }
+        drop(batches);
+        let _ = committer.join();
     }
 
+    /// Waits for a request, then takes whatever else is pending, up to the group limit.
+    fn gather(&self, rx: &mut mpsc::Receiver<Request>) -> Option<Vec<Request>> {
+        let first = rx.blocking_recv()?;
+        let mut count = first.events.len();
+        let mut group = vec![first];
+        while count < self.max_group_events {
+            match rx.try_recv() {
+                Ok(r) => {
+                    count += r.events.len();
+                    group.push(r);
+                }
+                Err(_) => break,
+            }
+        }
+        Some(group)
+    }
+
+    /// Sequences and commits one group on the calling thread (used for the genesis event).
     pub fn commit_group(&mut self, group: Vec<Request>) {
-        match self.write(&group) {
-            Ok((outcomes, tail, heads)) => {
-                self.tail = tail;
-                self.heads.extend(heads);
-                if self.heads.len() > 100_000 {
-                    self.heads.clear();
-                }
-                self.head_tx.send_replace(Head::of(&self.tail));
-                for (req, outcome) in group.into_iter().zip(outcomes) {
-                    let _ = req.reply.send(outcome);
-                }
+        let batch = match self.sequence(group, 1) {
+            Ok(b) => b,
+            Err((group, e)) => return fail(group, &e.to_string()),
+        };
+        match persist(&self.db, &batch) {
+            Ok(()) => {
+                self.tail = batch.tail.clone();
+                self.heads
+                    .extend(batch.heads.iter().map(|(k, v)| (k.clone(), *v)));
+                answer(batch, &self.head_tx);
             }
             Err(e) => {
-                let msg = e.to_string();
-                for req in group {
-                    let _ = req.reply.send(Err(AppendError::Unavailable(msg.clone())));
-                }
+                fail(batch.group, &e.to_string());
                 self.heads.clear();
                 if let Err(e) = self.reload() {
                     eprintln!("ledger writer: cannot reload state after a failed commit: {e}");
@@ -130,191 +220,294 @@ impl Writer {
         Ok(())
     }
 
-    #[allow(clippy::type_complexity)]
-    fn write(
+    fn current_version(
         &self,
-        group: &[Request],
-    ) -> Result<
-        (
-            Vec<Result<Appended, AppendError>>,
-            Tail,
-            HashMap<String, u64>,
-        ),
-        LogError,
-    > {
+        stream: &str,
+        overlay: &HashMap<String, u64>,
+        table: &mut Option<redb::ReadOnlyTable<&'static str, u64>>,
+    ) -> Result<Option<u64>, LogError> {
+        if let Some(v) = overlay.get(stream).or_else(|| self.heads.get(stream)) {
+            return Ok(Some(*v));
+        }
+        if table.is_none() {
+            let txn = self.db.begin_read().map_err(LogError::storage)?;
+            *table = Some(txn.open_table(STREAM_HEADS).map_err(LogError::storage)?);
+        }
+        match table {
+            Some(t) => Ok(t.get(stream).map_err(LogError::storage)?.map(|v| v.value())),
+            None => Ok(None),
+        }
+    }
+
+    /// Checks versions, chains, signs and encodes a group on top of the current tail.
+    #[allow(clippy::result_large_err)]
+    fn sequence(&self, group: Vec<Request>, epoch: u64) -> Result<Batch, (Vec<Request>, LogError)> {
+        match self.stage(&group) {
+            Ok(staging) => Ok(self.seal(group, staging, epoch)),
+            Err(e) => Err((group, e)),
+        }
+    }
+
+    fn stage(&self, group: &[Request]) -> Result<Staging, LogError> {
         let now = Utc::now().max(self.tail.last_time);
         let recorded_at = format_time(now);
-        let mut txn = self.db.begin_write().map_err(LogError::storage)?;
-        txn.set_durability(Durability::Immediate)
-            .map_err(LogError::storage)?;
-
         let mut signers = vec![self.tail.key.clone()];
         let mut keys = self.tail.keys.clone();
         let mut staged: Vec<Staged> = Vec::new();
-        let mut outcomes: Vec<Option<Result<Appended, AppendError>>> =
-            Vec::with_capacity(group.len());
+        let mut refused = Vec::with_capacity(group.len());
         let mut overlay: HashMap<String, u64> = HashMap::new();
+        let mut table = None;
         let mut position = self.tail.size;
         let mut prev = self.tail.last_hash;
-        {
-            let heads_table = txn.open_table(STREAM_HEADS).map_err(LogError::storage)?;
-            for (i, req) in group.iter().enumerate() {
-                let current = match overlay
-                    .get(&req.stream)
-                    .or_else(|| self.heads.get(&req.stream))
-                {
-                    Some(v) => Some(*v),
-                    None => heads_table
-                        .get(req.stream.as_str())
-                        .map_err(LogError::storage)?
-                        .map(|v| v.value()),
-                };
-                if !req.expected.matches(current) {
-                    outcomes.push(Some(Err(AppendError::Conflict {
-                        stream: req.stream.clone(),
-                        expected: req.expected,
-                        actual: current,
-                    })));
-                    continue;
+        for (i, req) in group.iter().enumerate() {
+            let current = self.current_version(&req.stream, &overlay, &mut table)?;
+            if !req.expected.matches(current) {
+                refused.push(Some(AppendError::Conflict {
+                    stream: req.stream.clone(),
+                    expected: req.expected,
+                    actual: current,
+                }));
+                continue;
+            }
+            refused.push(None);
+            let signer = signers.len() - 1;
+            let key_id = signers[signer].id.clone();
+            let mut version = current.map_or(0, |v| v + 1);
+            for ev in &req.events {
+                let canonical = Fields {
+                    actor: &ev.actor,
+                    event_id: ev.event_id,
+                    event_type: &ev.event_type,
+                    key_id: &key_id,
+                    payload: &ev.payload,
+                    position,
+                    prev_hash: &prev,
+                    recorded_at: &recorded_at,
+                    schema_version: ev.schema_version,
+                    stream: &req.stream,
+                    stream_version: version,
                 }
-                outcomes.push(None);
-                let signer = signers.len() - 1;
-                let key_id = signers[signer].id.clone();
-                let mut version = current.map_or(0, |v| v + 1);
-                for ev in &req.events {
-                    let canonical = Fields {
-                        actor: &ev.actor,
-                        event_id: ev.event_id,
-                        event_type: &ev.event_type,
-                        key_id: &key_id,
-                        payload: &ev.payload,
-                        position,
-                        prev_hash: &prev,
-                        recorded_at: &recorded_at,
-                        schema_version: ev.schema_version,
-                        stream: &req.stream,
-                        stream_version: version,
-                    }
-                    .canonical_bytes();
-                    let hash = chain_hash(&prev, &canonical);
-                    staged.push(Staged {
-                        position,
-                        request: i,
-                        stream_version: version,
-                        event_id: ev.event_id,
-                        canonical,
-                        hash,
-                        signer,
-                    });
-                    prev = hash;
-                    position += 1;
-                    version += 1;
+                .canonical_bytes();
+                let hash = chain_hash(&prev, &canonical);
+                staged.push(Staged {
+                    position,
+                    request: i,
+                    stream_version: version,
+                    event_id: ev.event_id,
+                    canonical,
+                    hash,
+                    signer,
+                });
+                prev = hash;
+                position += 1;
+                version += 1;
+            }
+            overlay.insert(req.stream.clone(), version - 1);
+            if let Some(next) = &req.rotate_to {
+                if let Some(last) = keys.last_mut() {
+                    last.valid_to = Some(position);
                 }
-                overlay.insert(req.stream.clone(), version - 1);
-                if let Some(next) = &req.rotate_to {
-                    if let Some(last) = keys.last_mut() {
-                        last.valid_to = Some(position);
-                    }
-                    keys.push(KeyInfo {
-                        key_id: next.id.clone(),
-                        public_key: next.public_hex(),
-                        valid_from: position,
-                        valid_to: None,
-                    });
-                    signers.push(next.clone());
-                }
+                keys.push(KeyInfo {
+                    key_id: next.id.clone(),
+                    public_key: next.public_hex(),
+                    valid_from: position,
+                    valid_to: None,
+                });
+                signers.push(next.clone());
             }
         }
+        Ok(Staging {
+            now,
+            refused,
+            staged,
+            heads: overlay,
+            signers,
+            keys,
+        })
+    }
 
+    fn seal(&self, group: Vec<Request>, staging: Staging, epoch: u64) -> Batch {
+        let Staging {
+            now,
+            refused,
+            staged,
+            heads,
+            signers,
+            keys,
+        } = staging;
         let signatures = sign_all(&staged, &signers);
+        let records = staged
+            .iter()
+            .zip(&signatures)
+            .map(|(s, sig)| encode_record(&s.canonical, &s.hash, sig))
+            .collect();
         let mut frontier = self.tail.frontier.clone();
-        {
-            let mut events = txn.open_table(EVENTS).map_err(LogError::storage)?;
-            let mut index = txn.open_table(STREAM_INDEX).map_err(LogError::storage)?;
-            let mut ids = txn.open_table(EVENT_IDS).map_err(LogError::storage)?;
-            let mut nodes = txn.open_table(MERKLE).map_err(LogError::storage)?;
-            let mut node_err = None;
-            for (s, sig) in staged.iter().zip(&signatures) {
-                events
-                    .insert(
-                        s.position,
-                        encode_record(&s.canonical, &s.hash, sig).as_slice(),
-                    )
-                    .map_err(LogError::storage)?;
-                index
-                    .insert(
-                        (group[s.request].stream.as_str(), s.stream_version),
-                        s.position,
-                    )
-                    .map_err(LogError::storage)?;
-                ids.insert(s.event_id.as_u128(), s.position)
-                    .map_err(LogError::storage)?;
-                frontier.push(super::merkle::leaf_hash(&s.hash.0), |level, idx, h| {
-                    if let Err(e) = nodes.insert(merkle_key(level, idx), *h) {
-                        node_err.get_or_insert(e);
-                    }
-                });
-            }
-            if let Some(e) = node_err {
-                return Err(LogError::storage(e));
-            }
-            let mut heads = txn.open_table(STREAM_HEADS).map_err(LogError::storage)?;
-            for (stream, v) in &overlay {
-                heads
-                    .insert(stream.as_str(), *v)
-                    .map_err(LogError::storage)?;
-            }
+        let mut nodes = Vec::with_capacity(staged.len() * 2);
+        for s in &staged {
+            frontier.push(super::merkle::leaf_hash(&s.hash.0), |level, idx, h| {
+                nodes.push((merkle_key(level, idx), *h));
+            });
         }
         let key = signers
             .last()
             .cloned()
             .unwrap_or_else(|| self.tail.key.clone());
-        let checkpoint = if staged.is_empty() {
-            self.tail.checkpoint.clone()
-        } else {
-            let note = Checkpoint {
+        let (size, last_hash, last_time) = match staged.last() {
+            Some(s) => (s.position + 1, s.hash, now),
+            None => (self.tail.size, self.tail.last_hash, self.tail.last_time),
+        };
+        let checkpoint = (!staged.is_empty()).then(|| {
+            Checkpoint {
                 origin: self.origin.clone(),
-                size: position,
+                size,
                 root: frontier.root(),
             }
-            .sign(&key);
-            let mut cps = txn.open_table(CHECKPOINTS).map_err(LogError::storage)?;
-            cps.insert(position, note.as_str())
-                .map_err(LogError::storage)?;
-            note
-        };
-        txn.commit().map_err(LogError::storage)?;
-
-        let mut per_request: Vec<Vec<AppendedEvent>> =
-            (0..group.len()).map(|_| Vec::new()).collect();
-        for s in &staged {
-            per_request[s.request].push(AppendedEvent {
-                position: s.position,
-                stream_version: s.stream_version,
-                event_id: s.event_id,
-                hash: s.hash,
-            });
-        }
-        let outcomes = outcomes
-            .into_iter()
-            .zip(per_request)
-            .map(|(o, events)| {
-                o.unwrap_or(Ok(Appended {
-                    events,
-                    checkpoint_size: position,
-                }))
-            })
-            .collect();
+            .sign(&key)
+        });
         let tail = Tail {
-            size: position,
-            last_hash: prev,
-            last_time: now,
+            size,
+            last_hash,
+            last_time,
             frontier,
             key,
             keys,
-            checkpoint,
+            checkpoint: checkpoint
+                .clone()
+                .unwrap_or_else(|| self.tail.checkpoint.clone()),
         };
-        Ok((outcomes, tail, overlay))
+        Batch {
+            group,
+            refused,
+            staged,
+            records,
+            nodes,
+            heads,
+            checkpoint,
+            tail,
+            epoch,
+        }
+    }
+}
+
+/// The committer: persists batches in order and answers their requests.
+fn commit_loop(
+    db: &Database,
+    head_tx: &watch::Sender<Head>,
+    progress: &Progress,
+    inbox: std::sync::mpsc::Receiver<Batch>,
+) {
+    for batch in inbox {
+        if batch.epoch <= progress.failed_epoch.load(Ordering::Acquire) {
+            fail(batch.group, "an earlier commit failed; retry");
+            progress.committed.fetch_add(1, Ordering::AcqRel);
+            continue;
+        }
+        match persist(db, &batch) {
+            Ok(()) => answer(batch, head_tx),
+            Err(e) => {
+                progress.failed_epoch.store(batch.epoch, Ordering::Release);
+                fail(batch.group, &e.to_string());
+            }
+        }
+        progress.committed.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+/// Writes a batch in one durable transaction.
+fn persist(db: &Database, batch: &Batch) -> Result<(), LogError> {
+    let mut txn = db.begin_write().map_err(LogError::storage)?;
+    txn.set_durability(Durability::Immediate)
+        .map_err(LogError::storage)?;
+    {
+        let mut events = txn.open_table(EVENTS).map_err(LogError::storage)?;
+        let mut tail = txn.open_table(TAIL_INDEX).map_err(LogError::storage)?;
+        let mut ids = txn.open_table(EVENT_IDS).map_err(LogError::storage)?;
+        for (s, record) in batch.staged.iter().zip(&batch.records) {
+            events
+                .insert(s.position, record.as_slice())
+                .map_err(LogError::storage)?;
+            tail.insert(
+                s.position,
+                (batch.group[s.request].stream.as_str(), s.stream_version),
+            )
+            .map_err(LogError::storage)?;
+            ids.insert(s.event_id.as_u128(), s.position)
+                .map_err(LogError::storage)?;
+        }
+        if tail.len().map_err(LogError::storage)? >= TAIL_MERGE_AT {
+            merge_tail(&txn, &mut tail)?;
+        }
+        let mut nodes = txn.open_table(MERKLE).map_err(LogError::storage)?;
+        for (k, h) in &batch.nodes {
+            nodes.insert(*k, *h).map_err(LogError::storage)?;
+        }
+        let mut heads = txn.open_table(STREAM_HEADS).map_err(LogError::storage)?;
+        for (stream, v) in &batch.heads {
+            heads
+                .insert(stream.as_str(), *v)
+                .map_err(LogError::storage)?;
+        }
+        if let Some(note) = &batch.checkpoint {
+            let mut cps = txn.open_table(CHECKPOINTS).map_err(LogError::storage)?;
+            cps.insert(batch.tail.size, note.as_str())
+                .map_err(LogError::storage)?;
+        }
+    }
+    txn.commit().map_err(LogError::storage)
+}
+
+/// Moves the tail index into the stream index, sorted, so each index page is written once.
+fn merge_tail(
+    txn: &redb::WriteTransaction,
+    tail: &mut redb::Table<u64, (&'static str, u64)>,
+) -> Result<(), LogError> {
+    let mut entries: Vec<(String, u64, u64)> = Vec::new();
+    for item in tail.iter().map_err(LogError::storage)? {
+        let (k, v) = item.map_err(LogError::storage)?;
+        let (stream, version) = v.value();
+        entries.push((stream.to_string(), version, k.value()));
+    }
+    entries.sort_unstable();
+    let mut index = txn.open_table(STREAM_INDEX).map_err(LogError::storage)?;
+    for (stream, version, position) in &entries {
+        index
+            .insert((stream.as_str(), *version), *position)
+            .map_err(LogError::storage)?;
+    }
+    tail.retain(|_, _| false).map_err(LogError::storage)
+}
+
+/// Publishes a durable batch's head and answers its requests.
+fn answer(batch: Batch, head_tx: &watch::Sender<Head>) {
+    head_tx.send_replace(Head::of(&batch.tail));
+    let mut per_request: Vec<Vec<AppendedEvent>> =
+        (0..batch.group.len()).map(|_| Vec::new()).collect();
+    for s in &batch.staged {
+        per_request[s.request].push(AppendedEvent {
+            position: s.position,
+            stream_version: s.stream_version,
+            event_id: s.event_id,
+            hash: s.hash,
+        });
+    }
+    let size = batch.tail.size;
+    for ((req, refused), events) in batch.group.into_iter().zip(batch.refused).zip(per_request) {
+        let outcome = match refused {
+            Some(e) => Err(e),
+            None => Ok(Appended {
+                events,
+                checkpoint_size: size,
+            }),
+        };
+        let _ = req.reply.send(outcome);
+    }
+}
+
+fn fail(group: Vec<Request>, msg: &str) {
+    for req in group {
+        let _ = req
+            .reply
+            .send(Err(AppendError::Unavailable(msg.to_string())));
     }
 }
 
