@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use provenant::api::command::bootstrap_admin;
+use provenant::api::command::{apply_bootstrap, bootstrap_admin};
 use provenant::api::{self, AppState};
 use provenant::blobs::BlobStore;
 use provenant::log::{self, ExpectedVersion, Ledger, NewEvent, keys};
@@ -56,6 +56,9 @@ enum Command {
         /// ONNX Runtime shared library (default: ORT_DYLIB_PATH, then the repo's .ort/lib/).
         #[arg(long, env = "PROVENANT_ORT_LIB")]
         ort_lib: Option<PathBuf>,
+        /// Runtime catalog applied at start (default: the one shipped, config/bootstrap.yaml).
+        #[arg(long, env = "PROVENANT_BOOTSTRAP")]
+        bootstrap: Option<PathBuf>,
         /// Do not seed the demo project into a new data dir.
         #[arg(long)]
         no_demo: bool,
@@ -146,9 +149,18 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
             data,
             addr,
             ort_lib,
+            bootstrap,
             no_demo,
             max_artifact_bytes,
-        } => serve(data, addr, ort_lib, !no_demo, max_artifact_bytes).await?,
+        } => {
+            let options = ServeOptions {
+                ort_lib,
+                bootstrap,
+                demo: !no_demo,
+                max_artifact_bytes,
+            };
+            serve(data, addr, options).await?
+        }
         Command::Verify {
             data,
             strict,
@@ -180,13 +192,22 @@ fn print_admin_token(admin: &str, token: &str) {
     println!("{token}");
 }
 
-async fn serve(
-    data: DataDir,
-    addr: String,
+struct ServeOptions {
     ort_lib: Option<PathBuf>,
+    bootstrap: Option<PathBuf>,
     demo: bool,
     max_artifact_bytes: u64,
-) -> Result<(), Failure> {
+}
+
+async fn serve(data: DataDir, addr: String, options: ServeOptions) -> Result<(), Failure> {
+    let ServeOptions {
+        ort_lib,
+        bootstrap,
+        demo,
+        max_artifact_bytes,
+    } = options;
+    // A bad bootstrap file stops the start before anything is written.
+    let (catalog, catalog_hash) = provenant::runtime::bootstrap::load(bootstrap.as_deref())?;
     let onnx = provenant::runtime::onnx::load(ort_lib.as_deref())?;
     if !data.dir.join(log::DB_FILE).exists() {
         let key = Ledger::init(&data.dir)?;
@@ -199,6 +220,8 @@ async fn serve(
     let ledger = Ledger::open(&data.dir, log::Config::default())?;
     let blobs = BlobStore::new(&data.dir.join("blobs"), max_artifact_bytes);
     let state = AppState::start(ledger.clone(), blobs, onnx).await?;
+    let changes = apply_bootstrap(&state, &catalog, &catalog_hash).await?;
+    eprintln!("runtime bootstrap applied ({changes} changes)");
     let fresh = state.registry.read().users.is_empty();
     if fresh {
         let token = bootstrap_admin(&ledger, &state.registry, "admin").await?;

@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::error::ApiError;
+use crate::domain::runtime::{self, Bootstrap, RuntimeCommand};
 use crate::domain::{self, Command, Decision, DomainError, Registry};
 use crate::log::envelope::Digest;
 use crate::log::{AppendError, ExpectedVersion, Ledger, NewEvent};
@@ -43,6 +44,8 @@ impl From<DomainError> for ApiError {
             DomainError::NotFound { kind, .. } => (StatusCode::NOT_FOUND, kind.code()),
             DomainError::AlreadyExists(_) => (StatusCode::CONFLICT, "already_exists"),
             DomainError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            DomainError::Ceiling(_) => (StatusCode::CONFLICT, "state_ceiling"),
+            DomainError::BootstrapManaged(_) => (StatusCode::CONFLICT, "bootstrap_managed"),
             DomainError::Invalid { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_field"),
             DomainError::InvalidSchema { .. } => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "invalid_schema")
@@ -123,9 +126,30 @@ impl AppState {
         command: Command,
         view: impl FnOnce(&Registry) -> Option<T>,
     ) -> Result<Written, ApiError> {
+        self.run(actor, |r| domain::decide(r, actor, command), view)
+            .await
+    }
+
+    /// The same for a runtime-management command.
+    pub async fn execute_runtime<T: Serialize>(
+        &self,
+        actor: Uuid,
+        command: RuntimeCommand,
+        view: impl FnOnce(&Registry) -> Option<T>,
+    ) -> Result<Written, ApiError> {
+        self.run(actor, |r| runtime::decide_runtime(r, actor, command), view)
+            .await
+    }
+
+    async fn run<T: Serialize>(
+        &self,
+        actor: Uuid,
+        decide: impl FnOnce(&Registry) -> Result<Decision, DomainError>,
+        view: impl FnOnce(&Registry) -> Option<T>,
+    ) -> Result<Written, ApiError> {
         let _turn = self.gate.lock().await;
         self.registry.wait_for(self.ledger.head().size).await?;
-        let decision = domain::decide(&self.registry.read(), actor, command)?;
+        let decision = decide(&self.registry.read())?;
         let (events, checkpoint_size) =
             commit(&self.ledger, &self.registry, &actor.to_string(), decision).await?;
         let data = view(&self.registry.read())
@@ -156,4 +180,19 @@ pub async fn bootstrap_admin(
     )?;
     commit(ledger, registry, "system:bootstrap", decision).await?;
     Ok(token)
+}
+
+/// Applies a (checked) bootstrap file as `system:bootstrap`: one append with every change and
+/// a record of the application. Answers how many changes it made.
+pub async fn apply_bootstrap(
+    state: &AppState,
+    file: &Bootstrap,
+    file_hash: &str,
+) -> Result<u32, ApiError> {
+    let _turn = state.gate.lock().await;
+    state.registry.wait_for(state.ledger.head().size).await?;
+    let decision = runtime::decide_bootstrap(&state.registry.read(), file, file_hash);
+    let changes = u32::try_from(decision.events.len().saturating_sub(1)).unwrap_or(u32::MAX);
+    commit(&state.ledger, &state.registry, "system:bootstrap", decision).await?;
+    Ok(changes)
 }

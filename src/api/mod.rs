@@ -7,6 +7,7 @@ pub mod error;
 mod extract;
 mod ledger;
 mod registry;
+mod runtimes;
 
 use std::sync::Arc;
 
@@ -76,6 +77,7 @@ impl utoipa::Modify for Bearer {
 /// Every documented route, with the document that describes them.
 fn documented() -> OpenApiRouter<AppState> {
     use registry as r;
+    use runtimes as rt;
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(ledger::head))
         .routes(routes!(ledger::keys))
@@ -112,6 +114,29 @@ fn documented() -> OpenApiRouter<AppState> {
         .routes(routes!(r::set_stage))
         .routes(routes!(r::set_alias, r::remove_alias))
         .routes(routes!(r::comment_version))
+        .routes(routes!(rt::list_images, rt::create_image))
+        .routes(routes!(
+            rt::get_image,
+            rt::update_image,
+            rt::delete_image,
+            rt::image_action
+        ))
+        .routes(routes!(rt::list_versions, rt::create_version))
+        .routes(routes!(
+            rt::get_version,
+            rt::update_version,
+            rt::delete_version,
+            rt::version_action
+        ))
+        .routes(routes!(rt::list_runtimes, rt::create_runtime))
+        .routes(routes!(
+            rt::get_runtime,
+            rt::update_runtime,
+            rt::delete_runtime,
+            rt::runtime_action
+        ))
+        .routes(routes!(rt::catalog))
+        .routes(routes!(rt::experiment_runtimes))
 }
 
 /// The OpenAPI document of the management API.

@@ -10,6 +10,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::runtime::{
+    ArtifactTypeSpec, EntityRef, ImageSpec, ImageVersionSpec, RuntimeSpec, RuntimeState, Source,
+};
 use super::schema::{Column, MetadataValue};
 
 /// Global roles, on top of per-project roles.
@@ -202,6 +205,19 @@ events! {
     ModelAliasSet { model_id: Uuid, alias: String, version: u32, previous_version: Option<u32>, annotation: String }
     ModelAliasRemoved { model_id: Uuid, alias: String, version: u32, annotation: String }
     ModelVersionDeleted { model_id: Uuid, version: u32, annotation: String }
+
+    /// A runtime image's definition, new or changed, by either source.
+    RuntimeImageDeclared { image_id: String, source: Source, spec: ImageSpec }
+    RuntimeImageVersionDeclared { image_id: String, version: String, source: Source, spec: ImageVersionSpec }
+    RuntimeDeclared { runtime_id: String, source: Source, spec: RuntimeSpec }
+    /// One source's state of one entity; the effective state is the more restrictive of the two.
+    RuntimeStateChanged { entity: EntityRef, source: Source, from: Option<RuntimeState>, to: RuntimeState, reason: String }
+    /// An API-managed entity removed through the API.
+    RuntimeEntityDeleted { entity: EntityRef, reason: String }
+    /// The artifact type catalog, replaced whole.
+    ArtifactTypesDeclared { artifact_types: Vec<ArtifactTypeSpec> }
+    /// A bootstrap file was applied at start; `changes` events preceded this one in the append.
+    RuntimeBootstrapApplied { file_hash: String, changes: u32 }
 }
 
 #[derive(Debug, thiserror::Error)]

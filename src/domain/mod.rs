@@ -4,6 +4,9 @@
 
 mod decide;
 pub mod event;
+pub mod runtime;
+#[cfg(test)]
+mod runtime_tests;
 pub mod schema;
 pub mod state;
 #[cfg(test)]
@@ -25,6 +28,7 @@ pub enum Kind {
     Model,
     Version,
     Alias,
+    Runtime,
 }
 
 impl Kind {
@@ -39,6 +43,7 @@ impl Kind {
             Kind::Model => "model_not_found",
             Kind::Version => "version_not_found",
             Kind::Alias => "alias_not_found",
+            Kind::Runtime => "runtime_entity_not_found",
         }
     }
 }
@@ -47,7 +52,7 @@ impl Kind {
 pub enum DomainError {
     #[error("forbidden: {0}")]
     Forbidden(String),
-    #[error("{} {id} not found", kind.code().trim_end_matches("_not_found"))]
+    #[error("{} {id} not found", kind.code().trim_end_matches("_not_found").replace('_', " "))]
     NotFound { kind: Kind, id: String },
     #[error("{0}")]
     AlreadyExists(String),
@@ -55,6 +60,12 @@ pub enum DomainError {
     Conflict(String),
     #[error("{field}: {detail}")]
     Invalid { field: &'static str, detail: String },
+    /// Raising a runtime state beyond the other management source's.
+    #[error("{0}")]
+    Ceiling(String),
+    /// A bootstrap-managed runtime entity changed or deleted through the API.
+    #[error("{0}")]
+    BootstrapManaged(String),
     #[error("{key}: invalid schema: {detail}")]
     InvalidSchema { key: String, detail: String },
     #[error("metadata {key:?}: {detail}")]

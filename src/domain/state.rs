@@ -141,6 +141,7 @@ pub struct Registry {
     pub projects: BTreeMap<Uuid, Project>,
     pub experiments: BTreeMap<Uuid, Experiment>,
     pub models: BTreeMap<Uuid, RegisteredModel>,
+    pub runtimes: super::runtime::Catalog,
     #[serde(skip)]
     pub usernames: HashMap<String, Uuid>,
     /// blake3 hash (hex) of every token ever issued → (user, token id).
@@ -213,7 +214,14 @@ fn project_of(state: &Registry, event: &RegistryEvent) -> Option<Uuid> {
         E::ModelAliasRemoved(e) => model(&e.model_id),
         E::ModelVersionDeleted(e) => model(&e.model_id),
         // ProjectCreated pushes its own position when it creates the project.
-        E::ProjectCreated(_)
+        E::RuntimeImageDeclared(_)
+        | E::RuntimeImageVersionDeclared(_)
+        | E::RuntimeDeclared(_)
+        | E::RuntimeStateChanged(_)
+        | E::RuntimeEntityDeleted(_)
+        | E::ArtifactTypesDeclared(_)
+        | E::RuntimeBootstrapApplied(_)
+        | E::ProjectCreated(_)
         | E::UserCreated(_)
         | E::UserRoleGranted(_)
         | E::UserRoleRevoked(_)
@@ -225,6 +233,15 @@ fn project_of(state: &Registry, event: &RegistryEvent) -> Option<Uuid> {
 fn apply(state: &mut Registry, event: &RegistryEvent, stamp: Stamp) {
     use RegistryEvent as E;
     match event {
+        E::RuntimeImageDeclared(_)
+        | E::RuntimeImageVersionDeclared(_)
+        | E::RuntimeDeclared(_)
+        | E::RuntimeStateChanged(_)
+        | E::RuntimeEntityDeleted(_)
+        | E::ArtifactTypesDeclared(_)
+        | E::RuntimeBootstrapApplied(_) => {
+            super::runtime::apply(&mut state.runtimes, event, &stamp);
+        }
         E::UserCreated(e) => {
             state.usernames.insert(e.username.clone(), e.user_id);
             state.users.insert(

@@ -10,10 +10,12 @@ use super::event::*;
 use super::schema::{Column, ColumnType, MetadataValue};
 use super::*;
 
-struct World {
-    state: Registry,
-    admin: Uuid,
+pub(super) struct World {
+    pub(super) state: Registry,
+    pub(super) admin: Uuid,
     next: u128,
+    /// Every event applied, as recorded, for rebuild checks.
+    pub(super) log: Vec<Recorded>,
 }
 
 fn id(n: u128) -> Uuid {
@@ -21,12 +23,13 @@ fn id(n: u128) -> Uuid {
 }
 
 impl World {
-    fn new() -> World {
+    pub(super) fn new() -> World {
         let admin = id(1);
         let mut w = World {
             state: Registry::default(),
             admin,
             next: 100,
+            log: Vec::new(),
         };
         // The first admin is created by `init`, outside decide's rules.
         w.apply(
@@ -41,12 +44,12 @@ impl World {
         w
     }
 
-    fn fresh(&mut self) -> Uuid {
+    pub(super) fn fresh(&mut self) -> Uuid {
         self.next += 1;
         id(self.next)
     }
 
-    fn apply(&mut self, stream: &str, events: Vec<RegistryEvent>) {
+    pub(super) fn apply(&mut self, stream: &str, events: Vec<RegistryEvent>) {
         for e in events {
             let position = self.state.applied;
             let stream_version = self.state.stream_versions.get(stream).map_or(0, |v| v + 1);
@@ -59,6 +62,7 @@ impl World {
                 event: Some(e),
             };
             self.state = evolve(std::mem::take(&mut self.state), &recorded);
+            self.log.push(recorded);
         }
     }
 
@@ -68,7 +72,7 @@ impl World {
         Ok(d)
     }
 
-    fn user(&mut self, name: &str, roles: Vec<GlobalRole>) -> Uuid {
+    pub(super) fn user(&mut self, name: &str, roles: Vec<GlobalRole>) -> Uuid {
         let user_id = self.fresh();
         self.run(
             self.admin,

@@ -1,4 +1,5 @@
 //! The scoring runtime: ONNX Runtime loading and artifact ingestion.
 
+pub mod bootstrap;
 pub mod ingest;
 pub mod onnx;
