@@ -570,6 +570,62 @@ async fn the_full_registry_story() {
     );
     assert_eq!(items.len() as u64, events["total"].as_u64().unwrap());
 
+    // An API-managed runtime: created, deprecated, deleted; the experiment's compatible runtimes.
+    let (st, r) = srv
+        .call(
+            "POST",
+            "/api/v1/runtime-images",
+            Some(&root),
+            json!({"image_id": "custom-scorer", "name": "Custom"}),
+        )
+        .await;
+    assert_eq!(st, 201, "{r}");
+    let (st, r) = srv
+        .call(
+            "POST",
+            "/api/v1/runtime-images/custom-scorer:deprecate",
+            Some(&root),
+            json!({"reason": "superseded"}),
+        )
+        .await;
+    assert_eq!(
+        (st, s(&r["data"]["effective"])),
+        (200, "DEPRECATED".into()),
+        "{r}"
+    );
+    let (st, r) = srv
+        .call(
+            "DELETE",
+            "/api/v1/runtime-images/custom-scorer",
+            Some(&root),
+            json!({"reason": "unused"}),
+        )
+        .await;
+    assert_eq!(st, 200, "{r}");
+    let (_, fits) = srv
+        .call(
+            "GET",
+            &format!("{}/runtimes", xp(&x1_id)),
+            Some(&carol_t),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(s(&fits[0]["model_type"]), "onnx");
+    assert_eq!(s(&fits[0]["runtimes"][0]["runtime_id"]), "onnx-runtime");
+    let (_, fits) = srv
+        .call(
+            "GET",
+            &format!("{}/runtimes", xp(&x4_id)),
+            Some(&carol_t),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(
+        (s(&fits[0]["model_type"]), fits[0]["deployable"].as_bool()),
+        ("dai_mojo_pipeline".into(), Some(false))
+    );
+    assert_eq!(fits[0]["runtimes"][0]["available"].as_bool(), Some(false));
+
     // Every event type was appended, and each stored payload matches its schema.
     srv.ledger.rotate_key("system:test").await.unwrap();
     let seen = validate_payloads(&srv);
@@ -906,6 +962,106 @@ async fn authorization_matrix_every_route_and_role() {
             json!({"annotation": "why"}),
             ProjectEdit,
         ),
+        ("GET", "/api/v1/runtime-images".into(), n.clone(), Anyone),
+        (
+            "POST",
+            "/api/v1/runtime-images".into(),
+            json!({"image_id": "mine", "name": "Mine"}),
+            AdminOnly,
+        ),
+        (
+            "GET",
+            "/api/v1/runtime-images/onnx-scorer".into(),
+            n.clone(),
+            Anyone,
+        ),
+        (
+            "PATCH",
+            "/api/v1/runtime-images/mine".into(),
+            json!({"name": "Mine 2"}),
+            AdminOnly,
+        ),
+        (
+            "POST",
+            "/api/v1/runtime-images/onnx-scorer:deprecate".into(),
+            json!({"reason": "why"}),
+            AdminOnly,
+        ),
+        (
+            "GET",
+            "/api/v1/runtime-images/onnx-scorer/versions".into(),
+            n.clone(),
+            Anyone,
+        ),
+        (
+            "POST",
+            "/api/v1/runtime-images/mine/versions".into(),
+            json!({"version": "1", "scorer_version": "1"}),
+            AdminOnly,
+        ),
+        (
+            "GET",
+            "/api/v1/runtime-images/onnx-scorer/versions/0.1.0-ort1.32.0".into(),
+            n.clone(),
+            Anyone,
+        ),
+        (
+            "PATCH",
+            "/api/v1/runtime-images/mine/versions/1".into(),
+            json!({"scorer_version": "2"}),
+            AdminOnly,
+        ),
+        (
+            "POST",
+            "/api/v1/runtime-images/onnx-scorer/versions/0.1.0-ort1.32.0:deprecate".into(),
+            json!({"reason": "why"}),
+            AdminOnly,
+        ),
+        (
+            "DELETE",
+            "/api/v1/runtime-images/mine/versions/1".into(),
+            json!({"reason": "why"}),
+            AdminOnly,
+        ),
+        ("GET", "/api/v1/runtimes".into(), n.clone(), Anyone),
+        (
+            "POST",
+            "/api/v1/runtimes".into(),
+            json!({"runtime_id": "mine", "name": "M", "image_id": "onnx-scorer", "model_types": ["onnx"]}),
+            AdminOnly,
+        ),
+        (
+            "GET",
+            "/api/v1/runtimes/onnx-runtime".into(),
+            n.clone(),
+            Anyone,
+        ),
+        (
+            "PATCH",
+            "/api/v1/runtimes/mine".into(),
+            json!({"name": "M2", "image_id": "onnx-scorer", "model_types": ["onnx"]}),
+            AdminOnly,
+        ),
+        (
+            "POST",
+            "/api/v1/runtimes/onnx-runtime:deprecate".into(),
+            json!({"reason": "why"}),
+            AdminOnly,
+        ),
+        (
+            "DELETE",
+            "/api/v1/runtimes/mine".into(),
+            json!({"reason": "why"}),
+            AdminOnly,
+        ),
+        (
+            "DELETE",
+            "/api/v1/runtime-images/mine".into(),
+            json!({"reason": "why"}),
+            AdminOnly,
+        ),
+        ("GET", "/api/v1/runtime-catalog".into(), n.clone(), Anyone),
+        ("GET", format!("{x}/runtimes"), n.clone(), ProjectRead),
     ];
 
     // The matrix covers every documented route.

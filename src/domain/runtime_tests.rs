@@ -280,10 +280,10 @@ fn no_interleaving_lifts_a_state_above_the_other_sources_ceiling() {
         let mut rng = Rng(seed);
         let mut w = World::new();
         for _ in 0..30 {
-            if rng.next() % 3 == 0 {
+            if rng.next().is_multiple_of(3) {
                 let mut runtimes: Vec<(&str, RuntimeState)> = Vec::new();
                 for n in names {
-                    if rng.next() % 4 != 0 {
+                    if !rng.next().is_multiple_of(4) {
                         runtimes.push((n, rng.pick(&states)));
                     }
                 }
@@ -323,4 +323,35 @@ fn no_interleaving_lifts_a_state_above_the_other_sources_ceiling() {
         let rebuilt = w.log.iter().fold(Registry::default(), evolve);
         assert_eq!(rebuilt, w.state, "seed {seed}: rebuild differs");
     }
+}
+
+#[test]
+fn disabled_entities_cannot_be_chosen_and_deprecated_ones_warn() {
+    let mut w = World::new();
+    let mut file = image("img", Active, &[("r", Active)]);
+    file.runtime_images[0].versions.push(BootstrapVersion {
+        version: "1".into(),
+        spec: ImageVersionSpec {
+            scorer_version: "1".into(),
+            onnxruntime_version: "1.32.0".into(),
+            execution_provider: "CPUExecutionProvider".into(),
+            intra_op_threads: 1,
+            inter_op_threads: 1,
+            execution_mode: "sequential".into(),
+            graph_optimization: "all".into(),
+        },
+        state: Deprecated,
+    });
+    w.boot(&file);
+    let warnings = w.state.runtimes.usable("r", "1").unwrap();
+    assert_eq!(warnings, ["runtime image version img@1 is DEPRECATED"]);
+    assert!(matches!(
+        w.state.runtimes.usable("r", "2"),
+        Err(DomainError::NotFound { .. })
+    ));
+    w.set("r", Disabled).unwrap();
+    assert!(matches!(
+        w.state.runtimes.usable("r", "1"),
+        Err(DomainError::Conflict(_))
+    ));
 }

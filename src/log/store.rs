@@ -36,6 +36,15 @@ pub fn merkle_key(level: u8, index: u64) -> u64 {
     (u64::from(level) << 56) | index
 }
 
+/// One stream index entry as redb yields it.
+type IndexEntry<'a> = Result<
+    (
+        redb::AccessGuard<'a, (&'static str, u64)>,
+        redb::AccessGuard<'a, u64>,
+    ),
+    redb::StorageError,
+>;
+
 /// Reads against one consistent snapshot.
 pub struct Snapshot {
     txn: ReadTransaction,
@@ -146,10 +155,7 @@ impl Snapshot {
             .open_table(STREAM_INDEX)
             .map_err(LogError::storage)?;
         let tail = self.tail_entries(stream)?;
-        let position = |r: Result<
-            (redb::AccessGuard<(&str, u64)>, redb::AccessGuard<u64>),
-            redb::StorageError,
-        >| { r.map(|(_, v)| v.value()).map_err(LogError::storage) };
+        let position = |r: IndexEntry| r.map(|(_, v)| v.value()).map_err(LogError::storage);
         // Tail versions all follow the indexed ones.
         let positions: Vec<u64> = match direction {
             Direction::Forward => {

@@ -63,6 +63,10 @@ impl Server {
             provenant::api::command::bootstrap_admin(&ledger, &state.registry, "root")
                 .await
                 .unwrap();
+        let (catalog, hash) = provenant::runtime::bootstrap::load(None).unwrap();
+        provenant::api::command::apply_bootstrap(&state, &catalog, &hash)
+            .await
+            .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
