@@ -8,7 +8,7 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -20,9 +20,9 @@ use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath};
 use crate::domain::runtime::{
     Catalog, EntityRef, ImageSpec, ImageVersionSpec, RuntimeCommand, RuntimeSpec, RuntimeState,
-    version_key,
 };
-use crate::domain::{Kind, Registry, can_read_project};
+use crate::domain::{Kind, can_read_project};
+use crate::projections::runtime_ceilings::{Compatible, compatible, entity_json};
 
 fn missing(e: &EntityRef) -> ApiError {
     ApiError::not_found(Kind::Runtime.code(), format!("no {e}"))
@@ -105,29 +105,6 @@ async fn delete(
     s.execute_runtime(p.user_id, cmd, move |r| entity_json(&r.runtimes, &view_of))
         .await
         .map(Json)
-}
-
-/// An entity as JSON with its id fields first.
-fn entity_json(c: &Catalog, e: &EntityRef) -> Option<Value> {
-    let (ids, body) = match e {
-        EntityRef::Image { image_id } => (
-            json!({"image_id": image_id}),
-            serde_json::to_value(c.images.get(image_id)?),
-        ),
-        EntityRef::ImageVersion { image_id, version } => (
-            json!({"image_id": image_id, "version": version}),
-            serde_json::to_value(c.versions.get(&version_key(image_id, version))?),
-        ),
-        EntityRef::Runtime { runtime_id } => (
-            json!({"runtime_id": runtime_id}),
-            serde_json::to_value(c.runtimes.get(runtime_id)?),
-        ),
-    };
-    let mut out = ids;
-    if let (Some(o), Ok(Value::Object(b))) = (out.as_object_mut(), body) {
-        o.extend(b);
-    }
-    Some(out)
 }
 
 fn found(c: &Catalog, e: EntityRef) -> Result<Json<Value>, ApiError> {
@@ -466,16 +443,6 @@ pub async fn catalog(State(s): State<AppState>, _p: Principal) -> Json<Value> {
     }))
 }
 
-/// A runtime an experiment's artifact could be deployed on.
-#[derive(Serialize, ToSchema)]
-pub struct Compatible {
-    artifact_id: Uuid,
-    artifact_type: String,
-    model_type: String,
-    deployable: bool,
-    runtimes: Vec<Value>,
-}
-
 /// For each artifact: its model type and the runtimes serving it, with their image's
 /// versions; every entity with its effective state (readers of the project).
 #[utoipa::path(get, path = "/api/v1/experiments/{experiment_id}/runtimes", tag = "runtimes", responses((status = 200, body = [Compatible])))]
@@ -496,50 +463,4 @@ pub async fn experiment_runtimes(
     Ok(Json(
         x.artifacts.iter().map(|a| compatible(&reg, a)).collect(),
     ))
-}
-
-fn compatible(reg: &Registry, a: &crate::domain::state::ArtifactState) -> Compatible {
-    let c = &reg.runtimes;
-    let ingestion = a.ingestion.as_ref();
-    let deployable = ingestion.is_some_and(|i| i.deployable);
-    let model_type = match ingestion {
-        Some(i) if i.deployable => i.model_type.clone(),
-        _ => c.artifact_types.get(&a.artifact.artifact_type).map_or_else(
-            || a.artifact.artifact_type.clone(),
-            |t| t.model_type.clone(),
-        ),
-    };
-    let runtimes = c
-        .runtimes
-        .iter()
-        .filter(|(_, r)| r.deleted.is_none() && r.spec.model_types.contains(&model_type))
-        .map(|(id, r)| {
-            let prefix = format!("{}@", r.spec.image_id);
-            let versions: Vec<Value> = c
-                .versions
-                .iter()
-                .filter(|(_, v)| v.deleted.is_none())
-                .filter_map(|(k, v)| {
-                    k.strip_prefix(&prefix)
-                        .map(|ver| json!({"version": ver, "effective": v.effective}))
-                })
-                .collect();
-            json!({
-                "runtime_id": id,
-                "name": r.spec.name,
-                "available": r.spec.available,
-                "effective": r.effective,
-                "image_id": r.spec.image_id,
-                "image_effective": c.images.get(&r.spec.image_id).map(|i| i.effective),
-                "image_versions": versions,
-            })
-        })
-        .collect();
-    Compatible {
-        artifact_id: a.artifact.artifact_id,
-        artifact_type: a.artifact.artifact_type.clone(),
-        model_type,
-        deployable,
-        runtimes,
-    }
 }
