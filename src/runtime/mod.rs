@@ -3,3 +3,4 @@
 pub mod bootstrap;
 pub mod ingest;
 pub mod onnx;
+pub mod scorer;

@@ -1,0 +1,602 @@
+//! The scoring core: string cells converted by the model schema into one tensor per ONNX
+//! input, one ONNX Runtime session run, and the outputs back as string columns.
+//!
+//! `Session::run` needs `&mut`, so a model keeps a small pool of sessions (one per concurrent
+//! run) rather than one behind a mutex. The session settings are fixed per model and are what
+//! a prediction record states, because ONNX Runtime's results depend on them.
+
+use std::sync::Mutex;
+
+use ort::session::Session;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::value::{DynTensor, Tensor, TensorElementType, ValueType};
+
+use super::onnx::Onnx;
+use crate::domain::schema::Column;
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ScoreError {
+    /// The request does not fit the schema: a 400 for the caller.
+    #[error("{0}")]
+    BadInput(String),
+    /// The model cannot be run as recorded.
+    #[error("the model cannot be loaded: {0}")]
+    Load(String),
+    #[error("ONNX Runtime failed: {0}")]
+    Run(String),
+}
+
+/// How sessions are built; recorded with every inference run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionSettings {
+    pub intra_op_threads: usize,
+    pub inter_op_threads: usize,
+    /// `sequential` or `parallel`.
+    pub execution_mode: String,
+    /// `disable`, `basic`, `extended` or `all`.
+    pub graph_optimization: String,
+}
+
+impl Default for SessionSettings {
+    fn default() -> Self {
+        SessionSettings {
+            intra_op_threads: 1,
+            inter_op_threads: 1,
+            execution_mode: "sequential".into(),
+            graph_optimization: "all".into(),
+        }
+    }
+}
+
+/// One ONNX input: which schema columns feed it, in order, and its element type.
+#[derive(Debug, Clone)]
+struct Input {
+    name: String,
+    element: TensorElementType,
+    /// Indexes into the schema's columns.
+    columns: Vec<usize>,
+}
+
+/// One ONNX output and the column names it yields.
+#[derive(Debug, Clone)]
+struct Output {
+    name: String,
+    width: usize,
+}
+
+/// A model ready to score.
+pub struct Model {
+    schema: Vec<Column>,
+    inputs: Vec<Input>,
+    outputs: Vec<Output>,
+    output_names: Vec<String>,
+    settings: SessionSettings,
+    bytes: Vec<u8>,
+    onnx: &'static Onnx,
+    idle: Mutex<Vec<Session>>,
+}
+
+/// Scored rows: output column names and one row of string cells per input row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scored {
+    pub fields: Vec<String>,
+    pub rows: Vec<Vec<String>>,
+}
+
+impl Model {
+    /// Loads `bytes` and lays the schema's columns onto the graph's inputs: a `[N]` or
+    /// `[N, 1]` input takes the column of its name, an `[N, k]` input the columns
+    /// `name.0` … `name.k-1`. `output_names` renames the flattened outputs (e.g. a
+    /// classifier's `<target>.<class>`); `None` keeps the graph's own naming.
+    pub fn load(
+        onnx: &'static Onnx,
+        bytes: Vec<u8>,
+        schema: Vec<Column>,
+        output_names: Option<Vec<String>>,
+        settings: SessionSettings,
+    ) -> Result<Model, ScoreError> {
+        let session = build(onnx, &bytes, &settings)?;
+        let mut inputs = Vec::new();
+        for outlet in session.inputs() {
+            let name = outlet.name().to_string();
+            let (element, width) = tensor_layout(outlet.dtype()).ok_or_else(|| {
+                ScoreError::Load(format!("input {name:?} is not a [N] or [N, k] tensor"))
+            })?;
+            let wanted: Vec<String> = if width == 1 {
+                vec![name.clone()]
+            } else {
+                (0..width).map(|i| format!("{name}.{i}")).collect()
+            };
+            let columns = wanted
+                .iter()
+                .map(|w| {
+                    schema.iter().position(|c| c.name == *w).ok_or_else(|| {
+                        ScoreError::Load(format!(
+                            "the input schema has no column {w:?} for model input {name:?}"
+                        ))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            inputs.push(Input {
+                name,
+                element,
+                columns,
+            });
+        }
+        let mut outputs = Vec::new();
+        let mut natural = Vec::new();
+        for outlet in session.outputs() {
+            let name = outlet.name().to_string();
+            let (_, width) = tensor_layout(outlet.dtype()).ok_or_else(|| {
+                ScoreError::Load(format!("output {name:?} is not a [N] or [N, k] tensor"))
+            })?;
+            if width == 1 {
+                natural.push(name.clone());
+            } else {
+                natural.extend((0..width).map(|i| format!("{name}.{i}")));
+            }
+            outputs.push(Output { name, width });
+        }
+        let output_names = match output_names {
+            Some(names) if names.len() != natural.len() => {
+                return Err(ScoreError::Load(format!(
+                    "{} output names given for {} output columns",
+                    names.len(),
+                    natural.len()
+                )));
+            }
+            Some(names) => names,
+            None => natural,
+        };
+        Ok(Model {
+            schema,
+            inputs,
+            outputs,
+            output_names,
+            settings,
+            bytes,
+            onnx,
+            idle: Mutex::new(vec![session]),
+        })
+    }
+
+    pub fn schema(&self) -> &[Column] {
+        &self.schema
+    }
+
+    pub fn output_names(&self) -> &[String] {
+        &self.output_names
+    }
+
+    pub fn settings(&self) -> &SessionSettings {
+        &self.settings
+    }
+
+    /// Scores rows given in schema column order, in one session run.
+    pub fn score(&self, rows: &[Vec<String>]) -> Result<Scored, ScoreError> {
+        let n = rows.len();
+        if n == 0 {
+            return Ok(Scored {
+                fields: self.output_names.clone(),
+                rows: Vec::new(),
+            });
+        }
+        if let Some((i, r)) = rows
+            .iter()
+            .enumerate()
+            .find(|(_, r)| r.len() != self.schema.len())
+        {
+            return Err(ScoreError::BadInput(format!(
+                "row {i} has {} values, the schema {} columns",
+                r.len(),
+                self.schema.len()
+            )));
+        }
+        let mut feeds: Vec<(
+            std::borrow::Cow<'static, str>,
+            ort::session::SessionInputValue<'static>,
+        )> = Vec::new();
+        for input in &self.inputs {
+            let value = tensor(input, &self.schema, rows)?;
+            feeds.push((input.name.clone().into(), value.into()));
+        }
+        let mut session = self.checkout()?;
+        let result = run(&mut session, feeds, &self.outputs, n);
+        self.checkin(session);
+        let columns = result?;
+        let rows = (0..n)
+            .map(|r| columns.iter().map(|c| c[r].clone()).collect())
+            .collect();
+        Ok(Scored {
+            fields: self.output_names.clone(),
+            rows,
+        })
+    }
+
+    fn checkout(&self) -> Result<Session, ScoreError> {
+        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        match idle {
+            Some(s) => Ok(s),
+            None => build(self.onnx, &self.bytes, &self.settings),
+        }
+    }
+
+    fn checkin(&self, session: Session) {
+        self.idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(session);
+    }
+}
+
+fn build(onnx: &Onnx, bytes: &[u8], s: &SessionSettings) -> Result<Session, ScoreError> {
+    let level = match s.graph_optimization.as_str() {
+        "disable" => GraphOptimizationLevel::Disable,
+        "basic" => GraphOptimizationLevel::Level1,
+        "extended" => GraphOptimizationLevel::Level2,
+        _ => GraphOptimizationLevel::Level3,
+    };
+    let load = |e: String| ScoreError::Load(e);
+    Session::builder(&onnx.env)
+        .map_err(|e| load(e.to_string()))?
+        .with_intra_threads(s.intra_op_threads)
+        .map_err(|e| load(e.to_string()))?
+        .with_inter_threads(s.inter_op_threads)
+        .map_err(|e| load(e.to_string()))?
+        .with_parallel_execution(s.execution_mode == "parallel")
+        .map_err(|e| load(e.to_string()))?
+        .with_optimization_level(level)
+        .map_err(|e| load(e.to_string()))?
+        .commit_from_memory(bytes)
+        .map_err(|e| load(e.to_string()))
+}
+
+/// Element type and column count of a `[N]`, `[N, 1]` or `[N, k]` tensor.
+fn tensor_layout(t: &ValueType) -> Option<(TensorElementType, usize)> {
+    let ValueType::Tensor { ty, shape, .. } = t else {
+        return None;
+    };
+    let width = match &shape[..] {
+        [_] => 1,
+        [_, k] if *k >= 1 => usize::try_from(*k).ok()?,
+        _ => return None,
+    };
+    Some((*ty, width))
+}
+
+/// Parses one cell; `""` is missing, which only floating-point columns can carry (as NaN).
+fn parse<T: std::str::FromStr>(
+    cell: &str,
+    column: &Column,
+    row: usize,
+    missing: Option<T>,
+) -> Result<T, ScoreError> {
+    let cell = cell.trim();
+    if cell.is_empty() {
+        return missing.ok_or_else(|| {
+            ScoreError::BadInput(format!(
+                "row {row}: column {:?} ({}) cannot be missing",
+                column.name, column.column_type
+            ))
+        });
+    }
+    cell.parse().map_err(|_| {
+        ScoreError::BadInput(format!(
+            "row {row}: {cell:?} is not a {} for column {:?}",
+            column.column_type, column.name
+        ))
+    })
+}
+
+fn parse_bool(cell: &str, column: &Column, row: usize) -> Result<bool, ScoreError> {
+    match cell.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        other => Err(ScoreError::BadInput(format!(
+            "row {row}: {other:?} is not a Boolean for column {:?}",
+            column.name
+        ))),
+    }
+}
+
+/// The `[N, width]` tensor of one input.
+fn tensor(input: &Input, schema: &[Column], rows: &[Vec<String>]) -> Result<DynTensor, ScoreError> {
+    let shape = vec![rows.len() as i64, input.columns.len() as i64];
+    let cells = || {
+        rows.iter().enumerate().flat_map(move |(r, row)| {
+            input
+                .columns
+                .iter()
+                .map(move |&c| (r, &schema[c], row[c].as_str()))
+        })
+    };
+    let run = |e: ort::Error| ScoreError::Run(e.to_string());
+    use TensorElementType as T;
+    Ok(match input.element {
+        T::Float32 => {
+            let v = cells()
+                .map(|(r, c, s)| parse(s, c, r, Some(f32::NAN)))
+                .collect::<Result<Vec<f32>, _>>()?;
+            Tensor::from_array((shape, v)).map_err(run)?.upcast()
+        }
+        T::Float64 => {
+            let v = cells()
+                .map(|(r, c, s)| parse(s, c, r, Some(f64::NAN)))
+                .collect::<Result<Vec<f64>, _>>()?;
+            Tensor::from_array((shape, v)).map_err(run)?.upcast()
+        }
+        T::Int32 => {
+            let v = cells()
+                .map(|(r, c, s)| parse(s, c, r, None))
+                .collect::<Result<Vec<i32>, _>>()?;
+            Tensor::from_array((shape, v)).map_err(run)?.upcast()
+        }
+        T::Int64 => {
+            let v = cells()
+                .map(|(r, c, s)| parse(s, c, r, None))
+                .collect::<Result<Vec<i64>, _>>()?;
+            Tensor::from_array((shape, v)).map_err(run)?.upcast()
+        }
+        T::Bool => {
+            let v = cells()
+                .map(|(r, c, s)| parse_bool(s, c, r))
+                .collect::<Result<Vec<bool>, _>>()?;
+            Tensor::from_array((shape, v)).map_err(run)?.upcast()
+        }
+        T::String => {
+            let v: Vec<String> = cells().map(|(_, _, s)| s.to_string()).collect();
+            Tensor::from_string_array((shape, v.as_slice()))
+                .map_err(run)?
+                .upcast()
+        }
+        other => {
+            return Err(ScoreError::Load(format!(
+                "input {:?} has element type {other}, which scoring does not support",
+                input.name
+            )));
+        }
+    })
+}
+
+/// Runs the session and flattens every output into string columns of `n` rows.
+fn run(
+    session: &mut Session,
+    feeds: Vec<(
+        std::borrow::Cow<'static, str>,
+        ort::session::SessionInputValue<'static>,
+    )>,
+    outputs: &[Output],
+    n: usize,
+) -> Result<Vec<Vec<String>>, ScoreError> {
+    let err = |e: ort::Error| ScoreError::Run(e.to_string());
+    let result = session.run(feeds).map_err(err)?;
+    let mut columns = Vec::new();
+    for out in outputs {
+        let value = &result[out.name.as_str()];
+        let cells: Vec<String> = match value.dtype() {
+            ValueType::Tensor {
+                ty: TensorElementType::Float32,
+                ..
+            } => value
+                .try_extract_tensor::<f32>()
+                .map_err(err)?
+                .1
+                .iter()
+                .map(|v| v.to_string())
+                .collect(),
+            ValueType::Tensor {
+                ty: TensorElementType::Float64,
+                ..
+            } => value
+                .try_extract_tensor::<f64>()
+                .map_err(err)?
+                .1
+                .iter()
+                .map(|v| v.to_string())
+                .collect(),
+            ValueType::Tensor {
+                ty: TensorElementType::Int64,
+                ..
+            } => value
+                .try_extract_tensor::<i64>()
+                .map_err(err)?
+                .1
+                .iter()
+                .map(|v| v.to_string())
+                .collect(),
+            ValueType::Tensor {
+                ty: TensorElementType::Int32,
+                ..
+            } => value
+                .try_extract_tensor::<i32>()
+                .map_err(err)?
+                .1
+                .iter()
+                .map(|v| v.to_string())
+                .collect(),
+            ValueType::Tensor {
+                ty: TensorElementType::Bool,
+                ..
+            } => value
+                .try_extract_tensor::<bool>()
+                .map_err(err)?
+                .1
+                .iter()
+                .map(|v| v.to_string())
+                .collect(),
+            ValueType::Tensor {
+                ty: TensorElementType::String,
+                ..
+            } => value.try_extract_strings().map_err(err)?.1,
+            other => {
+                return Err(ScoreError::Run(format!(
+                    "output {:?} is a {other}",
+                    out.name
+                )));
+            }
+        };
+        if cells.len() != n * out.width {
+            return Err(ScoreError::Run(format!(
+                "output {:?} has {} values for {n} rows of {} columns",
+                out.name,
+                cells.len(),
+                out.width
+            )));
+        }
+        for j in 0..out.width {
+            columns.push((0..n).map(|r| cells[r * out.width + j].clone()).collect());
+        }
+    }
+    Ok(columns)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::schema::ColumnType;
+    use serde_json::Value;
+
+    fn fixture(name: &str) -> (Vec<u8>, Value) {
+        let bytes = std::fs::read(format!("fixtures/models/{name}.onnx")).unwrap();
+        let expected =
+            std::fs::read_to_string(format!("fixtures/models/{name}.expected.json")).unwrap();
+        (bytes, serde_json::from_str(&expected).unwrap())
+    }
+
+    fn schema(fields: &Value) -> Vec<Column> {
+        fields
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| Column {
+                name: f.as_str().unwrap().into(),
+                column_type: ColumnType::Float32,
+            })
+            .collect()
+    }
+
+    fn rows(v: &Value) -> Vec<Vec<String>> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                r.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|c| c.as_str().unwrap().to_string())
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Output cells are shortest round-trip f32 text, so they parse back to the exact value.
+    fn max_diff(got: &[Vec<String>], col: usize, want: impl Iterator<Item = f64>) -> f64 {
+        got.iter()
+            .zip(want)
+            .map(|(r, w)| (f64::from(r[col].parse::<f32>().unwrap()) - w).abs())
+            .fold(0.0, f64::max)
+    }
+
+    #[test]
+    fn the_classifier_scores_as_the_python_runtime_does() {
+        let onnx = super::super::onnx::load(None).unwrap();
+        let (bytes, expected) = fixture("wine_classifier");
+        let names: Vec<String> = ["label", "cultivar.0", "cultivar.1", "cultivar.2"]
+            .map(String::from)
+            .to_vec();
+        let model = Model::load(
+            onnx,
+            bytes,
+            schema(&expected["fields"]),
+            Some(names.clone()),
+            SessionSettings::default(),
+        )
+        .unwrap();
+        let scored = model.score(&rows(&expected["rows"])).unwrap();
+        assert_eq!(scored.fields, names);
+        let labels: Vec<String> = expected["outputs"]["label"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.to_string())
+            .collect();
+        assert_eq!(
+            scored.rows.iter().map(|r| r[0].clone()).collect::<Vec<_>>(),
+            labels
+        );
+        for class in 0..3 {
+            let want = expected["outputs"]["probabilities"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p[class].as_f64().unwrap());
+            assert_eq!(max_diff(&scored.rows, 1 + class, want), 0.0, "bit for bit");
+        }
+        assert!(model.score(&[]).unwrap().rows.is_empty());
+    }
+
+    #[test]
+    fn the_forest_regressor_scores_as_the_python_runtime_does() {
+        let onnx = super::super::onnx::load(None).unwrap();
+        let (bytes, expected) = fixture("diabetes_forest");
+        let model = Model::load(
+            onnx,
+            bytes,
+            schema(&expected["fields"]),
+            None,
+            SessionSettings::default(),
+        )
+        .unwrap();
+        assert_eq!(model.output_names(), ["variable"]);
+        let scored = model.score(&rows(&expected["rows"])).unwrap();
+        let want = expected["outputs"]["variable"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p[0].as_f64().unwrap());
+        assert_eq!(
+            max_diff(&scored.rows, 0, want),
+            0.0,
+            "bit for bit: {:?}",
+            scored.rows
+        );
+    }
+
+    #[test]
+    fn cells_that_do_not_fit_the_schema_are_bad_input() {
+        let onnx = super::super::onnx::load(None).unwrap();
+        let (bytes, expected) = fixture("wine_classifier");
+        let mut cols = schema(&expected["fields"]);
+        let model = Model::load(
+            onnx,
+            bytes.clone(),
+            cols.clone(),
+            None,
+            SessionSettings::default(),
+        )
+        .unwrap();
+        let mut bad = rows(&expected["rows"]);
+        bad[1][2] = "twelve".into();
+        let err = model.score(&bad).unwrap_err();
+        assert!(
+            matches!(&err, ScoreError::BadInput(m) if m.contains("row 1") && m.contains("\"ash\"")),
+            "{err}"
+        );
+        let mut ragged = rows(&expected["rows"]);
+        ragged[0].pop();
+        assert!(matches!(model.score(&ragged), Err(ScoreError::BadInput(_))));
+        // A missing float is NaN, not an error.
+        let mut gap = rows(&expected["rows"]);
+        gap[0][0] = String::new();
+        assert!(model.score(&gap).is_ok());
+        // A schema without a column the graph needs cannot be loaded.
+        cols.retain(|c| c.name != "hue");
+        let err = Model::load(onnx, bytes, cols, None, SessionSettings::default())
+            .err()
+            .unwrap();
+        assert!(
+            matches!(&err, ScoreError::Load(m) if m.contains("hue")),
+            "{err}"
+        );
+    }
+}
