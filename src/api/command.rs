@@ -45,6 +45,7 @@ impl From<DomainError> for ApiError {
             DomainError::AlreadyExists(_) => (StatusCode::CONFLICT, "already_exists"),
             DomainError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             DomainError::Ceiling(_) => (StatusCode::CONFLICT, "state_ceiling"),
+            DomainError::NotDeployable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "not_deployable"),
             DomainError::BootstrapManaged(_) => (StatusCode::CONFLICT, "bootstrap_managed"),
             DomainError::Invalid { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_field"),
             DomainError::InvalidSchema { .. } => {

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::deployment::{DeploymentSpec, DeploymentState};
 use super::runtime::{
     ArtifactTypeSpec, EntityRef, ImageSpec, ImageVersionSpec, RuntimeSpec, RuntimeState, Source,
 };
@@ -218,6 +219,10 @@ events! {
     ArtifactTypesDeclared { artifact_types: Vec<ArtifactTypeSpec> }
     /// A bootstrap file was applied at start; `changes` events preceded this one in the append.
     RuntimeBootstrapApplied { file_hash: String, changes: u32 }
+
+    /// A model version deployed, with everything its predictions depend on; it starts Preparing.
+    DeploymentCreated { deployment_id: Uuid, spec: DeploymentSpec }
+    DeploymentStateChanged { deployment_id: Uuid, from: DeploymentState, to: DeploymentState, reason: String }
 }
 
 #[derive(Debug, thiserror::Error)]

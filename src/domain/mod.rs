@@ -3,6 +3,7 @@
 //! the clock and artifact findings, and appends what `decide` returns.
 
 mod decide;
+pub mod deployment;
 pub mod event;
 pub mod runtime;
 #[cfg(test)]
@@ -29,6 +30,7 @@ pub enum Kind {
     Version,
     Alias,
     Runtime,
+    Deployment,
 }
 
 impl Kind {
@@ -44,6 +46,7 @@ impl Kind {
             Kind::Version => "version_not_found",
             Kind::Alias => "alias_not_found",
             Kind::Runtime => "runtime_entity_not_found",
+            Kind::Deployment => "deployment_not_found",
         }
     }
 }
@@ -63,6 +66,9 @@ pub enum DomainError {
     /// Raising a runtime state beyond the other management source's.
     #[error("{0}")]
     Ceiling(String),
+    /// A model version that cannot be deployed here, and why.
+    #[error("{0}")]
+    NotDeployable(String),
     /// A bootstrap-managed runtime entity changed or deleted through the API.
     #[error("{0}")]
     BootstrapManaged(String),

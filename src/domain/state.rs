@@ -142,6 +142,7 @@ pub struct Registry {
     pub experiments: BTreeMap<Uuid, Experiment>,
     pub models: BTreeMap<Uuid, RegisteredModel>,
     pub runtimes: super::runtime::Catalog,
+    pub deployments: BTreeMap<Uuid, super::deployment::Deployment>,
     #[serde(skip)]
     pub usernames: HashMap<String, Uuid>,
     /// blake3 hash (hex) of every token ever issued → (user, token id).
@@ -214,6 +215,11 @@ fn project_of(state: &Registry, event: &RegistryEvent) -> Option<Uuid> {
         E::ModelAliasRemoved(e) => model(&e.model_id),
         E::ModelVersionDeleted(e) => model(&e.model_id),
         // ProjectCreated pushes its own position when it creates the project.
+        E::DeploymentCreated(e) => Some(e.spec.project_id),
+        E::DeploymentStateChanged(e) => state
+            .deployments
+            .get(&e.deployment_id)
+            .map(|d| d.spec.project_id),
         E::RuntimeImageDeclared(_)
         | E::RuntimeImageVersionDeclared(_)
         | E::RuntimeDeclared(_)
@@ -241,6 +247,9 @@ fn apply(state: &mut Registry, event: &RegistryEvent, stamp: Stamp) {
         | E::ArtifactTypesDeclared(_)
         | E::RuntimeBootstrapApplied(_) => {
             super::runtime::apply(&mut state.runtimes, event, &stamp);
+        }
+        E::DeploymentCreated(_) | E::DeploymentStateChanged(_) => {
+            super::deployment::apply(&mut state.deployments, event, &stamp);
         }
         E::UserCreated(e) => {
             state.usernames.insert(e.username.clone(), e.user_id);

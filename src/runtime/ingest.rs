@@ -149,7 +149,8 @@ fn columns(side: &str, list: &[(String, ValueType)]) -> Result<Vec<Column>, Stri
     Ok(out)
 }
 
-fn column_type(t: TensorElementType) -> Option<ColumnType> {
+/// The schema type of an ONNX element type.
+pub fn column_type(t: TensorElementType) -> Option<ColumnType> {
     use TensorElementType as T;
     Some(match t {
         T::Float32 | T::Float16 | T::Bfloat16 => ColumnType::Float32,

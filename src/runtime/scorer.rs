@@ -12,7 +12,7 @@ use ort::session::builder::GraphOptimizationLevel;
 use ort::value::{DynTensor, Tensor, TensorElementType, ValueType};
 
 use super::onnx::Onnx;
-use crate::domain::schema::Column;
+use crate::domain::schema::{Column, ColumnType};
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ScoreError {
@@ -57,11 +57,12 @@ struct Input {
     columns: Vec<usize>,
 }
 
-/// One ONNX output and the column names it yields.
+/// One ONNX output the scorer returns: its columns and their type.
 #[derive(Debug, Clone)]
 struct Output {
     name: String,
     width: usize,
+    column_type: ColumnType,
 }
 
 /// A model ready to score.
@@ -86,13 +87,15 @@ pub struct Scored {
 impl Model {
     /// Loads `bytes` and lays the schema's columns onto the graph's inputs: a `[N]` or
     /// `[N, 1]` input takes the column of its name, an `[N, k]` input the columns
-    /// `name.0` … `name.k-1`. `output_names` renames the flattened outputs (e.g. a
-    /// classifier's `<target>.<class>`); `None` keeps the graph's own naming.
+    /// `name.0` … `name.k-1`. With a `target`, outputs follow H2O: a classifier (a float
+    /// output of two or more columns) answers one probability column per class,
+    /// `<target>.<class>`, and a single-column regressor answers `<target>`; without one,
+    /// every output under the graph's own names.
     pub fn load(
         onnx: &'static Onnx,
         bytes: Vec<u8>,
         schema: Vec<Column>,
-        output_names: Option<Vec<String>>,
+        target: Option<&str>,
         settings: SessionSettings,
     ) -> Result<Model, ScoreError> {
         let session = build(onnx, &bytes, &settings)?;
@@ -124,29 +127,46 @@ impl Model {
             });
         }
         let mut outputs = Vec::new();
-        let mut natural = Vec::new();
         for outlet in session.outputs() {
             let name = outlet.name().to_string();
-            let (_, width) = tensor_layout(outlet.dtype()).ok_or_else(|| {
+            let layout = tensor_layout(outlet.dtype());
+            let (element, width) = layout.ok_or_else(|| {
                 ScoreError::Load(format!("output {name:?} is not a [N] or [N, k] tensor"))
             })?;
-            if width == 1 {
-                natural.push(name.clone());
-            } else {
-                natural.extend((0..width).map(|i| format!("{name}.{i}")));
-            }
-            outputs.push(Output { name, width });
+            let column_type = super::ingest::column_type(element).ok_or_else(|| {
+                ScoreError::Load(format!("output {name:?} has element type {element}"))
+            })?;
+            outputs.push(Output {
+                name,
+                width,
+                column_type,
+            });
         }
-        let output_names = match output_names {
-            Some(names) if names.len() != natural.len() => {
-                return Err(ScoreError::Load(format!(
-                    "{} output names given for {} output columns",
-                    names.len(),
-                    natural.len()
-                )));
+        let is_float =
+            |o: &Output| matches!(o.column_type, ColumnType::Float32 | ColumnType::Float64);
+        let (outputs, output_names): (Vec<Output>, Vec<String>) = match target {
+            Some(t) if outputs.iter().any(|o| is_float(o) && o.width >= 2) => {
+                let probs = outputs
+                    .into_iter()
+                    .find(|o| is_float(o) && o.width >= 2)
+                    .into_iter()
+                    .collect::<Vec<_>>();
+                let names = (0..probs[0].width).map(|i| format!("{t}.{i}")).collect();
+                (probs, names)
             }
-            Some(names) => names,
-            None => natural,
+            Some(t) if outputs.len() == 1 && outputs[0].width == 1 && is_float(&outputs[0]) => {
+                (outputs, vec![t.to_string()])
+            }
+            _ => {
+                let names = outputs
+                    .iter()
+                    .flat_map(|o| match o.width {
+                        1 => vec![o.name.clone()],
+                        w => (0..w).map(|i| format!("{}.{i}", o.name)).collect(),
+                    })
+                    .collect();
+                (outputs, names)
+            }
         };
         Ok(Model {
             schema,
@@ -166,6 +186,22 @@ impl Model {
 
     pub fn output_names(&self) -> &[String] {
         &self.output_names
+    }
+
+    /// The columns the scorer answers, with their types.
+    pub fn output_schema(&self) -> Vec<Column> {
+        let types = self
+            .outputs
+            .iter()
+            .flat_map(|o| std::iter::repeat_n(o.column_type, o.width));
+        self.output_names
+            .iter()
+            .zip(types)
+            .map(|(name, column_type)| Column {
+                name: name.clone(),
+                column_type,
+            })
+            .collect()
     }
 
     pub fn settings(&self) -> &SessionSettings {
@@ -453,7 +489,6 @@ fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::schema::ColumnType;
     use serde_json::Value;
 
     fn fixture(name: &str) -> (Vec<u8>, Value) {
@@ -501,19 +536,24 @@ mod tests {
     fn the_classifier_scores_as_the_python_runtime_does() {
         let onnx = super::super::onnx::load(None).unwrap();
         let (bytes, expected) = fixture("wine_classifier");
-        let names: Vec<String> = ["label", "cultivar.0", "cultivar.1", "cultivar.2"]
-            .map(String::from)
-            .to_vec();
-        let model = Model::load(
+        let natural = Model::load(
             onnx,
-            bytes,
+            bytes.clone(),
             schema(&expected["fields"]),
-            Some(names.clone()),
+            None,
             SessionSettings::default(),
         )
         .unwrap();
-        let scored = model.score(&rows(&expected["rows"])).unwrap();
-        assert_eq!(scored.fields, names);
+        assert_eq!(
+            natural.output_names(),
+            [
+                "label",
+                "probabilities.0",
+                "probabilities.1",
+                "probabilities.2"
+            ]
+        );
+        let scored = natural.score(&rows(&expected["rows"])).unwrap();
         let labels: Vec<String> = expected["outputs"]["label"]
             .as_array()
             .unwrap()
@@ -524,13 +564,34 @@ mod tests {
             scored.rows.iter().map(|r| r[0].clone()).collect::<Vec<_>>(),
             labels
         );
+
+        // H2O's naming: one probability column per class, `<target>.<class>`.
+        let model = Model::load(
+            onnx,
+            bytes,
+            schema(&expected["fields"]),
+            Some("cultivar"),
+            SessionSettings::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            model.output_names(),
+            ["cultivar.0", "cultivar.1", "cultivar.2"]
+        );
+        assert!(
+            model
+                .output_schema()
+                .iter()
+                .all(|c| c.column_type == ColumnType::Float32)
+        );
+        let scored = model.score(&rows(&expected["rows"])).unwrap();
         for class in 0..3 {
             let want = expected["outputs"]["probabilities"]
                 .as_array()
                 .unwrap()
                 .iter()
                 .map(|p| p[class].as_f64().unwrap());
-            assert_eq!(max_diff(&scored.rows, 1 + class, want), 0.0, "bit for bit");
+            assert_eq!(max_diff(&scored.rows, class, want), 0.0, "bit for bit");
         }
         assert!(model.score(&[]).unwrap().rows.is_empty());
     }
@@ -543,11 +604,11 @@ mod tests {
             onnx,
             bytes,
             schema(&expected["fields"]),
-            None,
+            Some("progression"),
             SessionSettings::default(),
         )
         .unwrap();
-        assert_eq!(model.output_names(), ["variable"]);
+        assert_eq!(model.output_names(), ["progression"]);
         let scored = model.score(&rows(&expected["rows"])).unwrap();
         let want = expected["outputs"]["variable"]
             .as_array()
