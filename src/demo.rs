@@ -1,6 +1,6 @@
 //! The demo seeded into a new data dir by `serve`: a project with the wine classifier (an
-//! scikit-learn model converted by skl2onnx, embedded in the binary) imported and
-//! registered, so a first start has something real to look at.
+//! scikit-learn model converted by skl2onnx, embedded in the binary) imported, registered
+//! and deployed, so a first start has something real to score.
 
 use uuid::Uuid;
 
@@ -12,8 +12,9 @@ use crate::runtime::ingest;
 
 const WINE_MODEL: &[u8] = include_bytes!("../fixtures/models/wine_classifier.onnx");
 
-/// Seeds the demo as `admin`; returns the registered model's id.
-pub async fn seed(state: &AppState, admin: Uuid) -> Result<Uuid, ApiError> {
+/// Seeds the demo as `admin` and deploys it to DEV; returns the registered model's and the
+/// deployment's ids.
+pub async fn seed(state: &AppState, admin: Uuid) -> Result<(Uuid, Uuid), ApiError> {
     let stored = state.blobs.put(WINE_MODEL).map_err(|e| {
         ApiError::new(
             axum::http::StatusCode::INTERNAL_SERVER_ERROR,
@@ -82,5 +83,16 @@ pub async fn seed(state: &AppState, admin: Uuid) -> Result<Uuid, ApiError> {
     for command in commands {
         state.execute(admin, command, |_| None::<()>).await?;
     }
-    Ok(model_id)
+    let deployed = state.deploy(admin, model_id, 1, "DEV".into()).await?;
+    let deployment = deployed.data["deployment_id"]
+        .as_str()
+        .and_then(|id| Uuid::parse_str(id).ok())
+        .ok_or_else(|| {
+            ApiError::new(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "deploy_failed",
+                "the demo deployment has no id",
+            )
+        })?;
+    Ok((model_id, deployment))
 }

@@ -222,14 +222,22 @@ async fn serve(data: DataDir, addr: String, options: ServeOptions) -> Result<(),
     let state = AppState::start(ledger.clone(), blobs, onnx).await?;
     let changes = apply_bootstrap(&state, &catalog, &catalog_hash).await?;
     eprintln!("runtime bootstrap applied ({changes} changes)");
+    let relaunched = state.relaunch().await?;
+    if relaunched > 0 {
+        eprintln!("{relaunched} deployments loaded again");
+    }
+    let mut demo_deployment = None;
     let fresh = state.registry.read().users.is_empty();
     if fresh {
         let token = bootstrap_admin(&ledger, &state.registry, "admin").await?;
         print_admin_token("admin", &token);
         let admin = state.registry.read().usernames.get("admin").copied();
         if let (true, Some(admin)) = (demo, admin) {
-            let model = provenant::demo::seed(&state, admin).await?;
-            println!("demo: project \"Demo\" with registered model wine-classifier ({model})");
+            let (model, deployment) = provenant::demo::seed(&state, admin).await?;
+            println!(
+                "demo: project \"Demo\" with registered model wine-classifier ({model}), deployed as {deployment}"
+            );
+            demo_deployment = Some(deployment);
         }
     }
     eprintln!(
@@ -248,6 +256,12 @@ async fn serve(data: DataDir, addr: String, options: ServeOptions) -> Result<(),
         head.size
     );
     println!("ledger head: http://{local}/api/v1/ledger/head");
+    if let Some(d) = demo_deployment {
+        println!("demo scoring URL: http://{local}/{d}/model/score");
+        println!(
+            "try: curl -s http://{local}/{d}/model/sample_request | curl -s -H 'Content-Type: application/json' -d @- http://{local}/{d}/model/score"
+        );
+    }
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };

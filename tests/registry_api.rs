@@ -626,6 +626,35 @@ async fn the_full_registry_story() {
     );
     assert_eq!(fits[0]["runtimes"][0]["available"].as_bool(), Some(false));
 
+    // Deployed and scored once, then stopped: the deployment and inference run events.
+    let (st, d) = srv.call("POST", "/api/v1/deployments", Some(&bob_t), json!({"model_id": model.trim_start_matches("/api/v1/models/"), "version": 1, "environment": "DEV"})).await;
+    assert_eq!(st, 201, "{d}");
+    let dep = s(&d["data"]["deployment_id"]);
+    let r = srv
+        .http
+        .get(format!("{}/{dep}/model/sample_request", srv.base))
+        .send()
+        .await
+        .unwrap();
+    let sample: Value = r.json().await.unwrap();
+    let r = srv
+        .http
+        .post(format!("{}/{dep}/model/score", srv.base))
+        .json(&sample)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let (st, _) = srv
+        .call(
+            "POST",
+            &format!("/api/v1/deployments/{dep}:stop"),
+            Some(&bob_t),
+            json!({"reason": "story over"}),
+        )
+        .await;
+    assert_eq!(st, 200);
+
     // Every event type was appended, and each stored payload matches its schema.
     srv.ledger.rotate_key("system:test").await.unwrap();
     let seen = validate_payloads(&srv);
@@ -782,6 +811,15 @@ async fn authorization_matrix_every_route_and_role() {
         .await;
     let owner_token2 = s(&t["data"]["token_id"]);
     let event_id = srv.ledger.event(0).unwrap().unwrap().unsigned.event_id;
+    let (_, d) = srv
+        .call(
+            "POST",
+            "/api/v1/deployments",
+            Some(&owner_t),
+            json!({"model_id": mid, "version": 1, "environment": "DEV"}),
+        )
+        .await;
+    let dep = s(&d["data"]["deployment_id"]);
 
     let (p, x, x2, m) = (
         format!("/api/v1/projects/{pid}"),
@@ -1062,6 +1100,25 @@ async fn authorization_matrix_every_route_and_role() {
         ),
         ("GET", "/api/v1/runtime-catalog".into(), n.clone(), Anyone),
         ("GET", format!("{x}/runtimes"), n.clone(), ProjectRead),
+        (
+            "POST",
+            "/api/v1/deployments".into(),
+            json!({"model_id": mid, "version": 2, "environment": "DEV"}),
+            ProjectEdit,
+        ),
+        ("GET", "/api/v1/deployments".into(), n.clone(), Anyone),
+        (
+            "GET",
+            format!("/api/v1/deployments/{dep}"),
+            n.clone(),
+            ProjectRead,
+        ),
+        (
+            "POST",
+            format!("/api/v1/deployments/{dep}:stop"),
+            json!({"reason": "why"}),
+            ProjectEdit,
+        ),
     ];
 
     // The matrix covers every documented route.
@@ -1571,7 +1628,7 @@ fn count_files(srv: &Server) -> usize {
 async fn the_demo_seed_registers_the_embedded_wine_model() {
     let srv = Server::start().await;
     let admin = *srv.state.registry.read().usernames.get("root").unwrap();
-    let model_id = provenant::demo::seed(&srv.state, admin).await.unwrap();
+    let (model_id, _) = provenant::demo::seed(&srv.state, admin).await.unwrap();
     let (st, v) = srv
         .call(
             "GET",

@@ -3,18 +3,20 @@
 
 pub mod auth;
 pub mod command;
+pub mod deployments;
 pub mod error;
 mod extract;
 mod ledger;
 mod registry;
 mod runtimes;
+mod scoring;
 
 use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
-use axum::routing::get;
+use axum::routing::{get, post};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -31,6 +33,8 @@ pub struct AppState {
     pub registry: Arc<RegistryProjection>,
     pub blobs: BlobStore,
     pub onnx: &'static Onnx,
+    /// The deployments this process scores for.
+    pub serving: Arc<deployments::Serving>,
     /// Serializes registry commands (see `command`).
     gate: Arc<tokio::sync::Mutex<()>>,
 }
@@ -48,6 +52,7 @@ impl AppState {
             registry,
             blobs,
             onnx,
+            serving: Arc::default(),
             gate: Arc::default(),
         })
     }
@@ -137,6 +142,8 @@ fn documented() -> OpenApiRouter<AppState> {
         ))
         .routes(routes!(rt::catalog))
         .routes(routes!(rt::experiment_runtimes))
+        .routes(routes!(deployments::deploy, deployments::list))
+        .routes(routes!(deployments::get, deployments::stop))
 }
 
 /// The OpenAPI document of the management API.
@@ -155,6 +162,24 @@ pub fn router(state: AppState) -> axum::Router {
     let doc = Arc::new(doc);
     api.merge(uploads)
         .route("/readyz", get(|| async { "ready" }))
+        .route("/{deployment}/model/id", get(scoring::model_id))
+        .route("/{deployment}/model/schema", get(scoring::schema))
+        .route(
+            "/{deployment}/model/capabilities",
+            get(scoring::capabilities),
+        )
+        .route(
+            "/{deployment}/model/sample_request",
+            get(scoring::sample_request),
+        )
+        .route("/{deployment}/model/score", post(scoring::score))
+        .route(
+            "/{deployment}/model/contribution",
+            post(scoring::contribution),
+        )
+        .route("/{deployment}/readyz", get(scoring::readyz))
+        .route("/{deployment}/openapi.json", get(scoring::openapi))
+        .route("/{deployment}/docs", get(scoring::docs))
         .route(
             "/api/v1/openapi.json",
             get(move || async move { Json(doc.as_ref().clone()) }),

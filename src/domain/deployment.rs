@@ -216,7 +216,7 @@ pub fn decide_deploy(
         expected: None,
         events: vec![RegistryEvent::DeploymentCreated(DeploymentCreated {
             deployment_id,
-            spec,
+            spec: Box::new(spec),
         })],
     })
 }
@@ -311,7 +311,7 @@ pub fn apply(deployments: &mut BTreeMap<Uuid, Deployment>, event: &RegistryEvent
                 e.deployment_id,
                 Deployment {
                     deployment_id: e.deployment_id,
-                    spec: e.spec.clone(),
+                    spec: (*e.spec).clone(),
                     state: DeploymentState::Preparing,
                     history: vec![Transition {
                         from: None,

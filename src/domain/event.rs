@@ -221,8 +221,40 @@ events! {
     RuntimeBootstrapApplied { file_hash: String, changes: u32 }
 
     /// A model version deployed, with everything its predictions depend on; it starts Preparing.
-    DeploymentCreated { deployment_id: Uuid, spec: DeploymentSpec }
+    DeploymentCreated { deployment_id: Uuid, spec: Box<DeploymentSpec> }
     DeploymentStateChanged { deployment_id: Uuid, from: DeploymentState, to: DeploymentState, reason: String }
+    /// One ONNX Runtime session run and the requests it answered: everything needed to run it
+    /// again the same way. Inputs and outputs are blobs in canonical JSON
+    /// (`{"fields": [...], "rows": [[...]]}`, RFC 8785), named by their blake3 hash.
+    InferenceRunRecorded {
+        run_id: Uuid,
+        deployment_id: Uuid,
+        model_id: Uuid,
+        version: u32,
+        model_blob: String,
+        image_version: String,
+        ort_version: String,
+        execution_provider: String,
+        intra_op_threads: u32,
+        inter_op_threads: u32,
+        execution_mode: String,
+        graph_optimization: String,
+        row_count: u64,
+        input_blob: String,
+        output_blob: String,
+        requests: Vec<RunRequest>,
+    }
+}
+
+/// One request an inference run answered: its rows are `row_offset..row_offset + row_count`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RunRequest {
+    pub request_id: Uuid,
+    pub row_offset: u64,
+    pub row_count: u64,
+    pub caller: String,
+    pub queue_wait_us: u64,
+    pub latency_us: u64,
 }
 
 #[derive(Debug, thiserror::Error)]

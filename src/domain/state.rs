@@ -216,6 +216,8 @@ fn project_of(state: &Registry, event: &RegistryEvent) -> Option<Uuid> {
         E::ModelVersionDeleted(e) => model(&e.model_id),
         // ProjectCreated pushes its own position when it creates the project.
         E::DeploymentCreated(e) => Some(e.spec.project_id),
+        // Predictions are listed per deployment, not in the project's governance events.
+        E::InferenceRunRecorded(_) => None,
         E::DeploymentStateChanged(e) => state
             .deployments
             .get(&e.deployment_id)
@@ -251,6 +253,7 @@ fn apply(state: &mut Registry, event: &RegistryEvent, stamp: Stamp) {
         E::DeploymentCreated(_) | E::DeploymentStateChanged(_) => {
             super::deployment::apply(&mut state.deployments, event, &stamp);
         }
+        E::InferenceRunRecorded(_) => {}
         E::UserCreated(e) => {
             state.usernames.insert(e.username.clone(), e.user_id);
             state.users.insert(

@@ -394,7 +394,9 @@ fn tensor(input: &Input, schema: &[Column], rows: &[Vec<String>]) -> Result<DynT
     })
 }
 
-/// Runs the session and flattens every output into string columns of `n` rows.
+/// Runs the session and flattens every output into string columns of `n` rows. Floats are
+/// written as their shortest round-trip text (JavaScript's rules), so a cell parses back to
+/// the exact value ONNX Runtime produced.
 fn run(
     session: &mut Session,
     feeds: Vec<(
@@ -418,7 +420,7 @@ fn run(
                 .map_err(err)?
                 .1
                 .iter()
-                .map(|v| v.to_string())
+                .map(|v| ryu_js::Buffer::new().format(*v).to_string())
                 .collect(),
             ValueType::Tensor {
                 ty: TensorElementType::Float64,
@@ -428,7 +430,7 @@ fn run(
                 .map_err(err)?
                 .1
                 .iter()
-                .map(|v| v.to_string())
+                .map(|v| ryu_js::Buffer::new().format(*v).to_string())
                 .collect(),
             ValueType::Tensor {
                 ty: TensorElementType::Int64,

@@ -1,0 +1,301 @@
+//! Deployments over REST, and the loading that moves them Preparing → Launching → Healthy
+//! (or Failed, with the reason), each step an event.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::AppState;
+use super::auth::{Principal, forbidden};
+use super::command::{Written, commit};
+use super::error::ApiError;
+use super::extract::{ApiJson, ApiPath};
+use crate::domain::deployment::{
+    Deployment, DeploymentSpec, DeploymentState, decide_deploy, decide_transition,
+};
+use crate::domain::{Kind, can_read_project};
+use crate::log::envelope::Digest;
+use crate::runtime::scorer::{Model, SessionSettings};
+
+/// A Healthy deployment's model, ready to score.
+pub struct Loaded {
+    pub deployment_id: Uuid,
+    pub spec: DeploymentSpec,
+    pub model: Model,
+    /// Bounds concurrent session runs (SCORING_CONCURRENCY).
+    pub slots: tokio::sync::Semaphore,
+}
+
+/// The deployments this process serves.
+#[derive(Default)]
+pub struct Serving(RwLock<HashMap<Uuid, Arc<Loaded>>>);
+
+impl Serving {
+    pub fn get(&self, id: &Uuid) -> Option<Arc<Loaded>> {
+        self.0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    fn insert(&self, loaded: Loaded) {
+        self.0
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(loaded.deployment_id, Arc::new(loaded));
+    }
+
+    fn remove(&self, id: &Uuid) {
+        self.0.write().unwrap_or_else(|p| p.into_inner()).remove(id);
+    }
+}
+
+impl AppState {
+    /// Records a deployment's move to `to` (as `system:scorer` when `actor` is none).
+    async fn transition(
+        &self,
+        actor: Option<Uuid>,
+        id: Uuid,
+        to: DeploymentState,
+        reason: &str,
+    ) -> Result<Written, ApiError> {
+        let _turn = self.gate.lock().await;
+        self.registry.wait_for(self.ledger.head().size).await?;
+        let decision = decide_transition(&self.registry.read(), actor, id, to, reason.to_string())?;
+        let who = actor.map_or_else(|| "system:scorer".to_string(), |a| a.to_string());
+        let (events, checkpoint_size) =
+            commit(&self.ledger, &self.registry, &who, decision).await?;
+        let data = self
+            .registry
+            .read()
+            .deployments
+            .get(&id)
+            .map(view)
+            .unwrap_or_default();
+        Ok(Written {
+            data,
+            events,
+            checkpoint_size,
+        })
+    }
+
+    /// Launching, then Healthy once the model is loaded, or Failed with the reason.
+    pub async fn launch(&self, id: Uuid, reason: &str) -> Result<Written, ApiError> {
+        self.transition(None, id, DeploymentState::Launching, reason)
+            .await?;
+        let spec = self
+            .registry
+            .read()
+            .deployments
+            .get(&id)
+            .map(|d| d.spec.clone())
+            .ok_or_else(|| {
+                ApiError::not_found(Kind::Deployment.code(), format!("no deployment {id}"))
+            })?;
+        match self.load(id, spec).await {
+            Ok(loaded) => {
+                self.serving.insert(loaded);
+                self.transition(None, id, DeploymentState::Healthy, "model loaded")
+                    .await
+            }
+            Err(reason) => {
+                self.transition(None, id, DeploymentState::Failed, &reason)
+                    .await
+            }
+        }
+    }
+
+    async fn load(&self, id: Uuid, spec: DeploymentSpec) -> Result<Loaded, String> {
+        let hash = Digest::from_hex(&spec.model_blob).ok_or("the model blob hash is malformed")?;
+        let (blobs, onnx) = (self.blobs.clone(), self.onnx);
+        if spec.runtime.onnxruntime_version != onnx.version {
+            return Err(format!(
+                "the runtime image version pins ONNX Runtime {}, this server runs {}",
+                spec.runtime.onnxruntime_version, onnx.version
+            ));
+        }
+        tokio::task::spawn_blocking(move || {
+            let bytes = blobs.get(&hash).map_err(|e| format!("bad artifact: {e}"))?;
+            let settings = SessionSettings {
+                intra_op_threads: spec.runtime.intra_op_threads as usize,
+                inter_op_threads: spec.runtime.inter_op_threads as usize,
+                execution_mode: spec.runtime.execution_mode.clone(),
+                graph_optimization: spec.runtime.graph_optimization.clone(),
+            };
+            let model = Model::load(
+                onnx,
+                bytes,
+                spec.input_schema.clone(),
+                spec.target_column.as_deref(),
+                settings,
+            )
+            .map_err(|e| e.to_string())?;
+            let slots =
+                tokio::sync::Semaphore::new(spec.settings.scoring_concurrency.max(1) as usize);
+            Ok(Loaded {
+                deployment_id: id,
+                spec,
+                model,
+                slots,
+            })
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+
+    /// Loads every deployment that was Healthy when the server last stopped.
+    pub async fn relaunch(&self) -> Result<usize, ApiError> {
+        let healthy: Vec<Uuid> = self
+            .registry
+            .read()
+            .deployments
+            .values()
+            .filter(|d| d.state == DeploymentState::Healthy)
+            .map(|d| d.deployment_id)
+            .collect();
+        for id in &healthy {
+            self.launch(*id, "server restart").await?;
+        }
+        Ok(healthy.len())
+    }
+}
+
+fn view(d: &Deployment) -> Value {
+    let mut v = serde_json::to_value(d).unwrap_or_default();
+    if let Some(o) = v.as_object_mut() {
+        o.insert(
+            "scoring_url".into(),
+            json!(format!("/{}/model/score", d.deployment_id)),
+        );
+    }
+    v
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewDeployment {
+    model_id: Uuid,
+    version: u32,
+    /// `DEV`, `PROD`, or any name of letters, digits, `_` and `-`.
+    environment: String,
+}
+
+impl AppState {
+    /// Deploys a model version as `actor` and launches it; answers once it is Healthy or Failed.
+    pub async fn deploy(
+        &self,
+        actor: Uuid,
+        model_id: Uuid,
+        version: u32,
+        environment: String,
+    ) -> Result<Written, ApiError> {
+        let id = Uuid::now_v7();
+        let mut created = {
+            let _turn = self.gate.lock().await;
+            self.registry.wait_for(self.ledger.head().size).await?;
+            let decision = decide_deploy(
+                &self.registry.read(),
+                actor,
+                id,
+                model_id,
+                version,
+                environment,
+            )?;
+            let (events, checkpoint_size) =
+                commit(&self.ledger, &self.registry, &actor.to_string(), decision).await?;
+            Written {
+                data: Value::Null,
+                events,
+                checkpoint_size,
+            }
+        };
+        let launched = self.launch(id, "deployed").await?;
+        created.events.extend(launched.events);
+        created.checkpoint_size = launched.checkpoint_size;
+        created.data = launched.data;
+        Ok(created)
+    }
+}
+
+/// Deploys a model version (editors of its project); answers once it is Healthy or Failed.
+#[utoipa::path(post, path = "/api/v1/deployments", tag = "deployments", request_body = NewDeployment, responses((status = 201, body = Written), (status = 422, description = "`not_deployable`, with the reason")))]
+pub async fn deploy(
+    State(s): State<AppState>,
+    p: Principal,
+    ApiJson(b): ApiJson<NewDeployment>,
+) -> Result<(StatusCode, Json<Written>), ApiError> {
+    let written = s
+        .deploy(p.user_id, b.model_id, b.version, b.environment)
+        .await?;
+    Ok((StatusCode::CREATED, Json(written)))
+}
+
+/// The deployments the caller may read.
+#[utoipa::path(get, path = "/api/v1/deployments", tag = "deployments", responses((status = 200, description = "deployments")))]
+pub async fn list(State(s): State<AppState>, p: Principal) -> Json<Vec<Value>> {
+    let reg = s.registry.read();
+    Json(
+        reg.deployments
+            .values()
+            .filter(|d| can_read_project(&reg, p.user_id, d.spec.project_id))
+            .map(view)
+            .collect(),
+    )
+}
+
+#[utoipa::path(get, path = "/api/v1/deployments/{deployment_id}", tag = "deployments", responses((status = 200, description = "the deployment")))]
+pub async fn get(
+    State(s): State<AppState>,
+    p: Principal,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Json<Value>, ApiError> {
+    let reg = s.registry.read();
+    let d = reg.deployments.get(&id).ok_or_else(|| {
+        ApiError::not_found(Kind::Deployment.code(), format!("no deployment {id}"))
+    })?;
+    if !can_read_project(&reg, p.user_id, d.spec.project_id) {
+        return Err(forbidden(format!(
+            "reading deployment {id} needs a role in its project"
+        )));
+    }
+    Ok(Json(view(d)))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StopBody {
+    /// Why; required.
+    reason: String,
+}
+
+/// `POST /api/v1/deployments/{deployment_id}:stop` (editors), with a reason.
+#[utoipa::path(post, path = "/api/v1/deployments/{deployment_id}", tag = "deployments", params(("deployment_id" = String, Path, description = "`<deployment id>:stop`")), request_body = StopBody, responses((status = 200, body = Written)))]
+pub async fn stop(
+    State(s): State<AppState>,
+    p: Principal,
+    ApiPath(target): ApiPath<String>,
+    ApiJson(b): ApiJson<StopBody>,
+) -> Result<Json<Written>, ApiError> {
+    let id = target
+        .strip_suffix(":stop")
+        .and_then(|id| Uuid::parse_str(id).ok())
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_action",
+                format!("{target:?}: expected <deployment id>:stop"),
+            )
+        })?;
+    let written = s
+        .transition(Some(p.user_id), id, DeploymentState::Stopped, &b.reason)
+        .await?;
+    s.serving.remove(&id);
+    Ok(Json(written))
+}

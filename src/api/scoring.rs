@@ -1,0 +1,520 @@
+//! The H2O-compatible scorer under `/{deployment_id}/…` (see scorer-contract.md), on the
+//! direct path: each request is one session run, recorded as an `InferenceRunRecorded` event
+//! before the response leaves, which carries the event's receipt in its headers.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::AppState;
+use super::deployments::Loaded;
+use super::error::ApiError;
+use super::extract::{ApiJson, ApiPath};
+use crate::domain::deployment::DeploymentState;
+use crate::domain::event::{InferenceRunRecorded, RegistryEvent, RunRequest};
+use crate::domain::schema::{Column, ColumnType};
+use crate::log::{ExpectedVersion, NewEvent, canonical};
+use crate::runtime::scorer::ScoreError;
+
+/// The served deployment, or why not: unknown and stopped ones are 404, loading ones 503.
+fn loaded(s: &AppState, id: &str) -> Result<Arc<Loaded>, ApiError> {
+    let missing = || ApiError::not_found("deployment_not_found", format!("no deployment {id}"));
+    let uuid = Uuid::parse_str(id).map_err(|_| missing())?;
+    if let Some(l) = s.serving.get(&uuid) {
+        return Ok(l);
+    }
+    match s.registry.read().deployments.get(&uuid).map(|d| d.state) {
+        Some(DeploymentState::Preparing | DeploymentState::Launching) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            format!("deployment {id} is loading"),
+        )),
+        Some(state) => Err(ApiError::not_found(
+            "deployment_not_serving",
+            format!("deployment {id} is {state:?}"),
+        )),
+        None => Err(missing()),
+    }
+}
+
+fn h2o_type(t: ColumnType) -> &'static str {
+    match t {
+        ColumnType::Boolean => "Bool",
+        ColumnType::Time64 => "Time64",
+        ColumnType::Float32 => "Float32",
+        ColumnType::Float64 => "Float64",
+        ColumnType::Int32 => "Int32",
+        ColumnType::Int64 => "Int64",
+        ColumnType::String => "Str",
+    }
+}
+
+fn fields(columns: &[Column]) -> Vec<Value> {
+    columns
+        .iter()
+        .map(|c| json!({"name": c.name, "dataType": h2o_type(c.column_type)}))
+        .collect()
+}
+
+pub async fn model_id(
+    State(s): State<AppState>,
+    ApiPath(d): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    let l = loaded(&s, &d)?;
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        l.spec.experiment_id.to_string(),
+    )
+        .into_response())
+}
+
+pub async fn schema(
+    State(s): State<AppState>,
+    ApiPath(d): ApiPath<String>,
+) -> Result<Json<Value>, ApiError> {
+    let l = loaded(&s, &d)?;
+    let outputs = l.model.output_schema();
+    let classes: Vec<String> = match &l.spec.target_column {
+        Some(t) => outputs
+            .iter()
+            .filter_map(|c| c.name.strip_prefix(&format!("{t}.")).map(str::to_string))
+            .collect(),
+        None => Vec::new(),
+    };
+    let scoring_type = match classes.len() {
+        0 => "REGRESSION",
+        2 => "BINOMIAL",
+        _ => "CLASSIFICATION",
+    };
+    let name = s
+        .registry
+        .read()
+        .models
+        .get(&l.spec.model_id)
+        .map(|m| m.name.clone())
+        .unwrap_or_default();
+    Ok(Json(json!({
+        "id": l.spec.experiment_id,
+        "name": format!("{name} v{}", l.spec.version),
+        "description": format!("deployment {} ({}) on {}@{}", l.deployment_id, l.spec.environment, l.spec.image_id, l.spec.image_version),
+        "properties": {"scoringType": scoring_type, "scoringResponseLabels": classes},
+        "schema": {"inputFields": fields(l.model.schema()), "outputFields": fields(&outputs)},
+    })))
+}
+
+pub async fn capabilities(
+    State(s): State<AppState>,
+    ApiPath(d): ApiPath<String>,
+) -> Result<Json<Value>, ApiError> {
+    loaded(&s, &d)?;
+    Ok(Json(json!(["SCORE"])))
+}
+
+/// One example row that scores as is: zero for numbers, false, an empty string.
+pub async fn sample_request(
+    State(s): State<AppState>,
+    ApiPath(d): ApiPath<String>,
+) -> Result<Json<Value>, ApiError> {
+    let l = loaded(&s, &d)?;
+    let schema = l.model.schema();
+    let example = |t: ColumnType| match t {
+        ColumnType::Boolean => "false",
+        ColumnType::String => "",
+        _ => "0",
+    };
+    Ok(Json(json!({
+        "fields": schema.iter().map(|c| &c.name).collect::<Vec<_>>(),
+        "rows": [schema.iter().map(|c| example(c.column_type)).collect::<Vec<_>>()],
+    })))
+}
+
+pub async fn readyz(
+    State(s): State<AppState>,
+    ApiPath(d): ApiPath<String>,
+) -> Result<&'static str, ApiError> {
+    loaded(&s, &d).map(|_| "ready")
+}
+
+pub async fn contribution(
+    State(s): State<AppState>,
+    ApiPath(d): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    loaded(&s, &d)?;
+    Err(not_supported("contributions (Shapley values)"))
+}
+
+fn not_supported(what: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_IMPLEMENTED,
+        "not_supported",
+        format!("this model does not support {what}"),
+    )
+}
+
+/// The scorer's own OpenAPI document, relative to the deployment's path.
+pub async fn openapi(
+    State(s): State<AppState>,
+    ApiPath(d): ApiPath<String>,
+) -> Result<Json<Value>, ApiError> {
+    let l = loaded(&s, &d)?;
+    let row = json!({"type": "array", "items": {"type": "string"}});
+    let request = json!({
+        "type": "object",
+        "required": ["fields", "rows"],
+        "properties": {
+            "fields": {"type": "array", "items": {"type": "string"}, "example": l.model.schema().iter().map(|c| &c.name).collect::<Vec<_>>()},
+            "rows": {"type": "array", "items": row},
+            "includeFieldsInOutput": {"type": "array", "items": {"type": "string"}},
+            "idField": {"type": "string"},
+            "noFieldNamesInOutput": {"type": "boolean"},
+        },
+    });
+    let get = |summary: &str| json!({"get": {"summary": summary, "responses": {"200": {"description": "OK"}}}});
+    Ok(Json(json!({
+        "openapi": "3.0.3",
+        "info": {"title": format!("Provenant scorer, deployment {}", l.deployment_id), "version": env!("CARGO_PKG_VERSION")},
+        "servers": [{"url": "."}],
+        "paths": {
+            "/model/score": {"post": {
+                "summary": "Score rows; every cell a string, \"\" for missing",
+                "requestBody": {"required": true, "content": {"application/json": {"schema": request}}},
+                "responses": {"200": {"description": "fields and score rows; receipt in the Provenant-* headers"}, "400": {"description": "bad request"}, "503": {"description": "not ready or busy"}},
+            }},
+            "/model/id": get("The model id (text)"),
+            "/model/schema": get("Input and output fields"),
+            "/model/capabilities": get("What this scorer supports"),
+            "/model/sample_request": get("A request that scores as is"),
+            "/model/contribution": {"post": {"summary": "Not supported by this model", "responses": {"501": {"description": "not supported"}}}},
+            "/readyz": get("ready once the model is loaded"),
+        },
+    })))
+}
+
+pub async fn docs(
+    State(s): State<AppState>,
+    ApiPath(d): ApiPath<String>,
+) -> Result<Html<String>, ApiError> {
+    let l = loaded(&s, &d)?;
+    let inputs: String = l
+        .model
+        .schema()
+        .iter()
+        .map(|c| {
+            format!(
+                "<li><code>{}</code> {}</li>",
+                c.name,
+                h2o_type(c.column_type)
+            )
+        })
+        .collect();
+    let outputs: String = l
+        .model
+        .output_schema()
+        .iter()
+        .map(|c| {
+            format!(
+                "<li><code>{}</code> {}</li>",
+                c.name,
+                h2o_type(c.column_type)
+            )
+        })
+        .collect();
+    Ok(Html(format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Scorer {id}</title></head><body>\
+         <h1>Scorer for deployment {id}</h1><p>OpenAPI document: <a href=\"openapi.json\">openapi.json</a>. \
+         A request that scores as is: <a href=\"model/sample_request\">model/sample_request</a>.</p>\
+         <h2>POST model/score</h2><pre>{{\"fields\": [...], \"rows\": [[\"...\"]]}}</pre>\
+         <h2>Inputs</h2><ul>{inputs}</ul><h2>Outputs</h2><ul>{outputs}</ul></body></html>",
+        id = l.deployment_id
+    )))
+}
+
+/// A score request; keys other than these are ignored, as H2O's scorers ignore them.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScoreRequest {
+    fields: Vec<String>,
+    rows: Vec<Vec<Value>>,
+    #[serde(default)]
+    include_fields_in_output: Vec<String>,
+    #[serde(default)]
+    id_field: Option<String>,
+    #[serde(default)]
+    no_field_names_in_output: bool,
+    #[serde(default)]
+    request_shapley_value_type: Option<String>,
+    #[serde(default)]
+    request_prediction_intervals: bool,
+}
+
+fn bad(detail: String) -> ApiError {
+    ApiError::bad_request("bad_request", detail)
+}
+
+/// A cell as text: strings as they are; numbers and booleans as JSON writes them; null is missing.
+fn cell(v: &Value) -> Result<String, ApiError> {
+    match v {
+        Value::String(s) => Ok(s.clone()),
+        Value::Null => Ok(String::new()),
+        Value::Number(_) | Value::Bool(_) => Ok(v.to_string()),
+        other => Err(bad(format!("a cell must be a string, got {other}"))),
+    }
+}
+
+pub async fn score(
+    State(s): State<AppState>,
+    ApiPath(d): ApiPath<String>,
+    ApiJson(req): ApiJson<ScoreRequest>,
+) -> Result<Response, ApiError> {
+    let received = Instant::now();
+    let l = loaded(&s, &d)?;
+    if req
+        .request_shapley_value_type
+        .as_deref()
+        .is_some_and(|t| !t.eq_ignore_ascii_case("NONE"))
+    {
+        return Err(not_supported("contributions (Shapley values)"));
+    }
+    if req.request_prediction_intervals {
+        return Err(not_supported("prediction intervals"));
+    }
+    // Lay the request's columns onto the schema; unknown fields are ignored.
+    let mut seen = std::collections::HashSet::new();
+    if let Some(dup) = req.fields.iter().find(|f| !seen.insert(f.as_str())) {
+        return Err(bad(format!("field {dup:?} appears twice")));
+    }
+    let position = |name: &str| req.fields.iter().position(|f| f == name);
+    let columns = l
+        .model
+        .schema()
+        .iter()
+        .map(|c| {
+            position(&c.name).ok_or_else(|| bad(format!("required field {:?} is missing", c.name)))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut copied: Vec<String> = req.id_field.iter().cloned().collect();
+    copied.extend(
+        req.include_fields_in_output
+            .iter()
+            .filter(|f| Some(*f) != req.id_field.as_ref())
+            .cloned(),
+    );
+    let copied_at = copied
+        .iter()
+        .map(|f| {
+            position(f).ok_or_else(|| {
+                bad(format!(
+                    "field {f:?} to copy into the output is not in the request"
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut rows = Vec::with_capacity(req.rows.len());
+    for (i, row) in req.rows.iter().enumerate() {
+        if row.len() != req.fields.len() {
+            return Err(bad(format!(
+                "row {i} has {} values for {} fields",
+                row.len(),
+                req.fields.len()
+            )));
+        }
+        rows.push(
+            columns
+                .iter()
+                .map(|&c| cell(&row[c]))
+                .collect::<Result<Vec<_>, _>>()?,
+        );
+    }
+    let mut out_fields = copied.clone();
+    out_fields.extend(l.model.output_names().iter().cloned());
+    if rows.is_empty() {
+        return Ok(respond(&l, &req, out_fields, Vec::new(), HeaderMap::new()));
+    }
+
+    let timeout = l.spec.settings.scoring_timeout_ms;
+    let permit = if timeout == 0 {
+        l.slots.acquire().await.ok()
+    } else {
+        tokio::time::timeout(Duration::from_millis(timeout), l.slots.acquire())
+            .await
+            .ok()
+            .and_then(Result::ok)
+    }
+    .ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "no scoring slot freed in time; retry",
+        )
+    })?;
+    let queue_wait = received.elapsed();
+    let model = l.clone();
+    let input_rows = rows.clone();
+    let scored = tokio::task::spawn_blocking(move || model.model.score(&input_rows))
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "scoring_failed",
+                e.to_string(),
+            )
+        })?
+        .map_err(|e| match e {
+            ScoreError::BadInput(m) => bad(m),
+            e => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "scoring_failed",
+                e.to_string(),
+            ),
+        })?;
+    drop(permit);
+    if scored.rows.len() != rows.len() {
+        return Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "row_count_mismatch",
+            format!("{} rows in, {} rows out", rows.len(), scored.rows.len()),
+        ));
+    }
+    let latency = received.elapsed();
+    let receipt = record(
+        &s,
+        &l,
+        &rows,
+        &scored.fields,
+        &scored.rows,
+        queue_wait,
+        latency,
+    )
+    .await?;
+    let score_rows = scored
+        .rows
+        .into_iter()
+        .zip(&req.rows)
+        .map(|(out, input)| {
+            let mut r: Vec<String> = copied_at
+                .iter()
+                .map(|&c| cell(&input[c]).unwrap_or_default())
+                .collect();
+            r.extend(out);
+            r
+        })
+        .collect();
+    Ok(respond(&l, &req, out_fields, score_rows, receipt))
+}
+
+fn respond(
+    l: &Loaded,
+    req: &ScoreRequest,
+    fields: Vec<String>,
+    score: Vec<Vec<String>>,
+    headers: HeaderMap,
+) -> Response {
+    let mut body = json!({"id": l.spec.experiment_id, "score": score});
+    if !req.no_field_names_in_output {
+        body["fields"] = json!(fields);
+    }
+    (headers, Json(body)).into_response()
+}
+
+/// Stores the run's input and output as canonical JSON blobs and appends its event; answers
+/// the receipt headers once the event is durable. Without a durable record there is no
+/// response (503).
+async fn record(
+    s: &AppState,
+    l: &Loaded,
+    rows: &[Vec<String>],
+    out_fields: &[String],
+    out_rows: &[Vec<String>],
+    queue_wait: Duration,
+    latency: Duration,
+) -> Result<HeaderMap, ApiError> {
+    let unrecorded = |e: String| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "recording_failed",
+            format!("the prediction could not be recorded, so it is not returned: {e}"),
+        )
+    };
+    let names: Vec<&String> = l.model.schema().iter().map(|c| &c.name).collect();
+    let input = canonical::to_vec(&json!({"fields": names, "rows": rows}))
+        .map_err(|e| unrecorded(e.to_string()))?;
+    let output = canonical::to_vec(&json!({"fields": out_fields, "rows": out_rows}))
+        .map_err(|e| unrecorded(e.to_string()))?;
+    let blobs = s.blobs.clone();
+    let (input_blob, output_blob) = tokio::task::spawn_blocking(move || {
+        Ok::<_, String>((
+            blobs.put(&input).map_err(|e| e.to_string())?,
+            blobs.put(&output).map_err(|e| e.to_string())?,
+        ))
+    })
+    .await
+    .map_err(|e| unrecorded(e.to_string()))?
+    .map_err(unrecorded)?;
+    let spec = &l.spec;
+    let event = RegistryEvent::InferenceRunRecorded(InferenceRunRecorded {
+        run_id: Uuid::now_v7(),
+        deployment_id: l.deployment_id,
+        model_id: spec.model_id,
+        version: spec.version,
+        model_blob: spec.model_blob.clone(),
+        image_version: format!("{}@{}", spec.image_id, spec.image_version),
+        ort_version: s.onnx.version.clone(),
+        execution_provider: spec.runtime.execution_provider.clone(),
+        intra_op_threads: spec.runtime.intra_op_threads,
+        inter_op_threads: spec.runtime.inter_op_threads,
+        execution_mode: spec.runtime.execution_mode.clone(),
+        graph_optimization: spec.runtime.graph_optimization.clone(),
+        row_count: rows.len() as u64,
+        input_blob: input_blob.hash.to_hex(),
+        output_blob: output_blob.hash.to_hex(),
+        requests: vec![RunRequest {
+            request_id: Uuid::now_v7(),
+            row_offset: 0,
+            row_count: rows.len() as u64,
+            caller: "anonymous".into(),
+            queue_wait_us: queue_wait.as_micros() as u64,
+            latency_us: latency.as_micros() as u64,
+        }],
+    });
+    let new = NewEvent {
+        event_type: event.event_type().into(),
+        schema_version: 1,
+        actor: "system:scorer".into(),
+        payload: event.payload(),
+    };
+    let stream = crate::domain::deployment::stream(l.deployment_id);
+    let appended = s
+        .ledger
+        .append(&stream, ExpectedVersion::Any, vec![new])
+        .await
+        .map_err(|e| unrecorded(e.to_string()))?;
+    let position = appended
+        .events
+        .first()
+        .map(|e| e.position)
+        .ok_or_else(|| unrecorded("no event appended".into()))?;
+    let stored = s
+        .ledger
+        .event(position)
+        .map_err(|e| unrecorded(e.to_string()))?
+        .ok_or_else(|| unrecorded("the event is not readable".into()))?;
+    let mut headers = HeaderMap::new();
+    let mut put = |name: &'static str, value: String| {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.insert(name, v);
+        }
+    };
+    put("provenant-event-position", position.to_string());
+    put("provenant-event-hash", stored.hash.to_hex());
+    put("provenant-signature", hex::encode(stored.signature));
+    put("provenant-key-id", stored.unsigned.key_id.clone());
+    put("provenant-row-offset", "0".into());
+    Ok(headers)
+}

@@ -1,0 +1,411 @@
+//! Deployments and the H2O-compatible scorer over real HTTP: deploy the fixture classifier,
+//! score it bit for bit as the onnxruntime Python package does, check every receipt against
+//! the ledger, and the contract's edge cases.
+
+mod common;
+
+use common::{Server, fixture};
+use provenant::log::{envelope, keys};
+use serde_json::{Value, json};
+
+fn s(v: &Value) -> String {
+    v.as_str()
+        .unwrap_or_else(|| panic!("not a string: {v}"))
+        .to_string()
+}
+
+/// Imports `file` as an experiment with `target`, registers it, answers (model id, experiment id).
+async fn register(
+    srv: &Server,
+    project: &str,
+    file: &str,
+    kind: &str,
+    target: Option<&str>,
+) -> (String, String) {
+    let t = &srv.admin_token;
+    let mut spec = json!({"display_name": file, "artifacts": [{"file": file, "type": kind}]});
+    if let Some(target) = target {
+        spec["parameters"] = json!({"target_column": target});
+    }
+    let bytes = if kind == "onnx" {
+        fixture(file)
+    } else {
+        b"not a real pipeline".to_vec()
+    };
+    let (st, x) = srv.import(t, project, spec, vec![(file, bytes)]).await;
+    assert_eq!(st, 201, "{x}");
+    let xid = s(&x["data"]["experiment_id"]);
+    let (_, m) = srv
+        .call(
+            "POST",
+            &format!("/api/v1/projects/{project}/models"),
+            Some(t),
+            json!({"name": file}),
+        )
+        .await;
+    let mid = s(&m["data"]["model_id"]);
+    let (st, v) = srv
+        .call(
+            "POST",
+            &format!("/api/v1/models/{mid}/versions"),
+            Some(t),
+            json!({"experiment_id": xid}),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+    (mid, xid)
+}
+
+async fn score(srv: &Server, d: &str, body: Value) -> (u16, reqwest::header::HeaderMap, Value) {
+    let r = srv
+        .http
+        .post(format!("{}/{d}/model/score", srv.base))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    (status, headers, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployed_classifier_scores_like_onnxruntime_and_every_prediction_is_recorded() {
+    let srv = Server::start().await;
+    let t = srv.admin_token.clone();
+    let (_, p) = srv
+        .call(
+            "POST",
+            "/api/v1/projects",
+            Some(&t),
+            json!({"name": "scoring"}),
+        )
+        .await;
+    let pid = s(&p["data"]["project_id"]);
+    let (mid, xid) = register(&srv, &pid, "wine_classifier.onnx", "onnx", Some("cultivar")).await;
+
+    let (st, d) = srv
+        .call(
+            "POST",
+            "/api/v1/deployments",
+            Some(&t),
+            json!({"model_id": mid, "version": 1, "environment": "DEV"}),
+        )
+        .await;
+    assert_eq!(st, 201, "{d}");
+    assert_eq!(s(&d["data"]["state"]), "Healthy");
+    let history: Vec<String> = d["data"]["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| s(&h["to"]))
+        .collect();
+    assert_eq!(history, ["Preparing", "Launching", "Healthy"]);
+    assert_eq!(
+        s(&d["data"]["spec"]["runtime"]["onnxruntime_version"]),
+        "1.32.0"
+    );
+    assert_eq!(s(&d["data"]["spec"]["runtime_id"]), "onnx-runtime");
+    let dep = s(&d["data"]["deployment_id"]);
+    let get = |path: String| {
+        let http = srv.http.clone();
+        let url = format!("{}/{dep}/{path}", srv.base);
+        async move {
+            let r = http.get(url).send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    assert_eq!(get("readyz".into()).await, (200, "ready".into()));
+    assert_eq!(get("model/id".into()).await, (200, xid.clone()));
+    let (_, caps) = get("model/capabilities".into()).await;
+    assert_eq!(caps, "[\"SCORE\"]");
+    let (_, schema) = get("model/schema".into()).await;
+    let schema: Value = serde_json::from_str(&schema).unwrap();
+    assert_eq!(schema["properties"]["scoringType"], "CLASSIFICATION");
+    let outputs: Vec<String> = schema["schema"]["outputFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| s(&f["name"]))
+        .collect();
+    assert_eq!(outputs, ["cultivar.0", "cultivar.1", "cultivar.2"]);
+    let (_, doc) = get("openapi.json".into()).await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&doc).unwrap()["servers"][0]["url"],
+        "."
+    );
+    assert_eq!(get("docs".into()).await.0, 200);
+
+    // The sample request scores as is.
+    let (_, sample) = get("model/sample_request".into()).await;
+    let (st, _, body) = score(&srv, &dep, serde_json::from_str(&sample).unwrap()).await;
+    assert_eq!(st, 200, "{body}");
+
+    // The fixture rows, with an extra id column the client always sends: bit for bit.
+    let expected: Value = serde_json::from_str(
+        &std::fs::read_to_string("fixtures/models/wine_classifier.expected.json").unwrap(),
+    )
+    .unwrap();
+    let mut fields = expected["fields"].as_array().unwrap().clone();
+    fields.insert(0, json!("ID"));
+    let rows: Vec<Value> = expected["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let mut row = r.as_array().unwrap().clone();
+            row.insert(0, json!(format!("row-{i}")));
+            Value::Array(row)
+        })
+        .collect();
+    let (st, headers, body) = score(
+        &srv,
+        &dep,
+        json!({"fields": fields, "rows": rows, "idField": "ID"}),
+    )
+    .await;
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(
+        body["fields"],
+        json!(["ID", "cultivar.0", "cultivar.1", "cultivar.2"])
+    );
+    for (i, row) in body["score"].as_array().unwrap().iter().enumerate() {
+        assert_eq!(s(&row[0]), format!("row-{i}"));
+        for class in 0..3 {
+            let got: f32 = s(&row[1 + class]).parse().unwrap();
+            let want = expected["outputs"]["probabilities"][i][class]
+                .as_f64()
+                .unwrap();
+            assert_eq!(f64::from(got), want, "row {i} class {class}");
+        }
+    }
+
+    // The receipt names a durable event signed by the ledger key, recording this run.
+    let header = |n: &str| headers.get(n).unwrap().to_str().unwrap().to_string();
+    let position: u64 = header("provenant-event-position").parse().unwrap();
+    let event = srv.ledger.event(position).unwrap().unwrap();
+    assert_eq!(event.hash.to_hex(), header("provenant-event-hash"));
+    assert_eq!(hex::encode(event.signature), header("provenant-signature"));
+    let (_, keys_doc) = srv
+        .call("GET", "/api/v1/ledger/keys", Some(&t), Value::Null)
+        .await;
+    let public = keys::parse_public(keys_doc["keys"][0]["public_key"].as_str().unwrap()).unwrap();
+    assert!(keys::verify_strict(
+        &public,
+        &envelope::signing_message(&event.hash),
+        &event.signature
+    ));
+    let run = &event.unsigned.payload;
+    assert_eq!(
+        (
+            event.unsigned.event_type.as_str(),
+            run["row_count"].as_u64()
+        ),
+        ("InferenceRunRecorded", Some(5))
+    );
+    assert_eq!(s(&run["ort_version"]), "1.32.0");
+    // The recorded input is the canonical encoding of exactly the rows the session saw.
+    let input = srv
+        .state
+        .blobs
+        .get(&envelope::Digest::from_hex(run["input_blob"].as_str().unwrap()).unwrap())
+        .unwrap();
+    let input: Value = serde_json::from_slice(&input).unwrap();
+    assert_eq!(input["fields"], expected["fields"]);
+    assert_eq!(input["rows"], expected["rows"]);
+    let output = srv
+        .state
+        .blobs
+        .get(&envelope::Digest::from_hex(run["output_blob"].as_str().unwrap()).unwrap())
+        .unwrap();
+    let output: Value = serde_json::from_slice(&output).unwrap();
+    assert_eq!(
+        output["rows"][0],
+        Value::Array(body["score"][0].as_array().unwrap()[1..].to_vec())
+    );
+
+    // Contract edge cases: empty rows, field options, and errors that append nothing.
+    let names = expected["fields"].clone();
+    let one_row = expected["rows"][0].clone();
+    let (st, _, empty) = score(&srv, &dep, json!({"fields": names, "rows": []})).await;
+    assert_eq!(
+        (
+            st,
+            empty["score"].clone(),
+            empty["fields"].as_array().map(Vec::len)
+        ),
+        (200, json!([]), Some(3))
+    );
+    let (_, _, bare) = score(&srv, &dep, json!({"fields": names, "rows": [one_row], "noFieldNamesInOutput": true, "somethingElse": 1})).await;
+    assert!(
+        bare.get("fields").is_none() && bare["score"].as_array().map(Vec::len) == Some(1),
+        "{bare}"
+    );
+    let (_, _, copied) = score(
+        &srv,
+        &dep,
+        json!({"fields": names, "rows": [one_row], "includeFieldsInOutput": ["hue", "ash"]}),
+    )
+    .await;
+    assert_eq!(
+        copied["fields"].as_array().unwrap()[..2],
+        [json!("hue"), json!("ash")]
+    );
+    let before = srv.size();
+    let mut short = one_row.as_array().unwrap().clone();
+    short.pop();
+    let mut dup = names.as_array().unwrap().clone();
+    dup[1] = dup[0].clone();
+    let mut bad_value = one_row.as_array().unwrap().clone();
+    bad_value[2] = json!("twelve");
+    for (body, status) in [
+        (json!({"fields": names, "rows": [short]}), 400),
+        (json!({"fields": dup, "rows": [one_row]}), 400),
+        (
+            json!({"fields": names.as_array().unwrap()[1..].to_vec(), "rows": []}),
+            400,
+        ),
+        (json!({"fields": names, "rows": [bad_value]}), 400),
+        (
+            json!({"fields": names, "rows": [one_row], "requestShapleyValueType": "ORIGINAL"}),
+            501,
+        ),
+        (
+            json!({"fields": names, "rows": [one_row], "requestPredictionIntervals": true}),
+            501,
+        ),
+        (json!({"rows": []}), 422),
+    ] {
+        let (st, _, r) = score(&srv, &dep, body.clone()).await;
+        assert_eq!(st, status, "{body}: {r}");
+        assert!(r["code"].is_string() && r["detail"].is_string(), "{r}");
+    }
+    let r = srv
+        .http
+        .post(format!("{}/{dep}/model/contribution", srv.base))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 501);
+    assert_eq!(srv.size(), before, "refused requests record no run");
+
+    // Stopped: the scorer is gone, the reason recorded.
+    let (st, stopped) = srv
+        .call(
+            "POST",
+            &format!("/api/v1/deployments/{dep}:stop"),
+            Some(&t),
+            json!({"reason": "replaced"}),
+        )
+        .await;
+    assert_eq!(
+        (st, s(&stopped["data"]["state"])),
+        (200, "Stopped".into()),
+        "{stopped}"
+    );
+    let (st, _, r) = score(&srv, &dep, json!({"fields": names, "rows": [one_row]})).await;
+    assert_eq!(
+        (st, r["code"].as_str()),
+        (404, Some("deployment_not_serving"))
+    );
+    let (st, _, r) = score(
+        &srv,
+        "not-a-deployment",
+        json!({"fields": names, "rows": []}),
+    )
+    .await;
+    assert_eq!(
+        (st, r["code"].as_str()),
+        (404, Some("deployment_not_found"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn models_that_cannot_run_here_are_refused_at_deploy_time() {
+    let srv = Server::start().await;
+    let t = srv.admin_token.clone();
+    let (_, p) = srv
+        .call(
+            "POST",
+            "/api/v1/projects",
+            Some(&t),
+            json!({"name": "refusals"}),
+        )
+        .await;
+    let pid = s(&p["data"]["project_id"]);
+    let (mojo, _) = register(&srv, &pid, "pipeline.mojo", "dai/mojo_pipeline", None).await;
+    let before = srv.size();
+    let (st, r) = srv
+        .call(
+            "POST",
+            "/api/v1/deployments",
+            Some(&t),
+            json!({"model_id": mojo, "version": 1, "environment": "DEV"}),
+        )
+        .await;
+    assert_eq!(
+        (st, r["code"].as_str()),
+        (422, Some("not_deployable")),
+        "{r}"
+    );
+    assert!(s(&r["detail"]).contains("dai/mojo_pipeline"), "{r}");
+    assert_eq!(srv.size(), before);
+
+    // The ONNX runtime disabled by an admin: refused, naming it.
+    let (wine, _) = register(&srv, &pid, "wine_classifier.onnx", "onnx", Some("cultivar")).await;
+    srv.call(
+        "POST",
+        "/api/v1/runtimes/onnx-runtime:disable",
+        Some(&t),
+        json!({"reason": "maintenance"}),
+    )
+    .await;
+    let before = srv.size();
+    let (st, r) = srv
+        .call(
+            "POST",
+            "/api/v1/deployments",
+            Some(&t),
+            json!({"model_id": wine, "version": 1, "environment": "PROD"}),
+        )
+        .await;
+    assert_eq!((st, r["code"].as_str()), (409, Some("conflict")), "{r}");
+    assert!(s(&r["detail"]).contains("onnx-runtime is DISABLED"), "{r}");
+    assert_eq!(srv.size(), before);
+    // DEPRECATED is allowed, with the warning recorded.
+    srv.call(
+        "POST",
+        "/api/v1/runtimes/onnx-runtime:deprecate",
+        Some(&t),
+        json!({"reason": "moving on"}),
+    )
+    .await;
+    let (st, d) = srv
+        .call(
+            "POST",
+            "/api/v1/deployments",
+            Some(&t),
+            json!({"model_id": wine, "version": 1, "environment": "PROD"}),
+        )
+        .await;
+    assert_eq!(st, 201, "{d}");
+    assert_eq!(
+        d["data"]["spec"]["warnings"],
+        json!(["runtime onnx-runtime is DEPRECATED"])
+    );
+    let (st, r) = srv
+        .call(
+            "POST",
+            "/api/v1/deployments",
+            Some(&t),
+            json!({"model_id": wine, "version": 1, "environment": "no spaces"}),
+        )
+        .await;
+    assert_eq!(
+        (st, r["code"].as_str()),
+        (422, Some("invalid_field")),
+        "{r}"
+    );
+}
