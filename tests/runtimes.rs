@@ -417,3 +417,57 @@ async fn bad_runtime_commands_are_refused_and_append_nothing() {
         assert_eq!(srv.size(), before, "{method} {path} appended");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthy_deployments_are_loaded_again_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let file = dir.path().join("bootstrap.yaml");
+    std::fs::write(&file, provenant::runtime::bootstrap::DEFAULT).unwrap();
+    // The first start seeds and deploys the demo model.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_provenant"))
+        .args(["serve", "--addr", "127.0.0.1:0", "--data"])
+        .arg(&data)
+        .arg("--bootstrap")
+        .arg(&file)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = loop {
+        let line = lines.next().expect("no scoring URL printed").unwrap();
+        if let Some(u) = line.strip_prefix("demo scoring URL: ") {
+            break u.to_string();
+        }
+    };
+    let score_sample = |url: String| async move {
+        let http = reqwest::Client::new();
+        let sample: Value = http
+            .get(url.replace("/model/score", "/model/sample_request"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let r = http.post(&url).json(&sample).send().await.unwrap();
+        (r.status().as_u16(), r.json::<Value>().await.unwrap())
+    };
+    let (st, first) = score_sample(url.clone()).await;
+    assert_eq!(st, 200, "{first}");
+    let _ = child.kill();
+    let _ = child.wait();
+
+    let (srv, token) = serve(&data, &file);
+    assert!(token.is_none());
+    let deployment = url.split('/').nth(3).unwrap().to_string();
+    let url = format!("{}/{deployment}/model/score", srv.base);
+    let (st, again) = score_sample(url).await;
+    assert_eq!(st, 200, "{again}");
+    assert_eq!(
+        again["score"], first["score"],
+        "the same model answers the same"
+    );
+    srv.stop();
+}
