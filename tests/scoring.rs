@@ -409,3 +409,137 @@ async fn models_that_cannot_run_here_are_refused_at_deploy_time() {
         "{r}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_requests_get_their_own_rows_back() {
+    let srv = Server::start().await;
+    let t = srv.admin_token.clone();
+    let (_, p) = srv
+        .call(
+            "POST",
+            "/api/v1/projects",
+            Some(&t),
+            json!({"name": "batching"}),
+        )
+        .await;
+    let pid = s(&p["data"]["project_id"]);
+    let (mid, _) = register(&srv, &pid, "wine_classifier.onnx", "onnx", Some("cultivar")).await;
+    let (st, d) = srv
+        .call(
+            "POST",
+            "/api/v1/deployments",
+            Some(&t),
+            json!({"model_id": mid, "version": 1, "environment": "DEV"}),
+        )
+        .await;
+    assert_eq!(st, 201, "{d}");
+    assert_eq!(
+        d["data"]["spec"]["settings"]["batch_workers"], 1,
+        "H2O's default: one batching worker"
+    );
+    let dep = s(&d["data"]["deployment_id"]);
+
+    // Distinct rows: the five fixture rows scaled, so every request's answer is its own.
+    let expected: Value = serde_json::from_str(
+        &std::fs::read_to_string("fixtures/models/wine_classifier.expected.json").unwrap(),
+    )
+    .unwrap();
+    let fields = expected["fields"].clone();
+    let base: Vec<Vec<f64>> = expected["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|c| s(c).parse().unwrap())
+                .collect()
+        })
+        .collect();
+    let request_rows = |k: usize| -> Vec<Vec<String>> {
+        (0..1 + k % 3)
+            .map(|j| {
+                base[(k + j) % 5]
+                    .iter()
+                    .map(|v| format!("{}", v * (1.0 + k as f64 / 100.0)))
+                    .collect()
+            })
+            .collect()
+    };
+    // Each request alone first, to know its answer.
+    let mut alone = Vec::new();
+    for k in 0..40 {
+        let (st, _, body) = score(
+            &srv,
+            &dep,
+            json!({"fields": fields, "rows": request_rows(k)}),
+        )
+        .await;
+        assert_eq!(st, 200, "{body}");
+        alone.push(body["score"].clone());
+    }
+    // Then all at once: coalesced into shared runs, each must get back exactly its rows.
+    let mut tasks = Vec::new();
+    for k in 0..40 {
+        let (http, url, body) = (
+            srv.http.clone(),
+            format!("{}/{dep}/model/score", srv.base),
+            json!({"fields": fields, "rows": request_rows(k)}),
+        );
+        tasks.push(tokio::spawn(async move {
+            let r = http.post(url).json(&body).send().await.unwrap();
+            let offset: u64 = r.headers()["provenant-row-offset"]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            let position: u64 = r.headers()["provenant-event-position"]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            (r.json::<Value>().await.unwrap(), offset, position)
+        }));
+    }
+    let mut shared = 0;
+    for (k, task) in tasks.into_iter().enumerate() {
+        let (body, offset, position) = task.await.unwrap();
+        let got = body["score"].as_array().unwrap();
+        let want = alone[k].as_array().unwrap();
+        assert_eq!(got.len(), want.len(), "request {k}");
+        for (g, w) in got.iter().zip(want) {
+            for (a, b) in g.as_array().unwrap().iter().zip(w.as_array().unwrap()) {
+                let (a, b): (f64, f64) = (s(a).parse().unwrap(), s(b).parse().unwrap());
+                assert!((a - b).abs() <= 1e-6, "request {k}: {a} vs {b}");
+            }
+        }
+        // The run's record says where this request's rows are.
+        let run = srv
+            .ledger
+            .event(position)
+            .unwrap()
+            .unwrap()
+            .unsigned
+            .payload;
+        let mine = run["requests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["row_offset"] == offset)
+            .unwrap();
+        assert_eq!(mine["row_count"].as_u64(), Some(got.len() as u64));
+        let requests = run["requests"].as_array().unwrap();
+        let covered: u64 = requests
+            .iter()
+            .map(|r| r["row_count"].as_u64().unwrap())
+            .sum();
+        assert_eq!(
+            covered,
+            run["row_count"].as_u64().unwrap(),
+            "the requests partition the run"
+        );
+        shared += usize::from(requests.len() > 1);
+    }
+    assert!(shared > 0, "some requests shared a run");
+}

@@ -24,13 +24,27 @@ use crate::domain::{Kind, can_read_project};
 use crate::log::envelope::Digest;
 use crate::runtime::scorer::{Model, SessionSettings};
 
-/// A Healthy deployment's model, ready to score.
-pub struct Loaded {
+/// What scoring a deployment needs: its spec, model and run slots.
+pub struct Scoring {
     pub deployment_id: Uuid,
     pub spec: DeploymentSpec,
-    pub model: Model,
+    pub model: Arc<Model>,
     /// Bounds concurrent session runs (SCORING_CONCURRENCY).
     pub slots: tokio::sync::Semaphore,
+}
+
+/// A Healthy deployment: its scoring, and the batching workers' queue when it batches. The
+/// workers hold the scoring but not the queue's sender, so dropping this stops them.
+pub struct Loaded {
+    scoring: Arc<Scoring>,
+    pub queue: Option<tokio::sync::mpsc::Sender<super::scoring::Job>>,
+}
+
+impl std::ops::Deref for Loaded {
+    type Target = Scoring;
+    fn deref(&self) -> &Scoring {
+        &self.scoring
+    }
 }
 
 /// The deployments this process serves.
@@ -101,8 +115,8 @@ impl AppState {
                 ApiError::not_found(Kind::Deployment.code(), format!("no deployment {id}"))
             })?;
         match self.load(id, spec).await {
-            Ok(loaded) => {
-                self.serving.insert(loaded);
+            Ok(scoring) => {
+                self.serving.insert(self.start_workers(scoring));
                 self.transition(None, id, DeploymentState::Healthy, "model loaded")
                     .await
             }
@@ -113,7 +127,33 @@ impl AppState {
         }
     }
 
-    async fn load(&self, id: Uuid, spec: DeploymentSpec) -> Result<Loaded, String> {
+    /// Starts the batching workers a deployment's settings ask for (none: the direct path).
+    fn start_workers(&self, scoring: Scoring) -> Loaded {
+        let scoring = Arc::new(scoring);
+        let workers = scoring.spec.settings.batch_workers;
+        if workers == 0 {
+            return Loaded {
+                scoring,
+                queue: None,
+            };
+        }
+        let depth = (scoring.spec.settings.max_batch_size as usize).max(1) * 4;
+        let (tx, rx) = tokio::sync::mpsc::channel(depth);
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        for _ in 0..workers {
+            tokio::spawn(super::scoring::batch_worker(
+                self.clone(),
+                scoring.clone(),
+                rx.clone(),
+            ));
+        }
+        Loaded {
+            scoring,
+            queue: Some(tx),
+        }
+    }
+
+    async fn load(&self, id: Uuid, spec: DeploymentSpec) -> Result<Scoring, String> {
         let hash = Digest::from_hex(&spec.model_blob).ok_or("the model blob hash is malformed")?;
         let (blobs, onnx) = (self.blobs.clone(), self.onnx);
         if spec.runtime.onnxruntime_version != onnx.version {
@@ -140,10 +180,10 @@ impl AppState {
             .map_err(|e| e.to_string())?;
             let slots =
                 tokio::sync::Semaphore::new(spec.settings.scoring_concurrency.max(1) as usize);
-            Ok(Loaded {
+            Ok(Scoring {
                 deployment_id: id,
                 spec,
-                model,
+                model: Arc::new(model),
                 slots,
             })
         })

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::AppState;
-use super::deployments::Loaded;
+use super::deployments::{Loaded, Scoring};
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath};
 use crate::domain::deployment::DeploymentState;
@@ -337,64 +337,37 @@ pub async fn score(
     if rows.is_empty() {
         return Ok(respond(&l, &req, out_fields, Vec::new(), HeaderMap::new()));
     }
+    // Refuse bad cells here, so one request's mistake never fails a batch it would share.
+    l.model.check(&rows).map_err(score_error)?;
 
-    let timeout = l.spec.settings.scoring_timeout_ms;
-    let permit = if timeout == 0 {
-        l.slots.acquire().await.ok()
-    } else {
-        tokio::time::timeout(Duration::from_millis(timeout), l.slots.acquire())
-            .await
-            .ok()
-            .and_then(Result::ok)
-    }
-    .ok_or_else(|| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "busy",
-            "no scoring slot freed in time; retry",
-        )
-    })?;
-    let queue_wait = received.elapsed();
-    let model = l.clone();
-    let input_rows = rows.clone();
-    let scored = tokio::task::spawn_blocking(move || model.model.score(&input_rows))
-        .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "scoring_failed",
-                e.to_string(),
-            )
-        })?
-        .map_err(|e| match e {
-            ScoreError::BadInput(m) => bad(m),
-            e => ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "scoring_failed",
-                e.to_string(),
-            ),
-        })?;
-    drop(permit);
-    if scored.rows.len() != rows.len() {
-        return Err(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "row_count_mismatch",
-            format!("{} rows in, {} rows out", rows.len(), scored.rows.len()),
-        ));
-    }
-    let latency = received.elapsed();
-    let receipt = record(
-        &s,
-        &l,
-        &rows,
-        &scored.fields,
-        &scored.rows,
-        queue_wait,
-        latency,
-    )
-    .await?;
+    let (scored, headers) = match &l.queue {
+        None => direct(&s, &l, rows, received).await?,
+        Some(queue) => {
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            queue
+                .send(Job {
+                    rows,
+                    received,
+                    reply,
+                })
+                .await
+                .map_err(|_| {
+                    ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "not_ready",
+                        "the deployment is stopping",
+                    )
+                })?;
+            answer.await.map_err(|_| {
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not_ready",
+                    "the deployment is stopping",
+                )
+            })??
+        }
+    };
     let score_rows = scored
-        .rows
         .into_iter()
         .zip(&req.rows)
         .map(|(out, input)| {
@@ -406,7 +379,205 @@ pub async fn score(
             r
         })
         .collect();
-    Ok(respond(&l, &req, out_fields, score_rows, receipt))
+    Ok(respond(&l, &req, out_fields, score_rows, headers))
+}
+
+fn score_error(e: ScoreError) -> ApiError {
+    match e {
+        ScoreError::BadInput(m) => bad(m),
+        e => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "scoring_failed",
+            e.to_string(),
+        ),
+    }
+}
+
+type Answer = Result<(Vec<Vec<String>>, HeaderMap), ApiError>;
+
+/// A request waiting for a batching worker.
+pub struct Job {
+    rows: Vec<Vec<String>>,
+    received: Instant,
+    reply: tokio::sync::oneshot::Sender<Answer>,
+}
+
+/// Waits for a scoring slot (SCORING_TIMEOUT: 0 waits without limit).
+async fn slot(l: &Scoring) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
+    let timeout = l.spec.settings.scoring_timeout_ms;
+    let permit = if timeout == 0 {
+        l.slots.acquire().await.ok()
+    } else {
+        tokio::time::timeout(Duration::from_millis(timeout), l.slots.acquire())
+            .await
+            .ok()
+            .and_then(Result::ok)
+    };
+    permit.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "no scoring slot freed in time; retry",
+        )
+    })
+}
+
+/// Runs the model on `rows` off the async threads; checks the row count as configured.
+async fn run(
+    l: &Scoring,
+    rows: Vec<Vec<String>>,
+    always_strict: bool,
+) -> Result<(Vec<Vec<String>>, Vec<Vec<String>>, Vec<String>), ApiError> {
+    let model = l.model.clone();
+    let warn_after = Duration::from_millis(l.spec.settings.scoring_warn_timeout_ms);
+    let started = Instant::now();
+    let (rows, scored) = tokio::task::spawn_blocking(move || {
+        let scored = model.score(&rows);
+        (rows, scored)
+    })
+    .await
+    .map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "scoring_failed",
+            e.to_string(),
+        )
+    })?;
+    let scored = scored.map_err(score_error)?;
+    if started.elapsed() > warn_after {
+        eprintln!(
+            "scorer {}: a run of {} rows took {:?}",
+            l.deployment_id,
+            rows.len(),
+            started.elapsed()
+        );
+    }
+    if scored.rows.len() != rows.len() {
+        let message = format!("{} rows in, {} rows out", rows.len(), scored.rows.len());
+        if always_strict || l.spec.settings.score_row_count_validation == "strict" {
+            return Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "row_count_mismatch",
+                message,
+            ));
+        }
+        eprintln!("scorer {}: {message}", l.deployment_id);
+    }
+    Ok((rows, scored.rows, scored.fields))
+}
+
+/// The direct path: this request is one session run and one recorded event.
+async fn direct(s: &AppState, l: &Loaded, rows: Vec<Vec<String>>, received: Instant) -> Answer {
+    let permit = slot(l).await?;
+    let queue_wait = received.elapsed();
+    let (rows, out_rows, out_fields) = run(l, rows, false).await?;
+    drop(permit);
+    let request = RunRequest {
+        request_id: Uuid::now_v7(),
+        row_offset: 0,
+        row_count: rows.len() as u64,
+        caller: "anonymous".into(),
+        queue_wait_us: queue_wait.as_micros() as u64,
+        latency_us: received.elapsed().as_micros() as u64,
+    };
+    let receipt = record(s, l, &rows, &out_fields, &out_rows, vec![request]).await?;
+    Ok((out_rows, receipt.headers(0)))
+}
+
+/// A batching worker: takes the first waiting request, adds others that arrive within
+/// MAX_QUEUE_DELAY_US while the rows fit in MAX_BATCH_SIZE, runs them as one session run
+/// recorded as one event, and gives each request back its own rows, by offset.
+pub async fn batch_worker(
+    s: AppState,
+    l: Arc<Scoring>,
+    queue: Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Job>>>,
+) {
+    let max_rows = l.spec.settings.max_batch_size.max(1) as usize;
+    let delay = Duration::from_micros(l.spec.settings.max_queue_delay_us);
+    let mut carry: Option<Job> = None;
+    loop {
+        let mut jobs = Vec::new();
+        {
+            let mut rx = queue.lock().await;
+            let first = match carry.take() {
+                Some(j) => j,
+                None => match rx.recv().await {
+                    Some(j) => j,
+                    None => return,
+                },
+            };
+            let mut n = first.rows.len();
+            jobs.push(first);
+            let deadline = tokio::time::Instant::now() + delay;
+            while n < max_rows {
+                match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(Some(j)) if n + j.rows.len() > max_rows => {
+                        carry = Some(j);
+                        break;
+                    }
+                    Ok(Some(j)) => {
+                        n += j.rows.len();
+                        jobs.push(j);
+                    }
+                    _ => break,
+                }
+            }
+        }
+        let answers = run_batch(&s, &l, &mut jobs).await;
+        for (job, answer) in jobs.into_iter().zip(answers) {
+            let _ = job.reply.send(answer);
+        }
+    }
+}
+
+async fn run_batch(s: &AppState, l: &Scoring, jobs: &mut [Job]) -> Vec<Answer> {
+    let fail = |e: ApiError, n: usize| {
+        (0..n)
+            .map(|_| Err(ApiError::new(e.status, e.code, e.detail.clone())))
+            .collect()
+    };
+    let permit = match slot(l).await {
+        Ok(p) => p,
+        Err(e) => return fail(e, jobs.len()),
+    };
+    let started = Instant::now();
+    let mut offsets = Vec::with_capacity(jobs.len());
+    let mut rows = Vec::new();
+    for job in jobs.iter_mut() {
+        offsets.push(rows.len());
+        rows.append(&mut job.rows);
+    }
+    let (rows, out_rows, out_fields) = match run(l, rows, true).await {
+        Ok(r) => r,
+        Err(e) => return fail(e, jobs.len()),
+    };
+    drop(permit);
+    let requests: Vec<RunRequest> = jobs
+        .iter()
+        .zip(&offsets)
+        .enumerate()
+        .map(|(i, (job, &offset))| {
+            let end = offsets.get(i + 1).copied().unwrap_or(rows.len());
+            RunRequest {
+                request_id: Uuid::now_v7(),
+                row_offset: offset as u64,
+                row_count: (end - offset) as u64,
+                caller: "anonymous".into(),
+                queue_wait_us: started.duration_since(job.received).as_micros() as u64,
+                latency_us: job.received.elapsed().as_micros() as u64,
+            }
+        })
+        .collect();
+    match record(s, l, &rows, &out_fields, &out_rows, requests.clone()).await {
+        Ok(receipt) => requests
+            .iter()
+            .map(|r| {
+                let (from, to) = (r.row_offset as usize, (r.row_offset + r.row_count) as usize);
+                Ok((out_rows[from..to].to_vec(), receipt.headers(r.row_offset)))
+            })
+            .collect(),
+        Err(e) => fail(e, jobs.len()),
+    }
 }
 
 fn respond(
@@ -423,18 +594,42 @@ fn respond(
     (headers, Json(body)).into_response()
 }
 
+/// What names a recorded run: the event's position, hash, signature and key.
+struct Receipt {
+    position: u64,
+    hash: String,
+    signature: String,
+    key_id: String,
+}
+
+impl Receipt {
+    fn headers(&self, row_offset: u64) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            ("provenant-event-position", self.position.to_string()),
+            ("provenant-event-hash", self.hash.clone()),
+            ("provenant-signature", self.signature.clone()),
+            ("provenant-key-id", self.key_id.clone()),
+            ("provenant-row-offset", row_offset.to_string()),
+        ] {
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                headers.insert(name, v);
+            }
+        }
+        headers
+    }
+}
+
 /// Stores the run's input and output as canonical JSON blobs and appends its event; answers
-/// the receipt headers once the event is durable. Without a durable record there is no
-/// response (503).
+/// once the event is durable. Without a durable record there is no response (503).
 async fn record(
     s: &AppState,
-    l: &Loaded,
+    l: &Scoring,
     rows: &[Vec<String>],
     out_fields: &[String],
     out_rows: &[Vec<String>],
-    queue_wait: Duration,
-    latency: Duration,
-) -> Result<HeaderMap, ApiError> {
+    requests: Vec<RunRequest>,
+) -> Result<Receipt, ApiError> {
     let unrecorded = |e: String| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -474,14 +669,7 @@ async fn record(
         row_count: rows.len() as u64,
         input_blob: input_blob.hash.to_hex(),
         output_blob: output_blob.hash.to_hex(),
-        requests: vec![RunRequest {
-            request_id: Uuid::now_v7(),
-            row_offset: 0,
-            row_count: rows.len() as u64,
-            caller: "anonymous".into(),
-            queue_wait_us: queue_wait.as_micros() as u64,
-            latency_us: latency.as_micros() as u64,
-        }],
+        requests,
     });
     let new = NewEvent {
         event_type: event.event_type().into(),
@@ -505,16 +693,10 @@ async fn record(
         .event(position)
         .map_err(|e| unrecorded(e.to_string()))?
         .ok_or_else(|| unrecorded("the event is not readable".into()))?;
-    let mut headers = HeaderMap::new();
-    let mut put = |name: &'static str, value: String| {
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            headers.insert(name, v);
-        }
-    };
-    put("provenant-event-position", position.to_string());
-    put("provenant-event-hash", stored.hash.to_hex());
-    put("provenant-signature", hex::encode(stored.signature));
-    put("provenant-key-id", stored.unsigned.key_id.clone());
-    put("provenant-row-offset", "0".into());
-    Ok(headers)
+    Ok(Receipt {
+        position,
+        hash: stored.hash.to_hex(),
+        signature: hex::encode(stored.signature),
+        key_id: stored.unsigned.key_id.clone(),
+    })
 }

@@ -205,7 +205,7 @@ pub fn decide_deploy(
         image_id: runtime.spec.image_id.clone(),
         image_version,
         runtime: runtime_spec,
-        settings: runtime.spec.settings.clone(),
+        settings: runtime.spec.settings.effective(&runtime.spec.env)?,
         input_schema,
         output_schema,
         target_column: x.parameters.target_column.clone(),

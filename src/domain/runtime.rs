@@ -138,58 +138,66 @@ fn default_optimization() -> String {
     "all".into()
 }
 
-/// The scorer settings of a runtime, H2O's names in lower case.
+/// The scorer settings of a runtime: H2O's settings and defaults, in lower case. A runtime's
+/// `env` may override each under its H2O name (`SCORING_CONCURRENCY`, …); see `effective`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct ScorerSettings {
-    #[serde(default = "four")]
+    /// Concurrent session runs.
     pub scoring_concurrency: u32,
-    /// 0: each request runs on its own; ≥ 1: workers coalesce requests into batches.
-    #[serde(default)]
+    /// 0: each request is its own session run (the direct path); ≥ 1: workers coalesce the
+    /// rows of concurrent requests into one run.
     pub batch_workers: u32,
-    #[serde(default = "sixty_four")]
     pub max_batch_size: u32,
-    #[serde(default = "two_ms")]
     pub max_queue_delay_us: u64,
-    #[serde(default = "thirty_s")]
+    /// 0: wait for a slot without limit; else 503 when none frees in time.
     pub scoring_timeout_ms: u64,
-    #[serde(default = "five_s")]
+    /// A run slower than this is logged.
     pub scoring_warn_timeout_ms: u64,
-    /// `strict` or `warn`.
-    #[serde(default = "strict")]
+    /// `strict` or `warn`: N rows in must give N rows out, or the request fails (`warn` logs
+    /// on the direct path; the batching path always fails, it cannot split the rows).
     pub score_row_count_validation: String,
-}
-
-fn four() -> u32 {
-    4
-}
-fn sixty_four() -> u32 {
-    64
-}
-fn two_ms() -> u64 {
-    2_000
-}
-fn thirty_s() -> u64 {
-    30_000
-}
-fn five_s() -> u64 {
-    5_000
-}
-fn strict() -> String {
-    "strict".into()
 }
 
 impl Default for ScorerSettings {
     fn default() -> Self {
         ScorerSettings {
-            scoring_concurrency: four(),
-            batch_workers: 0,
-            max_batch_size: sixty_four(),
-            max_queue_delay_us: two_ms(),
-            scoring_timeout_ms: thirty_s(),
-            scoring_warn_timeout_ms: five_s(),
-            score_row_count_validation: strict(),
+            scoring_concurrency: 4,
+            batch_workers: 1,
+            max_batch_size: 64,
+            max_queue_delay_us: 10_000,
+            scoring_timeout_ms: 0,
+            scoring_warn_timeout_ms: 30_000,
+            score_row_count_validation: "strict".into(),
         }
+    }
+}
+
+impl ScorerSettings {
+    /// These settings with the runtime environment's overrides applied.
+    pub fn effective(&self, env: &BTreeMap<String, String>) -> Result<ScorerSettings, DomainError> {
+        let mut s = self.clone();
+        for (key, value) in env {
+            let bad = || DomainError::Invalid {
+                field: "env",
+                detail: format!("{key}={value:?} is not a valid value"),
+            };
+            let int = || value.trim().parse::<u64>().map_err(|_| bad());
+            let small = || int().and_then(|v| u32::try_from(v).map_err(|_| bad()));
+            match key.as_str() {
+                "SCORING_CONCURRENCY" => s.scoring_concurrency = small()?,
+                "BATCH_WORKERS" => s.batch_workers = small()?,
+                "MAX_BATCH_SIZE" => s.max_batch_size = small()?,
+                "MAX_QUEUE_DELAY_US" => s.max_queue_delay_us = int()?,
+                "SCORING_TIMEOUT" => s.scoring_timeout_ms = int()?,
+                "SCORING_WARN_TIMEOUT" => s.scoring_warn_timeout_ms = int()?,
+                "SCORE_ROW_COUNT_VALIDATION" => {
+                    s.score_row_count_validation = value.trim().to_lowercase()
+                }
+                _ => {}
+            }
+        }
+        Ok(s)
     }
 }
 
@@ -1008,7 +1016,7 @@ fn check_runtime(spec: RuntimeSpec) -> Result<RuntimeSpec, DomainError> {
             detail: "a runtime serves at least one model type".into(),
         });
     }
-    let s = &spec.settings;
+    let s = &spec.settings.effective(&spec.env)?;
     if s.scoring_concurrency == 0 || s.max_batch_size == 0 {
         return Err(DomainError::Invalid {
             field: "settings",

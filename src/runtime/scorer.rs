@@ -208,6 +208,30 @@ impl Model {
         &self.settings
     }
 
+    /// Checks that rows fit the schema (count and cell types) without running the model.
+    pub fn check(&self, rows: &[Vec<String>]) -> Result<(), ScoreError> {
+        self.check_shape(rows)?;
+        for input in &self.inputs {
+            tensor(input, &self.schema, rows)?;
+        }
+        Ok(())
+    }
+
+    fn check_shape(&self, rows: &[Vec<String>]) -> Result<(), ScoreError> {
+        match rows
+            .iter()
+            .enumerate()
+            .find(|(_, r)| r.len() != self.schema.len())
+        {
+            Some((i, r)) => Err(ScoreError::BadInput(format!(
+                "row {i} has {} values, the schema {} columns",
+                r.len(),
+                self.schema.len()
+            ))),
+            None => Ok(()),
+        }
+    }
+
     /// Scores rows given in schema column order, in one session run.
     pub fn score(&self, rows: &[Vec<String>]) -> Result<Scored, ScoreError> {
         let n = rows.len();
@@ -217,17 +241,7 @@ impl Model {
                 rows: Vec::new(),
             });
         }
-        if let Some((i, r)) = rows
-            .iter()
-            .enumerate()
-            .find(|(_, r)| r.len() != self.schema.len())
-        {
-            return Err(ScoreError::BadInput(format!(
-                "row {i} has {} values, the schema {} columns",
-                r.len(),
-                self.schema.len()
-            )));
-        }
+        self.check_shape(rows)?;
         let mut feeds: Vec<(
             std::borrow::Cow<'static, str>,
             ort::session::SessionInputValue<'static>,
