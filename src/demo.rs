@@ -5,6 +5,7 @@
 use uuid::Uuid;
 
 use crate::api::AppState;
+use crate::api::deployments::{NewDeployment, SecurityRequest};
 use crate::api::error::ApiError;
 use crate::domain::Command;
 use crate::domain::event::{Artifact, Parameters};
@@ -83,7 +84,15 @@ pub async fn seed(state: &AppState, admin: Uuid) -> Result<(Uuid, Uuid), ApiErro
     for command in commands {
         state.execute(admin, command, |_| None::<()>).await?;
     }
-    let deployed = state.deploy(admin, model_id, 1, "DEV".into()).await?;
+    // Open to anyone who can reach it, so the first curl works; real deployments default to tokens.
+    let request = NewDeployment {
+        model_id,
+        version: 1,
+        environment: "DEV".into(),
+        security: Some(SecurityRequest::None),
+        runtime_id: None,
+    };
+    let deployed = state.deploy(admin, request).await?;
     let deployment = deployed.data["deployment_id"]
         .as_str()
         .and_then(|id| Uuid::parse_str(id).ok())

@@ -633,6 +633,7 @@ async fn the_full_registry_story() {
     let r = srv
         .http
         .get(format!("{}/{dep}/model/sample_request", srv.base))
+        .bearer_auth(&bob_t)
         .send()
         .await
         .unwrap();
@@ -640,6 +641,7 @@ async fn the_full_registry_story() {
     let r = srv
         .http
         .post(format!("{}/{dep}/model/score", srv.base))
+        .bearer_auth(&carol_t)
         .json(&sample)
         .send()
         .await

@@ -56,14 +56,25 @@ async fn register(
     (mid, xid)
 }
 
+/// Scores as the admin (deployments accept project members' tokens by default).
 async fn score(srv: &Server, d: &str, body: Value) -> (u16, reqwest::header::HeaderMap, Value) {
-    let r = srv
+    score_as(srv, d, Some(&srv.admin_token), body).await
+}
+
+async fn score_as(
+    srv: &Server,
+    d: &str,
+    bearer: Option<&str>,
+    body: Value,
+) -> (u16, reqwest::header::HeaderMap, Value) {
+    let mut req = srv
         .http
         .post(format!("{}/{d}/model/score", srv.base))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+        .json(&body);
+    if let Some(b) = bearer {
+        req = req.bearer_auth(b);
+    }
+    let r = req.send().await.unwrap();
     let status = r.status().as_u16();
     let headers = r.headers().clone();
     (status, headers, r.json().await.unwrap_or(Value::Null))
@@ -110,8 +121,9 @@ async fn a_deployed_classifier_scores_like_onnxruntime_and_every_prediction_is_r
     let get = |path: String| {
         let http = srv.http.clone();
         let url = format!("{}/{dep}/{path}", srv.base);
+        let token = srv.admin_token.clone();
         async move {
-            let r = http.get(url).send().await.unwrap();
+            let r = http.get(url).bearer_auth(token).send().await.unwrap();
             (r.status().as_u16(), r.text().await.unwrap())
         }
     };
@@ -284,6 +296,7 @@ async fn a_deployed_classifier_scores_like_onnxruntime_and_every_prediction_is_r
     let r = srv
         .http
         .post(format!("{}/{dep}/model/contribution", srv.base))
+        .bearer_auth(&t)
         .json(&json!({}))
         .send()
         .await
@@ -487,8 +500,15 @@ async fn batched_requests_get_their_own_rows_back() {
             format!("{}/{dep}/model/score", srv.base),
             json!({"fields": fields, "rows": request_rows(k)}),
         );
+        let token = t.clone();
         tasks.push(tokio::spawn(async move {
-            let r = http.post(url).json(&body).send().await.unwrap();
+            let r = http
+                .post(url)
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
             let offset: u64 = r.headers()["provenant-row-offset"]
                 .to_str()
                 .unwrap()
@@ -542,4 +562,134 @@ async fn batched_requests_get_their_own_rows_back() {
         shared += usize::from(requests.len() > 1);
     }
     assert!(shared > 0, "some requests shared a run");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_security_option_admits_only_its_callers() {
+    let srv = Server::start().await;
+    let t = srv.admin_token.clone();
+    let (_, p) = srv
+        .call(
+            "POST",
+            "/api/v1/projects",
+            Some(&t),
+            json!({"name": "security"}),
+        )
+        .await;
+    let pid = s(&p["data"]["project_id"]);
+    let (mid, _) = register(&srv, &pid, "wine_classifier.onnx", "onnx", Some("cultivar")).await;
+    let deploy = |security: Value| {
+        let body =
+            json!({"model_id": mid, "version": 1, "environment": "DEV", "security": security});
+        async {
+            srv.call("POST", "/api/v1/deployments", Some(&srv.admin_token), body)
+                .await
+        }
+    };
+    let srv_ref = &srv;
+    let sample = |d: String| async move {
+        let r = srv_ref
+            .http
+            .get(format!("{}/{d}/model/sample_request", srv_ref.base))
+            .bearer_auth(&srv_ref.admin_token)
+            .send()
+            .await
+            .unwrap();
+        r.json::<Value>().await.unwrap()
+    };
+    let (_, open) = deploy(json!({"mode": "none"})).await;
+    let open = s(&open["data"]["deployment_id"]);
+    let body = sample(open.clone()).await;
+    assert_eq!(score_as(&srv, &open, None, body.clone()).await.0, 200);
+
+    let (st, r) = deploy(json!({"mode": "passphrase", "passphrase": "short"})).await;
+    assert_eq!((st, r["code"].as_str()), (422, Some("invalid_field")));
+    let (_, guarded) =
+        deploy(json!({"mode": "passphrase", "passphrase": "correct horse battery staple"})).await;
+    let stored = guarded["data"]["spec"]["security"]["hash"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        stored.starts_with("$argon2") && !stored.contains("horse"),
+        "only the hash is kept"
+    );
+    let guarded = s(&guarded["data"]["deployment_id"]);
+    let (st, _, r) = score_as(&srv, &guarded, None, body.clone()).await;
+    assert_eq!((st, r["code"].as_str()), (401, Some("unauthenticated")));
+    let (st, _, r) = score_as(
+        &srv,
+        &guarded,
+        Some("wrong horse battery staple"),
+        body.clone(),
+    )
+    .await;
+    assert_eq!((st, r["code"].as_str()), (401, Some("invalid_passphrase")));
+    for _ in 0..2 {
+        let (st, _, r) = score_as(
+            &srv,
+            &guarded,
+            Some("correct horse battery staple"),
+            body.clone(),
+        )
+        .await;
+        assert_eq!(st, 200, "{r}");
+    }
+
+    // The default: Provenant tokens of the project's members.
+    let (_, tokened) = deploy(Value::Null).await;
+    assert_eq!(
+        tokened["data"]["spec"]["security"],
+        json!({"mode": "token", "role": "viewer"})
+    );
+    let tokened = s(&tokened["data"]["deployment_id"]);
+    let (_, u) = srv
+        .call(
+            "POST",
+            "/api/v1/users",
+            Some(&t),
+            json!({"username": "outsider"}),
+        )
+        .await;
+    let uid = s(&u["data"]["user_id"]);
+    let (_, tk) = srv
+        .call(
+            "POST",
+            &format!("/api/v1/users/{uid}/tokens"),
+            Some(&t),
+            json!({"name": "x"}),
+        )
+        .await;
+    let outsider = s(&tk["data"]["token"]);
+    let (st, _, r) = score_as(&srv, &tokened, Some(&outsider), body.clone()).await;
+    assert_eq!((st, r["code"].as_str()), (403, Some("forbidden")));
+    srv.call(
+        "PUT",
+        &format!("/api/v1/projects/{pid}/members/{uid}"),
+        Some(&t),
+        json!({"role": "viewer"}),
+    )
+    .await;
+    let (st, _, r) = score_as(&srv, &tokened, Some(&outsider), body.clone()).await;
+    assert_eq!(st, 200, "{r}");
+    let position: u64 = {
+        let (_, h, _) = score_as(&srv, &tokened, Some(&outsider), body).await;
+        h["provenant-event-position"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let run = srv
+        .ledger
+        .event(position)
+        .unwrap()
+        .unwrap()
+        .unsigned
+        .payload;
+    assert_eq!(
+        run["requests"][0]["caller"],
+        json!(uid),
+        "the run names its caller"
+    );
 }

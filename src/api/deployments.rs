@@ -18,8 +18,9 @@ use super::command::{Written, commit};
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath};
 use crate::domain::deployment::{
-    Deployment, DeploymentSpec, DeploymentState, decide_deploy, decide_transition,
+    Deployment, DeploymentSpec, DeploymentState, Security, decide_deploy, decide_transition,
 };
+use crate::domain::event::ProjectRole;
 use crate::domain::{Kind, can_read_project};
 use crate::log::envelope::Digest;
 use crate::runtime::scorer::{Model, SessionSettings};
@@ -38,6 +39,9 @@ pub struct Scoring {
 pub struct Loaded {
     scoring: Arc<Scoring>,
     pub queue: Option<tokio::sync::mpsc::Sender<super::scoring::Job>>,
+    /// blake3 of passphrases already verified against the argon2 hash, so each is checked
+    /// slowly once per process.
+    pub accepted: std::sync::Mutex<std::collections::HashSet<[u8; 32]>>,
 }
 
 impl std::ops::Deref for Loaded {
@@ -135,6 +139,7 @@ impl AppState {
             return Loaded {
                 scoring,
                 queue: None,
+                accepted: Default::default(),
             };
         }
         let depth = (scoring.spec.settings.max_batch_size as usize).max(1) * 4;
@@ -150,6 +155,7 @@ impl AppState {
         Loaded {
             scoring,
             queue: Some(tx),
+            accepted: Default::default(),
         }
     }
 
@@ -222,21 +228,74 @@ fn view(d: &Deployment) -> Value {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewDeployment {
-    model_id: Uuid,
-    version: u32,
+    pub model_id: Uuid,
+    pub version: u32,
     /// `DEV`, `PROD`, or any name of letters, digits, `_` and `-`.
-    environment: String,
+    pub environment: String,
+    /// Default: Provenant tokens of project viewers and up.
+    #[serde(default)]
+    pub security: Option<SecurityRequest>,
+    /// A runtime serving the model type (default: the most permissive one that does).
+    #[serde(default)]
+    pub runtime_id: Option<String>,
+}
+
+/// Who may score: `{"mode": "none"}`, `{"mode": "passphrase", "passphrase": "…"}` (kept
+/// only as an argon2 hash), or `{"mode": "token", "role": "viewer"}`.
+#[derive(Deserialize, ToSchema)]
+#[serde(tag = "mode", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SecurityRequest {
+    None,
+    Passphrase { passphrase: String },
+    Token { role: ProjectRole },
+}
+
+impl SecurityRequest {
+    fn into_security(self) -> Result<Security, ApiError> {
+        Ok(match self {
+            SecurityRequest::None => Security::None,
+            SecurityRequest::Token { role } => Security::Token { role },
+            SecurityRequest::Passphrase { passphrase } => {
+                if passphrase.len() < 12 {
+                    return Err(ApiError::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "invalid_field",
+                        "security.passphrase: at least 12 characters",
+                    ));
+                }
+                use argon2::password_hash::{PasswordHasher, SaltString};
+                let failed =
+                    |e: String| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "hash_failed", e);
+                let mut bytes = [0u8; 16];
+                getrandom::fill(&mut bytes).map_err(|e| failed(e.to_string()))?;
+                let salt = SaltString::encode_b64(&bytes).map_err(|e| failed(e.to_string()))?;
+                let hash = argon2::Argon2::default()
+                    .hash_password(passphrase.as_bytes(), &salt)
+                    .map_err(|e| failed(e.to_string()))?;
+                Security::Passphrase {
+                    hash: hash.to_string(),
+                }
+            }
+        })
+    }
 }
 
 impl AppState {
     /// Deploys a model version as `actor` and launches it; answers once it is Healthy or Failed.
-    pub async fn deploy(
-        &self,
-        actor: Uuid,
-        model_id: Uuid,
-        version: u32,
-        environment: String,
-    ) -> Result<Written, ApiError> {
+    pub async fn deploy(&self, actor: Uuid, request: NewDeployment) -> Result<Written, ApiError> {
+        let NewDeployment {
+            model_id,
+            version,
+            environment,
+            security,
+            runtime_id,
+        } = request;
+        let security = security.map_or(
+            Ok(Security::Token {
+                role: ProjectRole::Viewer,
+            }),
+            SecurityRequest::into_security,
+        )?;
         let id = Uuid::now_v7();
         let mut created = {
             let _turn = self.gate.lock().await;
@@ -248,6 +307,8 @@ impl AppState {
                 model_id,
                 version,
                 environment,
+                security,
+                runtime_id,
             )?;
             let (events, checkpoint_size) =
                 commit(&self.ledger, &self.registry, &actor.to_string(), decision).await?;
@@ -272,9 +333,7 @@ pub async fn deploy(
     p: Principal,
     ApiJson(b): ApiJson<NewDeployment>,
 ) -> Result<(StatusCode, Json<Written>), ApiError> {
-    let written = s
-        .deploy(p.user_id, b.model_id, b.version, b.environment)
-        .await?;
+    let written = s.deploy(p.user_id, b).await?;
     Ok((StatusCode::CREATED, Json(written)))
 }
 

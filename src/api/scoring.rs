@@ -17,8 +17,9 @@ use super::AppState;
 use super::deployments::{Loaded, Scoring};
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath};
-use crate::domain::deployment::DeploymentState;
+use crate::domain::deployment::{DeploymentState, Security};
 use crate::domain::event::{InferenceRunRecorded, RegistryEvent, RunRequest};
+use crate::domain::may;
 use crate::domain::schema::{Column, ColumnType};
 use crate::log::{ExpectedVersion, NewEvent, canonical};
 use crate::runtime::scorer::ScoreError;
@@ -44,6 +45,72 @@ fn loaded(s: &AppState, id: &str) -> Result<Arc<Loaded>, ApiError> {
     }
 }
 
+/// Checks the caller against the deployment's security option; answers who it is.
+async fn authorize(s: &AppState, l: &Loaded, headers: &HeaderMap) -> Result<String, ApiError> {
+    let unauthorized =
+        |code: &'static str, detail: &str| ApiError::new(StatusCode::UNAUTHORIZED, code, detail);
+    let bearer = || {
+        headers
+            .get(header::AUTHORIZATION)
+            .and_then(|h| h.to_str().ok())
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .map(|t| t.trim().to_string())
+            .ok_or_else(|| {
+                unauthorized(
+                    "unauthenticated",
+                    "this deployment needs Authorization: Bearer <token or passphrase>",
+                )
+            })
+    };
+    match &l.spec.security {
+        Security::None => Ok("anonymous".into()),
+        Security::Passphrase { hash } => {
+            let given = bearer()?;
+            let key = *blake3::hash(given.as_bytes()).as_bytes();
+            if l.accepted
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&key)
+            {
+                return Ok("passphrase".into());
+            }
+            let hash = hash.clone();
+            let ok = tokio::task::spawn_blocking(move || {
+                use argon2::password_hash::{PasswordHash, PasswordVerifier};
+                PasswordHash::new(&hash).is_ok_and(|h| {
+                    argon2::Argon2::default()
+                        .verify_password(given.as_bytes(), &h)
+                        .is_ok()
+                })
+            })
+            .await
+            .unwrap_or(false);
+            if !ok {
+                return Err(unauthorized(
+                    "invalid_passphrase",
+                    "the passphrase does not match",
+                ));
+            }
+            l.accepted
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(key);
+            Ok("passphrase".into())
+        }
+        Security::Token { role } => {
+            let token = bearer()?;
+            let reg = s.registry.read();
+            let p = super::auth::authenticate(&reg, &token, chrono::Utc::now())?;
+            if !may(&reg, p.user_id, l.spec.project_id, *role) {
+                return Err(super::auth::forbidden(format!(
+                    "scoring this deployment needs the {role:?} role in its project"
+                )));
+            }
+            Ok(p.user_id.to_string())
+        }
+    }
+}
+
 fn h2o_type(t: ColumnType) -> &'static str {
     match t {
         ColumnType::Boolean => "Bool",
@@ -66,8 +133,10 @@ fn fields(columns: &[Column]) -> Vec<Value> {
 pub async fn model_id(
     State(s): State<AppState>,
     ApiPath(d): ApiPath<String>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let l = loaded(&s, &d)?;
+    authorize(&s, &l, &headers).await?;
     Ok((
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
         l.spec.experiment_id.to_string(),
@@ -78,8 +147,10 @@ pub async fn model_id(
 pub async fn schema(
     State(s): State<AppState>,
     ApiPath(d): ApiPath<String>,
+    headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     let l = loaded(&s, &d)?;
+    authorize(&s, &l, &headers).await?;
     let outputs = l.model.output_schema();
     let classes: Vec<String> = match &l.spec.target_column {
         Some(t) => outputs
@@ -112,8 +183,10 @@ pub async fn schema(
 pub async fn capabilities(
     State(s): State<AppState>,
     ApiPath(d): ApiPath<String>,
+    headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    loaded(&s, &d)?;
+    let l = loaded(&s, &d)?;
+    authorize(&s, &l, &headers).await?;
     Ok(Json(json!(["SCORE"])))
 }
 
@@ -121,8 +194,10 @@ pub async fn capabilities(
 pub async fn sample_request(
     State(s): State<AppState>,
     ApiPath(d): ApiPath<String>,
+    headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     let l = loaded(&s, &d)?;
+    authorize(&s, &l, &headers).await?;
     let schema = l.model.schema();
     let example = |t: ColumnType| match t {
         ColumnType::Boolean => "false",
@@ -145,8 +220,10 @@ pub async fn readyz(
 pub async fn contribution(
     State(s): State<AppState>,
     ApiPath(d): ApiPath<String>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    loaded(&s, &d)?;
+    let l = loaded(&s, &d)?;
+    authorize(&s, &l, &headers).await?;
     Err(not_supported("contributions (Shapley values)"))
 }
 
@@ -271,10 +348,12 @@ fn cell(v: &Value) -> Result<String, ApiError> {
 pub async fn score(
     State(s): State<AppState>,
     ApiPath(d): ApiPath<String>,
+    headers: HeaderMap,
     ApiJson(req): ApiJson<ScoreRequest>,
 ) -> Result<Response, ApiError> {
     let received = Instant::now();
     let l = loaded(&s, &d)?;
+    let caller = authorize(&s, &l, &headers).await?;
     if req
         .request_shapley_value_type
         .as_deref()
@@ -341,12 +420,13 @@ pub async fn score(
     l.model.check(&rows).map_err(score_error)?;
 
     let (scored, headers) = match &l.queue {
-        None => direct(&s, &l, rows, received).await?,
+        None => direct(&s, &l, rows, caller, received).await?,
         Some(queue) => {
             let (reply, answer) = tokio::sync::oneshot::channel();
             queue
                 .send(Job {
                     rows,
+                    caller,
                     received,
                     reply,
                 })
@@ -398,6 +478,7 @@ type Answer = Result<(Vec<Vec<String>>, HeaderMap), ApiError>;
 /// A request waiting for a batching worker.
 pub struct Job {
     rows: Vec<Vec<String>>,
+    caller: String,
     received: Instant,
     reply: tokio::sync::oneshot::Sender<Answer>,
 }
@@ -467,7 +548,13 @@ async fn run(
 }
 
 /// The direct path: this request is one session run and one recorded event.
-async fn direct(s: &AppState, l: &Loaded, rows: Vec<Vec<String>>, received: Instant) -> Answer {
+async fn direct(
+    s: &AppState,
+    l: &Loaded,
+    rows: Vec<Vec<String>>,
+    caller: String,
+    received: Instant,
+) -> Answer {
     let permit = slot(l).await?;
     let queue_wait = received.elapsed();
     let (rows, out_rows, out_fields) = run(l, rows, false).await?;
@@ -476,7 +563,7 @@ async fn direct(s: &AppState, l: &Loaded, rows: Vec<Vec<String>>, received: Inst
         request_id: Uuid::now_v7(),
         row_offset: 0,
         row_count: rows.len() as u64,
-        caller: "anonymous".into(),
+        caller,
         queue_wait_us: queue_wait.as_micros() as u64,
         latency_us: received.elapsed().as_micros() as u64,
     };
@@ -562,7 +649,7 @@ async fn run_batch(s: &AppState, l: &Scoring, jobs: &mut [Job]) -> Vec<Answer> {
                 request_id: Uuid::now_v7(),
                 row_offset: offset as u64,
                 row_count: (end - offset) as u64,
-                caller: "anonymous".into(),
+                caller: job.caller.clone(),
                 queue_wait_us: started.duration_since(job.received).as_micros() as u64,
                 latency_us: job.received.elapsed().as_micros() as u64,
             }

@@ -27,6 +27,18 @@ pub enum DeploymentState {
     Stopped,
 }
 
+/// Who may score a deployment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, utoipa::ToSchema)]
+#[serde(tag = "mode", rename_all = "snake_case")]
+pub enum Security {
+    /// Anyone who can reach the scorer.
+    None,
+    /// A shared passphrase sent as a bearer token; only its argon2 hash (PHC string) is kept.
+    Passphrase { hash: String },
+    /// Provenant API tokens of users with at least `role` in the project (admins too).
+    Token { role: ProjectRole },
+}
+
 /// What scoring needs, fixed when the deployment was created.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, utoipa::ToSchema)]
 pub struct DeploymentSpec {
@@ -39,6 +51,7 @@ pub struct DeploymentSpec {
     pub model_blob: String,
     pub model_type: String,
     pub environment: String,
+    pub security: Security,
     pub runtime_id: String,
     pub image_id: String,
     pub image_version: String,
@@ -82,6 +95,8 @@ pub fn decide_deploy(
     model_id: Uuid,
     version: u32,
     environment: String,
+    security: Security,
+    runtime_id: Option<String>,
 ) -> Result<Decision, DomainError> {
     let model = state.models.get(&model_id).ok_or(DomainError::NotFound {
         kind: Kind::Model,
@@ -160,13 +175,20 @@ pub fn decide_deploy(
         .runtimes
         .iter()
         .filter(|(_, r)| r.deleted.is_none() && r.spec.model_types.contains(&model_type))
+        .filter(|(id, _)| runtime_id.as_ref().is_none_or(|wanted| *id == wanted))
         .collect();
     candidates.sort_by_key(|(_, r)| std::cmp::Reverse(r.effective));
-    let (runtime_id, runtime) = candidates.first().copied().ok_or_else(|| {
-        not_deployable(format!(
-            "no runtime in the catalog serves model type {model_type:?}"
-        ))
-    })?;
+    let (runtime_id, runtime) = candidates
+        .first()
+        .copied()
+        .ok_or_else(|| match &runtime_id {
+            Some(id) => not_deployable(format!(
+                "runtime {id} does not exist or does not serve model type {model_type:?}"
+            )),
+            None => not_deployable(format!(
+                "no runtime in the catalog serves model type {model_type:?}"
+            )),
+        })?;
     if !runtime.spec.available {
         return Err(not_deployable(format!(
             "runtime {runtime_id} is not available in this installation"
@@ -201,6 +223,7 @@ pub fn decide_deploy(
         model_blob,
         model_type,
         environment,
+        security,
         runtime_id: runtime_id.clone(),
         image_id: runtime.spec.image_id.clone(),
         image_version,
