@@ -300,16 +300,15 @@ impl AppState {
         let mut created = {
             let _turn = self.gate.lock().await;
             self.registry.wait_for(self.ledger.head().size).await?;
-            let decision = decide_deploy(
-                &self.registry.read(),
-                actor,
-                id,
+            let request = Deploy {
+                deployment_id: id,
                 model_id,
                 version,
                 environment,
                 security,
                 runtime_id,
-            )?;
+            };
+            let decision = decide_deploy(&self.registry.read(), actor, request)?;
             let (events, checkpoint_size) =
                 commit(&self.ledger, &self.registry, &actor.to_string(), decision).await?;
             Written {

@@ -87,17 +87,32 @@ pub fn stream(deployment_id: Uuid) -> String {
     stream_of("deployment", deployment_id)
 }
 
+/// A request to deploy a model version.
+#[derive(Debug, Clone)]
+pub struct Deploy {
+    pub deployment_id: Uuid,
+    pub model_id: Uuid,
+    pub version: u32,
+    pub environment: String,
+    pub security: Security,
+    /// A runtime serving the model type; by default the most permissive one that does.
+    pub runtime_id: Option<String>,
+}
+
 /// Deploys a live model version: editors of its project.
 pub fn decide_deploy(
     state: &Registry,
     actor: Uuid,
-    deployment_id: Uuid,
-    model_id: Uuid,
-    version: u32,
-    environment: String,
-    security: Security,
-    runtime_id: Option<String>,
+    request: Deploy,
 ) -> Result<Decision, DomainError> {
+    let Deploy {
+        deployment_id,
+        model_id,
+        version,
+        environment,
+        security,
+        runtime_id,
+    } = request;
     let model = state.models.get(&model_id).ok_or(DomainError::NotFound {
         kind: Kind::Model,
         id: model_id.to_string(),
