@@ -18,7 +18,7 @@ use super::command::{Written, commit};
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath};
 use crate::domain::deployment::{
-    Deployment, DeploymentSpec, DeploymentState, Security, decide_deploy, decide_transition,
+    Deploy, Deployment, DeploymentSpec, DeploymentState, Security, decide_deploy, decide_transition,
 };
 use crate::domain::event::ProjectRole;
 use crate::domain::{Kind, can_read_project};
