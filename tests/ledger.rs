@@ -605,3 +605,48 @@ async fn a_format_1_data_dir_is_upgraded_on_open() {
         .to_vec();
     assert_eq!(version, b"2");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_commits_fail_their_appends_and_the_writer_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = fresh(dir.path());
+    fill(&ledger, 2, 5).await;
+    let size = ledger.head().size;
+    ledger.fail_commits(true);
+    let mut tasks = Vec::new();
+    for t in 0..8 {
+        let ledger = ledger.clone();
+        tasks.push(tokio::spawn(async move {
+            ledger
+                .append(
+                    &format!("f-{t}"),
+                    ExpectedVersion::Any,
+                    vec![event("Lost", json!({"t": t}))],
+                )
+                .await
+        }));
+    }
+    for t in tasks {
+        assert!(matches!(t.await.unwrap(), Err(AppendError::Unavailable(_))));
+    }
+    assert_eq!(ledger.head().size, size, "nothing failed is visible");
+    ledger.fail_commits(false);
+    // The next append may still meet the failed epoch; within a few it lands, gap-free.
+    let mut landed = None;
+    for _ in 0..5 {
+        if let Ok(a) = ledger
+            .append(
+                "after",
+                ExpectedVersion::Any,
+                vec![event("Kept", json!({}))],
+            )
+            .await
+        {
+            landed = Some(a.events[0].position);
+            break;
+        }
+    }
+    assert_eq!(landed, Some(size));
+    assert!(ledger.close().is_ok());
+    assert!(verify_dir(dir.path()).intact());
+}

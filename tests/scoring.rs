@@ -693,3 +693,109 @@ async fn each_security_option_admits_only_its_callers() {
         "the run names its caller"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_prediction_leaves_without_a_durable_record() {
+    let srv = Server::start().await;
+    let t = srv.admin_token.clone();
+    let (_, p) = srv
+        .call(
+            "POST",
+            "/api/v1/projects",
+            Some(&t),
+            json!({"name": "durability"}),
+        )
+        .await;
+    let pid = s(&p["data"]["project_id"]);
+    let (mid, _) = register(&srv, &pid, "wine_classifier.onnx", "onnx", Some("cultivar")).await;
+    let (_, d) = srv
+        .call(
+            "POST",
+            "/api/v1/deployments",
+            Some(&t),
+            json!({"model_id": mid, "version": 1, "environment": "DEV"}),
+        )
+        .await;
+    let dep = s(&d["data"]["deployment_id"]);
+    let expected: Value = serde_json::from_str(
+        &std::fs::read_to_string("fixtures/models/wine_classifier.expected.json").unwrap(),
+    )
+    .unwrap();
+    let body = json!({"fields": expected["fields"], "rows": [expected["rows"][0]]});
+
+    // Load from many tasks; the ledger fails its commits for a while in the middle.
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (http, url, body, token) = (
+            srv.http.clone(),
+            format!("{}/{dep}/model/score", srv.base),
+            body.clone(),
+            t.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut outcomes = Vec::new();
+            for _ in 0..30 {
+                let r = http
+                    .post(&url)
+                    .bearer_auth(&token)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                let status = r.status().as_u16();
+                let receipt = r
+                    .headers()
+                    .get("provenant-event-position")
+                    .map(|v| v.to_str().unwrap().parse::<u64>().unwrap());
+                let hash = r
+                    .headers()
+                    .get("provenant-event-hash")
+                    .map(|v| v.to_str().unwrap().to_string());
+                let body: Value = r.json().await.unwrap();
+                outcomes.push((status, receipt, hash, body));
+            }
+            outcomes
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(40)).await;
+    srv.ledger.fail_commits(true);
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    srv.ledger.fail_commits(false);
+    let mut answered = 0;
+    let mut refused = 0;
+    for task in tasks {
+        for (status, receipt, hash, body) in task.await.unwrap() {
+            match status {
+                200 => {
+                    // Every answer names a durable event of its run.
+                    let event = srv
+                        .ledger
+                        .event(receipt.unwrap())
+                        .unwrap()
+                        .expect("the receipt's event exists");
+                    assert_eq!(Some(event.hash.to_hex()), hash);
+                    assert_eq!(event.unsigned.event_type, "InferenceRunRecorded");
+                    answered += 1;
+                }
+                503 => {
+                    assert_eq!(body["code"], "recording_failed", "{body}");
+                    assert!(receipt.is_none());
+                    refused += 1;
+                }
+                other => panic!("unexpected {other}: {body}"),
+            }
+        }
+    }
+    assert!(refused > 0, "the failure was felt");
+    assert!(answered > 0, "scoring recovered");
+    // As many requests were recorded as were answered: none answered unrecorded.
+    let recorded: usize = srv
+        .ledger
+        .read_all(0, usize::MAX)
+        .unwrap()
+        .iter()
+        .filter(|e| e.unsigned.event_type == "InferenceRunRecorded")
+        .map(|e| e.unsigned.payload["requests"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(recorded, answered);
+}

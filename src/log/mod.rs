@@ -208,6 +208,7 @@ struct Inner {
     tx: mpsc::Sender<Request>,
     head: watch::Receiver<Head>,
     writer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+    failpoint: Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn open_db(dir: &Path, create: bool) -> Result<Database, LogError> {
@@ -424,6 +425,7 @@ impl Ledger {
             heads: Default::default(),
             head_tx,
             max_group_events: 1,
+            failpoint: Arc::default(),
         };
         let prepared = prepare(&Config::default(), LEDGER_STREAM, vec![genesis])
             .map_err(|e| LogError::Io(e.to_string()))?;
@@ -461,6 +463,7 @@ impl Ledger {
         let tail = load_tail(&db, &keys_dir)?;
         let (head_tx, head) = watch::channel(Head::of(&tail));
         let (tx, rx) = mpsc::channel(config.queue_depth);
+        let failpoint: Arc<std::sync::atomic::AtomicBool> = Arc::default();
         let writer = Writer {
             db: db.clone(),
             keys_dir,
@@ -469,6 +472,7 @@ impl Ledger {
             heads: Default::default(),
             head_tx,
             max_group_events: config.max_group_events,
+            failpoint: failpoint.clone(),
         };
         let handle = std::thread::Builder::new()
             .name("ledger-writer".into())
@@ -484,6 +488,7 @@ impl Ledger {
                 tx,
                 head,
                 writer,
+                failpoint,
             }),
         })
     }
@@ -498,6 +503,15 @@ impl Ledger {
             let _ = h.join();
         }
         Ok(())
+    }
+
+    /// Makes every commit fail while `on` (appends answer `Unavailable`; nothing is
+    /// written), then recover when cleared: the writer reloads its state from disk. For
+    /// proving that nothing depending on a durable event goes ahead without one.
+    pub fn fail_commits(&self, on: bool) {
+        self.inner
+            .failpoint
+            .store(on, std::sync::atomic::Ordering::Release);
     }
 
     pub fn dir(&self) -> &Path {

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use chrono::{DateTime, Utc};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata};
@@ -68,6 +68,8 @@ pub struct Writer {
     pub heads: HashMap<String, u64>,
     pub head_tx: watch::Sender<Head>,
     pub max_group_events: usize,
+    /// While set, every commit fails (see `Ledger::fail_commits`).
+    pub failpoint: Arc<AtomicBool>,
 }
 
 struct Staged {
@@ -130,9 +132,10 @@ impl Writer {
         let (batches, inbox) = std::sync::mpsc::sync_channel::<Batch>(1);
         let committer = {
             let (db, head_tx, progress) = (self.db.clone(), self.head_tx.clone(), progress.clone());
+            let failpoint = self.failpoint.clone();
             std::thread::Builder::new()
                 .name("ledger-committer".into())
-                .spawn(move || commit_loop(&db, &head_tx, &progress, inbox))
+                .spawn(move || commit_loop(&db, &head_tx, &progress, &failpoint, inbox))
         };
         let committer = match committer {
             Ok(handle) => handle,
@@ -394,6 +397,7 @@ fn commit_loop(
     db: &Database,
     head_tx: &watch::Sender<Head>,
     progress: &Progress,
+    failpoint: &AtomicBool,
     inbox: std::sync::mpsc::Receiver<Batch>,
 ) {
     for batch in inbox {
@@ -402,7 +406,14 @@ fn commit_loop(
             progress.committed.fetch_add(1, Ordering::AcqRel);
             continue;
         }
-        match persist(db, &batch) {
+        let written = if failpoint.load(Ordering::Acquire) {
+            Err(LogError::Storage(
+                "commit failure injected by Ledger::fail_commits".into(),
+            ))
+        } else {
+            persist(db, &batch)
+        };
+        match written {
             Ok(()) => answer(batch, head_tx),
             Err(e) => {
                 progress.failed_epoch.store(batch.epoch, Ordering::Release);
