@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The H2O client contract test: the real `h2o-mlops-scoring-client` (Python) scores through a
+# running `provenant serve`, and its answers are checked against the `onnxruntime` Python
+# package. Installs its Python packages into .venv-contract/ (once), builds the server binary
+# if needed, starts it on a scratch data dir and stops it at the end.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV=.venv-contract
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c "import h2o_mlops_scoring_client, onnxruntime, pandas" 2>/dev/null; then
+  echo "contract-test: installing the H2O scoring client into $VENV" >&2
+  rm -rf "$VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet "h2o-mlops-scoring-client==0.2.1b1" "pandas<2" "numpy<2" "onnxruntime==1.32.0"
+fi
+
+cargo build --locked --quiet --bin provenant
+BIN="${CARGO_TARGET_DIR:-target}/debug/provenant"
+DATA=$(mktemp -d)
+OUT="$DATA/serve.out"
+"$BIN" serve --data "$DATA/data" --addr 127.0.0.1:0 > "$OUT" 2> "$DATA/serve.err" &
+SERVER=$!
+trap 'kill $SERVER 2>/dev/null || true; wait $SERVER 2>/dev/null || true; rm -rf "$DATA"' EXIT
+
+for _ in $(seq 1 100); do
+  grep -q "demo scoring URL" "$OUT" 2>/dev/null && break
+  sleep 0.2
+done
+grep -q "demo scoring URL" "$OUT" || { cat "$DATA/serve.err" >&2; echo "contract-test: the server did not start" >&2; exit 1; }
+BASE=$(sed -n 's|^provenant listening on \(http://[^ ]*\).*|\1|p' "$OUT")
+TOKEN=$(grep '^pvn_' "$OUT")
+DEPLOYMENT=$(sed -n 's|^demo scoring URL: http://[^/]*/\([^/]*\)/model/score|\1|p' "$OUT")
+"$VENV/bin/python" tests/contract/h2o_client.py "$BASE" "$TOKEN" "$DEPLOYMENT"
