@@ -4,17 +4,11 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::{Server, TEST_MAX_ARTIFACT, fixture};
+use common::{Server, TEST_MAX_ARTIFACT, fixture, s};
 use provenant::domain::RegistryEvent;
 use provenant::log::{GENESIS_EVENT, ROTATION_EVENT};
 use provenant::projections::registry::fold;
 use serde_json::{Value, json};
-
-fn s(v: &Value) -> String {
-    v.as_str()
-        .unwrap_or_else(|| panic!("not a string: {v}"))
-        .to_string()
-}
 
 async fn create_user(srv: &Server, name: &str, roles: Value) -> (String, String) {
     let (st, u) = srv

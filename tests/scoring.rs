@@ -4,15 +4,9 @@
 
 mod common;
 
-use common::{Server, fixture};
+use common::{Server, fixture, s};
 use provenant::log::{envelope, keys};
 use serde_json::{Value, json};
-
-fn s(v: &Value) -> String {
-    v.as_str()
-        .unwrap_or_else(|| panic!("not a string: {v}"))
-        .to_string()
-}
 
 /// Imports `file` as an experiment with `target`, registers it, answers (model id, experiment id).
 async fn register(
@@ -54,6 +48,32 @@ async fn register(
         .await;
     assert_eq!(st, 201, "{v}");
     (mid, xid)
+}
+
+/// A new project with the wine classifier registered (target `cultivar`) and deployed to
+/// DEV with default settings: (project id, model id, deployment body).
+async fn deployed_wine(srv: &Server, project: &str) -> (String, String, Value) {
+    let t = &srv.admin_token;
+    let (_, p) = srv
+        .call(
+            "POST",
+            "/api/v1/projects",
+            Some(t),
+            json!({"name": project}),
+        )
+        .await;
+    let pid = s(&p["data"]["project_id"]);
+    let (mid, _) = register(srv, &pid, "wine_classifier.onnx", "onnx", Some("cultivar")).await;
+    let body = json!({"model_id": mid, "version": 1, "environment": "DEV"});
+    let (st, d) = srv.call("POST", "/api/v1/deployments", Some(t), body).await;
+    assert_eq!(st, 201, "{d}");
+    (pid, mid, d)
+}
+
+/// The fixture's rows and the onnxruntime Python package's outputs on them.
+fn wine_expected() -> Value {
+    let text = std::fs::read_to_string("fixtures/models/wine_classifier.expected.json").unwrap();
+    serde_json::from_str(&text).unwrap()
 }
 
 /// Scores as the admin (deployments accept project members' tokens by default).
@@ -154,10 +174,7 @@ async fn a_deployed_classifier_scores_like_onnxruntime_and_every_prediction_is_r
     assert_eq!(st, 200, "{body}");
 
     // The fixture rows, with an extra id column the client always sends: bit for bit.
-    let expected: Value = serde_json::from_str(
-        &std::fs::read_to_string("fixtures/models/wine_classifier.expected.json").unwrap(),
-    )
-    .unwrap();
+    let expected = wine_expected();
     let mut fields = expected["fields"].as_array().unwrap().clone();
     fields.insert(0, json!("ID"));
     let rows: Vec<Value> = expected["rows"]
@@ -427,25 +444,7 @@ async fn models_that_cannot_run_here_are_refused_at_deploy_time() {
 async fn batched_requests_get_their_own_rows_back() {
     let srv = Server::start().await;
     let t = srv.admin_token.clone();
-    let (_, p) = srv
-        .call(
-            "POST",
-            "/api/v1/projects",
-            Some(&t),
-            json!({"name": "batching"}),
-        )
-        .await;
-    let pid = s(&p["data"]["project_id"]);
-    let (mid, _) = register(&srv, &pid, "wine_classifier.onnx", "onnx", Some("cultivar")).await;
-    let (st, d) = srv
-        .call(
-            "POST",
-            "/api/v1/deployments",
-            Some(&t),
-            json!({"model_id": mid, "version": 1, "environment": "DEV"}),
-        )
-        .await;
-    assert_eq!(st, 201, "{d}");
+    let (_, _, d) = deployed_wine(&srv, "batching").await;
     assert_eq!(
         d["data"]["spec"]["settings"]["batch_workers"], 1,
         "H2O's default: one batching worker"
@@ -453,10 +452,7 @@ async fn batched_requests_get_their_own_rows_back() {
     let dep = s(&d["data"]["deployment_id"]);
 
     // Distinct rows: the five fixture rows scaled, so every request's answer is its own.
-    let expected: Value = serde_json::from_str(
-        &std::fs::read_to_string("fixtures/models/wine_classifier.expected.json").unwrap(),
-    )
-    .unwrap();
+    let expected = wine_expected();
     let fields = expected["fields"].clone();
     let base: Vec<Vec<f64>> = expected["rows"]
         .as_array()
@@ -698,29 +694,9 @@ async fn each_security_option_admits_only_its_callers() {
 async fn no_prediction_leaves_without_a_durable_record() {
     let srv = Server::start().await;
     let t = srv.admin_token.clone();
-    let (_, p) = srv
-        .call(
-            "POST",
-            "/api/v1/projects",
-            Some(&t),
-            json!({"name": "durability"}),
-        )
-        .await;
-    let pid = s(&p["data"]["project_id"]);
-    let (mid, _) = register(&srv, &pid, "wine_classifier.onnx", "onnx", Some("cultivar")).await;
-    let (_, d) = srv
-        .call(
-            "POST",
-            "/api/v1/deployments",
-            Some(&t),
-            json!({"model_id": mid, "version": 1, "environment": "DEV"}),
-        )
-        .await;
+    let (_, _, d) = deployed_wine(&srv, "durability").await;
     let dep = s(&d["data"]["deployment_id"]);
-    let expected: Value = serde_json::from_str(
-        &std::fs::read_to_string("fixtures/models/wine_classifier.expected.json").unwrap(),
-    )
-    .unwrap();
+    let expected = wine_expected();
     let body = json!({"fields": expected["fields"], "rows": [expected["rows"][0]]});
 
     // Load from many tasks; the ledger fails its commits for a while in the middle.

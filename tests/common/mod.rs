@@ -169,3 +169,10 @@ impl Server {
 pub fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(Path::new("fixtures/models").join(name)).unwrap()
 }
+
+/// A JSON string's text; panics (failing the test) on anything else.
+pub fn s(v: &Value) -> String {
+    v.as_str()
+        .unwrap_or_else(|| panic!("not a string: {v}"))
+        .to_string()
+}
