@@ -101,6 +101,15 @@ enum Command {
 
 #[derive(Subcommand)]
 enum BenchWhat {
+    /// The scorer over loopback HTTP with and without recording, beside raw ONNX Runtime.
+    Score {
+        /// Seconds per load measurement.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+        /// Print the figures as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Ledger append, verify and read throughput against raw redb and ed25519 ceilings.
     Ledger {
         /// Seconds per append measurement.
@@ -181,6 +190,11 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
             what: BenchWhat::Ledger { seconds, json },
         } => {
             provenant::bench::ledger(seconds, json).await?;
+        }
+        Command::Bench {
+            what: BenchWhat::Score { seconds, json },
+        } => {
+            provenant::bench::score(seconds, json).await?;
         }
         Command::Torture { data, tasks } => torture(data, tasks).await?,
     }

@@ -35,6 +35,9 @@ pub struct AppState {
     pub onnx: &'static Onnx,
     /// The deployments this process scores for.
     pub serving: Arc<deployments::Serving>,
+    /// Whether scored runs are recorded. Only `provenant bench score` turns this off, to
+    /// measure what recording costs; a server always records.
+    pub recording: Arc<std::sync::atomic::AtomicBool>,
     /// Serializes registry commands (see `command`).
     gate: Arc<tokio::sync::Mutex<()>>,
 }
@@ -53,6 +56,7 @@ impl AppState {
             blobs,
             onnx,
             serving: Arc::default(),
+            recording: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             gate: Arc::default(),
         })
     }

@@ -1,5 +1,9 @@
 //! `provenant bench ledger`: append, verify and read rates, measured beside the ceilings
 //! this machine allows (raw redb inserts, raw ed25519 signing and batch verification).
+//! `provenant bench score` is in `score.rs`.
+
+mod score;
+pub use score::score;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -9,13 +13,13 @@ use serde_json::{Map, Value, json};
 
 use crate::log::{self, ExpectedVersion, Ledger, NewEvent};
 
-type Failure = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type Failure = Box<dyn std::error::Error + Send + Sync>;
 
 /// A scratch dir on the working directory's file system: a tmpfs `/tmp` would fake fsync.
-struct Scratch(PathBuf);
+pub(crate) struct Scratch(pub(crate) PathBuf);
 
 impl Scratch {
-    fn new(name: &str) -> Result<Scratch, Failure> {
+    pub(crate) fn new(name: &str) -> Result<Scratch, Failure> {
         let p = std::env::current_dir()?
             .join(format!(".provenant-bench-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&p);
@@ -41,7 +45,7 @@ fn payload(task: usize, i: u64) -> Value {
     })
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }

@@ -1,0 +1,286 @@
+//! `provenant bench score`: the scorer on loopback, driven by its own keep-alive HTTP/1.1
+//! load generator, beside raw in-process ONNX Runtime on the same rows. The fixture
+//! classifier is the demo model, deployed with the shipped runtime's defaults.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+use super::{Failure, Scratch, percentile};
+use crate::api::{self, AppState};
+use crate::blobs::BlobStore;
+use crate::log::{self, Ledger};
+use crate::runtime::scorer::{Model, SessionSettings};
+
+const FIXTURE: &str = include_str!("../../fixtures/models/wine_classifier.expected.json");
+
+/// One keep-alive connection that POSTs JSON and reads (and drops) the answer.
+struct Conn {
+    reader: BufReader<TcpStream>,
+    request_head: String,
+}
+
+impl Conn {
+    async fn open(addr: std::net::SocketAddr, path: &str) -> Result<Conn, Failure> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(Conn {
+            reader: BufReader::new(stream),
+            request_head: format!(
+                "POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+            ),
+        })
+    }
+
+    async fn post(&mut self, body: &[u8]) -> Result<u16, Failure> {
+        let head = format!(
+            "{}Content-Length: {}\r\n\r\n",
+            self.request_head,
+            body.len()
+        );
+        let stream = self.reader.get_mut();
+        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(body).await?;
+        let mut line = String::new();
+        self.reader.read_line(&mut line).await?;
+        let status: u16 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or("bad status line")?;
+        let mut length = 0usize;
+        loop {
+            line.clear();
+            self.reader.read_line(&mut line).await?;
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = l.split_once(':')
+                && k.eq_ignore_ascii_case("content-length")
+            {
+                length = v.trim().parse()?;
+            }
+        }
+        let mut body = vec![0u8; length];
+        self.reader.read_exact(&mut body).await?;
+        Ok(status)
+    }
+}
+
+struct Load {
+    requests: u64,
+    per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+/// `concurrency` connections posting `body` for `seconds`.
+async fn load(
+    addr: std::net::SocketAddr,
+    path: &str,
+    body: Arc<Vec<u8>>,
+    concurrency: usize,
+    seconds: f64,
+) -> Result<Load, Failure> {
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (body, path) = (body.clone(), path.to_string());
+        tasks.push(tokio::spawn(async move {
+            let mut conn = Conn::open(addr, &path).await?;
+            let mut latencies = Vec::new();
+            while Instant::now() < deadline {
+                let t0 = Instant::now();
+                let status = conn.post(&body).await?;
+                if status != 200 {
+                    return Err::<Vec<Duration>, Failure>(
+                        format!("the scorer answered {status}").into(),
+                    );
+                }
+                latencies.push(t0.elapsed());
+            }
+            Ok(latencies)
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    all.sort();
+    Ok(Load {
+        requests: all.len() as u64,
+        per_sec: all.len() as f64 / elapsed,
+        p50_ms: percentile(&all, 0.5),
+        p99_ms: percentile(&all, 0.99),
+    })
+}
+
+/// Raw ONNX Runtime: `rows` per call on every core, rows per second.
+fn raw_ort(model: &Model, rows: &[Vec<String>], seconds: f64) -> f64 {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let budget = Duration::from_secs_f64(seconds);
+    let started = Instant::now();
+    let scored: u64 = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..cores)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut n = 0u64;
+                    while started.elapsed() < budget {
+                        if model.score(rows).is_ok() {
+                            n += rows.len() as u64;
+                        }
+                    }
+                    n
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or(0)).sum()
+    });
+    scored as f64 / started.elapsed().as_secs_f64()
+}
+
+pub async fn score(seconds: f64, as_json: bool) -> Result<(), Failure> {
+    let scratch = Scratch::new("score")?;
+    let dir = scratch.0.join("data");
+    Ledger::init(&dir)?;
+    let ledger = Ledger::open(&dir, log::Config::default())?;
+    let onnx = crate::runtime::onnx::load(None)?;
+    let blobs = BlobStore::new(&dir.join("blobs"), crate::blobs::DEFAULT_MAX_BYTES);
+    let state = AppState::start(ledger.clone(), blobs, onnx).await?;
+    let (catalog, hash) = crate::runtime::bootstrap::load(None)?;
+    api::command::apply_bootstrap(&state, &catalog, &hash).await?;
+    api::command::bootstrap_admin(&ledger, &state.registry, "admin").await?;
+    let admin = state
+        .registry
+        .read()
+        .usernames
+        .get("admin")
+        .copied()
+        .ok_or("no admin")?;
+    let (_, deployment) = crate::demo::seed(&state, admin).await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(api::serve(listener, state.clone(), async {
+        let _ = stopped.await;
+    }));
+
+    let fixture: Value = serde_json::from_str(FIXTURE)?;
+    let fields = fixture["fields"].clone();
+    let rows: Vec<Vec<String>> = serde_json::from_value(fixture["rows"].clone())?;
+    let one = Arc::new(serde_json::to_vec(
+        &json!({"fields": fields, "rows": [rows[0]]}),
+    )?);
+    let thousand_rows: Vec<Vec<String>> = (0..1000).map(|i| rows[i % rows.len()].clone()).collect();
+    let thousand = Arc::new(serde_json::to_vec(
+        &json!({"fields": fields, "rows": thousand_rows}),
+    )?);
+    let path = format!("/{deployment}/model/score");
+
+    let mut figures = Map::new();
+    let mut say = |name: &str, value: f64, line: String| {
+        figures.insert(name.to_string(), json!((value * 1000.0).round() / 1000.0));
+        if !as_json && !line.is_empty() {
+            println!("{line}");
+        }
+    };
+    if !as_json {
+        println!(
+            "provenant bench score ({} build, {} cores, {seconds} s per run, wine classifier, runtime defaults)",
+            if cfg!(debug_assertions) {
+                "DEBUG"
+            } else {
+                "release"
+            },
+            std::thread::available_parallelism().map_or(0, |n| n.get())
+        );
+    }
+    let mut by_mode = Vec::new();
+    for (mode, recording) in [("recorded", true), ("unrecorded", false)] {
+        state.recording.store(recording, Ordering::Relaxed);
+        let mut at_64 = 0.0;
+        for c in [1usize, 16, 64] {
+            let r = load(addr, &path, one.clone(), c, seconds).await?;
+            say(
+                &format!("{mode}_1row_c{c}_requests_per_s"),
+                r.per_sec,
+                format!(
+                    "{mode:>10}, 1-row requests, concurrency {c:>2}: {:>8.0} req/s  p50 {:.2} ms  p99 {:.2} ms  ({} requests)",
+                    r.per_sec, r.p50_ms, r.p99_ms, r.requests
+                ),
+            );
+            say(&format!("{mode}_1row_c{c}_p99_ms"), r.p99_ms, String::new());
+            at_64 = r.per_sec;
+        }
+        let r = load(addr, &path, thousand.clone(), 4, seconds).await?;
+        let rows_per_s = r.per_sec * 1000.0;
+        say(
+            &format!("{mode}_1000row_rows_per_s"),
+            rows_per_s,
+            format!(
+                "{mode:>10}, 1000-row requests, concurrency  4: {rows_per_s:>8.0} rows/s  p50 {:.2} ms  p99 {:.2} ms",
+                r.p50_ms, r.p99_ms
+            ),
+        );
+        by_mode.push((at_64, rows_per_s));
+    }
+    state.recording.store(true, Ordering::Relaxed);
+    let schema = state
+        .serving
+        .get(&deployment)
+        .ok_or("the demo is not served")?
+        .model
+        .schema()
+        .to_vec();
+    let model = Model::load(
+        onnx,
+        include_bytes!("../../fixtures/models/wine_classifier.onnx").to_vec(),
+        schema,
+        Some("cultivar"),
+        SessionSettings::default(),
+    )?;
+    let raw = raw_ort(&model, &thousand_rows, seconds);
+    say(
+        "raw_ort_1000row_rows_per_s",
+        raw,
+        format!("raw ONNX Runtime in process, 1000-row runs, all cores: {raw:>8.0} rows/s"),
+    );
+    let (on, off) = (by_mode[0], by_mode[1]);
+    say(
+        "recording_cost_ratio_c64",
+        on.0 / off.0,
+        format!(
+            "recorded / unrecorded, 1-row at concurrency 64: {:.2}x",
+            on.0 / off.0
+        ),
+    );
+    say(
+        "recording_cost_ratio_1000row",
+        on.1 / off.1,
+        format!(
+            "recorded / unrecorded, 1000-row requests:      {:.2}x",
+            on.1 / off.1
+        ),
+    );
+    say(
+        "http_vs_raw_1000row",
+        on.1 / raw,
+        format!(
+            "recorded 1000-row over HTTP / raw ONNX Runtime: {:.2}x",
+            on.1 / raw
+        ),
+    );
+    if as_json {
+        println!("{}", Value::Object(figures));
+    }
+    let _ = stop.send(());
+    let _ = server.await;
+    Ok(())
+}
