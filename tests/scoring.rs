@@ -688,6 +688,23 @@ async fn each_security_option_admits_only_its_callers() {
         json!(uid),
         "the run names its caller"
     );
+    // Deployments of the same model version share its loaded model and sessions.
+    let model_of = |d: &str| {
+        srv.state
+            .serving
+            .get(&d.parse().unwrap())
+            .unwrap()
+            .model
+            .clone()
+    };
+    assert!(std::sync::Arc::ptr_eq(
+        &model_of(&open),
+        &model_of(&tokened)
+    ));
+    assert!(std::sync::Arc::ptr_eq(
+        &model_of(&open),
+        &model_of(&guarded)
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -53,11 +53,16 @@ impl std::ops::Deref for Loaded {
 
 /// The deployments this process serves.
 #[derive(Default)]
-pub struct Serving(RwLock<HashMap<Uuid, Arc<Loaded>>>);
+pub struct Serving {
+    deployments: RwLock<HashMap<Uuid, Arc<Loaded>>>,
+    /// Loaded models by everything that shapes them (artifact hash, schema, target, session
+    /// settings): deployments of the same model share its sessions.
+    models: std::sync::Mutex<HashMap<String, std::sync::Weak<Model>>>,
+}
 
 impl Serving {
     pub fn get(&self, id: &Uuid) -> Option<Arc<Loaded>> {
-        self.0
+        self.deployments
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(id)
@@ -65,14 +70,33 @@ impl Serving {
     }
 
     fn insert(&self, loaded: Loaded) {
-        self.0
+        self.deployments
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(loaded.deployment_id, Arc::new(loaded));
     }
 
     fn remove(&self, id: &Uuid) {
-        self.0.write().unwrap_or_else(|p| p.into_inner()).remove(id);
+        self.deployments
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+    }
+
+    /// The model for `key`, loading it with `load` unless a live deployment already has it.
+    fn model(
+        &self,
+        key: String,
+        load: impl FnOnce() -> Result<Model, String>,
+    ) -> Result<Arc<Model>, String> {
+        let mut models = self.models.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(m) = models.get(&key).and_then(std::sync::Weak::upgrade) {
+            return Ok(m);
+        }
+        let model = Arc::new(load()?);
+        models.retain(|_, w| w.strong_count() > 0);
+        models.insert(key, Arc::downgrade(&model));
+        Ok(model)
     }
 }
 
@@ -168,28 +192,33 @@ impl AppState {
                 spec.runtime.onnxruntime_version, onnx.version
             ));
         }
+        let serving = self.serving.clone();
         tokio::task::spawn_blocking(move || {
-            let bytes = blobs.get(&hash).map_err(|e| format!("bad artifact: {e}"))?;
             let settings = SessionSettings {
                 intra_op_threads: spec.runtime.intra_op_threads as usize,
                 inter_op_threads: spec.runtime.inter_op_threads as usize,
                 execution_mode: spec.runtime.execution_mode.clone(),
                 graph_optimization: spec.runtime.graph_optimization.clone(),
             };
-            let model = Model::load(
-                onnx,
-                bytes,
-                spec.input_schema.clone(),
-                spec.target_column.as_deref(),
-                settings,
-            )
+            let key = serde_json::to_string(&(
+                &spec.model_blob,
+                &spec.input_schema,
+                &spec.target_column,
+                &spec.runtime,
+            ))
             .map_err(|e| e.to_string())?;
+            let model = serving.model(key, || {
+                let bytes = blobs.get(&hash).map_err(|e| format!("bad artifact: {e}"))?;
+                let target = spec.target_column.as_deref();
+                Model::load(onnx, bytes, spec.input_schema.clone(), target, settings)
+                    .map_err(|e| e.to_string())
+            })?;
             let slots =
                 tokio::sync::Semaphore::new(spec.settings.scoring_concurrency.max(1) as usize);
             Ok(Scoring {
                 deployment_id: id,
                 spec,
-                model: Arc::new(model),
+                model,
                 slots,
             })
         })
