@@ -32,6 +32,9 @@ pub struct Scoring {
     pub model: Arc<Model>,
     /// Bounds concurrent session runs (SCORING_CONCURRENCY).
     pub slots: tokio::sync::Semaphore,
+    /// Requests on the batching path that are not answered yet: a worker waits for company
+    /// only while some of them are not in its batch.
+    pub waiting: std::sync::atomic::AtomicUsize,
 }
 
 /// A Healthy deployment: its scoring, and the batching workers' queue when it batches. The
@@ -220,6 +223,7 @@ impl AppState {
                 spec,
                 model,
                 slots,
+                waiting: Default::default(),
             })
         })
         .await

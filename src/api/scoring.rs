@@ -422,6 +422,7 @@ pub async fn score(
     let (scored, headers) = match &l.queue {
         None => direct(&s, &l, rows, caller, received).await?,
         Some(queue) => {
+            let _waiting = Waiting::enter(&l.waiting);
             let (reply, answer) = tokio::sync::oneshot::channel();
             queue
                 .send(Job {
@@ -474,6 +475,22 @@ fn score_error(e: ScoreError) -> ApiError {
 }
 
 type Answer = Result<(Vec<Vec<String>>, HeaderMap), ApiError>;
+
+/// Counts a request as waiting on the batching path until it is answered or dropped.
+struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn enter(count: &'a std::sync::atomic::AtomicUsize) -> Waiting<'a> {
+        count.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Waiting(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
 
 /// A request waiting for a batching worker.
 pub struct Job {
@@ -576,7 +593,8 @@ async fn direct(
 
 /// A batching worker: takes the first waiting request, adds others that arrive within
 /// MAX_QUEUE_DELAY_US while the rows fit in MAX_BATCH_SIZE, runs them as one session run
-/// recorded as one event, and gives each request back its own rows, by offset.
+/// recorded as one event, and gives each request back its own rows, by offset. It stops
+/// waiting early when every request in flight is already in its hands.
 pub async fn batch_worker(
     s: AppState,
     l: Arc<Scoring>,
@@ -599,7 +617,9 @@ pub async fn batch_worker(
             let mut n = first.rows.len();
             jobs.push(first);
             let deadline = tokio::time::Instant::now() + delay;
-            while n < max_rows {
+            // Wait for company only while requests are on their way that are not in hand.
+            let waiting = || l.waiting.load(std::sync::atomic::Ordering::Acquire);
+            while n < max_rows && jobs.len() + usize::from(carry.is_some()) < waiting() {
                 match tokio::time::timeout_at(deadline, rx.recv()).await {
                     Ok(Some(j)) if n + j.rows.len() > max_rows => {
                         carry = Some(j);
