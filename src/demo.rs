@@ -91,6 +91,7 @@ pub async fn seed(state: &AppState, admin: Uuid) -> Result<(Uuid, Uuid), ApiErro
         environment: "DEV".into(),
         security: Some(SecurityRequest::None),
         runtime_id: None,
+        retention: None,
     };
     let deployed = state.deploy(admin, request).await?;
     let deployment = deployed.data["deployment_id"]

@@ -237,6 +237,16 @@ async fn serve(data: DataDir, addr: String, options: ServeOptions) -> Result<(),
     let changes = apply_bootstrap(&state, &catalog, &catalog_hash).await?;
     eprintln!("runtime bootstrap applied ({changes} changes)");
     let relaunched = state.relaunch().await?;
+    // Retention: apply every deployment's policy now and then hourly.
+    let retention = state.clone();
+    tokio::spawn(async move {
+        loop {
+            if let Err(e) = retention.purge_all().await {
+                eprintln!("retention: {e}");
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+        }
+    });
     if relaunched > 0 {
         eprintln!("{relaunched} deployments loaded again");
     }

@@ -621,7 +621,7 @@ async fn the_full_registry_story() {
     assert_eq!(fits[0]["runtimes"][0]["available"].as_bool(), Some(false));
 
     // Deployed and scored once, then stopped: the deployment and inference run events.
-    let (st, d) = srv.call("POST", "/api/v1/deployments", Some(&bob_t), json!({"model_id": model.trim_start_matches("/api/v1/models/"), "version": 1, "environment": "DEV"})).await;
+    let (st, d) = srv.call("POST", "/api/v1/deployments", Some(&bob_t), json!({"model_id": model.trim_start_matches("/api/v1/models/"), "version": 1, "environment": "DEV", "retention": {"mode": "full", "days": 0}})).await;
     assert_eq!(st, 201, "{d}");
     let dep = s(&d["data"]["deployment_id"]);
     let r = srv
@@ -650,6 +650,15 @@ async fn the_full_registry_story() {
         )
         .await;
     assert_eq!(st, 200);
+    let (st, r) = srv
+        .call(
+            "POST",
+            &format!("/api/v1/deployments/{dep}:purge"),
+            Some(&root),
+            Value::Null,
+        )
+        .await;
+    assert_eq!((st, r["data"]["purged"].as_u64()), (200, Some(2)), "{r}");
 
     // Every event type was appended, and each stored payload matches its schema.
     srv.ledger.rotate_key("system:test").await.unwrap();

@@ -792,3 +792,138 @@ async fn no_prediction_leaves_without_a_durable_record() {
         .sum();
     assert_eq!(recorded, answered);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_keeps_hashes_and_purges_blobs_by_policy_with_a_record() {
+    let srv = Server::start().await;
+    let t = srv.admin_token.clone();
+    let (_, p) = srv
+        .call(
+            "POST",
+            "/api/v1/projects",
+            Some(&t),
+            json!({"name": "retention"}),
+        )
+        .await;
+    let pid = s(&p["data"]["project_id"]);
+    let (mid, _) = register(&srv, &pid, "wine_classifier.onnx", "onnx", Some("cultivar")).await;
+    let expected = wine_expected();
+    let deploy = |retention: Value| {
+        let body =
+            json!({"model_id": mid, "version": 1, "environment": "DEV", "retention": retention});
+        async {
+            srv.call("POST", "/api/v1/deployments", Some(&srv.admin_token), body)
+                .await
+        }
+    };
+    let run_of = |headers: &reqwest::header::HeaderMap| {
+        let position: u64 = headers["provenant-event-position"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        srv.ledger
+            .event(position)
+            .unwrap()
+            .unwrap()
+            .unsigned
+            .payload
+    };
+    let blob = |h: &Value| envelope::Digest::from_hex(h.as_str().unwrap()).unwrap();
+
+    // Hashes only: the ledger holds the hashes of exactly what was scored; no blob is stored.
+    let (_, hashed) = deploy(json!({"mode": "hashes"})).await;
+    let hashed = s(&hashed["data"]["deployment_id"]);
+    let one = json!({"fields": expected["fields"], "rows": [expected["rows"][1]]});
+    let (st, headers, _) = score(&srv, &hashed, one.clone()).await;
+    assert_eq!(st, 200);
+    let run = run_of(&headers);
+    let canonical = provenant::log::canonical::to_vec(
+        &json!({"fields": expected["fields"], "rows": [expected["rows"][1]]}),
+    )
+    .unwrap();
+    assert_eq!(
+        s(&run["input_blob"]),
+        blake3::hash(&canonical).to_hex().to_string()
+    );
+    assert!(!srv.state.blobs.contains(&blob(&run["input_blob"])));
+
+    // Full retention of 0 days: everything recorded so far is past its time.
+    let (_, kept) = deploy(json!({"mode": "full", "days": 0})).await;
+    let kept = s(&kept["data"]["deployment_id"]);
+    let two = json!({"fields": expected["fields"], "rows": [expected["rows"][2]]});
+    let (_, h1, _) = score(&srv, &kept, two.clone()).await;
+    let old = run_of(&h1);
+    assert!(srv.state.blobs.contains(&blob(&old["input_blob"])));
+    let (st, purged) = srv
+        .call(
+            "POST",
+            &format!("/api/v1/deployments/{kept}:purge"),
+            Some(&t),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(st, 200, "{purged}");
+    assert_eq!(purged["data"]["purged"], 2, "{purged}");
+    let event = srv
+        .ledger
+        .event(purged["events"][0]["position"].as_u64().unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(event.unsigned.event_type, "PredictionDataPurged");
+    assert!(
+        !srv.state.blobs.contains(&blob(&old["input_blob"])),
+        "purged"
+    );
+    assert!(!srv.state.blobs.contains(&blob(&old["output_blob"])));
+    // Nothing left to purge appends nothing; a hashes-only deployment has nothing to purge.
+    let before = srv.size();
+    let (st, again) = srv
+        .call(
+            "POST",
+            &format!("/api/v1/deployments/{kept}:purge"),
+            Some(&t),
+            Value::Null,
+        )
+        .await;
+    assert_eq!((st, again["data"]["purged"].as_u64()), (200, Some(0)));
+    assert_eq!(srv.size(), before);
+    let (st, r) = srv
+        .call(
+            "POST",
+            &format!("/api/v1/deployments/{hashed}:purge"),
+            Some(&t),
+            Value::Null,
+        )
+        .await;
+    assert_eq!((st, r["code"].as_str()), (409, Some("conflict")));
+    // Only admins apply a policy.
+    let (_, u) = srv
+        .call("POST", "/api/v1/users", Some(&t), json!({"username": "ed"}))
+        .await;
+    let uid = s(&u["data"]["user_id"]);
+    srv.call(
+        "PUT",
+        &format!("/api/v1/projects/{pid}/members/{uid}"),
+        Some(&t),
+        json!({"role": "owner"}),
+    )
+    .await;
+    let (_, tk) = srv
+        .call(
+            "POST",
+            &format!("/api/v1/users/{uid}/tokens"),
+            Some(&t),
+            json!({"name": "x"}),
+        )
+        .await;
+    let (st, _) = srv
+        .call(
+            "POST",
+            &format!("/api/v1/deployments/{kept}:purge"),
+            Some(&s(&tk["data"]["token"])),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(st, 403);
+}

@@ -18,11 +18,13 @@ use super::command::{Written, commit};
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath};
 use crate::domain::deployment::{
-    Deploy, Deployment, DeploymentSpec, DeploymentState, Security, decide_deploy, decide_transition,
+    Deploy, Deployment, DeploymentSpec, DeploymentState, Retention, Security, decide_deploy,
+    decide_transition,
 };
-use crate::domain::event::ProjectRole;
+use crate::domain::event::{PredictionDataPurged, ProjectRole, RegistryEvent};
 use crate::domain::{Kind, can_read_project};
 use crate::log::envelope::Digest;
+use crate::log::{ExpectedVersion, NewEvent};
 use crate::runtime::scorer::{Model, SessionSettings};
 
 /// What scoring a deployment needs: its spec, model and run slots.
@@ -230,6 +232,162 @@ impl AppState {
         .map_err(|e| e.to_string())?
     }
 
+    /// Applies a deployment's retention policy: the blobs of runs recorded more than `days`
+    /// before `now` are deleted, unless a run still kept (of any deployment) shares them. The
+    /// purge event is appended first, so no blob disappears unrecorded.
+    pub async fn purge(
+        &self,
+        id: Uuid,
+        actor: &str,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Written, ApiError> {
+        let (days, purged_before, others) = {
+            let reg = self.registry.read();
+            let d = reg.deployments.get(&id).ok_or_else(|| {
+                ApiError::not_found(Kind::Deployment.code(), format!("no deployment {id}"))
+            })?;
+            let Retention::Full { days } = d.spec.retention else {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "conflict",
+                    "this deployment keeps hashes only; it stores no blobs to purge",
+                ));
+            };
+            let others: Vec<(Uuid, u64)> = reg
+                .deployments
+                .values()
+                .filter(|o| o.deployment_id != id)
+                .map(|o| (o.deployment_id, o.purged_before))
+                .collect();
+            (days, d.purged_before, others)
+        };
+        let cutoff =
+            crate::log::envelope::format_time(now - chrono::Duration::days(i64::from(days)));
+        let runs = |deployment: Uuid,
+                    from: u64|
+         -> Result<Vec<(u64, String, [String; 2])>, ApiError> {
+            let events = match self.ledger.read_stream(
+                &crate::domain::deployment::stream(deployment),
+                0,
+                crate::log::store::Direction::Forward,
+                usize::MAX,
+            ) {
+                Ok(e) => e,
+                Err(crate::log::LogError::UnknownStream(_)) => Vec::new(),
+                Err(e) => return Err(e.into()),
+            };
+            Ok(events
+                .into_iter()
+                .filter(|e| e.unsigned.event_type == "InferenceRunRecorded" && e.position() >= from)
+                .map(|e| {
+                    let blob = |k: &str| {
+                        e.unsigned.payload[k]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_string()
+                    };
+                    (
+                        e.position(),
+                        e.unsigned.recorded_at.clone(),
+                        [blob("input_blob"), blob("output_blob")],
+                    )
+                })
+                .collect())
+        };
+        let mine = runs(id, purged_before)?;
+        // RFC 3339 UTC times with fixed precision compare as text.
+        let (old, kept): (Vec<_>, Vec<_>) = mine.into_iter().partition(|(_, at, _)| *at < cutoff);
+        let Some(runs_before) = old.iter().map(|(p, _, _)| p + 1).max() else {
+            return Ok(Written {
+                data: json!({"purged": 0}),
+                events: Vec::new(),
+                checkpoint_size: self.ledger.head().size,
+            });
+        };
+        let mut still_used: std::collections::HashSet<String> =
+            kept.into_iter().flat_map(|(_, _, b)| b).collect();
+        for (other, from) in others {
+            still_used.extend(runs(other, from)?.into_iter().flat_map(|(_, _, b)| b));
+        }
+        let mut blobs: Vec<String> = old
+            .into_iter()
+            .flat_map(|(_, _, b)| b)
+            .filter(|h| !still_used.contains(h))
+            .collect();
+        blobs.sort();
+        blobs.dedup();
+        let event = RegistryEvent::PredictionDataPurged(PredictionDataPurged {
+            deployment_id: id,
+            runs_before,
+            blobs: blobs.clone(),
+            reason: format!("retention policy: inputs and outputs kept {days} days"),
+        });
+        let new = NewEvent {
+            event_type: event.event_type().into(),
+            schema_version: 1,
+            actor: actor.to_string(),
+            payload: event.payload(),
+        };
+        let appended = self
+            .ledger
+            .append(
+                &crate::domain::deployment::stream(id),
+                ExpectedVersion::Any,
+                vec![new],
+            )
+            .await?;
+        let size = appended.events.last().map_or(0, |e| e.position + 1);
+        self.registry.wait_for(size).await?;
+        for hash in &blobs {
+            if let Some(d) = Digest::from_hex(hash) {
+                self.blobs.remove(&d).map_err(|e| {
+                    ApiError::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "blob_store_failed",
+                        e.to_string(),
+                    )
+                })?;
+            }
+        }
+        let events = appended
+            .events
+            .iter()
+            .map(|a| super::command::WrittenEvent {
+                position: a.position,
+                event_type: "PredictionDataPurged".into(),
+                event_id: a.event_id,
+                stream: crate::domain::deployment::stream(id),
+                stream_version: a.stream_version,
+                hash: a.hash,
+            })
+            .collect();
+        Ok(Written {
+            data: json!({"purged": blobs.len(), "runs_before": runs_before}),
+            events,
+            checkpoint_size: appended.checkpoint_size,
+        })
+    }
+
+    /// Applies every deployment's retention policy (the server runs this hourly).
+    pub async fn purge_all(&self) -> Result<usize, ApiError> {
+        let ids: Vec<Uuid> = self
+            .registry
+            .read()
+            .deployments
+            .values()
+            .filter(|d| matches!(d.spec.retention, Retention::Full { .. }))
+            .map(|d| d.deployment_id)
+            .collect();
+        let mut purged = 0;
+        for id in ids {
+            let w = self
+                .purge(id, "system:retention", chrono::Utc::now())
+                .await?;
+            purged += w.data["purged"].as_u64().unwrap_or(0) as usize;
+        }
+        Ok(purged)
+    }
+
     /// Loads every deployment that was Healthy when the server last stopped.
     pub async fn relaunch(&self) -> Result<usize, ApiError> {
         let healthy: Vec<Uuid> = self
@@ -271,6 +429,9 @@ pub struct NewDeployment {
     /// A runtime serving the model type (default: the most permissive one that does).
     #[serde(default)]
     pub runtime_id: Option<String>,
+    /// `{"mode": "full", "days": N}` (default 183) or `{"mode": "hashes"}`.
+    #[serde(default)]
+    pub retention: Option<Retention>,
 }
 
 /// Who may score: `{"mode": "none"}`, `{"mode": "passphrase", "passphrase": "…"}` (kept
@@ -322,6 +483,7 @@ impl AppState {
             environment,
             security,
             runtime_id,
+            retention,
         } = request;
         let security = security.map_or(
             Ok(Security::Token {
@@ -339,6 +501,7 @@ impl AppState {
                 version,
                 environment,
                 security,
+                retention: retention.unwrap_or_default(),
                 runtime_id,
             };
             let decision = decide_deploy(&self.registry.read(), actor, request)?;
@@ -400,33 +563,50 @@ pub async fn get(
     Ok(Json(view(d)))
 }
 
-#[derive(Deserialize, ToSchema)]
+#[derive(Deserialize, ToSchema, Default)]
 #[serde(deny_unknown_fields)]
-pub struct StopBody {
-    /// Why; required.
-    reason: String,
+pub struct ActionBody {
+    /// Why; required for `:stop`.
+    #[serde(default)]
+    reason: Option<String>,
 }
 
-/// `POST /api/v1/deployments/{deployment_id}:stop` (editors), with a reason.
-#[utoipa::path(post, path = "/api/v1/deployments/{deployment_id}", tag = "deployments", params(("deployment_id" = String, Path, description = "`<deployment id>:stop`")), request_body = StopBody, responses((status = 200, body = Written)))]
-pub async fn stop(
+/// `POST /api/v1/deployments/{deployment_id}:stop` (editors, with a reason), or `:purge`
+/// (admins): apply the retention policy now.
+#[utoipa::path(post, path = "/api/v1/deployments/{deployment_id}", tag = "deployments", params(("deployment_id" = String, Path, description = "`<deployment id>:stop` or `<deployment id>:purge`")), request_body = ActionBody, responses((status = 200, body = Written)))]
+pub async fn action(
     State(s): State<AppState>,
     p: Principal,
     ApiPath(target): ApiPath<String>,
-    ApiJson(b): ApiJson<StopBody>,
+    ApiJson(b): ApiJson<ActionBody>,
 ) -> Result<Json<Written>, ApiError> {
-    let id = target
-        .strip_suffix(":stop")
-        .and_then(|id| Uuid::parse_str(id).ok())
-        .ok_or_else(|| {
-            ApiError::bad_request(
-                "invalid_action",
-                format!("{target:?}: expected <deployment id>:stop"),
-            )
-        })?;
-    let written = s
-        .transition(Some(p.user_id), id, DeploymentState::Stopped, &b.reason)
-        .await?;
-    s.serving.remove(&id);
-    Ok(Json(written))
+    let bad = || {
+        ApiError::bad_request(
+            "invalid_action",
+            format!("{target:?}: expected <deployment id>:stop or :purge"),
+        )
+    };
+    let (id, verb) = target.rsplit_once(':').ok_or_else(bad)?;
+    let id = Uuid::parse_str(id).map_err(|_| bad())?;
+    match verb {
+        "stop" => {
+            let reason = b.reason.unwrap_or_default();
+            let written = s
+                .transition(Some(p.user_id), id, DeploymentState::Stopped, &reason)
+                .await?;
+            s.serving.remove(&id);
+            Ok(Json(written))
+        }
+        "purge" => {
+            if !p.admin {
+                return Err(forbidden(
+                    "applying a retention policy needs the admin role".into(),
+                ));
+            }
+            s.purge(id, &p.user_id.to_string(), chrono::Utc::now())
+                .await
+                .map(Json)
+        }
+        _ => Err(bad()),
+    }
 }

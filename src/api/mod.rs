@@ -147,7 +147,7 @@ fn documented() -> OpenApiRouter<AppState> {
         .routes(routes!(rt::catalog))
         .routes(routes!(rt::experiment_runtimes))
         .routes(routes!(deployments::deploy, deployments::list))
-        .routes(routes!(deployments::get, deployments::stop))
+        .routes(routes!(deployments::get, deployments::action))
 }
 
 /// The OpenAPI document of the management API.

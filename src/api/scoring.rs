@@ -17,7 +17,7 @@ use super::AppState;
 use super::deployments::{Loaded, Scoring};
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath};
-use crate::domain::deployment::{DeploymentState, Security};
+use crate::domain::deployment::{DeploymentState, Retention, Security};
 use crate::domain::event::{InferenceRunRecorded, RegistryEvent, RunRequest};
 use crate::domain::may;
 use crate::domain::schema::{Column, ColumnType};
@@ -762,16 +762,24 @@ async fn record(
         .map_err(|e| unrecorded(e.to_string()))?;
     let output = canonical::to_vec(&json!({"fields": out_fields, "rows": out_rows}))
         .map_err(|e| unrecorded(e.to_string()))?;
-    let blobs = s.blobs.clone();
-    let (input_blob, output_blob) = tokio::task::spawn_blocking(move || {
-        Ok::<_, String>((
-            blobs.put(&input).map_err(|e| e.to_string())?,
-            blobs.put(&output).map_err(|e| e.to_string())?,
-        ))
-    })
-    .await
-    .map_err(|e| unrecorded(e.to_string()))?
-    .map_err(unrecorded)?;
+    let (input_blob, output_blob) = match l.spec.retention {
+        Retention::Hashes => (
+            blake3::hash(&input).to_hex().to_string(),
+            blake3::hash(&output).to_hex().to_string(),
+        ),
+        Retention::Full { .. } => {
+            let blobs = s.blobs.clone();
+            tokio::task::spawn_blocking(move || {
+                Ok::<_, String>((
+                    blobs.put(&input).map_err(|e| e.to_string())?.hash.to_hex(),
+                    blobs.put(&output).map_err(|e| e.to_string())?.hash.to_hex(),
+                ))
+            })
+            .await
+            .map_err(|e| unrecorded(e.to_string()))?
+            .map_err(unrecorded)?
+        }
+    };
     let spec = &l.spec;
     let event = RegistryEvent::InferenceRunRecorded(InferenceRunRecorded {
         run_id: Uuid::now_v7(),
@@ -787,8 +795,8 @@ async fn record(
         execution_mode: spec.runtime.execution_mode.clone(),
         graph_optimization: spec.runtime.graph_optimization.clone(),
         row_count: rows.len() as u64,
-        input_blob: input_blob.hash.to_hex(),
-        output_blob: output_blob.hash.to_hex(),
+        input_blob,
+        output_blob,
         requests,
     });
     let new = NewEvent {

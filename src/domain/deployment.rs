@@ -39,6 +39,23 @@ pub enum Security {
     Token { role: ProjectRole },
 }
 
+/// What is kept of each scored run besides its event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, utoipa::ToSchema)]
+#[serde(tag = "mode", rename_all = "snake_case")]
+pub enum Retention {
+    /// Input and output blobs kept for `days` (at least 183 by default: the EU AI Act's six
+    /// months for deployers' logs), then purged by policy, each purge an event.
+    Full { days: u32 },
+    /// Only the hashes, in the ledger; the blobs are never stored.
+    Hashes,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention::Full { days: 183 }
+    }
+}
+
 /// What scoring needs, fixed when the deployment was created.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, utoipa::ToSchema)]
 pub struct DeploymentSpec {
@@ -52,6 +69,8 @@ pub struct DeploymentSpec {
     pub model_type: String,
     pub environment: String,
     pub security: Security,
+    #[serde(default)]
+    pub retention: Retention,
     pub runtime_id: String,
     pub image_id: String,
     pub image_version: String,
@@ -81,6 +100,8 @@ pub struct Deployment {
     pub state: DeploymentState,
     pub history: Vec<Transition>,
     pub created: Stamp,
+    /// Runs before this position have had their blobs purged under the retention policy.
+    pub purged_before: u64,
 }
 
 pub fn stream(deployment_id: Uuid) -> String {
@@ -95,6 +116,7 @@ pub struct Deploy {
     pub version: u32,
     pub environment: String,
     pub security: Security,
+    pub retention: Retention,
     /// A runtime serving the model type; by default the most permissive one that does.
     pub runtime_id: Option<String>,
 }
@@ -111,6 +133,7 @@ pub fn decide_deploy(
         version,
         environment,
         security,
+        retention,
         runtime_id,
     } = request;
     let model = state.models.get(&model_id).ok_or(DomainError::NotFound {
@@ -239,6 +262,7 @@ pub fn decide_deploy(
         model_type,
         environment,
         security,
+        retention,
         runtime_id: runtime_id.clone(),
         image_id: runtime.spec.image_id.clone(),
         image_version,
@@ -358,8 +382,14 @@ pub fn apply(deployments: &mut BTreeMap<Uuid, Deployment>, event: &RegistryEvent
                         changed: stamp.clone(),
                     }],
                     created: stamp.clone(),
+                    purged_before: 0,
                 },
             );
+        }
+        RegistryEvent::PredictionDataPurged(e) => {
+            if let Some(d) = deployments.get_mut(&e.deployment_id) {
+                d.purged_before = d.purged_before.max(e.runs_before);
+            }
         }
         RegistryEvent::DeploymentStateChanged(e) => {
             if let Some(d) = deployments.get_mut(&e.deployment_id) {

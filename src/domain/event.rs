@@ -244,6 +244,9 @@ events! {
         output_blob: String,
         requests: Vec<RunRequest>,
     }
+    /// Blobs of a deployment's runs recorded before `runs_before`, deleted under its retention
+    /// policy. The runs' hashes stay in the ledger, so a resubmitted copy can still be checked.
+    PredictionDataPurged { deployment_id: Uuid, runs_before: u64, blobs: Vec<String>, reason: String }
 }
 
 /// One request an inference run answered: its rows are `row_offset..row_offset + row_count`.

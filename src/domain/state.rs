@@ -217,7 +217,7 @@ fn project_of(state: &Registry, event: &RegistryEvent) -> Option<Uuid> {
         // ProjectCreated pushes its own position when it creates the project.
         E::DeploymentCreated(e) => Some(e.spec.project_id),
         // Predictions are listed per deployment, not in the project's governance events.
-        E::InferenceRunRecorded(_) => None,
+        E::InferenceRunRecorded(_) | E::PredictionDataPurged(_) => None,
         E::DeploymentStateChanged(e) => state
             .deployments
             .get(&e.deployment_id)
@@ -250,7 +250,7 @@ fn apply(state: &mut Registry, event: &RegistryEvent, stamp: Stamp) {
         | E::RuntimeBootstrapApplied(_) => {
             super::runtime::apply(&mut state.runtimes, event, &stamp);
         }
-        E::DeploymentCreated(_) | E::DeploymentStateChanged(_) => {
+        E::DeploymentCreated(_) | E::DeploymentStateChanged(_) | E::PredictionDataPurged(_) => {
             super::deployment::apply(&mut state.deployments, event, &stamp);
         }
         E::InferenceRunRecorded(_) => {}
