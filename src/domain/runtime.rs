@@ -510,13 +510,13 @@ pub fn decide_runtime(
     use RuntimeCommand as R;
     let event = match command {
         R::CreateImage { image_id, spec } => {
-            let e = EntityRef::Image {
-                image_id: slug("image_id", image_id)?,
-            };
-            absent(c, &e)?;
-            let EntityRef::Image { image_id } = e else {
-                unreachable!()
-            };
+            let image_id = slug("image_id", image_id)?;
+            absent(
+                c,
+                &EntityRef::Image {
+                    image_id: image_id.clone(),
+                },
+            )?;
             RegistryEvent::RuntimeImageDeclared(RuntimeImageDeclared {
                 image_id,
                 source: Source::Api,
@@ -547,14 +547,14 @@ pub fn decide_runtime(
                     image_id: image_id.clone(),
                 },
             )?;
-            let e = EntityRef::ImageVersion {
-                image_id: image_id.clone(),
-                version: version_name(version)?,
-            };
-            absent(c, &e)?;
-            let EntityRef::ImageVersion { version, .. } = e else {
-                unreachable!()
-            };
+            let version = version_name(version)?;
+            absent(
+                c,
+                &EntityRef::ImageVersion {
+                    image_id: image_id.clone(),
+                    version: version.clone(),
+                },
+            )?;
             RegistryEvent::RuntimeImageVersionDeclared(RuntimeImageVersionDeclared {
                 image_id,
                 version,
@@ -582,19 +582,19 @@ pub fn decide_runtime(
             })
         }
         R::CreateRuntime { runtime_id, spec } => {
-            let e = EntityRef::Runtime {
-                runtime_id: slug("runtime_id", runtime_id)?,
-            };
-            absent(c, &e)?;
+            let runtime_id = slug("runtime_id", runtime_id)?;
+            absent(
+                c,
+                &EntityRef::Runtime {
+                    runtime_id: runtime_id.clone(),
+                },
+            )?;
             live(
                 c,
                 &EntityRef::Image {
                     image_id: spec.image_id.clone(),
                 },
             )?;
-            let EntityRef::Runtime { runtime_id } = e else {
-                unreachable!()
-            };
             RegistryEvent::RuntimeDeclared(RuntimeDeclared {
                 runtime_id,
                 source: Source::Api,
