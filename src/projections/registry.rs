@@ -97,7 +97,7 @@ impl RegistryProjection {
     }
 }
 
-/// The registry as the events from position 0 to `to` (exclusive) build it.
+/// The registry that `events`, from position 0 on, build from an empty one.
 pub fn fold(events: impl IntoIterator<Item = Event>) -> Result<Registry, String> {
     events
         .into_iter()
