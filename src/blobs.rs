@@ -35,6 +35,17 @@ pub struct BlobInfo {
 pub struct BlobStore {
     dir: PathBuf,
     max_bytes: u64,
+    syncs: std::sync::Arc<GroupSync>,
+}
+
+/// Group sync: callers that wrote blobs without syncing them wait for one `syncfs` that
+/// started after their writes, so concurrent writers share one flush instead of an fsync
+/// per file and directory.
+#[derive(Debug, Default)]
+struct GroupSync {
+    /// (tickets issued, tickets covered by a finished sync, a sync is running)
+    state: std::sync::Mutex<(u64, u64, bool)>,
+    done: std::sync::Condvar,
 }
 
 /// Default upload limit: 512 MiB.
@@ -45,6 +56,7 @@ impl BlobStore {
         BlobStore {
             dir: dir.to_path_buf(),
             max_bytes,
+            syncs: Default::default(),
         }
     }
 
@@ -70,6 +82,7 @@ impl BlobStore {
             encoder: Some(encoder),
             hasher: blake3::Hasher::new(),
             size: 0,
+            sync: true,
         })
     }
 
@@ -77,6 +90,46 @@ impl BlobStore {
         let mut w = self.writer()?;
         w.write(bytes)?;
         w.finish()
+    }
+
+    /// Writes a blob without syncing it: it is durable only once `sync` returns.
+    pub fn put_unsynced(&self, bytes: &[u8]) -> Result<BlobInfo, BlobError> {
+        let mut w = self.writer()?;
+        w.sync = false;
+        w.write(bytes)?;
+        w.finish()
+    }
+
+    /// Makes every blob written before this call durable, sharing one `syncfs` of the store's
+    /// file system with the callers that arrive while it runs.
+    pub fn sync(&self) -> Result<(), BlobError> {
+        let g = &self.syncs;
+        let lock = || g.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mine = {
+            let mut st = lock();
+            st.0 += 1;
+            st.0
+        };
+        let mut st = lock();
+        loop {
+            if st.1 >= mine {
+                return Ok(());
+            }
+            if !st.2 {
+                st.2 = true;
+                let covers = st.0;
+                drop(st);
+                let result = syncfs(&self.dir);
+                let mut after = lock();
+                after.2 = false;
+                if result.is_ok() {
+                    after.1 = after.1.max(covers);
+                }
+                g.done.notify_all();
+                return result;
+            }
+            st = g.done.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
     }
 
     /// Reads a blob whole and checks that it still hashes to its name.
@@ -117,6 +170,22 @@ pub struct BlobWriter {
     encoder: Option<zstd::Encoder<'static, File>>,
     hasher: blake3::Hasher,
     size: u64,
+    /// Whether `finish` syncs the file and its directory (see `BlobStore::put_unsynced`).
+    sync: bool,
+}
+
+/// Flushes the file system holding `dir` (Linux `syncfs`).
+fn syncfs(dir: &Path) -> Result<(), BlobError> {
+    use std::os::fd::AsRawFd;
+    let d = File::open(dir).map_err(|e| BlobError::Io(dir.to_path_buf(), e))?;
+    // SAFETY: `d` is an open file descriptor for the duration of the call.
+    if unsafe { libc::syncfs(d.as_raw_fd()) } != 0 {
+        return Err(BlobError::Io(
+            dir.to_path_buf(),
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
 }
 
 impl BlobWriter {
@@ -149,7 +218,9 @@ impl BlobWriter {
             .take()
             .ok_or_else(|| io(&self.tmp)(std::io::Error::other("writer already finished")))?;
         let file = enc.finish().map_err(io(&self.tmp))?;
-        file.sync_all().map_err(io(&self.tmp))?;
+        if self.sync {
+            file.sync_all().map_err(io(&self.tmp))?;
+        }
         let dest = self.store.path(&hash);
         let parent = dest.parent().unwrap_or(&self.store.dir).to_path_buf();
         fs::create_dir_all(&parent).map_err(io(&parent))?;
@@ -158,9 +229,11 @@ impl BlobWriter {
             fs::remove_file(&self.tmp).map_err(io(&self.tmp))?;
         } else {
             fs::rename(&self.tmp, &dest).map_err(io(&dest))?;
-            File::open(&parent)
-                .and_then(|d| d.sync_all())
-                .map_err(io(&parent))?;
+            if self.sync {
+                File::open(&parent)
+                    .and_then(|d| d.sync_all())
+                    .map_err(io(&parent))?;
+            }
         }
         Ok(BlobInfo {
             hash,
@@ -181,6 +254,26 @@ impl Drop for BlobWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unsynced_writes_become_durable_through_a_shared_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::new(dir.path(), DEFAULT_MAX_BYTES);
+        std::thread::scope(|s| {
+            for t in 0..8u8 {
+                let store = &store;
+                s.spawn(move || {
+                    let bytes = vec![t; 1000 + usize::from(t)];
+                    let info = store.put_unsynced(&bytes).unwrap();
+                    store.sync().unwrap();
+                    assert_eq!(store.get(&info.hash).unwrap(), bytes);
+                });
+            }
+        });
+        let (issued, covered, running) = *store.syncs.state.lock().unwrap();
+        assert_eq!((issued, running), (8, false));
+        assert!(covered >= 8, "every ticket was covered by a finished sync");
+    }
 
     #[test]
     fn round_trip_dedup_and_damage_detection() {

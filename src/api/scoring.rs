@@ -770,10 +770,12 @@ async fn record(
         Retention::Full { .. } => {
             let blobs = s.blobs.clone();
             tokio::task::spawn_blocking(move || {
-                Ok::<_, String>((
-                    blobs.put(&input).map_err(|e| e.to_string())?.hash.to_hex(),
-                    blobs.put(&output).map_err(|e| e.to_string())?.hash.to_hex(),
-                ))
+                // Both blobs become durable in one flush shared with concurrent runs,
+                // before the event that names them is appended.
+                let input = blobs.put_unsynced(&input).map_err(|e| e.to_string())?;
+                let output = blobs.put_unsynced(&output).map_err(|e| e.to_string())?;
+                blobs.sync().map_err(|e| e.to_string())?;
+                Ok::<_, String>((input.hash.to_hex(), output.hash.to_hex()))
             })
             .await
             .map_err(|e| unrecorded(e.to_string()))?
