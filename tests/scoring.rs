@@ -104,26 +104,8 @@ async fn score_as(
 async fn a_deployed_classifier_scores_like_onnxruntime_and_every_prediction_is_recorded() {
     let srv = Server::start().await;
     let t = srv.admin_token.clone();
-    let (_, p) = srv
-        .call(
-            "POST",
-            "/api/v1/projects",
-            Some(&t),
-            json!({"name": "scoring"}),
-        )
-        .await;
-    let pid = s(&p["data"]["project_id"]);
-    let (mid, xid) = register(&srv, &pid, "wine_classifier.onnx", "onnx", Some("cultivar")).await;
-
-    let (st, d) = srv
-        .call(
-            "POST",
-            "/api/v1/deployments",
-            Some(&t),
-            json!({"model_id": mid, "version": 1, "environment": "DEV"}),
-        )
-        .await;
-    assert_eq!(st, 201, "{d}");
+    let (_, _, d) = deployed_wine(&srv, "scoring").await;
+    let xid = s(&d["data"]["spec"]["experiment_id"]);
     assert_eq!(s(&d["data"]["state"]), "Healthy");
     let history: Vec<String> = d["data"]["history"]
         .as_array()

@@ -123,6 +123,20 @@ fn h2o_type(t: ColumnType) -> &'static str {
     }
 }
 
+/// Columns as HTML list items, for the docs page.
+fn html_items(columns: &[Column]) -> String {
+    columns
+        .iter()
+        .map(|c| {
+            format!(
+                "<li><code>{}</code> {}</li>",
+                c.name,
+                h2o_type(c.column_type)
+            )
+        })
+        .collect()
+}
+
 fn fields(columns: &[Column]) -> Vec<Value> {
     columns
         .iter()
@@ -279,30 +293,8 @@ pub async fn docs(
     ApiPath(d): ApiPath<String>,
 ) -> Result<Html<String>, ApiError> {
     let l = loaded(&s, &d)?;
-    let inputs: String = l
-        .model
-        .schema()
-        .iter()
-        .map(|c| {
-            format!(
-                "<li><code>{}</code> {}</li>",
-                c.name,
-                h2o_type(c.column_type)
-            )
-        })
-        .collect();
-    let outputs: String = l
-        .model
-        .output_schema()
-        .iter()
-        .map(|c| {
-            format!(
-                "<li><code>{}</code> {}</li>",
-                c.name,
-                h2o_type(c.column_type)
-            )
-        })
-        .collect();
+    let inputs = html_items(l.model.schema());
+    let outputs = html_items(&l.model.output_schema());
     Ok(Html(format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>Scorer {id}</title></head><body>\
          <h1>Scorer for deployment {id}</h1><p>OpenAPI document: <a href=\"openapi.json\">openapi.json</a>. \
