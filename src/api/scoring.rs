@@ -583,10 +583,15 @@ async fn direct(
     Ok((out_rows, receipt.headers(0)))
 }
 
+/// How many runs of one worker may be recording at once: while one run waits for its flush,
+/// the next is gathered and scored, so the disk and the cores work at the same time.
+const PIPELINE_DEPTH: usize = 2;
+
 /// A batching worker: takes the first waiting request, adds others that arrive within
 /// MAX_QUEUE_DELAY_US while the rows fit in MAX_BATCH_SIZE, runs them as one session run
 /// recorded as one event, and gives each request back its own rows, by offset. It stops
-/// waiting early when every request in flight is already in its hands.
+/// waiting early when every request in flight is already in its hands, unless its recording
+/// pipeline is full, in which case it keeps gathering until a run's record is durable.
 pub async fn batch_worker(
     s: AppState,
     l: Arc<Scoring>,
@@ -594,6 +599,8 @@ pub async fn batch_worker(
 ) {
     let max_rows = l.spec.settings.max_batch_size.max(1) as usize;
     let delay = Duration::from_micros(l.spec.settings.max_queue_delay_us);
+    let waiting = || l.waiting.load(std::sync::atomic::Ordering::Acquire);
+    let mut recording = tokio::task::JoinSet::new();
     let mut carry: Option<Job> = None;
     loop {
         let mut jobs = Vec::new();
@@ -603,45 +610,66 @@ pub async fn batch_worker(
                 Some(j) => j,
                 None => match rx.recv().await {
                     Some(j) => j,
-                    None => return,
+                    None => break,
                 },
             };
             let mut n = first.rows.len();
             jobs.push(first);
             let deadline = tokio::time::Instant::now() + delay;
-            // Wait for company only while requests are on their way that are not in hand.
-            let waiting = || l.waiting.load(std::sync::atomic::Ordering::Acquire);
-            while n < max_rows && jobs.len() + usize::from(carry.is_some()) < waiting() {
-                match tokio::time::timeout_at(deadline, rx.recv()).await {
-                    Ok(Some(j)) if n + j.rows.len() > max_rows => {
-                        carry = Some(j);
-                        break;
-                    }
-                    Ok(Some(j)) => {
-                        n += j.rows.len();
-                        jobs.push(j);
-                    }
-                    _ => break,
+            while n < max_rows {
+                let all_in_hand = jobs.len() + usize::from(carry.is_some()) >= waiting();
+                let pipeline_full = recording.len() >= PIPELINE_DEPTH;
+                if all_in_hand && !pipeline_full {
+                    break;
+                }
+                tokio::select! {
+                    next = tokio::time::timeout_at(deadline, rx.recv()) => match next {
+                        Ok(Some(j)) if n + j.rows.len() > max_rows => {
+                            carry = Some(j);
+                            break;
+                        }
+                        Ok(Some(j)) => {
+                            n += j.rows.len();
+                            jobs.push(j);
+                        }
+                        _ => break,
+                    },
+                    Some(_) = recording.join_next(), if all_in_hand => {}
                 }
             }
         }
-        let answers = run_batch(&s, &l, &mut jobs).await;
-        for (job, answer) in jobs.into_iter().zip(answers) {
-            let _ = job.reply.send(answer);
+        while recording.len() >= PIPELINE_DEPTH {
+            recording.join_next().await;
         }
+        match score_batch(&l, &mut jobs).await {
+            Ok(run) => {
+                recording.spawn(record_batch(s.clone(), l.clone(), jobs, run));
+            }
+            Err(e) => reply_all(jobs, &e),
+        }
+    }
+    recording.join_all().await;
+}
+
+/// A batch's session run: all rows in order, their outputs, and where each request starts.
+struct BatchRun {
+    rows: Vec<Vec<String>>,
+    out_rows: Vec<Vec<String>>,
+    out_fields: Vec<String>,
+    offsets: Vec<usize>,
+    started: Instant,
+}
+
+fn reply_all(jobs: Vec<Job>, e: &ApiError) {
+    for job in jobs {
+        let _ = job
+            .reply
+            .send(Err(ApiError::new(e.status, e.code, e.detail.clone())));
     }
 }
 
-async fn run_batch(s: &AppState, l: &Scoring, jobs: &mut [Job]) -> Vec<Answer> {
-    let fail = |e: ApiError, n: usize| {
-        (0..n)
-            .map(|_| Err(ApiError::new(e.status, e.code, e.detail.clone())))
-            .collect()
-    };
-    let permit = match slot(l).await {
-        Ok(p) => p,
-        Err(e) => return fail(e, jobs.len()),
-    };
+async fn score_batch(l: &Scoring, jobs: &mut [Job]) -> Result<BatchRun, ApiError> {
+    let permit = slot(l).await?;
     let started = Instant::now();
     let mut offsets = Vec::with_capacity(jobs.len());
     let mut rows = Vec::new();
@@ -649,46 +677,61 @@ async fn run_batch(s: &AppState, l: &Scoring, jobs: &mut [Job]) -> Vec<Answer> {
         offsets.push(rows.len());
         rows.append(&mut job.rows);
     }
-    let (rows, out_rows, out_fields) = match run(l, rows, true).await {
-        Ok(r) => r,
-        Err(e) => return fail(e, jobs.len()),
-    };
+    let (rows, out_rows, out_fields) = run(l, rows, true).await?;
     drop(permit);
+    Ok(BatchRun {
+        rows,
+        out_rows,
+        out_fields,
+        offsets,
+        started,
+    })
+}
+
+/// Records a scored batch and answers each of its requests with its own rows.
+async fn record_batch(s: AppState, l: Arc<Scoring>, jobs: Vec<Job>, run: BatchRun) {
+    let total = run.rows.len();
     let requests: Vec<RunRequest> = jobs
         .iter()
-        .zip(&offsets)
+        .zip(&run.offsets)
         .enumerate()
         .map(|(i, (job, &offset))| {
-            let end = offsets.get(i + 1).copied().unwrap_or(rows.len());
+            let end = run.offsets.get(i + 1).copied().unwrap_or(total);
             RunRequest {
                 request_id: Uuid::now_v7(),
                 row_offset: offset as u64,
                 row_count: (end - offset) as u64,
                 caller: job.caller.clone(),
-                queue_wait_us: started.duration_since(job.received).as_micros() as u64,
+                queue_wait_us: run.started.duration_since(job.received).as_micros() as u64,
                 latency_us: job.received.elapsed().as_micros() as u64,
             }
         })
         .collect();
-    let recorded = if s.recording.load(std::sync::atomic::Ordering::Relaxed) {
-        record(s, l, &rows, &out_fields, &out_rows, requests.clone())
-            .await
-            .map(Some)
+    let receipt = if s.recording.load(std::sync::atomic::Ordering::Relaxed) {
+        match record(
+            &s,
+            &l,
+            &run.rows,
+            &run.out_fields,
+            &run.out_rows,
+            requests.clone(),
+        )
+        .await
+        {
+            Ok(r) => Some(r),
+            Err(e) => return reply_all(jobs, &e),
+        }
     } else {
-        Ok(None)
+        None
     };
-    match recorded {
-        Ok(receipt) => requests
-            .iter()
-            .map(|r| {
-                let (from, to) = (r.row_offset as usize, (r.row_offset + r.row_count) as usize);
-                let headers = receipt
-                    .as_ref()
-                    .map_or_else(HeaderMap::new, |rc| rc.headers(r.row_offset));
-                Ok((out_rows[from..to].to_vec(), headers))
-            })
-            .collect(),
-        Err(e) => fail(e, jobs.len()),
+    for (job, r) in jobs.into_iter().zip(&requests) {
+        let (from, to) = (r.row_offset as usize, (r.row_offset + r.row_count) as usize);
+        let headers = receipt
+            .as_ref()
+            .map_or_else(HeaderMap::new, |rc| rc.headers(r.row_offset));
+        let _ = job
+            .reply
+            .send(Ok((run.out_rows[from..to].to_vec(), headers)));
     }
 }
 
