@@ -88,6 +88,24 @@ enum Command {
     },
     /// Replace the ledger signing key; the rotation is an event signed by the old key.
     RotateKey(DataDir),
+    /// Re-run a recorded prediction with the settings its run recorded and compare outputs,
+    /// from the data dir (with the server stopped). Exit 0: identical; 1: different or not
+    /// reproducible; 2: usage or I/O error.
+    Reproduce {
+        #[command(flatten)]
+        data: DataDir,
+        /// A request id (`Provenant-Request-Id`) or an inference run's event position.
+        target: String,
+        /// The run's input table as JSON, when the data dir did not keep it.
+        #[arg(long)]
+        input: Option<PathBuf>,
+        /// Settings to change on purpose, as JSON (`{"intra_op_threads": 2}`): a what-if.
+        #[arg(long)]
+        overrides: Option<String>,
+        /// ONNX Runtime shared library (default: ORT_DYLIB_PATH, then the repo's .ort/lib/).
+        #[arg(long)]
+        ort_lib: Option<PathBuf>,
+    },
     /// Benchmarks (release mode).
     Bench {
         #[command(subcommand)]
@@ -191,6 +209,13 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
                 appended.events.first().map_or(0, |e| e.position)
             );
         }
+        Command::Reproduce {
+            data,
+            target,
+            input,
+            overrides,
+            ort_lib,
+        } => return reproduce(data, &target, input, overrides, ort_lib).await,
         Command::Bench {
             what: BenchWhat::Ledger { seconds, json },
         } => {
@@ -340,6 +365,45 @@ fn verify(
         );
     }
     Ok(if report.intact() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+async fn reproduce(
+    data: DataDir,
+    target: &str,
+    input: Option<PathBuf>,
+    overrides: Option<String>,
+    ort_lib: Option<PathBuf>,
+) -> Result<ExitCode, Failure> {
+    use provenant::api::predictions::RunRef;
+    let target: RunRef = target.parse()?;
+    let input = match input {
+        Some(path) => Some(
+            serde_json::from_slice(&std::fs::read(&path)?)
+                .map_err(|e| format!("{}: not a JSON table: {e}", path.display()))?,
+        ),
+        None => None,
+    };
+    let overrides = match overrides {
+        Some(text) => serde_json::from_str(&text).map_err(|e| format!("--overrides: {e}"))?,
+        None => Default::default(),
+    };
+    let onnx = provenant::runtime::onnx::load(ort_lib.as_deref())?;
+    if !data.dir.join(log::DB_FILE).exists() {
+        return Err(format!("no ledger in {}", data.dir.display()).into());
+    }
+    let ledger = Ledger::open(&data.dir, log::Config::default())?;
+    let blobs = BlobStore::new(&data.dir.join("blobs"), provenant::blobs::DEFAULT_MAX_BYTES);
+    let state = AppState::start(ledger, blobs, onnx).await?;
+    let outcome = state
+        .reproduce(target, input, overrides, None)
+        .await
+        .map_err(|e| e.to_string())?;
+    println!("{}", serde_json::to_string_pretty(&outcome)?);
+    Ok(if outcome.verdict() == "identical" {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

@@ -4,34 +4,11 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::{Server, TEST_MAX_ARTIFACT, fixture, s};
+use common::{Server, TEST_MAX_ARTIFACT, create_user, fixture, s, score};
 use provenant::domain::RegistryEvent;
 use provenant::log::{GENESIS_EVENT, ROTATION_EVENT};
 use provenant::projections::registry::fold;
 use serde_json::{Value, json};
-
-async fn create_user(srv: &Server, name: &str, roles: Value) -> (String, String) {
-    let (st, u) = srv
-        .call(
-            "POST",
-            "/api/v1/users",
-            Some(&srv.admin_token),
-            json!({"username": name, "roles": roles}),
-        )
-        .await;
-    assert_eq!(st, 201, "{u}");
-    let id = s(&u["data"]["user_id"]);
-    let (st, t) = srv
-        .call(
-            "POST",
-            &format!("/api/v1/users/{id}/tokens"),
-            Some(&srv.admin_token),
-            json!({"name": "tests"}),
-        )
-        .await;
-    assert_eq!(st, 201, "{t}");
-    (id, s(&t["data"]["token"]))
-}
 
 fn columns(schema: &Value) -> Vec<(String, String)> {
     schema
@@ -825,6 +802,21 @@ async fn authorization_matrix_every_route_and_role() {
         )
         .await;
     let dep = s(&d["data"]["deployment_id"]);
+    // One scored request, for the prediction routes.
+    let (_, sample) = srv
+        .call(
+            "GET",
+            &format!("/{dep}/model/sample_request"),
+            Some(&srv.admin_token),
+            Value::Null,
+        )
+        .await;
+    let (st, receipt, body) = score(&srv, &dep, sample).await;
+    assert_eq!(st, 200, "{body}");
+    let rid = receipt["provenant-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
 
     let (p, x, x2, m) = (
         format!("/api/v1/projects/{pid}"),
@@ -1116,6 +1108,18 @@ async fn authorization_matrix_every_route_and_role() {
             "GET",
             format!("/api/v1/deployments/{dep}"),
             n.clone(),
+            ProjectRead,
+        ),
+        (
+            "GET",
+            format!("/api/v1/predictions/{rid}"),
+            n.clone(),
+            ProjectRead,
+        ),
+        (
+            "POST",
+            format!("/api/v1/predictions/{rid}:reproduce"),
+            json!({}),
             ProjectRead,
         ),
         (

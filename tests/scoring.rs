@@ -4,51 +4,9 @@
 
 mod common;
 
-use common::{Server, fixture, s};
+use common::{Server, register, s, score, score_as};
 use provenant::log::{envelope, keys};
 use serde_json::{Value, json};
-
-/// Imports `file` as an experiment with `target`, registers it, answers (model id, experiment id).
-async fn register(
-    srv: &Server,
-    project: &str,
-    file: &str,
-    kind: &str,
-    target: Option<&str>,
-) -> (String, String) {
-    let t = &srv.admin_token;
-    let mut spec = json!({"display_name": file, "artifacts": [{"file": file, "type": kind}]});
-    if let Some(target) = target {
-        spec["parameters"] = json!({"target_column": target});
-    }
-    let bytes = if kind == "onnx" {
-        fixture(file)
-    } else {
-        b"not a real pipeline".to_vec()
-    };
-    let (st, x) = srv.import(t, project, spec, vec![(file, bytes)]).await;
-    assert_eq!(st, 201, "{x}");
-    let xid = s(&x["data"]["experiment_id"]);
-    let (_, m) = srv
-        .call(
-            "POST",
-            &format!("/api/v1/projects/{project}/models"),
-            Some(t),
-            json!({"name": file}),
-        )
-        .await;
-    let mid = s(&m["data"]["model_id"]);
-    let (st, v) = srv
-        .call(
-            "POST",
-            &format!("/api/v1/models/{mid}/versions"),
-            Some(t),
-            json!({"experiment_id": xid}),
-        )
-        .await;
-    assert_eq!(st, 201, "{v}");
-    (mid, xid)
-}
 
 /// A new project with the wine classifier registered (target `cultivar`) and deployed to
 /// DEV with default settings: (project id, model id, deployment body).
@@ -74,30 +32,6 @@ async fn deployed_wine(srv: &Server, project: &str) -> (String, String, Value) {
 fn wine_expected() -> Value {
     let text = std::fs::read_to_string("fixtures/models/wine_classifier.expected.json").unwrap();
     serde_json::from_str(&text).unwrap()
-}
-
-/// Scores as the admin (deployments accept project members' tokens by default).
-async fn score(srv: &Server, d: &str, body: Value) -> (u16, reqwest::header::HeaderMap, Value) {
-    score_as(srv, d, Some(&srv.admin_token), body).await
-}
-
-async fn score_as(
-    srv: &Server,
-    d: &str,
-    bearer: Option<&str>,
-    body: Value,
-) -> (u16, reqwest::header::HeaderMap, Value) {
-    let mut req = srv
-        .http
-        .post(format!("{}/{d}/model/score", srv.base))
-        .json(&body);
-    if let Some(b) = bearer {
-        req = req.bearer_auth(b);
-    }
-    let r = req.send().await.unwrap();
-    let status = r.status().as_u16();
-    let headers = r.headers().clone();
-    (status, headers, r.json().await.unwrap_or(Value::Null))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,14 +17,17 @@ use super::auth::{Principal, forbidden};
 use super::command::{Written, commit};
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath};
+use crate::blobs::BlobStore;
 use crate::domain::deployment::{
     Deploy, Deployment, DeploymentSpec, DeploymentState, Retention, Security, decide_deploy,
     decide_transition,
 };
 use crate::domain::event::{PredictionDataPurged, ProjectRole, RegistryEvent};
+use crate::domain::schema::Column;
 use crate::domain::{Kind, can_read_project};
 use crate::log::envelope::Digest;
 use crate::log::{ExpectedVersion, NewEvent};
+use crate::runtime::onnx::Onnx;
 use crate::runtime::scorer::{Model, SessionSettings};
 
 /// What scoring a deployment needs: its spec, model and run slots.
@@ -63,6 +66,7 @@ pub struct Serving {
     /// Loaded models by everything that shapes them (artifact hash, schema, target, session
     /// settings): deployments of the same model share its sessions.
     models: std::sync::Mutex<HashMap<String, std::sync::Weak<Model>>>,
+    recent: std::sync::Mutex<Vec<Arc<Model>>>,
 }
 
 impl Serving {
@@ -88,22 +92,43 @@ impl Serving {
             .remove(id);
     }
 
-    /// The model for `key`, loading it with `load` unless a live deployment already has it.
-    fn model(
+    /// The model of these parts (everything that shapes it), shared with the live deployments
+    /// and recent reproductions that loaded the same; loaded from the blob store otherwise.
+    pub fn model(
         &self,
-        key: String,
-        load: impl FnOnce() -> Result<Model, String>,
+        onnx: &'static Onnx,
+        blobs: &BlobStore,
+        model_blob: &str,
+        schema: &[Column],
+        target: Option<&str>,
+        settings: SessionSettings,
     ) -> Result<Arc<Model>, String> {
+        let key = serde_json::to_string(&(model_blob, schema, target, &settings))
+            .map_err(|e| e.to_string())?;
         let mut models = self.models.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(m) = models.get(&key).and_then(std::sync::Weak::upgrade) {
             return Ok(m);
         }
-        let model = Arc::new(load()?);
+        let hash = Digest::from_hex(model_blob).ok_or("the model blob hash is malformed")?;
+        let bytes = blobs.get(&hash).map_err(|e| format!("bad artifact: {e}"))?;
+        let model = Arc::new(
+            Model::load(onnx, bytes, schema.to_vec(), target, settings)
+                .map_err(|e| e.to_string())?,
+        );
         models.retain(|_, w| w.strong_count() > 0);
         models.insert(key, Arc::downgrade(&model));
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        recent.push(model.clone());
+        if recent.len() > RECENT_MODELS {
+            recent.remove(0);
+        }
         Ok(model)
     }
 }
+
+/// Models kept loaded after their last user let go, so reproducing the predictions of a
+/// stopped deployment does not reload its model each time.
+const RECENT_MODELS: usize = 4;
 
 impl AppState {
     /// Records a deployment's move to `to` (as `system:scorer` when `actor` is none).
@@ -189,7 +214,6 @@ impl AppState {
     }
 
     async fn load(&self, id: Uuid, spec: DeploymentSpec) -> Result<Scoring, String> {
-        let hash = Digest::from_hex(&spec.model_blob).ok_or("the model blob hash is malformed")?;
         let (blobs, onnx) = (self.blobs.clone(), self.onnx);
         if spec.runtime.onnxruntime_version != onnx.version {
             return Err(format!(
@@ -205,19 +229,14 @@ impl AppState {
                 execution_mode: spec.runtime.execution_mode.clone(),
                 graph_optimization: spec.runtime.graph_optimization.clone(),
             };
-            let key = serde_json::to_string(&(
+            let model = serving.model(
+                onnx,
+                &blobs,
                 &spec.model_blob,
                 &spec.input_schema,
-                &spec.target_column,
-                &spec.runtime,
-            ))
-            .map_err(|e| e.to_string())?;
-            let model = serving.model(key, || {
-                let bytes = blobs.get(&hash).map_err(|e| format!("bad artifact: {e}"))?;
-                let target = spec.target_column.as_deref();
-                Model::load(onnx, bytes, spec.input_schema.clone(), target, settings)
-                    .map_err(|e| e.to_string())
-            })?;
+                spec.target_column.as_deref(),
+                settings,
+            )?;
             let slots =
                 tokio::sync::Semaphore::new(spec.settings.scoring_concurrency.max(1) as usize);
             Ok(Scoring {

@@ -7,6 +7,7 @@ pub mod deployments;
 pub mod error;
 mod extract;
 mod ledger;
+pub mod predictions;
 mod registry;
 mod runtimes;
 mod scoring;
@@ -148,6 +149,7 @@ fn documented() -> OpenApiRouter<AppState> {
         .routes(routes!(rt::experiment_runtimes))
         .routes(routes!(deployments::deploy, deployments::list))
         .routes(routes!(deployments::get, deployments::action))
+        .routes(routes!(predictions::get, predictions::action))
 }
 
 /// The OpenAPI document of the management API.

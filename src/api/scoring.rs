@@ -21,8 +21,8 @@ use crate::domain::deployment::{DeploymentState, Retention, Security};
 use crate::domain::event::{InferenceRunRecorded, RegistryEvent, RunRequest};
 use crate::domain::may;
 use crate::domain::schema::{Column, ColumnType};
-use crate::log::{ExpectedVersion, NewEvent, canonical};
-use crate::runtime::scorer::ScoreError;
+use crate::log::{ExpectedVersion, NewEvent};
+use crate::runtime::scorer::{ScoreError, table_bytes};
 
 /// The served deployment, or why not: unknown and stopped ones are 404, loading ones 503.
 fn loaded(s: &AppState, id: &str) -> Result<Arc<Loaded>, ApiError> {
@@ -579,8 +579,8 @@ async fn direct(
     if !s.recording.load(std::sync::atomic::Ordering::Relaxed) {
         return Ok((out_rows, HeaderMap::new()));
     }
-    let receipt = record(s, l, &rows, &out_fields, &out_rows, vec![request]).await?;
-    Ok((out_rows, receipt.headers(0)))
+    let receipt = record(s, l, &rows, &out_fields, &out_rows, vec![request.clone()]).await?;
+    Ok((out_rows, receipt.headers(&request)))
 }
 
 /// How many runs of one worker may be recording at once: while one run waits for its flush,
@@ -728,7 +728,7 @@ async fn record_batch(s: AppState, l: Arc<Scoring>, jobs: Vec<Job>, run: BatchRu
         let (from, to) = (r.row_offset as usize, (r.row_offset + r.row_count) as usize);
         let headers = receipt
             .as_ref()
-            .map_or_else(HeaderMap::new, |rc| rc.headers(r.row_offset));
+            .map_or_else(HeaderMap::new, |rc| rc.headers(r));
         let _ = job
             .reply
             .send(Ok((run.out_rows[from..to].to_vec(), headers)));
@@ -758,14 +758,15 @@ struct Receipt {
 }
 
 impl Receipt {
-    fn headers(&self, row_offset: u64) -> HeaderMap {
+    fn headers(&self, request: &RunRequest) -> HeaderMap {
         let mut headers = HeaderMap::new();
         for (name, value) in [
+            ("provenant-request-id", request.request_id.to_string()),
             ("provenant-event-position", self.position.to_string()),
             ("provenant-event-hash", self.hash.clone()),
             ("provenant-signature", self.signature.clone()),
             ("provenant-key-id", self.key_id.clone()),
-            ("provenant-row-offset", row_offset.to_string()),
+            ("provenant-row-offset", request.row_offset.to_string()),
         ] {
             if let Ok(v) = HeaderValue::from_str(&value) {
                 headers.insert(name, v);
@@ -792,11 +793,9 @@ async fn record(
             format!("the prediction could not be recorded, so it is not returned: {e}"),
         )
     };
-    let names: Vec<&String> = l.model.schema().iter().map(|c| &c.name).collect();
-    let input = canonical::to_vec(&json!({"fields": names, "rows": rows}))
-        .map_err(|e| unrecorded(e.to_string()))?;
-    let output = canonical::to_vec(&json!({"fields": out_fields, "rows": out_rows}))
-        .map_err(|e| unrecorded(e.to_string()))?;
+    let names: Vec<&str> = l.model.schema().iter().map(|c| c.name.as_str()).collect();
+    let input = table_bytes(&names, rows);
+    let output = table_bytes(out_fields, out_rows);
     let (input_blob, output_blob) = match l.spec.retention {
         Retention::Hashes => (
             blake3::hash(&input).to_hex().to_string(),
@@ -831,6 +830,7 @@ async fn record(
         inter_op_threads: spec.runtime.inter_op_threads,
         execution_mode: spec.runtime.execution_mode.clone(),
         graph_optimization: spec.runtime.graph_optimization.clone(),
+        cpu_class: Some(s.onnx.cpu_class.clone()),
         row_count: rows.len() as u64,
         input_blob,
         output_blob,

@@ -239,6 +239,10 @@ events! {
         inter_op_threads: u32,
         execution_mode: String,
         graph_optimization: String,
+        /// The CPU's architecture and the SIMD extensions ONNX Runtime's kernels dispatch on
+        /// (`x86_64+avx2+fma`, …): outputs are bit-exact only on the same class. Absent in
+        /// runs recorded before it was.
+        cpu_class: Option<String>,
         row_count: u64,
         input_blob: String,
         output_blob: String,
@@ -250,7 +254,7 @@ events! {
 }
 
 /// One request an inference run answered: its rows are `row_offset..row_offset + row_count`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, utoipa::ToSchema)]
 pub struct RunRequest {
     pub request_id: Uuid,
     pub row_offset: u64,

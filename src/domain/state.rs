@@ -151,6 +151,9 @@ pub struct Registry {
     /// The last version of each registry stream, for optimistic concurrency.
     #[serde(skip)]
     pub stream_versions: HashMap<String, u64>,
+    /// Every scored request → the position of the inference run that answered it.
+    #[serde(skip)]
+    pub predictions: HashMap<Uuid, u64>,
 }
 
 /// A stored event as `evolve` sees it.
@@ -253,7 +256,11 @@ fn apply(state: &mut Registry, event: &RegistryEvent, stamp: Stamp) {
         E::DeploymentCreated(_) | E::DeploymentStateChanged(_) | E::PredictionDataPurged(_) => {
             super::deployment::apply(&mut state.deployments, event, &stamp);
         }
-        E::InferenceRunRecorded(_) => {}
+        E::InferenceRunRecorded(e) => {
+            for r in &e.requests {
+                state.predictions.insert(r.request_id, stamp.position);
+            }
+        }
         E::UserCreated(e) => {
             state.usernames.insert(e.username.clone(), e.user_id);
             state.users.insert(

@@ -3,4 +3,5 @@
 pub mod bootstrap;
 pub mod ingest;
 pub mod onnx;
+pub mod reproduce;
 pub mod scorer;

@@ -26,6 +26,46 @@ pub struct Onnx {
     pub env: ort::environment::Environment,
     pub library: PathBuf,
     pub version: String,
+    /// See `cpu_class`.
+    pub cpu_class: String,
+}
+
+/// This machine's CPU class: its architecture and the SIMD extensions ONNX Runtime's MLAS
+/// kernels choose their code paths by, so two machines of one class compute bit for bit alike.
+fn cpu_class() -> String {
+    #[cfg(target_arch = "x86_64")]
+    let features = [
+        ("sse4.1", std::arch::is_x86_feature_detected!("sse4.1")),
+        ("avx", std::arch::is_x86_feature_detected!("avx")),
+        ("avx2", std::arch::is_x86_feature_detected!("avx2")),
+        ("fma", std::arch::is_x86_feature_detected!("fma")),
+        ("f16c", std::arch::is_x86_feature_detected!("f16c")),
+        ("avx512f", std::arch::is_x86_feature_detected!("avx512f")),
+        ("avx512bw", std::arch::is_x86_feature_detected!("avx512bw")),
+        ("avx512vl", std::arch::is_x86_feature_detected!("avx512vl")),
+        (
+            "avx512vnni",
+            std::arch::is_x86_feature_detected!("avx512vnni"),
+        ),
+    ];
+    #[cfg(target_arch = "aarch64")]
+    let features = [
+        ("neon", std::arch::is_aarch64_feature_detected!("neon")),
+        (
+            "dotprod",
+            std::arch::is_aarch64_feature_detected!("dotprod"),
+        ),
+        ("i8mm", std::arch::is_aarch64_feature_detected!("i8mm")),
+        ("fp16", std::arch::is_aarch64_feature_detected!("fp16")),
+    ];
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    let features: [(&str, bool); 0] = [];
+    let mut class = std::env::consts::ARCH.to_string();
+    for (name, _) in features.iter().filter(|(_, present)| *present) {
+        class.push('+');
+        class.push_str(name);
+    }
+    class
 }
 
 static ORT: OnceLock<Result<Onnx, OrtError>> = OnceLock::new();
@@ -62,6 +102,7 @@ pub fn load(explicit: Option<&Path>) -> Result<&'static Onnx, OrtError> {
             env,
             library: path,
             version,
+            cpu_class: cpu_class(),
         })
     })
     .as_ref()

@@ -27,7 +27,7 @@ pub enum ScoreError {
 }
 
 /// How sessions are built; recorded with every inference run.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct SessionSettings {
     pub intra_op_threads: usize,
     pub inter_op_threads: usize,
@@ -502,6 +502,35 @@ fn run(
     Ok(columns)
 }
 
+/// A run's rows as stored and hashed: the RFC 8785 canonical JSON of
+/// `{"fields": [...], "rows": [[...], ...]}`, written directly (keys are already in order and
+/// every value is a string), byte for byte what `log::canonical` makes of the same object.
+pub fn table_bytes<S: AsRef<str>>(fields: &[S], rows: &[Vec<String>]) -> Vec<u8> {
+    use crate::log::canonical::write_string;
+    let cells: usize = rows.iter().flatten().map(|c| c.len() + 3).sum();
+    let mut out = Vec::with_capacity(32 + cells + rows.len() * 3);
+    out.extend_from_slice(b"{\"fields\":[");
+    for (i, f) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_string(&mut out, f.as_ref());
+    }
+    out.extend_from_slice(b"],\"rows\":[");
+    for (i, row) in rows.iter().enumerate() {
+        out.extend_from_slice(if i > 0 { b",[" } else { b"[" });
+        for (j, cell) in row.iter().enumerate() {
+            if j > 0 {
+                out.push(b',');
+            }
+            write_string(&mut out, cell);
+        }
+        out.push(b']');
+    }
+    out.extend_from_slice(b"]}");
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -675,5 +704,21 @@ mod tests {
             matches!(&err, ScoreError::Load(m) if m.contains("hue")),
             "{err}"
         );
+    }
+
+    #[test]
+    fn table_bytes_are_the_canonical_json_of_the_table() {
+        let fields = ["a", "é\u{1}\"", "\u{2028}"];
+        let rows = vec![
+            vec!["1.5".to_string(), "".into(), "\\\n".into()],
+            vec!["x\u{7f}".into(), "😀".into(), "</script>".into()],
+        ];
+        let value = serde_json::json!({"rows": rows, "fields": fields});
+        assert_eq!(
+            table_bytes(&fields, &rows),
+            crate::log::canonical::to_vec(&value).unwrap()
+        );
+        let empty: [&str; 0] = [];
+        assert_eq!(table_bytes(&empty, &[]), br#"{"fields":[],"rows":[]}"#);
     }
 }

@@ -176,3 +176,93 @@ pub fn s(v: &Value) -> String {
         .unwrap_or_else(|| panic!("not a string: {v}"))
         .to_string()
 }
+
+/// Imports `file` as an experiment with `target`, registers it, answers (model id, experiment id).
+pub async fn register(
+    srv: &Server,
+    project: &str,
+    file: &str,
+    kind: &str,
+    target: Option<&str>,
+) -> (String, String) {
+    let t = &srv.admin_token;
+    let mut spec = json!({"display_name": file, "artifacts": [{"file": file, "type": kind}]});
+    if let Some(target) = target {
+        spec["parameters"] = json!({"target_column": target});
+    }
+    let bytes = if kind == "onnx" {
+        fixture(file)
+    } else {
+        b"not a real pipeline".to_vec()
+    };
+    let (st, x) = srv.import(t, project, spec, vec![(file, bytes)]).await;
+    assert_eq!(st, 201, "{x}");
+    let xid = s(&x["data"]["experiment_id"]);
+    let (_, m) = srv
+        .call(
+            "POST",
+            &format!("/api/v1/projects/{project}/models"),
+            Some(t),
+            json!({"name": file}),
+        )
+        .await;
+    let mid = s(&m["data"]["model_id"]);
+    let (st, v) = srv
+        .call(
+            "POST",
+            &format!("/api/v1/models/{mid}/versions"),
+            Some(t),
+            json!({"experiment_id": xid}),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+    (mid, xid)
+}
+
+/// Scores as the admin (deployments accept project members' tokens by default).
+pub async fn score(srv: &Server, d: &str, body: Value) -> (u16, reqwest::header::HeaderMap, Value) {
+    score_as(srv, d, Some(&srv.admin_token), body).await
+}
+
+pub async fn score_as(
+    srv: &Server,
+    d: &str,
+    bearer: Option<&str>,
+    body: Value,
+) -> (u16, reqwest::header::HeaderMap, Value) {
+    let mut req = srv
+        .http
+        .post(format!("{}/{d}/model/score", srv.base))
+        .json(&body);
+    if let Some(b) = bearer {
+        req = req.bearer_auth(b);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    (status, headers, r.json().await.unwrap_or(Value::Null))
+}
+
+/// A user with `roles` and an API token: (user id, token).
+pub async fn create_user(srv: &Server, name: &str, roles: Value) -> (String, String) {
+    let (st, u) = srv
+        .call(
+            "POST",
+            "/api/v1/users",
+            Some(&srv.admin_token),
+            json!({"username": name, "roles": roles}),
+        )
+        .await;
+    assert_eq!(st, 201, "{u}");
+    let id = s(&u["data"]["user_id"]);
+    let (st, t) = srv
+        .call(
+            "POST",
+            &format!("/api/v1/users/{id}/tokens"),
+            Some(&srv.admin_token),
+            json!({"name": "tests"}),
+        )
+        .await;
+    assert_eq!(st, 201, "{t}");
+    (id, s(&t["data"]["token"]))
+}
