@@ -452,9 +452,17 @@ async fn healthy_deployments_are_loaded_again_after_a_restart() {
             .await
             .unwrap();
         let r = http.post(&url).json(&sample).send().await.unwrap();
-        (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        let request = r.headers()["provenant-request-id"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        (
+            r.status().as_u16(),
+            r.json::<Value>().await.unwrap(),
+            request,
+        )
     };
-    let (st, first) = score_sample(url.clone()).await;
+    let (st, first, request) = score_sample(url.clone()).await;
     assert_eq!(st, 200, "{first}");
     let _ = child.kill();
     let _ = child.wait();
@@ -463,11 +471,44 @@ async fn healthy_deployments_are_loaded_again_after_a_restart() {
     assert!(token.is_none());
     let deployment = url.split('/').nth(3).unwrap().to_string();
     let url = format!("{}/{deployment}/model/score", srv.base);
-    let (st, again) = score_sample(url).await;
+    let (st, again, _) = score_sample(url).await;
     assert_eq!(st, 200, "{again}");
     assert_eq!(
         again["score"], first["score"],
         "the same model answers the same"
     );
     srv.stop();
+
+    // Offline, the first prediction (made before the restart) reproduces from the data dir.
+    let out = Command::new(env!("CARGO_BIN_EXE_provenant"))
+        .args(["reproduce", "--data"])
+        .arg(&data)
+        .arg(&request)
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    assert_eq!(report["verdict"], "identical");
+    assert_eq!(report["request_id"], request.as_str());
+    let what_if = Command::new(env!("CARGO_BIN_EXE_provenant"))
+        .args(["reproduce", "--data"])
+        .arg(&data)
+        .arg(report["run_position"].to_string())
+        .args(["--overrides", r#"{"intra_op_threads": 2}"#])
+        .output()
+        .unwrap();
+    let what_if: Value = serde_json::from_slice(&what_if.stdout).unwrap();
+    assert_eq!(what_if["overridden"], true, "{what_if}");
+    assert_eq!(
+        what_if["request_id"],
+        Value::Null,
+        "a whole run by its position"
+    );
+    let bad = Command::new(env!("CARGO_BIN_EXE_provenant"))
+        .args(["reproduce", "--data"])
+        .arg(&data)
+        .arg("not-a-target")
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
 }
