@@ -146,6 +146,9 @@ fn raw_ort(model: &Model, rows: &[Vec<String>], seconds: f64) -> f64 {
     scored as f64 / started.elapsed().as_secs_f64()
 }
 
+/// Recorded predictions the bench reproduces.
+const REPRODUCTIONS: usize = 200;
+
 pub async fn score(seconds: f64, as_json: bool) -> Result<(), Failure> {
     let scratch = Scratch::new("score")?;
     let dir = scratch.0.join("data");
@@ -277,6 +280,43 @@ pub async fn score(seconds: f64, as_json: bool) -> Result<(), Failure> {
             on.1 / raw
         ),
     );
+    // Reproduction of recorded predictions, their model already loaded by the deployment.
+    let sample: Vec<uuid::Uuid> = state
+        .registry
+        .read()
+        .predictions
+        .keys()
+        .take(REPRODUCTIONS)
+        .copied()
+        .collect();
+    let mut took = Vec::with_capacity(sample.len());
+    for id in sample {
+        let started = Instant::now();
+        let outcome = state
+            .reproduce(
+                crate::api::predictions::RunRef::Request(id),
+                None,
+                Default::default(),
+                None,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        if outcome.verdict() != "identical" {
+            return Err(format!("request {id} reproduced {}", outcome.verdict()).into());
+        }
+        took.push(started.elapsed());
+    }
+    took.sort();
+    let (p50, p99) = (percentile(&took, 0.5), percentile(&took, 0.99));
+    say(
+        "reproduce_p50_ms",
+        p50,
+        format!(
+            "reproduce a recorded prediction (whole run, model loaded), {} requests: p50 {p50:.2} ms  p99 {p99:.2} ms, all identical",
+            took.len()
+        ),
+    );
+    say("reproduce_p99_ms", p99, String::new());
     if as_json {
         println!("{}", Value::Object(figures));
     }
