@@ -86,6 +86,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Rebuild the registry from the log, up to a position or a time, and print it as JSON.
+    Replay {
+        #[command(flatten)]
+        data: DataDir,
+        /// Stop after this position (included).
+        #[arg(long, conflicts_with = "at")]
+        to: Option<u64>,
+        /// Stop after the last event recorded at or before this RFC 3339 time.
+        #[arg(long)]
+        at: Option<String>,
+        /// Verify the whole log first (hashes, signatures, Merkle tree, checkpoints); exit 1
+        /// without replaying if it is not intact.
+        #[arg(long)]
+        verify: bool,
+    },
     /// Replace the ledger signing key; the rotation is an event signed by the old key.
     RotateKey(DataDir),
     /// Re-run a recorded prediction with the settings its run recorded and compare outputs,
@@ -209,6 +224,12 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
                 appended.events.first().map_or(0, |e| e.position)
             );
         }
+        Command::Replay {
+            data,
+            to,
+            at,
+            verify,
+        } => return replay(data, to, at, verify),
         Command::Reproduce {
             data,
             target,
@@ -369,6 +390,45 @@ fn verify(
     } else {
         ExitCode::from(1)
     })
+}
+
+fn replay(
+    data: DataDir,
+    to: Option<u64>,
+    at: Option<String>,
+    check: bool,
+) -> Result<ExitCode, Failure> {
+    use provenant::projections::replay::{Until, replay};
+    let until = match (to, at) {
+        (Some(p), _) => Until::Position(p),
+        (None, Some(t)) => t.parse()?,
+        (None, None) => Until::End,
+    };
+    let snap = log::read_only(&data.dir)?;
+    let total = snap.size()?;
+    if check {
+        let bar = provenant::progress::bar(total, "verifying");
+        let report = log::verify::verify(&snap, &Default::default(), &mut |done, _| {
+            bar.set_position(done)
+        })?;
+        bar.finish_and_clear();
+        if let Some(f) = &report.failure {
+            eprintln!("TAMPERED: first bad position {}: {}", f.position, f.reason);
+            return Ok(ExitCode::from(1));
+        }
+    }
+    let bar = provenant::progress::bar(total, "replaying");
+    let started = std::time::Instant::now();
+    let registry = replay(&snap, until, &mut |done, _| bar.set_position(done))?;
+    bar.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "replayed {} events in {secs:.2} s ({:.0} events/s)",
+        registry.applied,
+        registry.applied as f64 / secs.max(1e-9)
+    );
+    println!("{}", serde_json::to_string_pretty(&registry)?);
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn reproduce(

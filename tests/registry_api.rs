@@ -1110,6 +1110,7 @@ async fn authorization_matrix_every_route_and_role() {
             n.clone(),
             ProjectRead,
         ),
+        ("GET", "/api/v1/registry?at=3".into(), n.clone(), ReadsAll),
         (
             "GET",
             format!("/api/v1/predictions/{rid}"),
@@ -1660,4 +1661,66 @@ async fn the_demo_seed_registers_the_embedded_wine_model() {
         x["artifacts"][0]["ingestion"]["deployable"].as_bool(),
         Some(true)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_registry_as_of_any_position_or_time_is_the_fold_of_that_prefix() {
+    let srv = Server::start().await;
+    let admin = *srv.state.registry.read().usernames.get("root").unwrap();
+    let before_demo = srv.size() - 1;
+    let (_, deployment) = provenant::demo::seed(&srv.state, admin).await.unwrap();
+    let (st, _) = srv
+        .call(
+            "POST",
+            &format!("/api/v1/deployments/{deployment}:stop"),
+            Some(&srv.admin_token),
+            json!({"reason": "end of trial"}),
+        )
+        .await;
+    assert_eq!(st, 200);
+    let events = srv.ledger.read_all(0, usize::MAX).unwrap();
+    let as_of = |at: String| {
+        let srv = &srv;
+        async move {
+            srv.call(
+                "GET",
+                &format!("/api/v1/registry?at={at}"),
+                Some(&srv.admin_token),
+                Value::Null,
+            )
+            .await
+        }
+    };
+    let state_of =
+        |r: &Value| r["registry"]["deployments"][deployment.to_string()]["state"].clone();
+    // Before the demo there was no deployment; at the head it is stopped; in between, at the
+    // event that made it Healthy, it was Healthy.
+    let (st, r) = as_of(before_demo.to_string()).await;
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(r["registry"]["deployments"], json!({}));
+    assert_eq!(r["as_of"]["position"], before_demo);
+    let (_, r) = as_of(srv.size().to_string()).await;
+    assert_eq!(state_of(&r), "Stopped");
+    let healthy = events
+        .iter()
+        .find(|e| {
+            e.unsigned.event_type == "DeploymentStateChanged"
+                && e.unsigned.payload["to"] == "Healthy"
+        })
+        .expect("the demo became healthy");
+    let (_, r) = as_of(healthy.unsigned.position.to_string()).await;
+    assert_eq!(state_of(&r), "Healthy", "{r}");
+    // By time: the same prefix, and exactly the fold of those events.
+    let at = healthy.unsigned.recorded_at.clone();
+    let (st, by_time) = as_of(at.clone()).await;
+    assert_eq!(st, 200, "{by_time}");
+    let through = events
+        .iter()
+        .filter(|e| e.unsigned.recorded_at <= at)
+        .count();
+    let folded = fold(events[..through].to_vec()).unwrap();
+    assert_eq!(by_time["registry"], serde_json::to_value(&folded).unwrap());
+    assert_eq!(state_of(&by_time), "Healthy");
+    let (st, r) = as_of("last-tuesday".into()).await;
+    assert_eq!((st, r["code"].as_str()), (400, Some("invalid_query")));
 }

@@ -511,4 +511,28 @@ async fn healthy_deployments_are_loaded_again_after_a_restart() {
         .output()
         .unwrap();
     assert_eq!(bad.status.code(), Some(2));
+
+    // Replayed from the log, verified first, the registry shows the deployment Healthy
+    // again; as of its first start's scoring, it was too.
+    let out = Command::new(env!("CARGO_BIN_EXE_provenant"))
+        .args(["replay", "--verify", "--data"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let registry: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(registry["deployments"][&deployment]["state"], "Healthy");
+    let out = Command::new(env!("CARGO_BIN_EXE_provenant"))
+        .args(["replay", "--data"])
+        .arg(&data)
+        .arg("--to")
+        .arg(report["run_position"].to_string())
+        .output()
+        .unwrap();
+    let then: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        then["applied"],
+        report["run_position"].as_u64().unwrap() + 1
+    );
+    assert!(then["applied"].as_u64() < registry["applied"].as_u64());
 }

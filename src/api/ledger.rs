@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::header;
+use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -14,6 +14,7 @@ use super::error::ApiError;
 use super::extract::ApiQuery;
 use crate::log::envelope::EventJson;
 use crate::log::store::Direction;
+use crate::projections::replay::{ReplayError, Until, replay};
 
 const MAX_PAGE: usize = 1000;
 
@@ -204,5 +205,54 @@ pub async fn consistency(
         "root_to": hex::encode(s.ledger.root_at(to)?),
         "checkpoint_from": s.ledger.checkpoint(q.from)?,
         "checkpoint_to": s.ledger.checkpoint(to)?,
+    })))
+}
+
+#[derive(Deserialize)]
+pub struct AsOfQuery {
+    /// A position (included) or an RFC 3339 time; the head when absent.
+    at: Option<String>,
+}
+
+/// The registry as the ledger knew it at a position or time, replayed from the log: which
+/// model versions existed, where each was deployed and on which runtime (admins and auditors).
+#[utoipa::path(get, path = "/api/v1/registry", tag = "ledger", params(("at" = Option<String>, Query, description = "a position (included) or an RFC 3339 time")))]
+pub async fn registry_as_of(
+    State(s): State<AppState>,
+    p: Principal,
+    ApiQuery(q): ApiQuery<AsOfQuery>,
+) -> Result<Json<Value>, ApiError> {
+    p.require_reads_all("reading the registry's history")?;
+    let until = match q.at.as_deref() {
+        None => Until::End,
+        Some(at) => at
+            .parse()
+            .map_err(|e: String| ApiError::bad_request("invalid_query", e))?,
+    };
+    let snap = s.ledger.snapshot()?;
+    let replayed = tokio::task::spawn_blocking(move || {
+        let registry = replay(&snap, until, &mut |_, _| {})?;
+        let last = match registry.applied.checked_sub(1) {
+            Some(p) => snap.event(p)?,
+            None => None,
+        };
+        Ok::<_, ReplayError>((registry, last))
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+    .map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "replay_failed",
+            e.to_string(),
+        )
+    })?;
+    let (registry, last) = replayed;
+    Ok(Json(json!({
+        "as_of": {
+            "position": last.as_ref().map(|e| e.unsigned.position),
+            "recorded_at": last.as_ref().map(|e| e.unsigned.recorded_at.clone()),
+        },
+        "registry": registry,
     })))
 }

@@ -98,6 +98,7 @@ fn documented() -> OpenApiRouter<AppState> {
         .routes(routes!(ledger::stream))
         .routes(routes!(ledger::inclusion))
         .routes(routes!(ledger::consistency))
+        .routes(routes!(ledger::registry_as_of))
         .routes(routes!(r::me))
         .routes(routes!(r::create_user, r::list_users))
         .routes(routes!(r::get_user))

@@ -1,4 +1,5 @@
 //! Read models folded from the ledger.
 
 pub mod registry;
+pub mod replay;
 pub mod runtime_ceilings;
