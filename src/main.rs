@@ -110,7 +110,17 @@ enum Command {
         #[command(flatten)]
         data: DataDir,
         /// A request id (`Provenant-Request-Id`) or an inference run's event position.
-        target: String,
+        #[arg(required_unless_present = "deployment", conflicts_with = "deployment")]
+        target: Option<String>,
+        /// Reproduce every run of this deployment (within --from/--to), in parallel.
+        #[arg(long)]
+        deployment: Option<uuid::Uuid>,
+        /// With --deployment: the first position or RFC 3339 time (included).
+        #[arg(long, requires = "deployment")]
+        from: Option<String>,
+        /// With --deployment: the last position or RFC 3339 time (included).
+        #[arg(long, requires = "deployment")]
+        to: Option<String>,
         /// The run's input table as JSON, when the data dir did not keep it.
         #[arg(long)]
         input: Option<PathBuf>,
@@ -233,10 +243,20 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
         Command::Reproduce {
             data,
             target,
+            deployment,
+            from,
+            to,
             input,
             overrides,
             ort_lib,
-        } => return reproduce(data, &target, input, overrides, ort_lib).await,
+        } => {
+            let state = offline_state(&data, ort_lib).await?;
+            return match (target, deployment) {
+                (Some(target), _) => reproduce(&state, &target, input, overrides).await,
+                (None, Some(d)) => reproduce_range(&state, d, from, to).await,
+                (None, None) => Err("name a request, a run position or --deployment".into()),
+            };
+        }
         Command::Bench {
             what: BenchWhat::Ledger { seconds, json },
         } => {
@@ -431,12 +451,22 @@ fn replay(
     Ok(ExitCode::SUCCESS)
 }
 
+/// The API's state over a data dir, for offline commands (the server must be stopped).
+async fn offline_state(data: &DataDir, ort_lib: Option<PathBuf>) -> Result<AppState, Failure> {
+    let onnx = provenant::runtime::onnx::load(ort_lib.as_deref())?;
+    if !data.dir.join(log::DB_FILE).exists() {
+        return Err(format!("no ledger in {}", data.dir.display()).into());
+    }
+    let ledger = Ledger::open(&data.dir, log::Config::default())?;
+    let blobs = BlobStore::new(&data.dir.join("blobs"), provenant::blobs::DEFAULT_MAX_BYTES);
+    Ok(AppState::start(ledger, blobs, onnx).await?)
+}
+
 async fn reproduce(
-    data: DataDir,
+    state: &AppState,
     target: &str,
     input: Option<PathBuf>,
     overrides: Option<String>,
-    ort_lib: Option<PathBuf>,
 ) -> Result<ExitCode, Failure> {
     use provenant::api::predictions::RunRef;
     let target: RunRef = target.parse()?;
@@ -451,19 +481,42 @@ async fn reproduce(
         Some(text) => serde_json::from_str(&text).map_err(|e| format!("--overrides: {e}"))?,
         None => Default::default(),
     };
-    let onnx = provenant::runtime::onnx::load(ort_lib.as_deref())?;
-    if !data.dir.join(log::DB_FILE).exists() {
-        return Err(format!("no ledger in {}", data.dir.display()).into());
-    }
-    let ledger = Ledger::open(&data.dir, log::Config::default())?;
-    let blobs = BlobStore::new(&data.dir.join("blobs"), provenant::blobs::DEFAULT_MAX_BYTES);
-    let state = AppState::start(ledger, blobs, onnx).await?;
     let outcome = state
         .reproduce(target, input, overrides, None)
         .await
         .map_err(|e| e.to_string())?;
     println!("{}", serde_json::to_string_pretty(&outcome)?);
     Ok(if outcome.verdict() == "identical" {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+async fn reproduce_range(
+    state: &AppState,
+    deployment: uuid::Uuid,
+    from: Option<String>,
+    to: Option<String>,
+) -> Result<ExitCode, Failure> {
+    use provenant::projections::replay::Until;
+    let bound = |b: Option<String>| b.map_or(Ok(Until::End), |b| b.parse::<Until>());
+    let (from, to) = (bound(from)?, bound(to)?);
+    let bar = provenant::progress::bar(0, "reproducing");
+    let report = state
+        .reproduce_range(deployment, from, to, &|done, total| {
+            bar.set_length(total);
+            bar.set_position(done);
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    bar.finish_and_clear();
+    eprintln!(
+        "{} runs: {} identical, {} different, {} not reproducible",
+        report.runs, report.identical, report.different, report.not_reproducible
+    );
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(if report.identical == report.runs {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

@@ -173,6 +173,23 @@ async fn recorded_runs_reproduce_bit_for_bit_and_wrong_settings_are_caught() {
         shared > 0,
         "concurrent requests were coalesced into shared runs"
     );
+
+    // The forest's whole history, then a range that starts after its only run.
+    use provenant::projections::replay::Until;
+    let forest: uuid::Uuid = forest.parse().unwrap();
+    let r = srv
+        .state
+        .reproduce_range(forest, Until::End, Until::End, &|_, _| {})
+        .await
+        .unwrap();
+    assert_eq!((r.runs, r.identical, r.exceptions.len()), (1, 1, 0));
+    let later = Until::Position(srv.size());
+    let r = srv
+        .state
+        .reproduce_range(forest, later, Until::End, &|_, _| {})
+        .await
+        .unwrap();
+    assert_eq!(r.runs, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -511,6 +511,19 @@ async fn healthy_deployments_are_loaded_again_after_a_restart() {
         .output()
         .unwrap();
     assert_eq!(bad.status.code(), Some(2));
+    let out = Command::new(env!("CARGO_BIN_EXE_provenant"))
+        .args(["reproduce", "--data"])
+        .arg(&data)
+        .args(["--deployment", &deployment])
+        .output()
+        .unwrap();
+    let range: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{range}");
+    assert_eq!(
+        (range["runs"].as_u64(), range["identical"].as_u64()),
+        (Some(2), Some(2)),
+        "both scorings, before and after the restart: {range}"
+    );
 
     // Replayed from the log, verified first, the registry shows the deployment Healthy
     // again; as of its first start's scoring, it was too.

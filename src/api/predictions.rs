@@ -1,5 +1,7 @@
 //! Recorded predictions: a request's run record and its reproduction.
 
+use std::cmp::Ordering;
+
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -15,7 +17,9 @@ use super::extract::{ApiJson, ApiPath};
 use crate::domain::can_read_project;
 use crate::domain::deployment::DeploymentSpec;
 use crate::domain::event::{InferenceRunRecorded, RegistryEvent, RunRequest};
-use crate::log::envelope::Event;
+use crate::log::envelope::{Event, format_time};
+use crate::log::store::Direction;
+use crate::projections::replay::Until;
 use crate::runtime::reproduce::{Blocked, Overrides, Recorded, Report, reproduce};
 
 /// Which recorded prediction: a scored request, or a whole inference run by its position.
@@ -187,6 +191,96 @@ impl AppState {
         })
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+    }
+}
+
+/// The counts of a range reproduction, and every run that did not reproduce identically.
+#[derive(Serialize)]
+pub struct RangeReport {
+    pub deployment_id: Uuid,
+    pub runs: u64,
+    pub identical: u64,
+    pub different: u64,
+    pub not_reproducible: u64,
+    pub exceptions: Vec<Outcome>,
+}
+
+impl AppState {
+    /// Reproduces every run of a deployment recorded between `from` and `to` (both included;
+    /// positions or times), as many at once as there are cores; `progress(done, total)`.
+    pub async fn reproduce_range(
+        &self,
+        deployment: Uuid,
+        from: Until,
+        to: Until,
+        progress: &(dyn Fn(u64, u64) + Sync),
+    ) -> Result<RangeReport, ApiError> {
+        let stream = crate::domain::deployment::stream(deployment);
+        let events = self
+            .ledger
+            .read_stream(&stream, 0, Direction::Forward, usize::MAX)
+            .map_err(|e| match e {
+                crate::log::LogError::UnknownStream(_) => ApiError::not_found(
+                    "deployment_not_found",
+                    format!("no deployment {deployment}"),
+                ),
+                e => e.into(),
+            })?;
+        // Where an event stands against a bound; `End` bounds nothing.
+        let against = |e: &Event, bound: &Until| match bound {
+            Until::End => None,
+            Until::Position(p) => Some(e.unsigned.position.cmp(p)),
+            Until::Time(t) => Some(e.unsigned.recorded_at.as_str().cmp(&format_time(*t))),
+        };
+        let runs: Vec<u64> = events
+            .iter()
+            .filter(|e| e.unsigned.event_type == "InferenceRunRecorded")
+            .filter(|e| against(e, &from) != Some(Ordering::Less))
+            .filter(|e| against(e, &to) != Some(Ordering::Greater))
+            .map(|e| e.unsigned.position)
+            .collect();
+        let total = runs.len() as u64;
+        let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let mut report = RangeReport {
+            deployment_id: deployment,
+            runs: total,
+            identical: 0,
+            different: 0,
+            not_reproducible: 0,
+            exceptions: Vec::new(),
+        };
+        let mut pending = runs.into_iter();
+        let mut working = tokio::task::JoinSet::new();
+        let mut done = 0;
+        loop {
+            while working.len() < parallel {
+                let Some(position) = pending.next() else {
+                    break;
+                };
+                let s = self.clone();
+                working.spawn(async move {
+                    s.reproduce(RunRef::Position(position), None, Overrides::default(), None)
+                        .await
+                });
+            }
+            let Some(finished) = working.join_next().await else {
+                break;
+            };
+            let outcome = finished.map_err(|e| {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+            })??;
+            match outcome.verdict() {
+                "identical" => report.identical += 1,
+                "different" => report.different += 1,
+                _ => report.not_reproducible += 1,
+            }
+            if outcome.verdict() != "identical" {
+                report.exceptions.push(outcome);
+            }
+            done += 1;
+            progress(done, total);
+        }
+        Ok(report)
     }
 }
 
