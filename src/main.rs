@@ -158,6 +158,15 @@ enum BenchWhat {
         #[arg(long)]
         json: bool,
     },
+    /// Replaying a log of many events into the registry, beside reading and decoding them.
+    Replay {
+        /// Events in the log.
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        /// Print the figures as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Ledger append, verify and read throughput against raw redb and ed25519 ceilings.
     Ledger {
         /// Seconds per append measurement.
@@ -266,6 +275,11 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
             what: BenchWhat::Score { seconds, json },
         } => {
             provenant::bench::score(seconds, json).await?;
+        }
+        Command::Bench {
+            what: BenchWhat::Replay { events, json },
+        } => {
+            provenant::bench::replay(events, json).await?;
         }
         Command::Torture { data, tasks } => torture(data, tasks).await?,
     }

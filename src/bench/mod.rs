@@ -1,8 +1,10 @@
 //! `provenant bench ledger`: append, verify and read rates, measured beside the ceilings
 //! this machine allows (raw redb inserts, raw ed25519 signing and batch verification).
-//! `provenant bench score` is in `score.rs`.
+//! `provenant bench score` is in `score.rs`, `provenant bench replay` in `replay.rs`.
 
+mod replay;
 mod score;
+pub use replay::replay;
 pub use score::score;
 
 use std::path::{Path, PathBuf};

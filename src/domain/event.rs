@@ -149,6 +149,19 @@ macro_rules! events {
                 match self { $( RegistryEvent::$name(_) => stringify!($name) ),* }
             }
 
+            /// A payload of a known type read straight into its variant from any
+            /// deserializer (a borrowed value, raw JSON text), without a tag or a copy;
+            /// `None` for types that are not the registry's.
+            pub fn decode_from<'de, D: serde::Deserializer<'de>>(
+                event_type: &str,
+                payload: D,
+            ) -> Option<Result<RegistryEvent, D::Error>> {
+                match event_type {
+                    $( stringify!($name) => Some($name::deserialize(payload).map(RegistryEvent::$name)), )*
+                    _ => None,
+                }
+            }
+
             /// The JSON Schema of each event type's payload.
             pub fn schemas() -> Vec<(&'static str, schemars::Schema)> {
                 vec![$( (stringify!($name), schemars::schema_for!($name)) ),*]
@@ -283,21 +296,12 @@ impl RegistryEvent {
 
     /// Reads a stored event; `None` for event types that are not the registry's.
     pub fn decode(event_type: &str, payload: &Value) -> Result<Option<RegistryEvent>, DecodeError> {
-        if !RegistryEvent::TYPES.contains(&event_type) {
-            return Ok(None);
-        }
-        let err = |reason: String| DecodeError {
-            event_type: event_type.to_string(),
-            reason,
-        };
-        let mut object = payload
-            .as_object()
-            .cloned()
-            .ok_or_else(|| err("not an object".into()))?;
-        object.insert("event_type".into(), Value::String(event_type.into()));
-        serde_json::from_value(Value::Object(object))
-            .map(Some)
-            .map_err(|e| err(e.to_string()))
+        RegistryEvent::decode_from(event_type, payload)
+            .transpose()
+            .map_err(|e| DecodeError {
+                event_type: event_type.to_string(),
+                reason: e.to_string(),
+            })
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard};
 use tokio::sync::watch;
 
 use crate::domain::{Recorded, Registry, RegistryEvent, evolve};
-use crate::log::envelope::Event;
+use crate::log::envelope::{Event, split_record};
 use crate::log::{Ledger, LogError};
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -32,6 +32,39 @@ pub fn recorded(event: &Event) -> Result<Recorded, String> {
         actor: u.actor.clone(),
         recorded_at: u.recorded_at.clone(),
         event: decoded,
+    })
+}
+
+/// The envelope fields a fold needs, read from a stored record with the payload left as
+/// raw JSON, so replay decodes each payload once, straight into its type.
+#[derive(serde::Deserialize)]
+struct Header<'a> {
+    actor: String,
+    #[serde(borrow)]
+    event_type: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    payload: &'a serde_json::value::RawValue,
+    position: u64,
+    recorded_at: String,
+    stream: String,
+    stream_version: u64,
+}
+
+/// `recorded` from a raw stored record (see `log::envelope::split_record`).
+pub fn recorded_from_record(record: &[u8]) -> Result<Recorded, String> {
+    let (canonical, _, _) = split_record(record).map_err(|e| e.to_string())?;
+    let h: Header = serde_json::from_slice(canonical).map_err(|e| e.to_string())?;
+    let mut payload = serde_json::Deserializer::from_str(h.payload.get());
+    let event = RegistryEvent::decode_from(&h.event_type, &mut payload)
+        .transpose()
+        .map_err(|e| format!("event {}: payload does not match its type: {e}", h.event_type))?;
+    Ok(Recorded {
+        position: h.position,
+        stream: h.stream,
+        stream_version: h.stream_version,
+        actor: h.actor,
+        recorded_at: h.recorded_at,
+        event,
     })
 }
 

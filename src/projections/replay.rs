@@ -6,7 +6,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::registry::recorded;
+use super::registry::recorded_from_record;
 use crate::domain::{Recorded, Registry, evolve};
 use crate::log::LogError;
 use crate::log::envelope::format_time;
@@ -68,27 +68,30 @@ pub fn replay(
         scope.spawn(move || {
             let mut from = 0;
             while from < end {
+                let want = CHUNK.min((end - from) as usize);
                 let chunk = snap
-                    .read_all(from, CHUNK.min((end - from) as usize))
+                    .records(from, from + want as u64)
                     .map_err(ReplayError::from)
-                    .and_then(|events| {
-                        events
-                            .iter()
+                    .and_then(|records| {
+                        let mut out = Vec::with_capacity(records.len());
+                        for (position, record) in &records {
+                            let r = recorded_from_record(record).map_err(|reason| {
+                                ReplayError::Corrupt {
+                                    position: *position,
+                                    reason,
+                                }
+                            })?;
                             // RFC 3339 UTC times of fixed precision compare as text, and the
                             // log's times never go back.
-                            .take_while(|e| {
-                                cutoff.as_ref().is_none_or(|c| e.unsigned.recorded_at <= *c)
-                            })
-                            .map(|e| {
-                                recorded(e).map_err(|reason| ReplayError::Corrupt {
-                                    position: e.unsigned.position,
-                                    reason,
-                                })
-                            })
-                            .collect::<Result<Vec<_>, _>>()
+                            if cutoff.as_ref().is_some_and(|c| r.recorded_at > *c) {
+                                break;
+                            }
+                            out.push(r);
+                        }
+                        Ok(out)
                     });
                 let stop = match &chunk {
-                    Ok(c) => c.len() < CHUNK.min((end - from) as usize) || c.is_empty(),
+                    Ok(c) => c.len() < want || c.is_empty(),
                     Err(_) => true,
                 };
                 from += CHUNK as u64;

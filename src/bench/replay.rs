@@ -1,0 +1,186 @@
+//! `provenant bench replay`: rebuilding the registry from a log of a million events, beside
+//! the rate at which the same events are only read and decoded.
+
+use std::time::Instant;
+
+use serde_json::{Map, Value, json};
+use uuid::Uuid;
+
+use super::{Failure, Scratch};
+use crate::domain::event::*;
+use crate::log::{self, ExpectedVersion, Ledger, NewEvent};
+use crate::projections::replay::{Until, replay as fold_log};
+
+/// Events appended per request while the log is built.
+const BATCH: usize = 1000;
+const PROJECTS: usize = 100;
+
+/// Event `i` of a history shaped like a served registry's: mostly inference runs, then
+/// comments and project edits, spread over `projects`.
+fn history_event(i: u64, projects: &[Uuid]) -> (String, NewEvent) {
+    let project_id = projects[(i as usize) % projects.len()];
+    let (stream, event) = match i % 10 {
+        0..=5 => {
+            let deployment_id = Uuid::from_u128(u128::from(i % 7) + 1);
+            let run = RegistryEvent::InferenceRunRecorded(InferenceRunRecorded {
+                run_id: Uuid::from_u128(u128::from(i) << 1),
+                deployment_id,
+                model_id: Uuid::from_u128(9),
+                version: 1,
+                model_blob: "ab".repeat(32),
+                image_version: "onnx-scorer@0.1.0".into(),
+                ort_version: "1.32.0".into(),
+                execution_provider: "CPUExecutionProvider".into(),
+                intra_op_threads: 1,
+                inter_op_threads: 1,
+                execution_mode: "sequential".into(),
+                graph_optimization: "all".into(),
+                cpu_class: Some("x86_64+avx2+fma".into()),
+                row_count: 1,
+                input_blob: "cd".repeat(32),
+                output_blob: "ef".repeat(32),
+                requests: vec![RunRequest {
+                    request_id: Uuid::from_u128((u128::from(i) << 1) | 1),
+                    row_offset: 0,
+                    row_count: 1,
+                    caller: "anonymous".into(),
+                    queue_wait_us: 120,
+                    latency_us: 900,
+                }],
+            });
+            (crate::domain::deployment::stream(deployment_id), run)
+        }
+        6..=8 => (
+            format!("project-{project_id}"),
+            RegistryEvent::CommentAdded(CommentAdded {
+                comment_id: Uuid::from_u128(u128::from(i)),
+                subject: Subject::Project { project_id },
+                text: format!("review note {i}"),
+            }),
+        ),
+        _ => (
+            format!("project-{project_id}"),
+            RegistryEvent::ProjectUpdated(ProjectUpdated {
+                project_id,
+                name: Some(format!("project {i}")),
+                description: None,
+            }),
+        ),
+    };
+    let new = NewEvent {
+        event_type: event.event_type().into(),
+        schema_version: 1,
+        actor: "system:bench".into(),
+        payload: event.payload(),
+    };
+    (stream, new)
+}
+
+pub async fn replay(events: u64, as_json: bool) -> Result<(), Failure> {
+    let scratch = Scratch::new("replay")?;
+    let dir = scratch.0.join("data");
+    Ledger::init(&dir)?;
+    let ledger = Ledger::open(&dir, log::Config::default())?;
+    let owner = Uuid::from_u128(1);
+    let projects: Vec<Uuid> = (0..PROJECTS)
+        .map(|p| Uuid::from_u128(1000 + p as u128))
+        .collect();
+    for (p, &project_id) in projects.iter().enumerate() {
+        let created = RegistryEvent::ProjectCreated(ProjectCreated {
+            project_id,
+            name: format!("project {p}"),
+            description: String::new(),
+            owner,
+        });
+        let new = NewEvent {
+            event_type: created.event_type().into(),
+            schema_version: 1,
+            actor: "system:bench".into(),
+            payload: created.payload(),
+        };
+        ledger
+            .append(
+                &format!("project-{project_id}"),
+                ExpectedVersion::Any,
+                vec![new],
+            )
+            .await?;
+    }
+    let bar = crate::progress::bar(events, "building the log");
+    let mut i = 0;
+    while i < events {
+        // Events of one request share a stream; the batch's first event picks it.
+        let n = BATCH.min((events - i) as usize) as u64;
+        let batch: Vec<(String, NewEvent)> =
+            (i..i + n).map(|k| history_event(k, &projects)).collect();
+        let mut by_stream: std::collections::BTreeMap<String, Vec<NewEvent>> = Default::default();
+        for (stream, e) in batch {
+            by_stream.entry(stream).or_default().push(e);
+        }
+        let appends = by_stream
+            .into_iter()
+            .map(|(stream, evs)| {
+                let ledger = ledger.clone();
+                tokio::spawn(async move { ledger.append(&stream, ExpectedVersion::Any, evs).await })
+            })
+            .collect::<Vec<_>>();
+        for a in appends {
+            a.await??;
+        }
+        i += n;
+        bar.set_position(i);
+    }
+    bar.finish_and_clear();
+    let snap = ledger.snapshot()?;
+    let size = snap.size()?;
+
+    // Baseline: read and decode every event, fold nothing.
+    let started = Instant::now();
+    let mut from = 0;
+    let mut decoded = 0u64;
+    while from < size {
+        let chunk = snap.records(from, (from + 4096).min(size))?;
+        for (_, record) in &chunk {
+            crate::projections::registry::recorded_from_record(record)?;
+            decoded += 1;
+        }
+        from += chunk.len().max(1) as u64;
+    }
+    let read_rate = decoded as f64 / started.elapsed().as_secs_f64();
+
+    let bar = crate::progress::bar(size, "replaying");
+    let started = Instant::now();
+    let registry = fold_log(&snap, Until::End, &mut |done, _| bar.set_position(done))?;
+    let secs = started.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    let rate = registry.applied as f64 / secs;
+    let mut figures = Map::new();
+    for (name, value) in [
+        ("events", size as f64),
+        ("replay_events_per_s", rate),
+        ("read_decode_events_per_s", read_rate),
+        ("replay_vs_read_decode", rate / read_rate),
+    ] {
+        figures.insert(name.into(), json!((value * 1000.0).round() / 1000.0));
+    }
+    if as_json {
+        println!("{}", Value::Object(figures));
+    } else {
+        println!(
+            "provenant bench replay ({} build, {} cores, {size} events: 60% inference runs, 30% comments, 10% project edits)",
+            if cfg!(debug_assertions) {
+                "DEBUG"
+            } else {
+                "release"
+            },
+            std::thread::available_parallelism().map_or(0, |n| n.get())
+        );
+        println!("read + decode only (one thread):       {read_rate:>10.0} events/s");
+        println!(
+            "replay into the registry, no signature checks: {rate:>10.0} events/s ({:.2}x of read + decode; {} predictions indexed)",
+            rate / read_rate,
+            registry.predictions.len()
+        );
+    }
+    Ok(())
+}
