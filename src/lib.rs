@@ -2,6 +2,7 @@
 //! truth is a signed, hash-chained, append-only event ledger.
 
 pub mod api;
+pub mod audit;
 pub mod bench;
 pub mod blobs;
 pub mod demo;

@@ -101,6 +101,47 @@ enum Command {
         #[arg(long)]
         verify: bool,
     },
+    /// Write an audit bundle: the selected events, each with an inclusion proof against the
+    /// current signed tree head, the keys, and a README; checked offline by `verify-bundle`.
+    ExportBundle {
+        #[command(flatten)]
+        data: DataDir,
+        /// The bundle file to write (a zip).
+        #[arg(long)]
+        out: PathBuf,
+        /// Only this project's events and its deployments' streams.
+        #[arg(long, conflicts_with_all = ["deployment", "model"])]
+        project: Option<uuid::Uuid>,
+        /// Only this deployment's stream (its states and inference runs).
+        #[arg(long, conflicts_with = "model")]
+        deployment: Option<uuid::Uuid>,
+        /// Only this model's events, its versions' experiments and its deployments.
+        #[arg(long)]
+        model: Option<uuid::Uuid>,
+        /// With --model: one version.
+        #[arg(long, requires = "model")]
+        version: Option<u32>,
+        /// The first position or RFC 3339 time (included).
+        #[arg(long)]
+        from: Option<String>,
+        /// The last position or RFC 3339 time (included).
+        #[arg(long)]
+        to: Option<String>,
+        /// The tree size of a previously exported head: adds a consistency proof from it.
+        #[arg(long)]
+        previous_size: Option<u64>,
+    },
+    /// Check an audit bundle offline, with no data dir. Exit 0: intact; 1: not intact; 2:
+    /// unreadable.
+    VerifyBundle {
+        file: PathBuf,
+        /// Hex public key the ledger's first key must be (published out of band).
+        #[arg(long)]
+        key: Option<String>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Replace the ledger signing key; the rotation is an event signed by the old key.
     RotateKey(DataDir),
     /// Re-run a recorded prediction with the settings its run recorded and compare outputs,
@@ -249,6 +290,27 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
             at,
             verify,
         } => return replay(data, to, at, verify),
+        Command::ExportBundle {
+            data,
+            out,
+            project,
+            deployment,
+            model,
+            version,
+            from,
+            to,
+            previous_size,
+        } => {
+            use provenant::audit::Subject;
+            let subject = match (project, deployment, model) {
+                (Some(p), _, _) => Subject::Project(p),
+                (_, Some(d), _) => Subject::Deployment(d),
+                (_, _, Some(model_id)) => Subject::Model { model_id, version },
+                _ => Subject::All,
+            };
+            export_bundle(data, out, subject, from, to, previous_size)?;
+        }
+        Command::VerifyBundle { file, key, json } => return verify_bundle(&file, key, json),
         Command::Reproduce {
             data,
             target,
@@ -420,6 +482,90 @@ fn verify(
         );
     }
     Ok(if report.intact() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn export_bundle(
+    data: DataDir,
+    out: PathBuf,
+    subject: provenant::audit::Subject,
+    from: Option<String>,
+    to: Option<String>,
+    previous: Option<u64>,
+) -> Result<(), Failure> {
+    use provenant::projections::replay::{Until, replay};
+    let bound = |b: Option<String>| b.map_or(Ok(Until::End), |b| b.parse::<Until>());
+    let (from, to) = (bound(from)?, bound(to)?);
+    let snap = log::read_only(&data.dir)?;
+    let started = std::time::Instant::now();
+    let registry = replay(&snap, Until::End, &mut |_, _| {})?;
+    let (positions, selection) = provenant::audit::select(&snap, &registry, subject, from, to)?;
+    let tmp = out.with_extension("partial");
+    let bar = provenant::progress::bar(positions.len() as u64, "exporting");
+    let manifest = provenant::log::bundle::write(
+        &snap,
+        positions,
+        &selection,
+        previous,
+        std::io::BufWriter::new(std::fs::File::create(&tmp)?),
+        &mut |done, _| bar.set_position(done),
+    )?;
+    bar.finish_and_clear();
+    // A bundle appears whole or not at all.
+    std::fs::rename(&tmp, &out)?;
+    eprintln!(
+        "wrote {}: {} events of {} against tree size {} ({:.2} s)",
+        out.display(),
+        manifest.events,
+        selection,
+        manifest.tree_size,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn verify_bundle(
+    file: &std::path::Path,
+    key: Option<String>,
+    as_json: bool,
+) -> Result<ExitCode, Failure> {
+    let trusted = match key {
+        None => None,
+        Some(k) => {
+            Some(keys::parse_public(&k).ok_or("--key is not a 64-hex-digit Ed25519 public key")?)
+        }
+    };
+    let bar = provenant::progress::bar(0, "verifying");
+    let report = provenant::log::bundle::verify(
+        std::io::BufReader::new(std::fs::File::open(file)?),
+        trusted.as_ref(),
+        &mut |done, total| {
+            bar.set_length(total);
+            bar.set_position(done);
+        },
+    )?;
+    bar.finish_and_clear();
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else if let Some(f) = &report.failure {
+        println!("NOT INTACT: {f}");
+    } else {
+        println!(
+            "intact: {} events of {} proven against the signed tree head of size {} (root {}), {} keys{}",
+            report.events,
+            report.selection,
+            report.tree_size,
+            report.root,
+            report.keys,
+            report.previous_tree_size.map_or(String::new(), |m| format!(
+                ", consistent with the earlier head of size {m}"
+            ))
+        );
+    }
+    Ok(if report.failure.is_none() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

@@ -1,7 +1,5 @@
 //! Recorded predictions: a request's run record and its reproduction.
 
-use std::cmp::Ordering;
-
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -17,7 +15,7 @@ use super::extract::{ApiJson, ApiPath};
 use crate::domain::can_read_project;
 use crate::domain::deployment::DeploymentSpec;
 use crate::domain::event::{InferenceRunRecorded, RegistryEvent, RunRequest};
-use crate::log::envelope::{Event, format_time};
+use crate::log::envelope::Event;
 use crate::log::store::Direction;
 use crate::projections::replay::Until;
 use crate::runtime::reproduce::{Blocked, Overrides, Recorded, Report, reproduce};
@@ -226,17 +224,10 @@ impl AppState {
                 ),
                 e => e.into(),
             })?;
-        // Where an event stands against a bound; `End` bounds nothing.
-        let against = |e: &Event, bound: &Until| match bound {
-            Until::End => None,
-            Until::Position(p) => Some(e.unsigned.position.cmp(p)),
-            Until::Time(t) => Some(e.unsigned.recorded_at.as_str().cmp(&format_time(*t))),
-        };
         let runs: Vec<u64> = events
             .iter()
             .filter(|e| e.unsigned.event_type == "InferenceRunRecorded")
-            .filter(|e| against(e, &from) != Some(Ordering::Less))
-            .filter(|e| against(e, &to) != Some(Ordering::Greater))
+            .filter(|e| Until::holds(&from, &to, e.unsigned.position, &e.unsigned.recorded_at))
             .map(|e| e.unsigned.position)
             .collect();
         let total = runs.len() as u64;

@@ -2,6 +2,7 @@
 //!
 //! See `docs/ledger-format.md` for the byte-level rules an independent verifier follows.
 
+pub mod bundle;
 pub mod canonical;
 pub mod checkpoint;
 pub mod envelope;

@@ -57,7 +57,12 @@ pub fn recorded_from_record(record: &[u8]) -> Result<Recorded, String> {
     let mut payload = serde_json::Deserializer::from_str(h.payload.get());
     let event = RegistryEvent::decode_from(&h.event_type, &mut payload)
         .transpose()
-        .map_err(|e| format!("event {}: payload does not match its type: {e}", h.event_type))?;
+        .map_err(|e| {
+            format!(
+                "event {}: payload does not match its type: {e}",
+                h.event_type
+            )
+        })?;
     Ok(Recorded {
         position: h.position,
         stream: h.stream,

@@ -4,6 +4,8 @@
 //! Reading and decoding run on one thread while the fold runs on another, so a replay costs
 //! about the larger of the two rather than their sum.
 
+use std::cmp::Ordering;
+
 use chrono::{DateTime, Utc};
 
 use super::registry::recorded_from_record;
@@ -33,6 +35,29 @@ impl std::str::FromStr for Until {
         DateTime::parse_from_rfc3339(s)
             .map(|t| Until::Time(t.with_timezone(&Utc)))
             .map_err(|_| format!("{s:?} is neither a position nor an RFC 3339 time"))
+    }
+}
+
+impl Until {
+    /// Where an event at `position`, recorded at `recorded_at`, stands against this bound;
+    /// `End` bounds nothing.
+    fn compare(&self, position: u64, recorded_at: &str) -> Option<Ordering> {
+        match self {
+            Until::End => None,
+            Until::Position(p) => Some(position.cmp(p)),
+            // RFC 3339 UTC times of fixed precision compare as text.
+            Until::Time(t) => Some(recorded_at.cmp(format_time(*t).as_str())),
+        }
+    }
+
+    /// Whether `from` and `to` (both included, either of them `End`) hold an event.
+    pub fn holds(from: &Until, to: &Until, position: u64, recorded_at: &str) -> bool {
+        from.compare(position, recorded_at) != Some(Ordering::Less)
+            && to.compare(position, recorded_at) != Some(Ordering::Greater)
+    }
+
+    pub fn is_time(&self) -> bool {
+        matches!(self, Until::Time(_))
     }
 }
 
