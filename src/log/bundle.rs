@@ -167,7 +167,7 @@ pub fn write<W: Write + Seek>(
         line.extend_from_slice(canonical);
         line.push(b'\n');
         zip.write_all(&line)?;
-        if i % 1024 == 0 || i as u64 + 1 == total {
+        if i.is_multiple_of(1024) || i as u64 + 1 == total {
             progress(i as u64 + 1, total);
         }
     }
@@ -391,7 +391,7 @@ pub fn verify<R: Read + Seek>(
                 ledger_events.push((position, value));
             }
             report.events += 1;
-            if report.events % 1024 == 0 {
+            if report.events.is_multiple_of(1024) {
                 progress(report.events, manifest.events);
             }
         }
