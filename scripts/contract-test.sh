@@ -31,3 +31,9 @@ BASE=$(sed -n 's|^provenant listening on \(http://[^ ]*\).*|\1|p' "$OUT")
 TOKEN=$(grep '^pvn_' "$OUT")
 DEPLOYMENT=$(sed -n 's|^demo scoring URL: http://[^/]*/\([^/]*\)/model/score|\1|p' "$OUT")
 "$VENV/bin/python" tests/contract/h2o_client.py "$BASE" "$TOKEN" "$DEPLOYMENT"
+
+# The data dir the client scored into, exported as an audit bundle and checked offline.
+KEY=$(curl -sf -H "Authorization: Bearer $TOKEN" "$BASE/api/v1/ledger/keys" | "$VENV/bin/python" -c 'import json, sys; print(json.load(sys.stdin)["keys"][0]["public_key"])')
+kill $SERVER
+wait $SERVER 2>/dev/null || true
+bash scripts/bundle-check.sh "$DATA/data" "$KEY"

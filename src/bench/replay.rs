@@ -1,5 +1,6 @@
 //! `provenant bench replay`: rebuilding the registry from a log of a million events, beside
-//! the rate at which the same events are only read and decoded.
+//! the rate at which the same events are only read and decoded; then an audit bundle of the
+//! last 100,000 events, exported with proofs and verified offline.
 
 use std::time::Instant;
 
@@ -14,6 +15,8 @@ use crate::projections::replay::{Until, replay as fold_log};
 /// Events appended per request while the log is built.
 const BATCH: usize = 1000;
 const PROJECTS: usize = 100;
+/// Events in the bench's audit bundle.
+const BUNDLE_EVENTS: u64 = 100_000;
 
 /// Event `i` of a history shaped like a served registry's: mostly inference runs, then
 /// comments and project edits, spread over `projects`.
@@ -154,12 +157,41 @@ pub async fn replay(events: u64, as_json: bool) -> Result<(), Failure> {
     let secs = started.elapsed().as_secs_f64();
     bar.finish_and_clear();
     let rate = registry.applied as f64 / secs;
+    // An audit bundle of the last BUNDLE_EVENTS events, each with its inclusion proof.
+    let bundled = BUNDLE_EVENTS.min(size);
+    let positions: Vec<u64> = (size - bundled..size).collect();
+    let path = scratch.0.join("bundle.zip");
+    let started = Instant::now();
+    crate::log::bundle::write(
+        &snap,
+        positions,
+        "bench",
+        None,
+        std::io::BufWriter::new(std::fs::File::create(&path)?),
+        &mut |_, _| {},
+    )?;
+    let export_secs = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    let checked = crate::log::bundle::verify(
+        std::io::BufReader::new(std::fs::File::open(&path)?),
+        None,
+        &mut |_, _| {},
+    )?;
+    let verify_secs = started.elapsed().as_secs_f64();
+    if let Some(f) = checked.failure {
+        return Err(format!("the bench bundle does not verify: {f}").into());
+    }
+    let bundle_mb = std::fs::metadata(&path)?.len() as f64 / 1e6;
     let mut figures = Map::new();
     for (name, value) in [
         ("events", size as f64),
         ("replay_events_per_s", rate),
         ("read_decode_events_per_s", read_rate),
         ("replay_vs_read_decode", rate / read_rate),
+        ("bundle_events", checked.events as f64),
+        ("bundle_export_s", export_secs),
+        ("bundle_verify_s", verify_secs),
+        ("bundle_mb", bundle_mb),
     ] {
         figures.insert(name.into(), json!((value * 1000.0).round() / 1000.0));
     }
@@ -180,6 +212,10 @@ pub async fn replay(events: u64, as_json: bool) -> Result<(), Failure> {
             "replay into the registry, no signature checks: {rate:>10.0} events/s ({:.2}x of read + decode; {} predictions indexed)",
             rate / read_rate,
             registry.predictions.len()
+        );
+        println!(
+            "audit bundle of {} events with inclusion proofs: export {export_secs:.2} s, offline verify {verify_secs:.2} s, {bundle_mb:.1} MB",
+            checked.events
         );
     }
     Ok(())
