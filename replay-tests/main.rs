@@ -1,11 +1,13 @@
 //! Golden logs: each folder holds a recorded ledger (`events.jsonl`, one envelope per line)
-//! and the registry it must rebuild (`registry.json`). The test re-checks every hash and
+//! and the registry it must rebuild (`registry.json`); `scoring.rs` adds runs to reproduce. The test re-checks every hash and
 //! signature from the rules alone, folds the events, and compares with the expected state.
 //!
 //! `PROVENANT_UPDATE_GOLDEN=record` records the story again (new ids, times and keys) and
 //! rewrites both files; `PROVENANT_UPDATE_GOLDEN=projection` keeps the recorded log and
 //! rewrites `registry.json` only, for when the projection gains a field. Review the diff of
 //! `registry.json` before committing it.
+
+mod scoring;
 
 use std::path::Path;
 
@@ -68,7 +70,7 @@ fn registry_story_replays_to_the_recorded_registry() {
     verify_chain(&events);
     let registry = fold(events).unwrap();
     if update == "projection" {
-        write_projection(&registry);
+        write_projection(STORY, &registry);
     }
     let expected: Value =
         serde_json::from_str(&std::fs::read_to_string(format!("{STORY}/registry.json")).unwrap())
@@ -263,10 +265,10 @@ async fn record_story() {
         .map(|e| serde_json::to_string(&e.to_json()).unwrap())
         .collect();
     std::fs::write(format!("{STORY}/events.jsonl"), lines.join("\n") + "\n").unwrap();
-    write_projection(&fold(events).unwrap());
+    write_projection(STORY, &fold(events).unwrap());
 }
 
-fn write_projection(registry: &provenant::domain::Registry) {
+fn write_projection(story: &str, registry: &provenant::domain::Registry) {
     let pretty = serde_json::to_string_pretty(registry).unwrap();
-    std::fs::write(format!("{STORY}/registry.json"), pretty + "\n").unwrap();
+    std::fs::write(format!("{story}/registry.json"), pretty + "\n").unwrap();
 }

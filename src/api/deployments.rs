@@ -16,7 +16,7 @@ use super::AppState;
 use super::auth::{Principal, forbidden};
 use super::command::{Written, commit};
 use super::error::ApiError;
-use super::extract::{ApiJson, ApiPath};
+use super::extract::{ApiJson, ApiPath, uuid_action};
 use crate::blobs::BlobStore;
 use crate::domain::deployment::{
     Deploy, Deployment, DeploymentSpec, DeploymentState, Retention, Security, decide_deploy,
@@ -599,14 +599,7 @@ pub async fn action(
     ApiPath(target): ApiPath<String>,
     ApiJson(b): ApiJson<ActionBody>,
 ) -> Result<Json<Written>, ApiError> {
-    let bad = || {
-        ApiError::bad_request(
-            "invalid_action",
-            format!("{target:?}: expected <deployment id>:stop or :purge"),
-        )
-    };
-    let (id, verb) = target.rsplit_once(':').ok_or_else(bad)?;
-    let id = Uuid::parse_str(id).map_err(|_| bad())?;
+    let (id, verb) = uuid_action(&target, "<deployment id>", &["stop", "purge"])?;
     match verb {
         "stop" => {
             let reason = b.reason.unwrap_or_default();
@@ -616,7 +609,8 @@ pub async fn action(
             s.serving.remove(&id);
             Ok(Json(written))
         }
-        "purge" => {
+        // "purge"
+        _ => {
             if !p.admin {
                 return Err(forbidden(
                     "applying a retention policy needs the admin role".into(),
@@ -626,6 +620,5 @@ pub async fn action(
                 .await
                 .map(Json)
         }
-        _ => Err(bad()),
     }
 }

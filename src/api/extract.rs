@@ -64,3 +64,21 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
             .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
     }
 }
+
+/// Splits an action route's `<uuid>:<verb>` segment, the verb one of `verbs`; `what` names
+/// the id for the error.
+pub fn uuid_action<'a>(
+    target: &str,
+    what: &str,
+    verbs: &[&'a str],
+) -> Result<(uuid::Uuid, &'a str), ApiError> {
+    let bad = || {
+        ApiError::bad_request(
+            "invalid_action",
+            format!("{target:?}: expected {what}:{}", verbs.join(" or :")),
+        )
+    };
+    let (id, verb) = target.rsplit_once(':').ok_or_else(bad)?;
+    let verb = verbs.iter().find(|v| **v == verb).ok_or_else(bad)?;
+    Ok((uuid::Uuid::parse_str(id).map_err(|_| bad())?, verb))
+}

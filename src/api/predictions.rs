@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::auth::{Principal, forbidden};
 use super::error::ApiError;
-use super::extract::{ApiJson, ApiPath};
+use super::extract::{ApiJson, ApiPath, uuid_action};
 use crate::domain::can_read_project;
 use crate::domain::deployment::DeploymentSpec;
 use crate::domain::event::{InferenceRunRecorded, RegistryEvent, RunRequest};
@@ -337,17 +337,7 @@ pub async fn action(
     ApiPath(target): ApiPath<String>,
     ApiJson(b): ApiJson<ReproduceBody>,
 ) -> Result<Json<Outcome>, ApiError> {
-    let bad = || {
-        ApiError::bad_request(
-            "invalid_action",
-            format!("{target:?}: expected <request id>:reproduce"),
-        )
-    };
-    let (id, verb) = target.rsplit_once(':').ok_or_else(bad)?;
-    let id = Uuid::parse_str(id).map_err(|_| bad())?;
-    if verb != "reproduce" {
-        return Err(bad());
-    }
+    let (id, _) = uuid_action(&target, "<request id>", &["reproduce"])?;
     s.reproduce(RunRef::Request(id), b.input, b.overrides, Some(&p))
         .await
         .map(Json)

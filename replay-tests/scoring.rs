@@ -1,0 +1,218 @@
+//! The scoring story: the runtime catalog bootstrapped, the demo classifier deployed, scored
+//! by one five-row request and eight concurrent one-row requests (coalesced into shared runs),
+//! a second deployment whose runs are purged under its retention policy, and a stop. The
+//! folder keeps the log, the registry it folds to, and the run blobs that were kept
+//! (`blobs/<blake3>.json`); the test reproduces every kept run bit for bit from them.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use provenant::api::AppState;
+use provenant::blobs::BlobStore;
+use provenant::domain::RegistryEvent;
+use provenant::log::{self, Ledger};
+use provenant::projections::registry::fold;
+use provenant::runtime::reproduce::{Overrides, Recorded, Verdict, reproduce};
+use provenant::runtime::scorer::Model;
+use provenant::runtime::{bootstrap, onnx};
+use serde_json::{Value, json};
+
+use super::{load, verify_chain, write_projection};
+
+const STORY: &str = "replay-tests/scoring-story";
+
+#[test]
+fn scoring_story_replays_and_every_kept_run_reproduces() {
+    let update = std::env::var("PROVENANT_UPDATE_GOLDEN").unwrap_or_default();
+    if update == "record" {
+        tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(record_story());
+    }
+    let events = load(STORY);
+    verify_chain(&events);
+    let registry = fold(events.clone()).unwrap();
+    if update == "projection" {
+        write_projection(STORY, &registry);
+    }
+    let expected: Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{STORY}/registry.json")).unwrap())
+            .unwrap();
+    assert_eq!(serde_json::to_value(&registry).unwrap(), expected);
+
+    // The kept blobs and the model go into a fresh store, each under the hash it must have.
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = BlobStore::new(dir.path(), provenant::blobs::DEFAULT_MAX_BYTES);
+    let model = blobs
+        .put(&std::fs::read("fixtures/models/wine_classifier.onnx").unwrap())
+        .unwrap();
+    for entry in std::fs::read_dir(format!("{STORY}/blobs")).unwrap() {
+        let path = entry.unwrap().path();
+        let stored = blobs.put(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(
+            Some(stored.hash.to_hex().as_str()),
+            path.file_stem().and_then(|s| s.to_str())
+        );
+    }
+    let onnx = onnx::load(None).unwrap();
+    let (mut identical, mut purged) = (0, 0);
+    for e in &events {
+        let Some(RegistryEvent::InferenceRunRecorded(run)) =
+            RegistryEvent::decode(&e.unsigned.event_type, &e.unsigned.payload).unwrap()
+        else {
+            continue;
+        };
+        assert_eq!(run.model_blob, model.hash.to_hex());
+        let spec = &registry.deployments[&run.deployment_id].spec;
+        let target = Recorded {
+            position: e.unsigned.position,
+            run: &run,
+            request: None,
+        };
+        let outcome = reproduce(onnx, &blobs, &target, None, &Overrides::default(), |s| {
+            let bytes = blobs.get(&model.hash).unwrap();
+            let m = Model::load(
+                onnx,
+                bytes,
+                spec.input_schema.clone(),
+                spec.target_column.as_deref(),
+                s.session(),
+            );
+            Ok(Arc::new(m.unwrap()))
+        });
+        match outcome {
+            Ok(report) => {
+                assert_eq!(report.verdict, Verdict::Identical, "{report:?}");
+                assert!(report.run_output_identical);
+                identical += 1;
+            }
+            Err(e) if e.code() == "input_not_retained" => purged += 1,
+            // Recorded on another CPU class: the product must say so rather than compare.
+            Err(e) if e.code() == "cpu_class_differs" => {
+                eprintln!("scoring story: {e}; bit-exact comparison skipped on this machine")
+            }
+            Err(e) => panic!("run at {}: {e}", e.code()),
+        }
+    }
+    let runs = events
+        .iter()
+        .filter(|e| e.unsigned.event_type == "InferenceRunRecorded")
+        .count();
+    assert!(runs >= 3, "the story records several runs");
+    assert!(
+        purged >= 1,
+        "the purged deployment's runs cannot be reproduced"
+    );
+    assert!(identical == 0 || identical + purged == runs);
+}
+
+/// Records the story into `STORY` (see the module's doc).
+async fn record_story() {
+    let dir = tempfile::tempdir().unwrap();
+    Ledger::init(dir.path()).unwrap();
+    let ledger = Ledger::open(dir.path(), log::Config::default()).unwrap();
+    let blobs = BlobStore::new(
+        &dir.path().join("blobs"),
+        provenant::blobs::DEFAULT_MAX_BYTES,
+    );
+    let onnx = onnx::load(None).unwrap();
+    let state = AppState::start(ledger.clone(), blobs.clone(), onnx)
+        .await
+        .unwrap();
+    let (catalog, hash) = bootstrap::load(None).unwrap();
+    provenant::api::command::apply_bootstrap(&state, &catalog, &hash)
+        .await
+        .unwrap();
+    let token = provenant::api::command::bootstrap_admin(&ledger, &state.registry, "root")
+        .await
+        .unwrap();
+    let admin = *state.registry.read().usernames.get("root").unwrap();
+    let (model_id, demo) = provenant::demo::seed(&state, admin).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(provenant::api::serve(
+        listener,
+        state.clone(),
+        std::future::pending(),
+    ));
+    let http = reqwest::Client::new();
+    let call = |method: reqwest::Method, path: String, body: Value| {
+        let req = http
+            .request(method, format!("{base}{path}"))
+            .bearer_auth(&token)
+            .json(&body);
+        async move {
+            let r = req.send().await.unwrap();
+            assert!(r.status().is_success(), "{}", r.status());
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    // A second deployment of the same version that keeps its runs for zero days.
+    let kept_briefly = call(
+        reqwest::Method::POST,
+        "/api/v1/deployments".into(),
+        json!({"model_id": model_id, "version": 1, "environment": "PROD", "retention": {"mode": "full", "days": 0}}),
+    )
+    .await;
+    let brief = kept_briefly["data"]["deployment_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let fixture: Value = serde_json::from_str(
+        &std::fs::read_to_string("fixtures/models/wine_classifier.expected.json").unwrap(),
+    )
+    .unwrap();
+    let (fields, rows) = (&fixture["fields"], fixture["rows"].as_array().unwrap());
+    let score = |d: String, rows: Vec<Value>| {
+        call(
+            reqwest::Method::POST,
+            format!("/{d}/model/score"),
+            json!({"fields": fields, "rows": rows}),
+        )
+    };
+    score(demo.to_string(), rows.clone()).await;
+    // Sent at once, so the batching worker coalesces them into shared runs.
+    let singles: Vec<_> = (0..8)
+        .map(|i| tokio::spawn(score(demo.to_string(), vec![rows[i % rows.len()].clone()])))
+        .collect();
+    for s in singles {
+        s.await.unwrap();
+    }
+    score(brief.clone(), rows[..2].to_vec()).await;
+    call(
+        reqwest::Method::POST,
+        format!("/api/v1/deployments/{brief}:purge"),
+        json!({}),
+    )
+    .await;
+    call(
+        reqwest::Method::POST,
+        format!("/api/v1/deployments/{demo}:stop"),
+        json!({"reason": "end of the story"}),
+    )
+    .await;
+
+    let events = ledger.read_all(0, usize::MAX).unwrap();
+    let lines: Vec<String> = events
+        .iter()
+        .map(|e| serde_json::to_string(&e.to_json()).unwrap())
+        .collect();
+    let out = Path::new(STORY);
+    let _ = std::fs::remove_dir_all(out);
+    std::fs::create_dir_all(out.join("blobs")).unwrap();
+    std::fs::write(out.join("events.jsonl"), lines.join("\n") + "\n").unwrap();
+    for e in &events {
+        if e.unsigned.event_type != "InferenceRunRecorded" {
+            continue;
+        }
+        for key in ["input_blob", "output_blob"] {
+            let hash = e.unsigned.payload[key].as_str().unwrap();
+            let digest = provenant::log::envelope::Digest::from_hex(hash).unwrap();
+            if let Ok(bytes) = blobs.get(&digest) {
+                std::fs::write(out.join("blobs").join(format!("{hash}.json")), bytes).unwrap();
+            }
+        }
+    }
+    write_projection(STORY, &fold(events).unwrap());
+}
