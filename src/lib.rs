@@ -10,4 +10,5 @@ pub mod domain;
 pub mod log;
 pub mod progress;
 pub mod projections;
+pub mod report;
 pub mod runtime;

@@ -131,6 +131,22 @@ enum Command {
         #[arg(long)]
         previous_size: Option<u64>,
     },
+    /// Write a model version's report (HTML): lineage, history, deployments, scoring volume,
+    /// reproduction spot checks and the ledger's verification status (the server stopped).
+    Report {
+        #[command(flatten)]
+        data: DataDir,
+        #[arg(long)]
+        model: uuid::Uuid,
+        #[arg(long)]
+        version: u32,
+        /// The HTML file to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// ONNX Runtime shared library (for the reproduction spot checks).
+        #[arg(long)]
+        ort_lib: Option<PathBuf>,
+    },
     /// Check an audit bundle offline, with no data dir. Exit 0: intact; 1: not intact; 2:
     /// unreadable.
     VerifyBundle {
@@ -309,6 +325,32 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
                 _ => Subject::All,
             };
             export_bundle(data, out, subject, from, to, previous_size)?;
+        }
+        Command::Report {
+            data,
+            model,
+            version,
+            out,
+            ort_lib,
+        } => {
+            let state = offline_state(&data, ort_lib).await?;
+            let bar = provenant::progress::bar(0, "report");
+            let shown = bar.clone();
+            let html = provenant::report::model_version(
+                &state,
+                model,
+                version,
+                Arc::new(move |step: &str, done, total| {
+                    shown.set_message(step.to_string());
+                    shown.set_length(total);
+                    shown.set_position(done);
+                }),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            bar.finish_and_clear();
+            std::fs::write(&out, html)?;
+            eprintln!("wrote {}", out.display());
         }
         Command::VerifyBundle { file, key, json } => return verify_bundle(&file, key, json),
         Command::Reproduce {

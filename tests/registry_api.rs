@@ -1113,6 +1113,12 @@ async fn authorization_matrix_every_route_and_role() {
         ("GET", "/api/v1/registry?at=3".into(), n.clone(), ReadsAll),
         (
             "GET",
+            format!("{m}/versions/1/report"),
+            n.clone(),
+            ProjectRead,
+        ),
+        (
+            "GET",
             format!("/api/v1/predictions/{rid}"),
             n.clone(),
             ProjectRead,

@@ -291,3 +291,86 @@ async fn hashes_only_runs_take_a_resubmitted_input_only_if_it_is_the_recorded_on
     assert_eq!((st, r["code"].as_str()), (403, Some("forbidden")), "{r}");
     assert_eq!(srv.size(), before, "reproduction appends nothing");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_model_version_report_shows_history_volume_checks_and_verification() {
+    let srv = Server::start().await;
+    let admin = *srv.state.registry.read().usernames.get("root").unwrap();
+    let (model, deployment) = provenant::demo::seed(&srv.state, admin).await.unwrap();
+    let t = &srv.admin_token;
+    let (_, sample) = srv
+        .call(
+            "GET",
+            &format!("/{deployment}/model/sample_request"),
+            Some(t),
+            Value::Null,
+        )
+        .await;
+    for _ in 0..3 {
+        let (st, _, _) = score(&srv, &deployment.to_string(), sample.clone()).await;
+        assert_eq!(st, 200);
+    }
+    let v = format!("/api/v1/models/{model}/versions/1");
+    let (st, _) = srv
+        .call(
+            "PUT",
+            &format!("{v}/stage"),
+            Some(t),
+            json!({"stage": "Staging", "annotation": "validated on holdout"}),
+        )
+        .await;
+    assert_eq!(st, 200);
+    let (st, _) = srv
+        .call(
+            "POST",
+            &format!("{v}/comments"),
+            Some(t),
+            json!({"text": "<script>alert(1)</script> reviewed"}),
+        )
+        .await;
+    assert_eq!(st, 201);
+
+    let r = srv
+        .http
+        .get(format!("{}{v}/report", srv.base))
+        .bearer_auth(t)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let html = r.text().await.unwrap();
+    for want in [
+        "wine-classifier v1",
+        "validated on holdout",
+        "&lt;script&gt;alert(1)&lt;/script&gt; reviewed",
+        "onnx-runtime on onnx-scorer",
+        "3 inference runs, 3 requests, 3 rows",
+        "<svg",
+        "class=\"ok\">identical",
+        "Intact: root",
+        "— provenant/",
+    ] {
+        assert!(html.contains(want), "the report lacks {want:?}");
+    }
+    assert!(!html.contains("<script>"), "user text is escaped");
+    assert_eq!(
+        html.matches("class=\"ok\">identical").count(),
+        3,
+        "every run spot-checked"
+    );
+    let (st, r) = srv
+        .call(
+            "GET",
+            &format!("/api/v1/models/{model}/versions/9/report"),
+            Some(t),
+            Value::Null,
+        )
+        .await;
+    assert_eq!((st, r["code"].as_str()), (404, Some("not_found")), "{r}");
+}

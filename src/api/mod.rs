@@ -122,6 +122,7 @@ fn documented() -> OpenApiRouter<AppState> {
         .routes(routes!(r::get_model))
         .routes(routes!(r::register_version, r::list_versions))
         .routes(routes!(r::get_version, r::delete_version))
+        .routes(routes!(r::version_report))
         .routes(routes!(r::set_stage))
         .routes(routes!(r::set_alias, r::remove_alias))
         .routes(routes!(r::comment_version))

@@ -1053,6 +1053,21 @@ pub async fn remove_alias(
     .map(Json)
 }
 
+/// The model version report (`text/html`): lineage, stage changes, comments, deployments,
+/// scoring volume, reproduction spot checks and the ledger's verification status. It verifies
+/// the whole log, so it takes as long as `provenant verify` does.
+#[utoipa::path(get, path = "/api/v1/models/{model_id}/versions/{version}/report", tag = "models", responses((status = 200, content_type = "text/html", body = String)))]
+pub async fn version_report(
+    State(s): State<AppState>,
+    p: Principal,
+    ApiPath((id, version)): ApiPath<(Uuid, u32)>,
+) -> Result<axum::response::Html<String>, ApiError> {
+    readable_model(&s.registry.read(), &p, id)?;
+    crate::report::model_version(&s, id, version, std::sync::Arc::new(|_, _, _| {}))
+        .await
+        .map(axum::response::Html)
+}
+
 #[utoipa::path(delete, path = "/api/v1/models/{model_id}/versions/{version}", tag = "models", request_body = Annotation, responses((status = 200, body = Written)))]
 pub async fn delete_version(
     State(s): State<AppState>,
