@@ -147,6 +147,34 @@ enum Command {
         #[arg(long)]
         ort_lib: Option<PathBuf>,
     },
+    /// Export the audit trail (one row per event) or predictions (one row per scored
+    /// request) as CSV or Parquet, by the file's extension.
+    ExportTable {
+        #[command(flatten)]
+        data: DataDir,
+        /// `events` or `predictions`.
+        #[arg(long, value_parser = ["events", "predictions"])]
+        table: String,
+        /// The file to write: `.csv` or `.parquet`.
+        #[arg(long)]
+        out: PathBuf,
+        /// Only this actor's events (for predictions: this caller's requests).
+        #[arg(long)]
+        actor: Option<String>,
+        /// Only events of this entity (its stream, or a payload field naming it); for
+        /// predictions, of this deployment or model.
+        #[arg(long)]
+        entity: Option<uuid::Uuid>,
+        /// Only these event types (repeatable).
+        #[arg(long = "type")]
+        event_types: Vec<String>,
+        /// The first position or RFC 3339 time (included).
+        #[arg(long)]
+        from: Option<String>,
+        /// The last position or RFC 3339 time (included).
+        #[arg(long)]
+        to: Option<String>,
+    },
     /// Check an audit bundle offline, with no data dir. Exit 0: intact; 1: not intact; 2:
     /// unreadable.
     VerifyBundle {
@@ -351,6 +379,36 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
             bar.finish_and_clear();
             std::fs::write(&out, html)?;
             eprintln!("wrote {}", out.display());
+        }
+        Command::ExportTable {
+            data,
+            table,
+            out,
+            actor,
+            entity,
+            event_types,
+            from,
+            to,
+        } => {
+            use provenant::projections::replay::Until;
+            let bound = |b: Option<String>| b.map_or(Ok(Until::End), |b| b.parse::<Until>());
+            let filter = provenant::export::Filter {
+                actor,
+                entity,
+                event_types,
+                from: bound(from)?,
+                to: bound(to)?,
+            };
+            let snap = log::read_only(&data.dir)?;
+            let bar = provenant::progress::bar(snap.size()?, "reading");
+            let mut tick = |done, _| bar.set_position(done);
+            let mut df = match table.as_str() {
+                "events" => provenant::export::events_table(&snap, &filter, &mut tick)?,
+                _ => provenant::export::predictions_table(&snap, &filter, &mut tick)?,
+            };
+            bar.finish_and_clear();
+            provenant::export::write(&mut df, &out)?;
+            eprintln!("wrote {} rows of {table} to {}", df.height(), out.display());
         }
         Command::VerifyBundle { file, key, json } => return verify_bundle(&file, key, json),
         Command::Reproduce {
