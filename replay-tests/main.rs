@@ -60,28 +60,35 @@ fn verify_chain(events: &[Event]) {
 
 #[test]
 fn registry_story_replays_to_the_recorded_registry() {
-    let update = std::env::var("PROVENANT_UPDATE_GOLDEN").unwrap_or_default();
-    if update == "record" {
-        tokio::runtime::Runtime::new()
-            .unwrap()
-            .block_on(record_story());
-    }
-    let events = load(STORY);
-    verify_chain(&events);
-    let registry = fold(events).unwrap();
-    if update == "projection" {
-        write_projection(STORY, &registry);
-    }
-    let expected: Value =
-        serde_json::from_str(&std::fs::read_to_string(format!("{STORY}/registry.json")).unwrap())
-            .unwrap();
-    assert_eq!(serde_json::to_value(&registry).unwrap(), expected);
+    replay_story(STORY, record_story);
 }
 
-/// The story: an admin creates users, a project is shared, an experiment with an ONNX
-/// artifact and one from an MLflow zip are imported, registered as v1 and v2, staged,
-/// aliased and commented.
-async fn record_story() {
+/// Records `story` again when asked (`PROVENANT_UPDATE_GOLDEN`), then checks its chain and
+/// signatures, folds it, and compares with its `registry.json`; answers the events and the
+/// registry for further checks.
+fn replay_story<F: std::future::Future<Output = ()>>(
+    story: &str,
+    record: impl FnOnce() -> F,
+) -> (Vec<Event>, provenant::domain::Registry) {
+    let update = std::env::var("PROVENANT_UPDATE_GOLDEN").unwrap_or_default();
+    if update == "record" {
+        tokio::runtime::Runtime::new().unwrap().block_on(record());
+    }
+    let events = load(story);
+    verify_chain(&events);
+    let registry = fold(events.clone()).unwrap();
+    if update == "projection" {
+        write_projection(story, &registry);
+    }
+    let expected: Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{story}/registry.json")).unwrap())
+            .unwrap();
+    assert_eq!(serde_json::to_value(&registry).unwrap(), expected);
+    (events, registry)
+}
+
+/// A fresh data dir with the API's state over it, for recording a story.
+async fn fresh_state() -> (tempfile::TempDir, AppState) {
     let dir = tempfile::tempdir().unwrap();
     Ledger::init(dir.path()).unwrap();
     let ledger = Ledger::open(dir.path(), log::Config::default()).unwrap();
@@ -89,10 +96,18 @@ async fn record_story() {
         &dir.path().join("blobs"),
         provenant::blobs::DEFAULT_MAX_BYTES,
     );
-    let onnx = onnx::load(None).unwrap();
-    let state = AppState::start(ledger.clone(), blobs.clone(), onnx)
+    let state = AppState::start(ledger, blobs, onnx::load(None).unwrap())
         .await
         .unwrap();
+    (dir, state)
+}
+
+/// The story: an admin creates users, a project is shared, an experiment with an ONNX
+/// artifact and one from an MLflow zip are imported, registered as v1 and v2, staged,
+/// aliased and commented.
+async fn record_story() {
+    let (_dir, state) = fresh_state().await;
+    let (ledger, blobs, onnx) = (state.ledger.clone(), state.blobs.clone(), state.onnx);
     provenant::api::command::bootstrap_admin(&ledger, &state.registry, "root")
         .await
         .unwrap();

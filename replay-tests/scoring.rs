@@ -7,38 +7,21 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use provenant::api::AppState;
 use provenant::blobs::BlobStore;
 use provenant::domain::RegistryEvent;
-use provenant::log::{self, Ledger};
 use provenant::projections::registry::fold;
 use provenant::runtime::reproduce::{Overrides, Recorded, Verdict, reproduce};
 use provenant::runtime::scorer::Model;
 use provenant::runtime::{bootstrap, onnx};
 use serde_json::{Value, json};
 
-use super::{load, verify_chain, write_projection};
+use super::{fresh_state, replay_story, write_projection};
 
 const STORY: &str = "replay-tests/scoring-story";
 
 #[test]
 fn scoring_story_replays_and_every_kept_run_reproduces() {
-    let update = std::env::var("PROVENANT_UPDATE_GOLDEN").unwrap_or_default();
-    if update == "record" {
-        tokio::runtime::Runtime::new()
-            .unwrap()
-            .block_on(record_story());
-    }
-    let events = load(STORY);
-    verify_chain(&events);
-    let registry = fold(events.clone()).unwrap();
-    if update == "projection" {
-        write_projection(STORY, &registry);
-    }
-    let expected: Value =
-        serde_json::from_str(&std::fs::read_to_string(format!("{STORY}/registry.json")).unwrap())
-            .unwrap();
-    assert_eq!(serde_json::to_value(&registry).unwrap(), expected);
+    let (events, registry) = replay_story(STORY, record_story);
 
     // The kept blobs and the model go into a fresh store, each under the hash it must have.
     let dir = tempfile::tempdir().unwrap();
@@ -108,17 +91,8 @@ fn scoring_story_replays_and_every_kept_run_reproduces() {
 
 /// Records the story into `STORY` (see the module's doc).
 async fn record_story() {
-    let dir = tempfile::tempdir().unwrap();
-    Ledger::init(dir.path()).unwrap();
-    let ledger = Ledger::open(dir.path(), log::Config::default()).unwrap();
-    let blobs = BlobStore::new(
-        &dir.path().join("blobs"),
-        provenant::blobs::DEFAULT_MAX_BYTES,
-    );
-    let onnx = onnx::load(None).unwrap();
-    let state = AppState::start(ledger.clone(), blobs.clone(), onnx)
-        .await
-        .unwrap();
+    let (_dir, state) = fresh_state().await;
+    let (ledger, blobs) = (state.ledger.clone(), state.blobs.clone());
     let (catalog, hash) = bootstrap::load(None).unwrap();
     provenant::api::command::apply_bootstrap(&state, &catalog, &hash)
         .await

@@ -540,18 +540,22 @@ async fn serve(data: DataDir, addr: String, options: ServeOptions) -> Result<(),
     Ok(())
 }
 
+/// The `--key` an auditor pins, parsed.
+fn trusted(key: Option<String>) -> Result<Option<ed25519_dalek::VerifyingKey>, Failure> {
+    key.map(|k| {
+        keys::parse_public(&k)
+            .ok_or_else(|| "--key is not a 64-hex-digit Ed25519 public key".into())
+    })
+    .transpose()
+}
+
 fn verify(
     data: DataDir,
     strict: bool,
     key: Option<String>,
     as_json: bool,
 ) -> Result<ExitCode, Failure> {
-    let trusted_key = match key {
-        None => None,
-        Some(k) => {
-            Some(keys::parse_public(&k).ok_or("--key is not a 64-hex-digit Ed25519 public key")?)
-        }
-    };
+    let trusted_key = trusted(key)?;
     let snap = log::read_only(&data.dir)?;
     let total = snap.size()?;
     let bar = provenant::progress::bar(total, "verifying");
@@ -632,12 +636,7 @@ fn verify_bundle(
     key: Option<String>,
     as_json: bool,
 ) -> Result<ExitCode, Failure> {
-    let trusted = match key {
-        None => None,
-        Some(k) => {
-            Some(keys::parse_public(&k).ok_or("--key is not a 64-hex-digit Ed25519 public key")?)
-        }
-    };
+    let trusted = trusted(key)?;
     let bar = provenant::progress::bar(0, "verifying");
     let report = provenant::log::bundle::verify(
         std::io::BufReader::new(std::fs::File::open(file)?),
