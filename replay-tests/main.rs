@@ -274,13 +274,19 @@ async fn record_story() {
     )
     .await;
 
+    write_story(STORY, &ledger);
+}
+
+/// Writes the recorded log and the registry it folds to; answers the events.
+fn write_story(story: &str, ledger: &Ledger) -> Vec<Event> {
     let events = ledger.read_all(0, usize::MAX).unwrap();
     let lines: Vec<String> = events
         .iter()
         .map(|e| serde_json::to_string(&e.to_json()).unwrap())
         .collect();
-    std::fs::write(format!("{STORY}/events.jsonl"), lines.join("\n") + "\n").unwrap();
-    write_projection(STORY, &fold(events).unwrap());
+    std::fs::write(format!("{story}/events.jsonl"), lines.join("\n") + "\n").unwrap();
+    write_projection(story, &fold(events.clone()).unwrap());
+    events
 }
 
 fn write_projection(story: &str, registry: &provenant::domain::Registry) {

@@ -9,13 +9,12 @@ use std::sync::Arc;
 
 use provenant::blobs::BlobStore;
 use provenant::domain::RegistryEvent;
-use provenant::projections::registry::fold;
 use provenant::runtime::reproduce::{Overrides, Recorded, Verdict, reproduce};
 use provenant::runtime::scorer::Model;
 use provenant::runtime::{bootstrap, onnx};
 use serde_json::{Value, json};
 
-use super::{fresh_state, replay_story, write_projection};
+use super::{fresh_state, replay_story, write_story};
 
 const STORY: &str = "replay-tests/scoring-story";
 
@@ -167,15 +166,10 @@ async fn record_story() {
     )
     .await;
 
-    let events = ledger.read_all(0, usize::MAX).unwrap();
-    let lines: Vec<String> = events
-        .iter()
-        .map(|e| serde_json::to_string(&e.to_json()).unwrap())
-        .collect();
     let out = Path::new(STORY);
     let _ = std::fs::remove_dir_all(out);
     std::fs::create_dir_all(out.join("blobs")).unwrap();
-    std::fs::write(out.join("events.jsonl"), lines.join("\n") + "\n").unwrap();
+    let events = write_story(STORY, &ledger);
     for e in &events {
         if e.unsigned.event_type != "InferenceRunRecorded" {
             continue;
@@ -188,5 +182,4 @@ async fn record_story() {
             }
         }
     }
-    write_projection(STORY, &fold(events).unwrap());
 }
