@@ -848,20 +848,14 @@ async fn record(
         .append(&stream, ExpectedVersion::Any, vec![new])
         .await
         .map_err(|e| unrecorded(e.to_string()))?;
-    let position = appended
+    let event = appended
         .events
         .first()
-        .map(|e| e.position)
         .ok_or_else(|| unrecorded("no event appended".into()))?;
-    let stored = s
-        .ledger
-        .event(position)
-        .map_err(|e| unrecorded(e.to_string()))?
-        .ok_or_else(|| unrecorded("the event is not readable".into()))?;
     Ok(Receipt {
-        position,
-        hash: stored.hash.to_hex(),
-        signature: hex::encode(stored.signature),
-        key_id: stored.unsigned.key_id.clone(),
+        position: event.position,
+        hash: event.hash.to_hex(),
+        signature: hex::encode(event.signature),
+        key_id: event.key_id.clone(),
     })
 }

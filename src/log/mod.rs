@@ -137,6 +137,11 @@ pub struct AppendedEvent {
     pub stream_version: u64,
     pub event_id: Uuid,
     pub hash: Digest,
+    /// What a receipt needs besides the hash, so no caller reads the event back for it.
+    #[serde(skip)]
+    pub signature: [u8; 64],
+    #[serde(skip)]
+    pub key_id: String,
 }
 
 /// The acknowledgement of a durable append.

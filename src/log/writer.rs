@@ -98,6 +98,9 @@ struct Batch {
     /// Per request: the conflict that refused it, or `None` when its events are in the batch.
     refused: Vec<Option<AppendError>>,
     staged: Vec<Staged>,
+    /// Per staged event, its signature (also inside its record) and the id of its key.
+    signatures: Vec<[u8; 64]>,
+    key_ids: Vec<String>,
     records: Vec<Vec<u8>>,
     nodes: Vec<(u64, [u8; 32])>,
     heads: HashMap<String, u64>,
@@ -344,6 +347,7 @@ impl Writer {
             .zip(&signatures)
             .map(|(s, sig)| encode_record(&s.canonical, &s.hash, sig))
             .collect();
+        let key_ids = signers.iter().map(|k| k.id.clone()).collect();
         let mut frontier = self.tail.frontier.clone();
         let mut nodes = Vec::with_capacity(staged.len() * 2);
         for s in &staged {
@@ -382,6 +386,8 @@ impl Writer {
             group,
             refused,
             staged,
+            signatures,
+            key_ids,
             records,
             nodes,
             heads,
@@ -493,12 +499,14 @@ fn answer(batch: Batch, head_tx: &watch::Sender<Head>) {
     head_tx.send_replace(Head::of(&batch.tail));
     let mut per_request: Vec<Vec<AppendedEvent>> =
         (0..batch.group.len()).map(|_| Vec::new()).collect();
-    for s in &batch.staged {
+    for (s, signature) in batch.staged.iter().zip(&batch.signatures) {
         per_request[s.request].push(AppendedEvent {
             position: s.position,
             stream_version: s.stream_version,
             event_id: s.event_id,
             hash: s.hash,
+            signature: *signature,
+            key_id: batch.key_ids[s.signer].clone(),
         });
     }
     let size = batch.tail.size;
