@@ -11,8 +11,8 @@ use uuid::Uuid;
 use crate::api::AppState;
 use crate::api::error::ApiError;
 use crate::api::predictions::{Outcome, RunRef};
-use crate::domain::Registry;
-use crate::domain::state::Stamp;
+use crate::domain::deployment::Deployment;
+use crate::domain::state::{Stamp, User};
 use crate::log::store::Direction;
 
 /// Runs reproduced as spot checks, spread over the version's history.
@@ -26,10 +26,10 @@ fn esc(s: &str) -> String {
 }
 
 /// Who and when, with user ids shown as usernames.
-fn stamp(reg: &Registry, s: &Stamp) -> String {
+fn stamp(users: &BTreeMap<Uuid, User>, s: &Stamp) -> String {
     let who = Uuid::parse_str(&s.actor)
         .ok()
-        .and_then(|id| reg.users.get(&id))
+        .and_then(|id| users.get(&id))
         .map_or_else(|| s.actor.clone(), |u| u.username.clone());
     format!(
         "{} <span class=\"at\">{} · #{}</span>",
@@ -111,23 +111,36 @@ pub async fn model_version(
     version: u32,
     progress: Progress,
 ) -> Result<String, ApiError> {
-    let reg = s.registry.read().clone();
     let missing = |what: String| ApiError::not_found("not_found", what);
-    let model = reg
-        .models
-        .get(&model_id)
-        .ok_or_else(|| missing(format!("no model {model_id}")))?;
-    let v = model
-        .versions
-        .get(&version)
-        .ok_or_else(|| missing(format!("model {model_id} has no version {version}")))?;
-    let project = reg.projects.get(&model.project_id);
-    let experiment = reg.experiments.get(&v.experiment_id);
-    let deployments: Vec<_> = reg
-        .deployments
-        .values()
-        .filter(|d| d.spec.model_id == model_id && d.spec.version == version)
-        .collect();
+    // What the page shows, copied out under the read lock (not the whole registry).
+    let (project, experiment, deployments, users, model) = {
+        let reg = s.registry.read();
+        let model = reg
+            .models
+            .get(&model_id)
+            .cloned()
+            .ok_or_else(|| missing(format!("no model {model_id}")))?;
+        let experiment_id = model
+            .versions
+            .get(&version)
+            .ok_or_else(|| missing(format!("model {model_id} has no version {version}")))?
+            .experiment_id;
+        let deployments: Vec<Deployment> = reg
+            .deployments
+            .values()
+            .filter(|d| d.spec.model_id == model_id && d.spec.version == version)
+            .cloned()
+            .collect();
+        (
+            reg.projects.get(&model.project_id).map(|p| p.name.clone()),
+            reg.experiments.get(&experiment_id).cloned(),
+            deployments,
+            reg.users.clone(),
+            model,
+        )
+    };
+    let v = &model.versions[&version];
+    let experiment = experiment.as_ref();
 
     let mut runs = Vec::new();
     for d in &deployments {
@@ -209,7 +222,7 @@ pub async fn model_version(
          <h1>{t}</h1><p>Model version report of project <b>{p}</b>, generated from ledger <code>{o}</code> at position {pos} \
          (model <code>{model_id}</code>).</p>",
         t = esc(&title),
-        p = esc(project.map_or("?", |p| p.name.as_str())),
+        p = esc(project.as_deref().unwrap_or("?")),
         o = esc(s.ledger.origin()),
         pos = head.size,
     );
@@ -219,7 +232,7 @@ pub async fn model_version(
         h,
         "<h2>Lineage</h2><table><tr><th>Registered</th><td>{}</td></tr><tr><th>Stage</th><td>{:?}</td></tr>\
          <tr><th>Aliases</th><td>{}</td></tr><tr><th>Annotation</th><td>{}</td></tr>",
-        stamp(&reg, &v.registered),
+        stamp(&users, &v.registered),
         v.stage,
         esc(&v.aliases.iter().cloned().collect::<Vec<_>>().join(", ")),
         esc(v.annotation.as_deref().unwrap_or("")),
@@ -228,7 +241,7 @@ pub async fn model_version(
         let _ = write!(
             h,
             "<tr><th>Deleted</th><td>{} — {}</td></tr>",
-            stamp(&reg, &d.deleted),
+            stamp(&users, &d.deleted),
             esc(d.reason.as_deref().unwrap_or(""))
         );
     }
@@ -239,7 +252,7 @@ pub async fn model_version(
              <tr><th>Target</th><td>{}</td></tr><tr><th>Datasets</th><td>{}</td></tr><tr><th>Tags</th><td>{}</td></tr>",
             esc(&x.display_name),
             x.experiment_id,
-            stamp(&reg, &x.imported),
+            stamp(&users, &x.imported),
             esc(x.parameters.target_column.as_deref().unwrap_or("")),
             esc(&x.parameters.datasets.join(", ")),
             esc(&x.tags.iter().cloned().collect::<Vec<_>>().join(", ")),
@@ -299,7 +312,7 @@ pub async fn model_version(
             "<tr><td>{:?}</td><td>{:?}</td><td>{}</td><td>{}</td></tr>",
             c.from,
             c.to,
-            stamp(&reg, &c.changed),
+            stamp(&users, &c.changed),
             esc(&c.annotation)
         );
     }
@@ -314,7 +327,7 @@ pub async fn model_version(
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(&c.alias),
             c.version.map_or("removed".into(), |v| format!("v{v}")),
-            stamp(&reg, &c.changed),
+            stamp(&users, &c.changed),
             esc(&c.annotation)
         );
     }
@@ -323,7 +336,7 @@ pub async fn model_version(
         let _ = write!(
             h,
             "<tr><td>{}</td><td>{}</td></tr>",
-            stamp(&reg, &c.added),
+            stamp(&users, &c.added),
             esc(&c.text)
         );
     }
@@ -368,7 +381,7 @@ pub async fn model_version(
                 "<tr><td>{}</td><td>{:?}</td><td>{}</td><td>{}</td></tr>",
                 t.from.map_or("—".into(), |f| format!("{f:?}")),
                 t.to,
-                stamp(&reg, &t.changed),
+                stamp(&users, &t.changed),
                 esc(&t.reason)
             );
         }
