@@ -408,6 +408,17 @@ fn tensor(input: &Input, schema: &[Column], rows: &[Vec<String>]) -> Result<DynT
     })
 }
 
+/// A numeric or boolean tensor's values as text, each by `show`.
+fn texts<T: ort::value::PrimitiveTensorElementType>(
+    value: &ort::value::DynValue,
+    show: impl Fn(&T) -> String,
+) -> Result<Vec<String>, ScoreError> {
+    let (_, values) = value
+        .try_extract_tensor::<T>()
+        .map_err(|e| ScoreError::Run(e.to_string()))?;
+    Ok(values.iter().map(show).collect())
+}
+
 /// Runs the session and flattens every output into string columns of `n` rows. Floats are
 /// written as their shortest round-trip text (JavaScript's rules), so a cell parses back to
 /// the exact value ONNX Runtime produced.
@@ -429,53 +440,23 @@ fn run(
             ValueType::Tensor {
                 ty: TensorElementType::Float32,
                 ..
-            } => value
-                .try_extract_tensor::<f32>()
-                .map_err(err)?
-                .1
-                .iter()
-                .map(|v| ryu_js::Buffer::new().format(*v).to_string())
-                .collect(),
+            } => texts::<f32>(value, |v| ryu_js::Buffer::new().format(*v).to_string())?,
             ValueType::Tensor {
                 ty: TensorElementType::Float64,
                 ..
-            } => value
-                .try_extract_tensor::<f64>()
-                .map_err(err)?
-                .1
-                .iter()
-                .map(|v| ryu_js::Buffer::new().format(*v).to_string())
-                .collect(),
+            } => texts::<f64>(value, |v| ryu_js::Buffer::new().format(*v).to_string())?,
             ValueType::Tensor {
                 ty: TensorElementType::Int64,
                 ..
-            } => value
-                .try_extract_tensor::<i64>()
-                .map_err(err)?
-                .1
-                .iter()
-                .map(|v| v.to_string())
-                .collect(),
+            } => texts::<i64>(value, i64::to_string)?,
             ValueType::Tensor {
                 ty: TensorElementType::Int32,
                 ..
-            } => value
-                .try_extract_tensor::<i32>()
-                .map_err(err)?
-                .1
-                .iter()
-                .map(|v| v.to_string())
-                .collect(),
+            } => texts::<i32>(value, i32::to_string)?,
             ValueType::Tensor {
                 ty: TensorElementType::Bool,
                 ..
-            } => value
-                .try_extract_tensor::<bool>()
-                .map_err(err)?
-                .1
-                .iter()
-                .map(|v| v.to_string())
-                .collect(),
+            } => texts::<bool>(value, bool::to_string)?,
             ValueType::Tensor {
                 ty: TensorElementType::String,
                 ..
