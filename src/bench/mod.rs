@@ -17,6 +17,49 @@ use crate::log::{self, ExpectedVersion, Ledger, NewEvent};
 
 pub(crate) type Failure = Box<dyn std::error::Error + Send + Sync>;
 
+/// A bench's figures: each printed as a line as it comes, or all as one JSON object (names
+/// as printed, three decimals) at the end.
+pub(crate) struct Figures {
+    as_json: bool,
+    values: Map<String, Value>,
+}
+
+impl Figures {
+    /// Prints the title line: the bench, the build, the cores and the bench's `setting`.
+    pub(crate) fn new(bench: &str, setting: &str, as_json: bool) -> Figures {
+        if !as_json {
+            println!(
+                "provenant bench {bench} ({} build, {} cores, {setting})",
+                if cfg!(debug_assertions) {
+                    "DEBUG"
+                } else {
+                    "release"
+                },
+                std::thread::available_parallelism().map_or(0, |n| n.get())
+            );
+        }
+        Figures {
+            as_json,
+            values: Map::new(),
+        }
+    }
+
+    /// Records a figure; prints `line` unless it is empty or the output is JSON.
+    pub(crate) fn say(&mut self, name: &str, value: f64, line: String) {
+        self.values
+            .insert(name.to_string(), json!((value * 1000.0).round() / 1000.0));
+        if !self.as_json && !line.is_empty() {
+            println!("{line}");
+        }
+    }
+
+    pub(crate) fn finish(self) {
+        if self.as_json {
+            println!("{}", Value::Object(self.values));
+        }
+    }
+}
+
 /// A scratch dir on the working directory's file system: a tmpfs `/tmp` would fake fsync.
 pub(crate) struct Scratch(pub(crate) PathBuf);
 
@@ -180,30 +223,13 @@ fn raw_ed25519(seconds: f64) -> (f64, f64) {
 
 pub async fn ledger(seconds: f64, as_json: bool) -> Result<(), Failure> {
     let scratch = Scratch::new("ledger")?;
-    let mut figures = Map::new();
-    let mut say = |name: &str, value: f64, line: String| {
-        figures.insert(name.to_string(), json!((value * 1000.0).round() / 1000.0));
-        if !as_json && !line.is_empty() {
-            println!("{line}");
-        }
-    };
-    if !as_json {
-        println!(
-            "provenant bench ledger ({} build, {} cores, {seconds} s per run)",
-            if cfg!(debug_assertions) {
-                "DEBUG"
-            } else {
-                "release"
-            },
-            std::thread::available_parallelism().map_or(0, |n| n.get())
-        );
-    }
+    let mut figures = Figures::new("ledger", &format!("{seconds} s per run"), as_json);
     let mut runs = Vec::new();
     let mut last = None;
     for appenders in [1usize, 16, 256] {
         let dir = scratch.0.join(format!("append-{appenders}"));
         let (ledger, run) = append_run(&dir, appenders, seconds).await?;
-        say(
+        figures.say(
             &format!("append_{appenders}_events_per_s"),
             run.per_sec,
             format!(
@@ -211,12 +237,12 @@ pub async fn ledger(seconds: f64, as_json: bool) -> Result<(), Failure> {
                 run.per_sec, run.p50_ms, run.p99_ms, run.events
             ),
         );
-        say(
+        figures.say(
             &format!("append_{appenders}_p50_ms"),
             run.p50_ms,
             String::new(),
         );
-        say(
+        figures.say(
             &format!("append_{appenders}_p99_ms"),
             run.p99_ms,
             String::new(),
@@ -238,7 +264,7 @@ pub async fn ledger(seconds: f64, as_json: bool) -> Result<(), Failure> {
         )
         .into());
     }
-    say(
+    figures.say(
         "verify_events_per_s",
         verify_rate,
         format!("verify:                 {verify_rate:>9.0} events/s ({size} events)"),
@@ -250,7 +276,7 @@ pub async fn ledger(seconds: f64, as_json: bool) -> Result<(), Failure> {
         from += snap.read_all(from, 1000)?.len() as u64;
     }
     let read_rate = size as f64 / t0.elapsed().as_secs_f64();
-    say(
+    figures.say(
         "read_events_per_s",
         read_rate,
         format!("read (decoded):         {read_rate:>9.0} events/s"),
@@ -263,7 +289,7 @@ pub async fn ledger(seconds: f64, as_json: bool) -> Result<(), Failure> {
     let fsync_rate = raw_redb(&raw_dir, &records[..records.len().min(300)], 1)?;
     let (sign_rate, batch_verify_rate) = raw_ed25519(seconds.min(2.0));
     let top = &runs[2];
-    say(
+    figures.say(
         "ceiling_redb_1000_per_txn_events_per_s",
         raw_batch,
         format!(
@@ -271,7 +297,7 @@ pub async fn ledger(seconds: f64, as_json: bool) -> Result<(), Failure> {
             top.per_sec / raw_batch
         ),
     );
-    say(
+    figures.say(
         "ceiling_redb_1_per_txn_commits_per_s",
         fsync_rate,
         format!(
@@ -279,7 +305,7 @@ pub async fn ledger(seconds: f64, as_json: bool) -> Result<(), Failure> {
             runs[0].per_sec / fsync_rate
         ),
     );
-    say(
+    figures.say(
         "ceiling_ed25519_sign_per_s",
         sign_rate,
         format!(
@@ -287,7 +313,7 @@ pub async fn ledger(seconds: f64, as_json: bool) -> Result<(), Failure> {
             top.per_sec / sign_rate
         ),
     );
-    say(
+    figures.say(
         "ceiling_ed25519_batch_verify_per_s",
         batch_verify_rate,
         format!(
@@ -295,28 +321,26 @@ pub async fn ledger(seconds: f64, as_json: bool) -> Result<(), Failure> {
             verify_rate / batch_verify_rate
         ),
     );
-    say(
+    figures.say(
         "ratio_append_256_to_redb",
         top.per_sec / raw_batch,
         String::new(),
     );
-    say(
+    figures.say(
         "ratio_append_1_to_fsync",
         runs[0].per_sec / fsync_rate,
         String::new(),
     );
-    say(
+    figures.say(
         "ratio_append_256_to_sign",
         top.per_sec / sign_rate,
         String::new(),
     );
-    say(
+    figures.say(
         "ratio_verify_to_batch_verify",
         verify_rate / batch_verify_rate,
         String::new(),
     );
-    if as_json {
-        println!("{}", Value::Object(figures));
-    }
+    figures.finish();
     Ok(())
 }

@@ -4,10 +4,9 @@
 
 use std::time::Instant;
 
-use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
-use super::{Failure, Scratch};
+use super::{Failure, Figures, Scratch};
 use crate::domain::event::*;
 use crate::log::{self, ExpectedVersion, Ledger, NewEvent};
 use crate::projections::replay::{Until, replay as fold_log};
@@ -182,41 +181,34 @@ pub async fn replay(events: u64, as_json: bool) -> Result<(), Failure> {
         return Err(format!("the bench bundle does not verify: {f}").into());
     }
     let bundle_mb = std::fs::metadata(&path)?.len() as f64 / 1e6;
-    let mut figures = Map::new();
-    for (name, value) in [
-        ("events", size as f64),
-        ("replay_events_per_s", rate),
-        ("read_decode_events_per_s", read_rate),
-        ("replay_vs_read_decode", rate / read_rate),
-        ("bundle_events", checked.events as f64),
-        ("bundle_export_s", export_secs),
-        ("bundle_verify_s", verify_secs),
-        ("bundle_mb", bundle_mb),
-    ] {
-        figures.insert(name.into(), json!((value * 1000.0).round() / 1000.0));
-    }
-    if as_json {
-        println!("{}", Value::Object(figures));
-    } else {
-        println!(
-            "provenant bench replay ({} build, {} cores, {size} events: 60% inference runs, 30% comments, 10% project edits)",
-            if cfg!(debug_assertions) {
-                "DEBUG"
-            } else {
-                "release"
-            },
-            std::thread::available_parallelism().map_or(0, |n| n.get())
-        );
-        println!("read + decode only (one thread):       {read_rate:>10.0} events/s");
-        println!(
+    let mut figures = Figures::new(
+        "replay",
+        &format!("{size} events: 60% inference runs, 30% comments, 10% project edits"),
+        as_json,
+    );
+    figures.say("events", size as f64, String::new());
+    figures.say(
+        "read_decode_events_per_s",
+        read_rate,
+        format!("read + decode only (one thread):       {read_rate:>10.0} events/s"),
+    );
+    figures.say(
+        "replay_events_per_s",
+        rate,
+        format!(
             "replay into the registry, no signature checks: {rate:>10.0} events/s ({:.2}x of read + decode; {} predictions indexed)",
             rate / read_rate,
             registry.predictions.len()
-        );
-        println!(
-            "audit bundle of {} events with inclusion proofs: export {export_secs:.2} s, offline verify {verify_secs:.2} s, {bundle_mb:.1} MB",
-            checked.events
-        );
-    }
+        ),
+    );
+    figures.say("replay_vs_read_decode", rate / read_rate, String::new());
+    figures.say("bundle_events", checked.events as f64, String::new());
+    figures.say("bundle_export_s", export_secs, format!(
+        "audit bundle of {} events with inclusion proofs: export {export_secs:.2} s, offline verify {verify_secs:.2} s, {bundle_mb:.1} MB",
+        checked.events
+    ));
+    figures.say("bundle_verify_s", verify_secs, String::new());
+    figures.say("bundle_mb", bundle_mb, String::new());
+    figures.finish();
     Ok(())
 }

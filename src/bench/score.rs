@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use super::{Failure, Scratch, percentile};
+use super::{Failure, Figures, Scratch, percentile};
 use crate::api::{self, AppState};
 use crate::blobs::BlobStore;
 use crate::log::{self, Ledger};
@@ -187,31 +187,18 @@ pub async fn score(seconds: f64, as_json: bool) -> Result<(), Failure> {
     )?);
     let path = format!("/{deployment}/model/score");
 
-    let mut figures = Map::new();
-    let mut say = |name: &str, value: f64, line: String| {
-        figures.insert(name.to_string(), json!((value * 1000.0).round() / 1000.0));
-        if !as_json && !line.is_empty() {
-            println!("{line}");
-        }
-    };
-    if !as_json {
-        println!(
-            "provenant bench score ({} build, {} cores, {seconds} s per run, wine classifier, runtime defaults)",
-            if cfg!(debug_assertions) {
-                "DEBUG"
-            } else {
-                "release"
-            },
-            std::thread::available_parallelism().map_or(0, |n| n.get())
-        );
-    }
+    let mut figures = Figures::new(
+        "score",
+        &format!("{seconds} s per run, wine classifier, runtime defaults"),
+        as_json,
+    );
     let mut by_mode = Vec::new();
     for (mode, recording) in [("recorded", true), ("unrecorded", false)] {
         state.recording.store(recording, Ordering::Relaxed);
         let mut at_64 = 0.0;
         for c in [1usize, 16, 64] {
             let r = load(addr, &path, one.clone(), c, seconds).await?;
-            say(
+            figures.say(
                 &format!("{mode}_1row_c{c}_requests_per_s"),
                 r.per_sec,
                 format!(
@@ -219,12 +206,12 @@ pub async fn score(seconds: f64, as_json: bool) -> Result<(), Failure> {
                     r.per_sec, r.p50_ms, r.p99_ms, r.requests
                 ),
             );
-            say(&format!("{mode}_1row_c{c}_p99_ms"), r.p99_ms, String::new());
+            figures.say(&format!("{mode}_1row_c{c}_p99_ms"), r.p99_ms, String::new());
             at_64 = r.per_sec;
         }
         let r = load(addr, &path, thousand.clone(), 4, seconds).await?;
         let rows_per_s = r.per_sec * 1000.0;
-        say(
+        figures.say(
             &format!("{mode}_1000row_rows_per_s"),
             rows_per_s,
             format!(
@@ -250,13 +237,13 @@ pub async fn score(seconds: f64, as_json: bool) -> Result<(), Failure> {
         SessionSettings::default(),
     )?;
     let raw = raw_ort(&model, &thousand_rows, seconds);
-    say(
+    figures.say(
         "raw_ort_1000row_rows_per_s",
         raw,
         format!("raw ONNX Runtime in process, 1000-row runs, all cores: {raw:>8.0} rows/s"),
     );
     let (on, off) = (by_mode[0], by_mode[1]);
-    say(
+    figures.say(
         "recording_cost_ratio_c64",
         on.0 / off.0,
         format!(
@@ -264,7 +251,7 @@ pub async fn score(seconds: f64, as_json: bool) -> Result<(), Failure> {
             on.0 / off.0
         ),
     );
-    say(
+    figures.say(
         "recording_cost_ratio_1000row",
         on.1 / off.1,
         format!(
@@ -272,7 +259,7 @@ pub async fn score(seconds: f64, as_json: bool) -> Result<(), Failure> {
             on.1 / off.1
         ),
     );
-    say(
+    figures.say(
         "http_vs_raw_1000row",
         on.1 / raw,
         format!(
@@ -308,7 +295,7 @@ pub async fn score(seconds: f64, as_json: bool) -> Result<(), Failure> {
     }
     took.sort();
     let (p50, p99) = (percentile(&took, 0.5), percentile(&took, 0.99));
-    say(
+    figures.say(
         "reproduce_p50_ms",
         p50,
         format!(
@@ -316,10 +303,8 @@ pub async fn score(seconds: f64, as_json: bool) -> Result<(), Failure> {
             took.len()
         ),
     );
-    say("reproduce_p99_ms", p99, String::new());
-    if as_json {
-        println!("{}", Value::Object(figures));
-    }
+    figures.say("reproduce_p99_ms", p99, String::new());
+    figures.finish();
     let _ = stop.send(());
     let _ = server.await;
     Ok(())
