@@ -30,15 +30,7 @@ async fn history() -> (Server, uuid::Uuid, uuid::Uuid) {
         assert_eq!(st, 200, "{body}");
     }
     srv.ledger.rotate_key("system:test").await.unwrap();
-    let (st, _) = srv
-        .call(
-            "POST",
-            "/api/v1/projects",
-            Some(&srv.admin_token),
-            json!({"name": "after"}),
-        )
-        .await;
-    assert_eq!(st, 201);
+    srv.project(&srv.admin_token, "after").await;
     (srv, deployment, model)
 }
 

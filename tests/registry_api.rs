@@ -730,15 +730,7 @@ async fn authorization_matrix_every_route_and_role() {
     )
     .await;
 
-    let (_, p) = srv
-        .call(
-            "POST",
-            "/api/v1/projects",
-            Some(&owner_t),
-            json!({"name": "matrix"}),
-        )
-        .await;
-    let pid = s(&p["data"]["project_id"]);
+    let pid = srv.project(&owner_t, "matrix").await;
     for (u, role) in [(&editor, "editor"), (&viewer, "viewer")] {
         srv.call(
             "PUT",
@@ -1210,15 +1202,7 @@ async fn authorization_matrix_every_route_and_role() {
 async fn bad_inputs_are_refused_with_a_code_and_append_nothing() {
     let srv = Server::start().await;
     let t = srv.admin_token.clone();
-    let (_, p) = srv
-        .call(
-            "POST",
-            "/api/v1/projects",
-            Some(&t),
-            json!({"name": "bad inputs"}),
-        )
-        .await;
-    let pid = s(&p["data"]["project_id"]);
+    let pid = srv.project(&t, "bad inputs").await;
     let spec = json!({"display_name": "x", "artifacts": [{"file": "m.onnx", "type": "onnx"}]});
     let (_, x) = srv
         .import(

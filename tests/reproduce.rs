@@ -37,10 +37,7 @@ async fn deploy(
     retention: Value,
 ) -> (String, Vec<String>) {
     let t = &srv.admin_token;
-    let (_, p) = srv
-        .call("POST", "/api/v1/projects", Some(t), json!({"name": file}))
-        .await;
-    let pid = s(&p["data"]["project_id"]);
+    let pid = srv.project(t, file).await;
     let (mid, _) = register(srv, &pid, file, "onnx", target).await;
     let body = json!({"model_id": mid, "version": 1, "environment": "DEV", "retention": retention});
     let (st, d) = srv.call("POST", "/api/v1/deployments", Some(t), body).await;

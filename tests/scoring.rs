@@ -12,15 +12,7 @@ use serde_json::{Value, json};
 /// DEV with default settings: (project id, model id, deployment body).
 async fn deployed_wine(srv: &Server, project: &str) -> (String, String, Value) {
     let t = &srv.admin_token;
-    let (_, p) = srv
-        .call(
-            "POST",
-            "/api/v1/projects",
-            Some(t),
-            json!({"name": project}),
-        )
-        .await;
-    let pid = s(&p["data"]["project_id"]);
+    let pid = srv.project(t, project).await;
     let (mid, _) = register(srv, &pid, "wine_classifier.onnx", "onnx", Some("cultivar")).await;
     let body = json!({"model_id": mid, "version": 1, "environment": "DEV"});
     let (st, d) = srv.call("POST", "/api/v1/deployments", Some(t), body).await;
@@ -272,15 +264,7 @@ async fn a_deployed_classifier_scores_like_onnxruntime_and_every_prediction_is_r
 async fn models_that_cannot_run_here_are_refused_at_deploy_time() {
     let srv = Server::start().await;
     let t = srv.admin_token.clone();
-    let (_, p) = srv
-        .call(
-            "POST",
-            "/api/v1/projects",
-            Some(&t),
-            json!({"name": "refusals"}),
-        )
-        .await;
-    let pid = s(&p["data"]["project_id"]);
+    let pid = srv.project(&t, "refusals").await;
     let (mojo, _) = register(&srv, &pid, "pipeline.mojo", "dai/mojo_pipeline", None).await;
     let before = srv.size();
     let (st, r) = srv
@@ -480,15 +464,7 @@ async fn batched_requests_get_their_own_rows_back() {
 async fn each_security_option_admits_only_its_callers() {
     let srv = Server::start().await;
     let t = srv.admin_token.clone();
-    let (_, p) = srv
-        .call(
-            "POST",
-            "/api/v1/projects",
-            Some(&t),
-            json!({"name": "security"}),
-        )
-        .await;
-    let pid = s(&p["data"]["project_id"]);
+    let pid = srv.project(&t, "security").await;
     let (mid, _) = register(&srv, &pid, "wine_classifier.onnx", "onnx", Some("cultivar")).await;
     let deploy = |security: Value| {
         let body =
@@ -713,15 +689,7 @@ async fn no_prediction_leaves_without_a_durable_record() {
 async fn retention_keeps_hashes_and_purges_blobs_by_policy_with_a_record() {
     let srv = Server::start().await;
     let t = srv.admin_token.clone();
-    let (_, p) = srv
-        .call(
-            "POST",
-            "/api/v1/projects",
-            Some(&t),
-            json!({"name": "retention"}),
-        )
-        .await;
-    let pid = s(&p["data"]["project_id"]);
+    let pid = srv.project(&t, "retention").await;
     let (mid, _) = register(&srv, &pid, "wine_classifier.onnx", "onnx", Some("cultivar")).await;
     let expected = wine_expected();
     let deploy = |retention: Value| {

@@ -84,6 +84,20 @@ impl Server {
         }
     }
 
+    /// A new project named `name`, created with `token`; answers its id.
+    pub async fn project(&self, token: &str, name: &str) -> String {
+        let (st, p) = self
+            .call(
+                "POST",
+                "/api/v1/projects",
+                Some(token),
+                json!({"name": name}),
+            )
+            .await;
+        assert_eq!(st, 201, "{p}");
+        s(&p["data"]["project_id"])
+    }
+
     /// Sends a JSON request (no body when `body` is null); answers the status and JSON body.
     pub async fn call(
         &self,
