@@ -33,7 +33,13 @@ DEPLOYMENT=$(sed -n 's|^demo scoring URL: http://[^/]*/\([^/]*\)/model/score|\1|
 "$VENV/bin/python" tests/contract/h2o_client.py "$BASE" "$TOKEN" "$DEPLOYMENT"
 
 # The data dir the client scored into, exported as an audit bundle and checked offline.
-KEY=$(curl -sf -H "Authorization: Bearer $TOKEN" "$BASE/api/v1/ledger/keys" | "$VENV/bin/python" -c 'import json, sys; print(json.load(sys.stdin)["keys"][0]["public_key"])')
+KEY=$("$VENV/bin/python" - "$BASE" "$TOKEN" <<'PY'
+import json, sys, urllib.request
+base, token = sys.argv[1], sys.argv[2]
+req = urllib.request.Request(base + "/api/v1/ledger/keys", headers={"Authorization": "Bearer " + token})
+print(json.load(urllib.request.urlopen(req))["keys"][0]["public_key"])
+PY
+)
 kill $SERVER
 wait $SERVER 2>/dev/null || true
 bash scripts/bundle-check.sh "$DATA/data" "$KEY"
