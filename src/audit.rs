@@ -26,6 +26,33 @@ pub enum SelectError {
     Log(#[from] LogError),
     #[error("{0}")]
     Unknown(String),
+    #[error(transparent)]
+    Bundle(#[from] crate::log::bundle::BundleError),
+    #[error("bundle file {0}: {1}")]
+    File(std::path::PathBuf, std::io::Error),
+}
+
+/// Writes the audit bundle of `positions` (from `select`) to `out`, which appears whole or
+/// not at all; `progress(done, total)` as events are written.
+pub fn write_bundle(
+    snap: &Snapshot,
+    (positions, selection): (Vec<u64>, String),
+    previous: Option<u64>,
+    out: &std::path::Path,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<crate::log::bundle::Manifest, SelectError> {
+    let tmp = out.with_extension("partial");
+    let file = |e| SelectError::File(tmp.clone(), e);
+    let manifest = crate::log::bundle::write(
+        snap,
+        positions,
+        &selection,
+        previous,
+        std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(file)?),
+        progress,
+    )?;
+    std::fs::rename(&tmp, out).map_err(file)?;
+    Ok(manifest)
 }
 
 /// Every position of a stream (none when the stream was never written).

@@ -606,25 +606,19 @@ fn export_bundle(
     let snap = log::read_only(&data.dir)?;
     let started = std::time::Instant::now();
     let registry = replay(&snap, Until::End, &mut |_, _| {})?;
-    let (positions, selection) = provenant::audit::select(&snap, &registry, subject, from, to)?;
-    let tmp = out.with_extension("partial");
-    let bar = provenant::progress::bar(positions.len() as u64, "exporting");
-    let manifest = provenant::log::bundle::write(
-        &snap,
-        positions,
-        &selection,
-        previous,
-        std::io::BufWriter::new(std::fs::File::create(&tmp)?),
-        &mut |done, _| bar.set_position(done),
-    )?;
+    let bar = provenant::progress::bar(0, "exporting");
+    let selected = provenant::audit::select(&snap, &registry, subject, from, to)?;
+    let manifest =
+        provenant::audit::write_bundle(&snap, selected, previous, &out, &mut |done, total| {
+            bar.set_length(total);
+            bar.set_position(done);
+        })?;
     bar.finish_and_clear();
-    // A bundle appears whole or not at all.
-    std::fs::rename(&tmp, &out)?;
     eprintln!(
         "wrote {}: {} events of {} against tree size {} ({:.2} s)",
         out.display(),
         manifest.events,
-        selection,
+        manifest.selection,
         manifest.tree_size,
         started.elapsed().as_secs_f64()
     );

@@ -5,7 +5,9 @@ pub mod auth;
 pub mod command;
 pub mod deployments;
 pub mod error;
+mod exports;
 mod extract;
+pub mod graphql;
 mod ledger;
 pub mod predictions;
 mod registry;
@@ -152,6 +154,7 @@ fn documented() -> OpenApiRouter<AppState> {
         .routes(routes!(deployments::deploy, deployments::list))
         .routes(routes!(deployments::get, deployments::action))
         .routes(routes!(predictions::get, predictions::action))
+        .routes(routes!(exports::download))
 }
 
 /// The OpenAPI document of the management API.
@@ -168,7 +171,12 @@ pub fn router(state: AppState) -> axum::Router {
     let (api, mut doc) = documented().split_for_parts();
     doc.merge(upload_doc);
     let doc = Arc::new(doc);
+    let schema = graphql::schema(state.clone());
     api.merge(uploads)
+        .route(
+            "/graphql",
+            get(graphql::graphiql).post(move |p, body| graphql::execute(schema, p, body)),
+        )
         .route("/readyz", get(|| async { "ready" }))
         .route("/{deployment}/model/id", get(scoring::model_id))
         .route("/{deployment}/model/schema", get(scoring::schema))

@@ -41,11 +41,11 @@ impl std::str::FromStr for RunRef {
 
 /// A located run: its stored event, decoded payload, the request asked about, and the
 /// deployment it was scored for.
-struct Located {
-    event: Event,
-    run: InferenceRunRecorded,
-    request: Option<RunRequest>,
-    spec: DeploymentSpec,
+pub(crate) struct Located {
+    pub event: Event,
+    pub run: InferenceRunRecorded,
+    pub request: Option<RunRequest>,
+    pub spec: DeploymentSpec,
 }
 
 /// A reproduction's answer: what it found, or why the run cannot be reproduced here.
@@ -81,7 +81,7 @@ impl Outcome {
 }
 
 impl AppState {
-    fn locate(&self, target: RunRef) -> Result<Located, ApiError> {
+    pub(crate) fn locate(&self, target: RunRef) -> Result<Located, ApiError> {
         let missing = || {
             let what = match target {
                 RunRef::Request(id) => format!("no recorded prediction for request {id}"),

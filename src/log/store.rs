@@ -244,12 +244,21 @@ impl Snapshot {
 
     /// Every signed checkpoint, by tree size.
     pub fn checkpoints(&self) -> Result<Vec<(u64, String)>, LogError> {
+        self.checkpoints_from(0, usize::MAX)
+    }
+
+    /// Up to `limit` signed checkpoints of tree sizes `from` and above, by tree size.
+    pub fn checkpoints_from(
+        &self,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, String)>, LogError> {
         let t = self
             .txn
             .open_table(CHECKPOINTS)
             .map_err(LogError::storage)?;
         let mut out = Vec::new();
-        for item in t.iter().map_err(LogError::storage)? {
+        for item in t.range(from..).map_err(LogError::storage)?.take(limit) {
             let (k, v) = item.map_err(LogError::storage)?;
             out.push((k.value(), v.value().to_string()));
         }

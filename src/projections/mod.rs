@@ -1,5 +1,6 @@
 //! Read models folded from the ledger.
 
+pub mod audit;
 pub mod registry;
 pub mod replay;
 pub mod runtime_ceilings;

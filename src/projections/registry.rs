@@ -1,10 +1,12 @@
 //! The registry projection: `domain::evolve` folded over the ledger from position 0 at start,
 //! then kept current by a subscription. Readers take a snapshot under a short read lock.
+//! The same follower keeps the audit-trail index, so the two never disagree on what is applied.
 
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use tokio::sync::watch;
 
+use super::audit::AuditIndex;
 use crate::domain::{Recorded, Registry, RegistryEvent, evolve};
 use crate::log::envelope::{Event, split_record};
 use crate::log::{Ledger, LogError};
@@ -17,6 +19,7 @@ pub enum ProjectionError {
 
 pub struct RegistryProjection {
     state: RwLock<Registry>,
+    audit: RwLock<AuditIndex>,
     /// The next position to apply, or why the projection stopped.
     progress: watch::Sender<Result<u64, ProjectionError>>,
 }
@@ -80,6 +83,7 @@ impl RegistryProjection {
         let (progress, _) = watch::channel(Ok(0));
         let projection = Arc::new(RegistryProjection {
             state: RwLock::new(Registry::default()),
+            audit: RwLock::default(),
             progress,
         });
         let follower = projection.clone();
@@ -88,12 +92,12 @@ impl RegistryProjection {
             loop {
                 let position = subscription.position();
                 let outcome = match subscription.next().await {
-                    Ok(event) => recorded(&event),
+                    Ok(event) => recorded(&event).map(|r| (event, r)),
                     Err(LogError::Stopped) => return,
                     Err(e) => Err(e.to_string()),
                 };
                 match outcome {
-                    Ok(r) => follower.apply(&r),
+                    Ok((event, r)) => follower.apply(&event, &r),
                     Err(reason) => {
                         let stopped = Err(ProjectionError::Stopped { position, reason });
                         follower.progress.send_modify(|p| *p = stopped);
@@ -106,7 +110,11 @@ impl RegistryProjection {
         Ok(projection)
     }
 
-    fn apply(&self, r: &Recorded) {
+    fn apply(&self, event: &Event, r: &Recorded) {
+        self.audit
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .add(&event.unsigned);
         let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
         *state = evolve(std::mem::take(&mut *state), r);
         let applied = state.applied;
@@ -132,6 +140,11 @@ impl RegistryProjection {
     /// The current registry, read-locked: hold it briefly.
     pub fn read(&self) -> RwLockReadGuard<'_, Registry> {
         self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The audit-trail index, read-locked: hold it briefly.
+    pub fn audit(&self) -> RwLockReadGuard<'_, AuditIndex> {
+        self.audit.read().unwrap_or_else(|p| p.into_inner())
     }
 }
 

@@ -178,6 +178,17 @@ impl Server {
     pub fn size(&self) -> u64 {
         self.ledger.head().size
     }
+
+    /// Posts a GraphQL request to `/graphql`; answers the status and the JSON response.
+    pub async fn graphql(&self, token: &str, query: &str, variables: Value) -> (u16, Value) {
+        self.call(
+            "POST",
+            "/graphql",
+            Some(token),
+            json!({"query": query, "variables": variables}),
+        )
+        .await
+    }
 }
 
 pub fn fixture(name: &str) -> Vec<u8> {
