@@ -252,6 +252,19 @@ enum BenchWhat {
         #[arg(long)]
         json: bool,
     },
+    /// Filtered audit-trail pages over GraphQL on a log of a million events, beside an
+    /// unfiltered page and a scan.
+    Graphql {
+        /// Events in the log.
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        /// Queries per filter.
+        #[arg(long, default_value_t = 500)]
+        queries: usize,
+        /// Print the figures as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Ledger append, verify and read throughput against raw redb and ed25519 ceilings.
     Ledger {
         /// Seconds per append measurement.
@@ -437,6 +450,16 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
             what: BenchWhat::Score { seconds, json },
         } => {
             provenant::bench::score(seconds, json).await?;
+        }
+        Command::Bench {
+            what:
+                BenchWhat::Graphql {
+                    events,
+                    queries,
+                    json,
+                },
+        } => {
+            provenant::bench::graphql(events, queries, json).await?;
         }
         Command::Bench {
             what: BenchWhat::Replay { events, json },

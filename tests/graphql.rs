@@ -116,7 +116,7 @@ async fn registry_relations_navigate_both_ways_and_answer_as_of_the_past() {
         name members { role user { username roles } }
         models { name versions {
           version stage stageHistory { from to annotation changed { actor position } }
-          experiment { displayName artifacts { fileName blobHash size } inputSchema
+          experiment { id displayName artifacts { fileName blobHash size } inputSchema
                        registeredAs { version model { name } } project { name } }
           deployments { id state environment runtimeId imageVersion onnxruntimeVersion
                         history { to } modelVersion { version } project { name } }
@@ -208,6 +208,50 @@ async fn registry_relations_navigate_both_ways_and_answer_as_of_the_past() {
     assert!(onnx["effectiveState"].is_string());
     assert_eq!(r["me"]["roles"], json!(["admin"]));
     assert_eq!(r["models"].as_array().unwrap().len(), 1);
+
+    // Aliases, comments and tags, by model and experiment id.
+    let xid = s(&data(&now)["project"]["models"][0]["versions"][0]["experiment"]["id"]);
+    for (method, path, body) in [
+        (
+            "PUT",
+            format!("/api/v1/models/{mid}/aliases/champion"),
+            json!({"version": 1, "annotation": "best"}),
+        ),
+        (
+            "POST",
+            format!("/api/v1/models/{mid}/versions/1/comments"),
+            json!({"text": "signed off"}),
+        ),
+        (
+            "POST",
+            format!("/api/v1/experiments/{xid}/comments"),
+            json!({"text": "data checked"}),
+        ),
+        (
+            "POST",
+            format!("/api/v1/experiments/{xid}/tags"),
+            json!({"tag": "audited"}),
+        ),
+    ] {
+        let (st, x) = srv.call(method, &path, Some(&t), body).await;
+        assert!(st == 200 || st == 201, "{path}: {x}");
+    }
+    let q = "query($m: ID!, $x: ID!) {
+      model(id: $m) { aliases { alias version } aliasHistory { alias version annotation }
+                      version(version: 1) { aliases comments { text added { actor } } } }
+      experiment(id: $x) { displayName tags comments { text } imported { position } }
+    }";
+    let r = srv.graphql(&t, q, json!({"m": mid, "x": xid})).await;
+    let r = data(&r);
+    assert_eq!(
+        r["model"]["aliases"],
+        json!([{"alias": "champion", "version": 1}])
+    );
+    assert_eq!(r["model"]["aliasHistory"][0]["annotation"], "best");
+    assert_eq!(r["model"]["version"]["aliases"], json!(["champion"]));
+    assert_eq!(r["model"]["version"]["comments"][0]["text"], "signed off");
+    assert_eq!(r["experiment"]["tags"], json!(["audited"]));
+    assert_eq!(r["experiment"]["comments"][0]["text"], "data checked");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -335,6 +379,9 @@ async fn the_audit_trail_filters_like_a_scan_and_pages_without_gaps_while_events
     let mut seen = Vec::new();
     let mut after = Value::Null;
     loop {
+        // Whether the writer was done before this page was read: only then may an empty
+        // next page end the loop.
+        let finished = writer.is_finished();
         let vars = json!({"f": filter, "first": 3, "after": after});
         let r = srv.graphql(&t, EVENTS, vars).await;
         let page = &data(&r)["events"];
@@ -344,7 +391,7 @@ async fn the_audit_trail_filters_like_a_scan_and_pages_without_gaps_while_events
         if !page["pageInfo"]["endCursor"].is_null() {
             after = page["pageInfo"]["endCursor"].clone();
         }
-        if writer.is_finished() && !page["pageInfo"]["hasNextPage"].as_bool().unwrap() {
+        if finished && !page["pageInfo"]["hasNextPage"].as_bool().unwrap() {
             break;
         }
     }

@@ -1103,6 +1103,13 @@ async fn authorization_matrix_every_route_and_role() {
             ProjectRead,
         ),
         ("GET", "/api/v1/registry?at=3".into(), n.clone(), ReadsAll),
+        // Nobody's export: a 404 for everyone authenticated (tests/graphql.rs downloads one).
+        (
+            "GET",
+            format!("/api/v1/exports/{}", uuid::Uuid::now_v7()),
+            n.clone(),
+            Anyone,
+        ),
         (
             "GET",
             format!("{m}/versions/1/report"),

@@ -1,9 +1,12 @@
 //! `provenant bench ledger`: append, verify and read rates, measured beside the ceilings
 //! this machine allows (raw redb inserts, raw ed25519 signing and batch verification).
-//! `provenant bench score` is in `score.rs`, `provenant bench replay` in `replay.rs`.
+//! `provenant bench score` is in `score.rs`, `provenant bench replay` in `replay.rs`,
+//! `provenant bench graphql` in `graphql.rs`.
 
+mod graphql;
 mod replay;
 mod score;
+pub use graphql::graphql;
 pub use replay::replay;
 pub use score::score;
 
@@ -12,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use ed25519_dalek::{Signature, Signer, SigningKey};
 use serde_json::{Map, Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
 
 use crate::log::{self, ExpectedVersion, Ledger, NewEvent};
 
@@ -57,6 +62,67 @@ impl Figures {
         if self.as_json {
             println!("{}", Value::Object(self.values));
         }
+    }
+}
+
+/// One keep-alive connection that POSTs JSON and reads (and drops) the answer.
+pub(crate) struct Conn {
+    reader: BufReader<TcpStream>,
+    request_head: String,
+}
+
+impl Conn {
+    /// A connection that POSTs to `path` with the extra header lines `headers` (each ending
+    /// in `\r\n`).
+    pub(crate) async fn open(
+        addr: std::net::SocketAddr,
+        path: &str,
+        headers: &str,
+    ) -> Result<Conn, Failure> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(Conn {
+            reader: BufReader::new(stream),
+            request_head: format!(
+                "POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n{headers}"
+            ),
+        })
+    }
+
+    /// Answers the status and the body.
+    pub(crate) async fn post(&mut self, body: &[u8]) -> Result<(u16, Vec<u8>), Failure> {
+        let head = format!(
+            "{}Content-Length: {}\r\n\r\n",
+            self.request_head,
+            body.len()
+        );
+        let stream = self.reader.get_mut();
+        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(body).await?;
+        let mut line = String::new();
+        self.reader.read_line(&mut line).await?;
+        let status: u16 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or("bad status line")?;
+        let mut length = 0usize;
+        loop {
+            line.clear();
+            self.reader.read_line(&mut line).await?;
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = l.split_once(':')
+                && k.eq_ignore_ascii_case("content-length")
+            {
+                length = v.trim().parse()?;
+            }
+        }
+        let mut body = vec![0u8; length];
+        self.reader.read_exact(&mut body).await?;
+        Ok((status, body))
     }
 }
 

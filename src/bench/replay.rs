@@ -17,8 +17,12 @@ const PROJECTS: usize = 100;
 /// Events in the bench's audit bundle.
 const BUNDLE_EVENTS: u64 = 100_000;
 
+/// Distinct actors of the history; prime, so actors do not move in step with event kinds,
+/// deployments or projects.
+const ACTORS: u64 = 23;
+
 /// Event `i` of a history shaped like a served registry's: mostly inference runs, then
-/// comments and project edits, spread over `projects`.
+/// comments and project edits, spread over `projects`, by `ACTORS` actors.
 fn history_event(i: u64, projects: &[Uuid]) -> (String, NewEvent) {
     let project_id = projects[(i as usize) % projects.len()];
     let (stream, event) = match i % 10 {
@@ -72,17 +76,16 @@ fn history_event(i: u64, projects: &[Uuid]) -> (String, NewEvent) {
     let new = NewEvent {
         event_type: event.event_type().into(),
         schema_version: 1,
-        actor: "system:bench".into(),
+        actor: format!("user:{}", i % ACTORS),
         payload: event.payload(),
     };
     (stream, new)
 }
 
-pub async fn replay(events: u64, as_json: bool) -> Result<(), Failure> {
-    let scratch = Scratch::new("replay")?;
-    let dir = scratch.0.join("data");
-    Ledger::init(&dir)?;
-    let ledger = Ledger::open(&dir, log::Config::default())?;
+/// A fresh ledger in `dir` with `PROJECTS` projects and then `events` events of the history.
+pub(crate) async fn build(dir: &std::path::Path, events: u64) -> Result<Ledger, Failure> {
+    Ledger::init(dir)?;
+    let ledger = Ledger::open(dir, log::Config::default())?;
     let owner = Uuid::from_u128(1);
     let projects: Vec<Uuid> = (0..PROJECTS)
         .map(|p| Uuid::from_u128(1000 + p as u128))
@@ -133,6 +136,12 @@ pub async fn replay(events: u64, as_json: bool) -> Result<(), Failure> {
         bar.set_position(i);
     }
     bar.finish_and_clear();
+    Ok(ledger)
+}
+
+pub async fn replay(events: u64, as_json: bool) -> Result<(), Failure> {
+    let scratch = Scratch::new("replay")?;
+    let ledger = build(&scratch.0.join("data"), events).await?;
     let snap = ledger.snapshot()?;
     let size = snap.size()?;
 

@@ -7,70 +7,14 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
 
-use super::{Failure, Figures, Scratch, percentile};
+use super::{Conn, Failure, Figures, Scratch, percentile};
 use crate::api::{self, AppState};
 use crate::blobs::BlobStore;
 use crate::log::{self, Ledger};
 use crate::runtime::scorer::{Model, SessionSettings};
 
 const FIXTURE: &str = include_str!("../../fixtures/models/wine_classifier.expected.json");
-
-/// One keep-alive connection that POSTs JSON and reads (and drops) the answer.
-struct Conn {
-    reader: BufReader<TcpStream>,
-    request_head: String,
-}
-
-impl Conn {
-    async fn open(addr: std::net::SocketAddr, path: &str) -> Result<Conn, Failure> {
-        let stream = TcpStream::connect(addr).await?;
-        stream.set_nodelay(true)?;
-        Ok(Conn {
-            reader: BufReader::new(stream),
-            request_head: format!(
-                "POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
-            ),
-        })
-    }
-
-    async fn post(&mut self, body: &[u8]) -> Result<u16, Failure> {
-        let head = format!(
-            "{}Content-Length: {}\r\n\r\n",
-            self.request_head,
-            body.len()
-        );
-        let stream = self.reader.get_mut();
-        stream.write_all(head.as_bytes()).await?;
-        stream.write_all(body).await?;
-        let mut line = String::new();
-        self.reader.read_line(&mut line).await?;
-        let status: u16 = line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or("bad status line")?;
-        let mut length = 0usize;
-        loop {
-            line.clear();
-            self.reader.read_line(&mut line).await?;
-            let l = line.trim_end();
-            if l.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = l.split_once(':')
-                && k.eq_ignore_ascii_case("content-length")
-            {
-                length = v.trim().parse()?;
-            }
-        }
-        let mut body = vec![0u8; length];
-        self.reader.read_exact(&mut body).await?;
-        Ok(status)
-    }
-}
 
 struct Load {
     requests: u64,
@@ -93,11 +37,11 @@ async fn load(
     for _ in 0..concurrency {
         let (body, path) = (body.clone(), path.to_string());
         tasks.push(tokio::spawn(async move {
-            let mut conn = Conn::open(addr, &path).await?;
+            let mut conn = Conn::open(addr, &path, "").await?;
             let mut latencies = Vec::new();
             while Instant::now() < deadline {
                 let t0 = Instant::now();
-                let status = conn.post(&body).await?;
+                let (status, _) = conn.post(&body).await?;
                 if status != 200 {
                     return Err::<Vec<Duration>, Failure>(
                         format!("the scorer answered {status}").into(),

@@ -68,6 +68,68 @@ fn comments(list: &[Comment]) -> Vec<CommentNode> {
     list.iter().map(comment).collect()
 }
 
+/// An entity of a project, served as a GraphQL node of the registry it was read from.
+trait Entity: Clone {
+    type Node;
+    fn project(&self) -> Uuid;
+    fn node(self, v: View) -> Self::Node;
+}
+
+impl Entity for Project {
+    type Node = ProjectNode;
+    fn project(&self) -> Uuid {
+        self.project_id
+    }
+    fn node(self, v: View) -> ProjectNode {
+        ProjectNode { v, p: self }
+    }
+}
+
+impl Entity for Experiment {
+    type Node = ExperimentNode;
+    fn project(&self) -> Uuid {
+        self.project_id
+    }
+    fn node(self, v: View) -> ExperimentNode {
+        ExperimentNode { v, e: self }
+    }
+}
+
+impl Entity for RegisteredModel {
+    type Node = ModelNode;
+    fn project(&self) -> Uuid {
+        self.project_id
+    }
+    fn node(self, v: View) -> ModelNode {
+        ModelNode { v, m: self }
+    }
+}
+
+impl Entity for Deployment {
+    type Node = DeploymentNode;
+    fn project(&self) -> Uuid {
+        self.spec.project_id
+    }
+    fn node(self, v: View) -> DeploymentNode {
+        DeploymentNode { v, d: self }
+    }
+}
+
+/// The entities `pick` takes from the view's registry that the caller may read, as nodes.
+fn readable<T: Entity>(
+    ctx: &Context<'_>,
+    v: &View,
+    pick: impl FnOnce(&Registry) -> Vec<T>,
+) -> Vec<T::Node> {
+    let all = v.with(pick);
+    nodes(v, all.into_iter().filter(|x| may_read(ctx, x.project())))
+}
+
+/// Entities already known readable (reached from a readable one), as nodes.
+fn nodes<T: Entity>(v: &View, all: impl IntoIterator<Item = T>) -> Vec<T::Node> {
+    all.into_iter().map(|x| x.node(v.clone())).collect()
+}
+
 #[Object]
 impl RegistryQuery {
     /// The caller.
@@ -79,12 +141,9 @@ impl RegistryQuery {
     /// Projects the caller may read.
     async fn projects(&self, ctx: &Context<'_>, as_of: Option<String>) -> Result<Vec<ProjectNode>> {
         let v = view(ctx, as_of).await?;
-        let all: Vec<Project> = v.with(|r| r.projects.values().cloned().collect());
-        Ok(all
-            .into_iter()
-            .filter(|p| may_read(ctx, p.project_id))
-            .map(|p| ProjectNode { v: v.clone(), p })
-            .collect())
+        Ok(readable(ctx, &v, |r| {
+            r.projects.values().cloned().collect()
+        }))
     }
 
     async fn project(
@@ -93,11 +152,12 @@ impl RegistryQuery {
         id: ID,
         as_of: Option<String>,
     ) -> Result<Option<ProjectNode>> {
-        let project_id = parse_id(&id)?;
+        let id = parse_id(&id)?;
         let v = view(ctx, as_of).await?;
-        let p = v.with(|r| r.projects.get(&project_id).cloned());
-        Ok(p.filter(|p| may_read(ctx, p.project_id))
-            .map(|p| ProjectNode { v, p }))
+        Ok(readable(ctx, &v, |r| {
+            r.projects.get(&id).cloned().into_iter().collect()
+        })
+        .pop())
     }
 
     async fn experiment(
@@ -106,22 +166,18 @@ impl RegistryQuery {
         id: ID,
         as_of: Option<String>,
     ) -> Result<Option<ExperimentNode>> {
-        let experiment_id = parse_id(&id)?;
+        let id = parse_id(&id)?;
         let v = view(ctx, as_of).await?;
-        let e = v.with(|r| r.experiments.get(&experiment_id).cloned());
-        Ok(e.filter(|e| may_read(ctx, e.project_id))
-            .map(|e| ExperimentNode { v, e }))
+        Ok(readable(ctx, &v, |r| {
+            r.experiments.get(&id).cloned().into_iter().collect()
+        })
+        .pop())
     }
 
     /// Registered models the caller may read.
     async fn models(&self, ctx: &Context<'_>, as_of: Option<String>) -> Result<Vec<ModelNode>> {
         let v = view(ctx, as_of).await?;
-        let all: Vec<RegisteredModel> = v.with(|r| r.models.values().cloned().collect());
-        Ok(all
-            .into_iter()
-            .filter(|m| may_read(ctx, m.project_id))
-            .map(|m| ModelNode { v: v.clone(), m })
-            .collect())
+        Ok(readable(ctx, &v, |r| r.models.values().cloned().collect()))
     }
 
     async fn model(
@@ -130,11 +186,12 @@ impl RegistryQuery {
         id: ID,
         as_of: Option<String>,
     ) -> Result<Option<ModelNode>> {
-        let model_id = parse_id(&id)?;
+        let id = parse_id(&id)?;
         let v = view(ctx, as_of).await?;
-        let m = v.with(|r| r.models.get(&model_id).cloned());
-        Ok(m.filter(|m| may_read(ctx, m.project_id))
-            .map(|m| ModelNode { v, m }))
+        Ok(readable(ctx, &v, |r| {
+            r.models.get(&id).cloned().into_iter().collect()
+        })
+        .pop())
     }
 
     /// Deployments the caller may read.
@@ -144,12 +201,9 @@ impl RegistryQuery {
         as_of: Option<String>,
     ) -> Result<Vec<DeploymentNode>> {
         let v = view(ctx, as_of).await?;
-        let all: Vec<Deployment> = v.with(|r| r.deployments.values().cloned().collect());
-        Ok(all
-            .into_iter()
-            .filter(|d| may_read(ctx, d.spec.project_id))
-            .map(|d| DeploymentNode { v: v.clone(), d })
-            .collect())
+        Ok(readable(ctx, &v, |r| {
+            r.deployments.values().cloned().collect()
+        }))
     }
 
     async fn deployment(
@@ -158,11 +212,12 @@ impl RegistryQuery {
         id: ID,
         as_of: Option<String>,
     ) -> Result<Option<DeploymentNode>> {
-        let deployment_id = parse_id(&id)?;
+        let id = parse_id(&id)?;
         let v = view(ctx, as_of).await?;
-        let d = v.with(|r| r.deployments.get(&deployment_id).cloned());
-        Ok(d.filter(|d| may_read(ctx, d.spec.project_id))
-            .map(|d| DeploymentNode { v, d }))
+        Ok(readable(ctx, &v, |r| {
+            r.deployments.get(&id).cloned().into_iter().collect()
+        })
+        .pop())
     }
 
     /// The runtime catalog: images, image versions and runtimes, each with the state each
@@ -282,42 +337,36 @@ impl ProjectNode {
     }
     async fn experiments(&self) -> Vec<ExperimentNode> {
         let id = self.p.project_id;
-        self.v.with(|r| {
+        let all: Vec<Experiment> = self.v.with(|r| {
             r.experiments
                 .values()
                 .filter(|e| e.project_id == id)
-                .map(|e| ExperimentNode {
-                    v: self.v.clone(),
-                    e: e.clone(),
-                })
+                .cloned()
                 .collect()
-        })
+        });
+        nodes(&self.v, all)
     }
     async fn models(&self) -> Vec<ModelNode> {
         let id = self.p.project_id;
-        self.v.with(|r| {
+        let all: Vec<RegisteredModel> = self.v.with(|r| {
             r.models
                 .values()
                 .filter(|m| m.project_id == id)
-                .map(|m| ModelNode {
-                    v: self.v.clone(),
-                    m: m.clone(),
-                })
+                .cloned()
                 .collect()
-        })
+        });
+        nodes(&self.v, all)
     }
     async fn deployments(&self) -> Vec<DeploymentNode> {
         let id = self.p.project_id;
-        self.v.with(|r| {
+        let all: Vec<Deployment> = self.v.with(|r| {
             r.deployments
                 .values()
                 .filter(|d| d.spec.project_id == id)
-                .map(|d| DeploymentNode {
-                    v: self.v.clone(),
-                    d: d.clone(),
-                })
+                .cloned()
                 .collect()
-        })
+        });
+        nodes(&self.v, all)
     }
     /// The project's events and those of its experiments and models, in ledger order.
     #[graphql(complexity = "first.unwrap_or(50).max(1) as usize * child_complexity")]
@@ -585,16 +634,14 @@ impl VersionNode {
     /// Where this version is or was deployed.
     async fn deployments(&self) -> Vec<DeploymentNode> {
         let (model_id, version) = (self.model.model_id, self.ver.version);
-        self.v.with(|r| {
+        let all: Vec<Deployment> = self.v.with(|r| {
             r.deployments
                 .values()
                 .filter(|d| d.spec.model_id == model_id && d.spec.version == version)
-                .map(|d| DeploymentNode {
-                    v: self.v.clone(),
-                    d: d.clone(),
-                })
+                .cloned()
                 .collect()
-        })
+        });
+        nodes(&self.v, all)
     }
 }
 
