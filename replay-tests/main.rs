@@ -7,6 +7,7 @@
 //! rewrites `registry.json` only, for when the projection gains a field. Review the diff of
 //! `registry.json` before committing it.
 
+mod governance;
 mod scoring;
 
 use std::path::Path;
@@ -39,11 +40,12 @@ fn load(dir: &str) -> Vec<Event> {
         .collect()
 }
 
-/// Checks the chain and signatures as an outside verifier would: from the envelope rules
-/// and the genesis event's public key.
+/// Checks the chain and signatures as an outside verifier would: from the envelope rules,
+/// the genesis event's public key and the rotations after it.
 fn verify_chain(events: &[Event]) {
-    let genesis = &events[0].unsigned.payload;
-    let public = keys::parse_public(genesis["public_key"].as_str().unwrap()).unwrap();
+    let key =
+        |e: &Event| keys::parse_public(e.unsigned.payload["public_key"].as_str().unwrap()).unwrap();
+    let mut public = key(&events[0]);
     let mut prev = Digest::ZERO;
     for (i, e) in events.iter().enumerate() {
         assert_eq!(e.unsigned.position, i as u64);
@@ -54,6 +56,10 @@ fn verify_chain(events: &[Event]) {
             keys::verify_strict(&public, &signing_message(&hash), &e.signature),
             "position {i}: signature"
         );
+        // A rotation, signed by the old key, names the key of the events after it.
+        if e.unsigned.event_type == log::ROTATION_EVENT {
+            public = key(e);
+        }
         prev = hash;
     }
 }

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use super::{fresh_state, replay_story, write_story};
 
-const STORY: &str = "replay-tests/scoring-story";
+pub const STORY: &str = "replay-tests/scoring-story";
 
 #[test]
 fn scoring_story_replays_and_every_kept_run_reproduces() {
