@@ -171,22 +171,23 @@ async fn recorded_runs_reproduce_bit_for_bit_and_wrong_settings_are_caught() {
         "concurrent requests were coalesced into shared runs"
     );
 
-    // The forest's whole history, then a range that starts after its only run.
-    use provenant::projections::replay::Until;
-    let forest: uuid::Uuid = forest.parse().unwrap();
-    let r = srv
-        .state
-        .reproduce_range(forest, Until::End, Until::End, &|_, _| {})
-        .await
-        .unwrap();
-    assert_eq!((r.runs, r.identical, r.exceptions.len()), (1, 1, 0));
-    let later = Until::Position(srv.size());
-    let r = srv
-        .state
-        .reproduce_range(forest, later, Until::End, &|_, _| {})
-        .await
-        .unwrap();
-    assert_eq!(r.runs, 0);
+    // The forest's whole history, then a range that starts after its only run, over HTTP.
+    let path = format!("/api/v1/deployments/{forest}:reproduce");
+    let range = |body: Value| srv.call("POST", &path, Some(&srv.admin_token), body);
+    let (st, r) = range(json!({})).await;
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(
+        (r["runs"].clone(), r["identical"].clone()),
+        (json!(1), json!(1))
+    );
+    assert_eq!(r["exceptions"], json!([]));
+    let (_, r) = range(json!({"from": srv.size().to_string()})).await;
+    assert_eq!(r["runs"], 0);
+    let (st, r) = range(json!({"from": "yesterday"})).await;
+    assert_eq!((st, r["code"].clone()), (400, json!("invalid_body")));
+    let (_, outsider) = create_user(&srv, "range-outsider", json!([])).await;
+    let (st, _) = srv.call("POST", &path, Some(&outsider), json!({})).await;
+    assert_eq!(st, 404);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -27,6 +27,7 @@ use crate::domain::schema::Column;
 use crate::domain::{Kind, can_read_project};
 use crate::log::envelope::Digest;
 use crate::log::{ExpectedVersion, NewEvent};
+use crate::projections::replay::Until;
 use crate::runtime::onnx::Onnx;
 use crate::runtime::scorer::{Model, SessionSettings};
 
@@ -588,37 +589,69 @@ pub struct ActionBody {
     /// Why; required for `:stop`.
     #[serde(default)]
     reason: Option<String>,
+    /// For `:reproduce`: the first run, a position or an RFC 3339 time (included).
+    #[serde(default)]
+    from: Option<String>,
+    /// For `:reproduce`: the last run, a position or an RFC 3339 time (included).
+    #[serde(default)]
+    to: Option<String>,
 }
 
-/// `POST /api/v1/deployments/{deployment_id}:stop` (editors, with a reason), or `:purge`
-/// (admins): apply the retention policy now.
-#[utoipa::path(post, path = "/api/v1/deployments/{deployment_id}", tag = "deployments", params(("deployment_id" = String, Path, description = "`<deployment id>:stop` or `<deployment id>:purge`")), request_body = ActionBody, responses((status = 200, body = Written)))]
+/// `POST /api/v1/deployments/{deployment_id}:stop` (editors, with a reason); `:purge`
+/// (admins): apply the retention policy now; `:reproduce` (project readers): reproduce every
+/// run recorded between `from` and `to` and answer the counts and every exception.
+#[utoipa::path(post, path = "/api/v1/deployments/{deployment_id}", tag = "deployments", params(("deployment_id" = String, Path, description = "`<deployment id>:stop`, `:purge` or `:reproduce`")), request_body = ActionBody, responses((status = 200, body = Written, description = "`:stop` and `:purge`; `:reproduce` answers the range report")))]
 pub async fn action(
     State(s): State<AppState>,
     p: Principal,
     ApiPath(target): ApiPath<String>,
     ApiJson(b): ApiJson<ActionBody>,
-) -> Result<Json<Written>, ApiError> {
-    let (id, verb) = uuid_action(&target, "<deployment id>", &["stop", "purge"])?;
-    match verb {
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let (id, verb) = uuid_action(&target, "<deployment id>", &["stop", "purge", "reproduce"])?;
+    let written = match verb {
         "stop" => {
             let reason = b.reason.unwrap_or_default();
             let written = s
                 .transition(Some(p.user_id), id, DeploymentState::Stopped, &reason)
                 .await?;
             s.serving.remove(&id);
-            Ok(Json(written))
+            written
         }
-        // "purge"
-        _ => {
+        "purge" => {
             if !p.admin {
                 return Err(forbidden(
                     "applying a retention policy needs the admin role".into(),
                 ));
             }
             s.purge(id, &p.user_id.to_string(), chrono::Utc::now())
-                .await
-                .map(Json)
+                .await?
         }
-    }
+        // "reproduce"
+        _ => {
+            let project = s
+                .registry
+                .read()
+                .deployments
+                .get(&id)
+                .map(|d| d.spec.project_id);
+            let readable = project.is_some_and(|pid| {
+                crate::domain::can_read_project(&s.registry.read(), p.user_id, pid)
+            });
+            if !readable {
+                return Err(ApiError::not_found(
+                    "deployment_not_found",
+                    format!("no deployment {id} you may read"),
+                ));
+            }
+            let bound = |b: Option<String>| {
+                b.map_or(Ok(Until::End), |b| b.parse::<Until>())
+                    .map_err(|e| ApiError::bad_request("invalid_body", e))
+            };
+            let report = s
+                .reproduce_range(id, bound(b.from)?, bound(b.to)?, &|_, _| {})
+                .await?;
+            return Ok(Json(serde_json::to_value(report).unwrap_or_default()));
+        }
+    };
+    Ok(Json(serde_json::to_value(written).unwrap_or_default()))
 }
