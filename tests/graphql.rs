@@ -582,7 +582,7 @@ async fn mutations_comment_reproduce_and_export_and_rejections_append_nothing() 
         .await;
     assert_eq!(code(&r), "invalid_overrides");
 
-    let q = "mutation($x: ExportRequest!) { requestExport(request: $x) { id url bytes blake3 rows treeSize format } }";
+    let q = "mutation($x: ExportRequest!) { requestExport(request: $x) { exportId url bytes blake3 rows treeSize format } }";
     let r = srv
         .graphql(
             &t,
@@ -627,6 +627,20 @@ async fn mutations_comment_reproduce_and_export_and_rejections_append_nothing() 
         )
         .await;
     assert_eq!(code(&r), "invalid_argument");
+    // The same through REST.
+    let body = json!({"format": "predictions_parquet", "deployment_id": dep});
+    let (st, x) = srv.call("POST", "/api/v1/exports", Some(&t), body).await;
+    assert_eq!(st, 201, "{x}");
+    assert_eq!(x["rows"].as_u64(), Some(requests.len() as u64));
+    let (st, x) = srv
+        .call(
+            "POST",
+            "/api/v1/exports",
+            Some(&t),
+            json!({"format": "tarball"}),
+        )
+        .await;
+    assert_eq!((st, s(&x["code"])), (422, "invalid_body".to_string()));
     assert_eq!(srv.size(), size, "exports append nothing");
 }
 
@@ -654,8 +668,8 @@ async fn authorization_matrix_limits_and_malformed_requests() {
     let rows = "query($r: ID!) { prediction(requestId: $r) { rows { inputs } } }";
     let predictions = "query($d: ID!) { predictions(deploymentId: $d) { edges { cursor } } }";
     let verify = "{ ledger { verify { intact } } }";
-    let export_all = "mutation { requestExport(request: {format: AUDIT_BUNDLE}) { id } }";
-    let export_project = "mutation($p: ID!) { requestExport(request: {format: AUDIT_BUNDLE, projectId: $p}) { id url } }";
+    let export_all = "mutation { requestExport(request: {format: AUDIT_BUNDLE}) { exportId } }";
+    let export_project = "mutation($p: UUID!) { requestExport(request: {format: AUDIT_BUNDLE, projectId: $p}) { exportId url } }";
     let vars = json!({"p": pid, "r": requests[0], "d": dep});
     // (query, [admin, auditor, viewer, outsider]): "ok", "null", "empty" or an error code.
     let matrix: [(&str, [&str; 4]); 9] = [

@@ -1103,6 +1103,12 @@ async fn authorization_matrix_every_route_and_role() {
             ProjectRead,
         ),
         ("GET", "/api/v1/registry?at=3".into(), n.clone(), ReadsAll),
+        (
+            "POST",
+            "/api/v1/exports".into(),
+            json!({"format": "events_csv"}),
+            ReadsAll,
+        ),
         // Nobody's export: a 404 for everyone authenticated (tests/graphql.rs downloads one).
         (
             "GET",

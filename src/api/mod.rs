@@ -5,7 +5,7 @@ pub mod auth;
 pub mod command;
 pub mod deployments;
 pub mod error;
-mod exports;
+pub mod exports;
 mod extract;
 pub mod graphql;
 mod ledger;
@@ -154,6 +154,7 @@ fn documented() -> OpenApiRouter<AppState> {
         .routes(routes!(deployments::deploy, deployments::list))
         .routes(routes!(deployments::get, deployments::action))
         .routes(routes!(predictions::get, predictions::action))
+        .routes(routes!(exports::request))
         .routes(routes!(exports::download))
 }
 

@@ -9,8 +9,6 @@ mod ledger;
 mod predictions;
 mod registry;
 
-pub use actions::export_path;
-
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
