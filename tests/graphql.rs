@@ -429,6 +429,35 @@ async fn the_audit_trail_filters_like_a_scan_and_pages_without_gaps_while_events
     }
     assert!(listed.windows(2).all(|w| w[0] < w[1]));
     assert!(comments.iter().all(|c| listed.contains(c)));
+
+    // A projection started on the log now (replaying it) holds what the server's, which
+    // followed the events as they came, holds.
+    use provenant::projections::audit::Filter;
+    let replayed = provenant::projections::registry::RegistryProjection::start(&srv.ledger)
+        .await
+        .unwrap();
+    assert_eq!(*replayed.read(), *srv.state.registry.read());
+    for f in [
+        Filter::default(),
+        Filter {
+            actor: Some(admin.clone()),
+            ..Filter::default()
+        },
+        Filter {
+            entity_id: Some(pid.clone()),
+            ..Filter::default()
+        },
+        Filter {
+            entity_id: Some(dep.clone()),
+            event_types: vec!["InferenceRunRecorded".into()],
+            ..Filter::default()
+        },
+    ] {
+        let page = |p: &provenant::projections::registry::RegistryProjection| {
+            p.audit().page(&f, None, 1000)
+        };
+        assert_eq!(page(&replayed), page(&srv.state.registry), "{f:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

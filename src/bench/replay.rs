@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::{Failure, Figures, Scratch};
 use crate::domain::event::*;
 use crate::log::{self, ExpectedVersion, Ledger, NewEvent};
-use crate::projections::replay::{Until, replay as fold_log};
+use crate::projections::replay::{Until, replay_into as fold_log};
 
 /// Events appended per request while the log is built.
 const BATCH: usize = 1000;
@@ -161,7 +161,10 @@ pub async fn replay(events: u64, as_json: bool) -> Result<(), Failure> {
 
     let bar = crate::progress::bar(size, "replaying");
     let started = Instant::now();
-    let registry = fold_log(&snap, Until::End, &mut |done, _| bar.set_position(done))?;
+    let mut audit = crate::projections::audit::AuditIndex::default();
+    let registry = fold_log(&snap, Until::End, Some(&mut audit), &mut |done, _| {
+        bar.set_position(done)
+    })?;
     let secs = started.elapsed().as_secs_f64();
     bar.finish_and_clear();
     let rate = registry.applied as f64 / secs;
@@ -205,9 +208,10 @@ pub async fn replay(events: u64, as_json: bool) -> Result<(), Failure> {
         "replay_events_per_s",
         rate,
         format!(
-            "replay into the registry, no signature checks: {rate:>10.0} events/s ({:.2}x of read + decode; {} predictions indexed)",
+            "replay into the registry and the audit index, no signature checks: {rate:>10.0} events/s ({:.2}x of read + decode; {} predictions, {} events indexed)",
             rate / read_rate,
-            registry.predictions.len()
+            registry.predictions.len(),
+            audit.size()
         ),
     );
     figures.say("replay_vs_read_decode", rate / read_rate, String::new());

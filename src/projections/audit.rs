@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use serde_json::Value;
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use crate::log::envelope::Unsigned;
 
@@ -73,24 +73,38 @@ impl AuditIndex {
 
     /// Indexes the next event; events must come in position order.
     pub fn add(&mut self, e: &Unsigned) {
-        debug_assert_eq!(e.position, self.size());
-        let micros = DateTime::parse_from_rfc3339(&e.recorded_at)
+        // A stored payload is valid JSON, so reading its ids cannot fail.
+        let ids = entity_ids(&e.stream, &e.payload).unwrap_or_default();
+        self.push(
+            e.position,
+            &e.actor,
+            &e.stream,
+            &e.event_type,
+            &e.recorded_at,
+            ids,
+        );
+    }
+
+    /// Indexes the next event from its parts; `ids` from `entity_ids`.
+    pub fn push(
+        &mut self,
+        position: u64,
+        actor: &str,
+        stream: &str,
+        event_type: &str,
+        recorded_at: &str,
+        ids: Vec<String>,
+    ) {
+        debug_assert_eq!(position, self.size());
+        let micros = DateTime::parse_from_rfc3339(recorded_at)
             .map(|t| t.timestamp_micros())
             .unwrap_or_else(|_| self.times.last().copied().unwrap_or(0));
         self.times.push(micros);
-        let p = e.position;
-        push(&mut self.actors, &e.actor, p);
-        push(&mut self.streams, &e.stream, p);
-        push(&mut self.types, &e.event_type, p);
-        let mut ids = Vec::new();
-        if let Some((_, id)) = e.stream.split_once('-') {
-            ids.push(id.to_string());
-        }
-        entity_ids(&e.payload, &mut ids);
-        ids.sort_unstable();
-        ids.dedup();
+        push(&mut self.actors, actor, position);
+        push(&mut self.streams, stream, position);
+        push(&mut self.types, event_type, position);
         for id in ids {
-            self.entities.entry(id).or_default().push(p);
+            self.entities.entry(id).or_default().push(position);
         }
     }
 
@@ -186,20 +200,103 @@ fn push(map: &mut HashMap<String, Vec<u64>>, key: &str, position: u64) {
     }
 }
 
-/// The string values of `*_id` fields in `v` and its nested objects. Arrays are not entered:
-/// they hold per-item records (a run's requests, an import's artifacts) whose ids would grow
-/// the index by one entry per item rather than per event. `run_id` is left out too: a run is
-/// its event, found by position or by request.
-fn entity_ids(v: &Value, out: &mut Vec<String>) {
-    let Value::Object(fields) = v else {
-        return;
-    };
-    for (key, value) in fields {
-        match value {
-            Value::String(s) if key.ends_with("_id") && key != "run_id" => out.push(s.clone()),
-            Value::Object(_) => entity_ids(value, out),
-            _ => {}
+/// The ids an event names, sorted and once each: the id part of its stream's name
+/// (`deployment-<id>`) and the string values of `*_id` fields in its payload and the
+/// payload's nested objects, read from any JSON deserializer (a stored record's raw payload
+/// at replay, a decoded one when following). Arrays are not entered: they hold per-item
+/// records (a run's requests, an import's artifacts) whose ids would grow the index by one
+/// entry per item rather than per event. `run_id` is left out too: a run is its event,
+/// found by position or by request.
+pub fn entity_ids<'de, D: Deserializer<'de>>(
+    stream: &str,
+    payload: D,
+) -> Result<Vec<String>, D::Error> {
+    let mut ids = Vec::new();
+    if let Some((_, id)) = stream.split_once('-') {
+        ids.push(id.to_string());
+    }
+    Ids {
+        out: &mut ids,
+        capture: false,
+    }
+    .deserialize(payload)?;
+    ids.sort_unstable();
+    ids.dedup();
+    Ok(ids)
+}
+
+/// Walks a JSON value, pushing the strings found under `*_id` keys.
+struct Ids<'a> {
+    out: &'a mut Vec<String>,
+    /// Whether the value being read is under an id key.
+    capture: bool,
+}
+
+impl<'de> DeserializeSeed<'de> for Ids<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+/// Reads a map key, answering whether it names an id, without keeping it.
+struct IdKey;
+
+impl<'de> DeserializeSeed<'de> for IdKey {
+    type Value = bool;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl Visitor<'_> for IdKey {
+    type Value = bool;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a key")
+    }
+    fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<bool, E> {
+        Ok(key.ends_with("_id") && key != "run_id")
+    }
+}
+
+impl<'de> Visitor<'de> for Ids<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("JSON")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(capture) = map.next_key_seed(IdKey)? {
+            map.next_value_seed(Ids {
+                out: &mut *self.out,
+                capture,
+            })?;
         }
+        Ok(())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(())
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<(), E> {
+        if self.capture {
+            self.out.push(v.to_string());
+        }
+        Ok(())
+    }
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
+        Ok(())
     }
 }
 
@@ -207,7 +304,7 @@ fn entity_ids(v: &Value, out: &mut Vec<String>) {
 mod tests {
     use super::*;
     use crate::log::envelope::Digest;
-    use serde_json::json;
+    use serde_json::{Value, json};
     use uuid::Uuid;
 
     fn event(position: u64, actor: &str, stream: &str, kind: &str, payload: Value) -> Unsigned {
@@ -329,6 +426,18 @@ mod tests {
             }
             assert_eq!(ix.page(f, Some(20), 1000).positions, scan(f, Some(20)));
         }
+    }
+
+    #[test]
+    fn ids_read_alike_from_raw_json_and_from_a_value() {
+        let text = r#"{"deployment_id":"d","spec":{"project_id":"p","n":1,"x":[{"model_id":"no"}]},
+            "requests":[{"request_id":"r"}],"run_id":"run","ok":true,"none":null,"f":1.5,
+            "nested_id":{"inner_id":"i"},"esc\u0061pe_id":"e"}"#;
+        let value: Value = serde_json::from_str(text).unwrap();
+        let want = vec!["1", "d", "e", "i", "p"];
+        assert_eq!(entity_ids("s-1", &value).unwrap(), want);
+        let mut raw = serde_json::Deserializer::from_str(text);
+        assert_eq!(entity_ids("s-1", &mut raw).unwrap(), want);
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard};
 use tokio::sync::watch;
 
 use super::audit::AuditIndex;
+use super::replay::{Until, replay_into};
 use crate::domain::{Recorded, Registry, RegistryEvent, evolve};
 use crate::log::envelope::{Event, split_record};
 use crate::log::{Ledger, LogError};
@@ -55,6 +56,17 @@ struct Header<'a> {
 
 /// `recorded` from a raw stored record (see `log::envelope::split_record`).
 pub fn recorded_from_record(record: &[u8]) -> Result<Recorded, String> {
+    decode_record(record, false).map(|(r, _)| r)
+}
+
+/// What the audit index keeps of an event beyond its `Recorded` fields.
+pub struct Indexed {
+    pub event_type: String,
+    pub ids: Vec<String>,
+}
+
+/// `recorded` from a raw stored record, and with `index`, what the audit index keeps of it.
+pub fn decode_record(record: &[u8], index: bool) -> Result<(Recorded, Option<Indexed>), String> {
     let (canonical, _, _) = split_record(record).map_err(|e| e.to_string())?;
     let h: Header = serde_json::from_slice(canonical).map_err(|e| e.to_string())?;
     let mut payload = serde_json::Deserializer::from_str(h.payload.get());
@@ -66,28 +78,54 @@ pub fn recorded_from_record(record: &[u8]) -> Result<Recorded, String> {
                 h.event_type
             )
         })?;
-    Ok(Recorded {
+    let indexed = if index {
+        let mut payload = serde_json::Deserializer::from_str(h.payload.get());
+        let ids = super::audit::entity_ids(&h.stream, &mut payload).map_err(|e| e.to_string())?;
+        Some(Indexed {
+            event_type: h.event_type.into_owned(),
+            ids,
+        })
+    } else {
+        None
+    };
+    let recorded = Recorded {
         position: h.position,
         stream: h.stream,
         stream_version: h.stream_version,
         actor: h.actor,
         recorded_at: h.recorded_at,
         event,
-    })
+    };
+    Ok((recorded, indexed))
 }
 
 impl RegistryProjection {
-    /// Rebuilds the registry from the whole log, then follows it; returns once the
-    /// projection has caught up with the head as it was at the call.
+    /// Rebuilds the registry and the audit index from the whole log (the replay's fast
+    /// path), then follows the log from there; returns once caught up with the head as it
+    /// was at the call.
     pub async fn start(ledger: &Ledger) -> Result<Arc<RegistryProjection>, ProjectionError> {
-        let (progress, _) = watch::channel(Ok(0));
+        let failed = |reason: String| ProjectionError::Stopped {
+            position: 0,
+            reason,
+        };
+        let snap = ledger.snapshot().map_err(|e| failed(e.to_string()))?;
+        let (registry, audit) = tokio::task::spawn_blocking(move || {
+            let mut audit = AuditIndex::default();
+            replay_into(&snap, Until::End, Some(&mut audit), &mut |_, _| {})
+                .map(|registry| (registry, audit))
+        })
+        .await
+        .map_err(|e| failed(e.to_string()))?
+        .map_err(|e| failed(e.to_string()))?;
+        let applied = registry.applied;
+        let (progress, _) = watch::channel(Ok(applied));
         let projection = Arc::new(RegistryProjection {
-            state: RwLock::new(Registry::default()),
-            audit: RwLock::default(),
+            state: RwLock::new(registry),
+            audit: RwLock::new(audit),
             progress,
         });
         let follower = projection.clone();
-        let mut subscription = ledger.subscribe(0);
+        let mut subscription = ledger.subscribe(applied);
         tokio::spawn(async move {
             loop {
                 let position = subscription.position();

@@ -8,7 +8,8 @@ use std::cmp::Ordering;
 
 use chrono::{DateTime, Utc};
 
-use super::registry::recorded_from_record;
+use super::audit::AuditIndex;
+use super::registry::{Indexed, decode_record};
 use crate::domain::{Recorded, Registry, evolve};
 use crate::log::LogError;
 use crate::log::envelope::format_time;
@@ -79,6 +80,16 @@ pub fn replay(
     until: Until,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<Registry, ReplayError> {
+    replay_into(snap, until, None, progress)
+}
+
+/// `replay`, also indexing every event into `audit` (an empty index) when given.
+pub fn replay_into(
+    snap: &Snapshot,
+    until: Until,
+    mut audit: Option<&mut AuditIndex>,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<Registry, ReplayError> {
     let size = snap.size()?;
     let end = match until {
         Until::Position(p) => (p + 1).min(size),
@@ -88,7 +99,9 @@ pub fn replay(
         Until::Time(t) => Some(format_time(t)),
         _ => None,
     };
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<Recorded>, ReplayError>>(2);
+    let index = audit.is_some();
+    type Chunk = Vec<(Recorded, Option<Indexed>)>;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Chunk, ReplayError>>(2);
     std::thread::scope(|scope| {
         scope.spawn(move || {
             let mut from = 0;
@@ -100,7 +113,7 @@ pub fn replay(
                     .and_then(|records| {
                         let mut out = Vec::with_capacity(records.len());
                         for (position, record) in &records {
-                            let r = recorded_from_record(record).map_err(|reason| {
+                            let decoded = decode_record(record, index).map_err(|reason| {
                                 ReplayError::Corrupt {
                                     position: *position,
                                     reason,
@@ -108,10 +121,10 @@ pub fn replay(
                             })?;
                             // RFC 3339 UTC times of fixed precision compare as text, and the
                             // log's times never go back.
-                            if cutoff.as_ref().is_some_and(|c| r.recorded_at > *c) {
+                            if cutoff.as_ref().is_some_and(|c| decoded.0.recorded_at > *c) {
                                 break;
                             }
-                            out.push(r);
+                            out.push(decoded);
                         }
                         Ok(out)
                     });
@@ -127,7 +140,17 @@ pub fn replay(
         });
         let mut state = Registry::default();
         for chunk in rx {
-            for r in chunk? {
+            for (r, indexed) in chunk? {
+                if let (Some(audit), Some(i)) = (audit.as_deref_mut(), indexed) {
+                    audit.push(
+                        r.position,
+                        &r.actor,
+                        &r.stream,
+                        &i.event_type,
+                        &r.recorded_at,
+                        i.ids,
+                    );
+                }
                 state = evolve(state, &r);
             }
             progress(state.applied, end);
