@@ -17,6 +17,8 @@ use crate::log::envelope::Unsigned;
 pub struct AuditIndex {
     /// `recorded_at` of each position, in microseconds since the epoch.
     times: Vec<i64>,
+    /// The last time indexed, as text and as `times` holds it.
+    last_time: (String, i64),
     actors: HashMap<String, Vec<u64>>,
     streams: HashMap<String, Vec<u64>>,
     entities: HashMap<String, Vec<u64>>,
@@ -96,10 +98,14 @@ impl AuditIndex {
         ids: Vec<String>,
     ) {
         debug_assert_eq!(position, self.size());
-        let micros = DateTime::parse_from_rfc3339(recorded_at)
-            .map(|t| t.timestamp_micros())
-            .unwrap_or_else(|_| self.times.last().copied().unwrap_or(0));
-        self.times.push(micros);
+        // The events of one commit share their time: parse it once.
+        if recorded_at != self.last_time.0 {
+            let micros = DateTime::parse_from_rfc3339(recorded_at)
+                .map(|t| t.timestamp_micros())
+                .unwrap_or(self.last_time.1);
+            self.last_time = (recorded_at.to_string(), micros);
+        }
+        self.times.push(self.last_time.1);
         push(&mut self.actors, actor, position);
         push(&mut self.streams, stream, position);
         push(&mut self.types, event_type, position);

@@ -59,10 +59,11 @@ pub fn recorded_from_record(record: &[u8]) -> Result<Recorded, String> {
     decode_record(record, false).map(|(r, _)| r)
 }
 
-/// What the audit index keeps of an event beyond its `Recorded` fields.
+/// What the audit index reads of an event beyond its `Recorded` fields; the ids in the
+/// payload are read where the event is indexed (see `replay_into`).
 pub struct Indexed {
     pub event_type: String,
-    pub ids: Vec<String>,
+    pub payload: Box<serde_json::value::RawValue>,
 }
 
 /// `recorded` from a raw stored record, and with `index`, what the audit index keeps of it.
@@ -78,16 +79,10 @@ pub fn decode_record(record: &[u8], index: bool) -> Result<(Recorded, Option<Ind
                 h.event_type
             )
         })?;
-    let indexed = if index {
-        let mut payload = serde_json::Deserializer::from_str(h.payload.get());
-        let ids = super::audit::entity_ids(&h.stream, &mut payload).map_err(|e| e.to_string())?;
-        Some(Indexed {
-            event_type: h.event_type.into_owned(),
-            ids,
-        })
-    } else {
-        None
-    };
+    let indexed = index.then(|| Indexed {
+        event_type: h.event_type.into_owned(),
+        payload: h.payload.to_owned(),
+    });
     let recorded = Recorded {
         position: h.position,
         stream: h.stream,

@@ -8,7 +8,7 @@ use std::cmp::Ordering;
 
 use chrono::{DateTime, Utc};
 
-use super::audit::AuditIndex;
+use super::audit::{AuditIndex, entity_ids};
 use super::registry::{Indexed, decode_record};
 use crate::domain::{Recorded, Registry, evolve};
 use crate::log::LogError;
@@ -141,14 +141,21 @@ pub fn replay_into(
         let mut state = Registry::default();
         for chunk in rx {
             for (r, indexed) in chunk? {
+                // The ids are read here, not with the decoding: decoding is the slower side.
                 if let (Some(audit), Some(i)) = (audit.as_deref_mut(), indexed) {
+                    let mut payload = serde_json::Deserializer::from_str(i.payload.get());
+                    let ids =
+                        entity_ids(&r.stream, &mut payload).map_err(|e| ReplayError::Corrupt {
+                            position: r.position,
+                            reason: e.to_string(),
+                        })?;
                     audit.push(
                         r.position,
                         &r.actor,
                         &r.stream,
                         &i.event_type,
                         &r.recorded_at,
-                        i.ids,
+                        ids,
                     );
                 }
                 state = evolve(state, &r);
