@@ -14,7 +14,7 @@ use provenant::domain::schema::MetadataValue;
 use provenant::runtime::ingest;
 use uuid::Uuid;
 
-use super::{fresh_state, load, replay_story, write_story};
+use super::{load, replay_story, run, with_admin, write_story};
 
 const STORY: &str = "replay-tests/governance-story";
 
@@ -60,16 +60,9 @@ fn the_golden_logs_cover_every_event_type() {
 }
 
 async fn record_story() {
-    let (_dir, state) = fresh_state().await;
+    let (_dir, state, admin) = with_admin().await;
     let (ledger, blobs, onnx) = (state.ledger.clone(), state.blobs.clone(), state.onnx);
-    provenant::api::command::bootstrap_admin(&ledger, &state.registry, "root")
-        .await
-        .unwrap();
-    let admin = *state.registry.read().usernames.get("root").unwrap();
-    let run = |actor: Uuid, c: Command| {
-        let state = state.clone();
-        async move { state.execute(actor, c, |_| None::<()>).await.unwrap() }
-    };
+    let run = |actor: Uuid, c: Command| run(&state, actor, c);
     let alice = Uuid::now_v7();
     run(
         admin,

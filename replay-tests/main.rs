@@ -108,20 +108,28 @@ async fn fresh_state() -> (tempfile::TempDir, AppState) {
     (dir, state)
 }
 
+/// `fresh_state` with its first admin, `root`: (dir, state, admin's user id).
+async fn with_admin() -> (tempfile::TempDir, AppState, Uuid) {
+    let (dir, state) = fresh_state().await;
+    provenant::api::command::bootstrap_admin(&state.ledger, &state.registry, "root")
+        .await
+        .unwrap();
+    let admin = *state.registry.read().usernames.get("root").unwrap();
+    (dir, state, admin)
+}
+
+/// Executes a registry command as `actor`, which must succeed.
+async fn run(state: &AppState, actor: Uuid, c: Command) {
+    state.execute(actor, c, |_| None::<()>).await.unwrap();
+}
+
 /// The story: an admin creates users, a project is shared, an experiment with an ONNX
 /// artifact and one from an MLflow zip are imported, registered as v1 and v2, staged,
 /// aliased and commented.
 async fn record_story() {
-    let (_dir, state) = fresh_state().await;
+    let (_dir, state, admin) = with_admin().await;
     let (ledger, blobs, onnx) = (state.ledger.clone(), state.blobs.clone(), state.onnx);
-    provenant::api::command::bootstrap_admin(&ledger, &state.registry, "root")
-        .await
-        .unwrap();
-    let admin = *state.registry.read().usernames.get("root").unwrap();
-    let run = |actor: Uuid, c: Command| {
-        let state = state.clone();
-        async move { state.execute(actor, c, |_| None::<()>).await.unwrap() }
-    };
+    let run = |actor: Uuid, c: Command| run(&state, actor, c);
     let user = |name: &str, roles: Vec<GlobalRole>| Command::CreateUser {
         user_id: Uuid::now_v7(),
         username: name.into(),
