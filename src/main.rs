@@ -550,6 +550,7 @@ async fn serve(data: DataDir, addr: String, options: ServeOptions) -> Result<(),
         head.size
     );
     println!("ledger head: http://{local}/api/v1/ledger/head");
+    println!("GraphQL (GraphiQL in a browser): http://{local}/graphql");
     if let Some(d) = demo_deployment {
         println!("demo scoring URL: http://{local}/{d}/model/score");
         println!(

@@ -37,9 +37,11 @@ pub async fn graphql(events: u64, queries: usize, as_json: bool) -> Result<(), F
     let ledger = super::replay::build(&dir, events).await?;
     let onnx = crate::runtime::onnx::load(None)?;
     let blobs = BlobStore::new(&dir.join("blobs"), crate::blobs::DEFAULT_MAX_BYTES);
+    let rss_before = resident_mb();
     let started = Instant::now();
     let state = AppState::start(ledger.clone(), blobs, onnx).await?;
     let startup = started.elapsed().as_secs_f64();
+    let projections_mb = resident_mb() - rss_before;
     let token = api::command::bootstrap_admin(&ledger, &state.registry, "bench").await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
@@ -90,8 +92,11 @@ pub async fn graphql(events: u64, queries: usize, as_json: bool) -> Result<(), F
     figures.say(
         "startup_s",
         startup,
-        format!("start (registry and audit index from the whole log): {startup:.2} s"),
+        format!(
+            "start (registry and audit index from the whole log): {startup:.2} s, {projections_mb:.0} MB more resident"
+        ),
     );
+    figures.say("projections_mb", projections_mb, String::new());
     let bar = crate::progress::bar((filters.len() * queries) as u64, "querying");
     let mut base_p99 = 0.0;
     for (name, filter) in &filters {
@@ -162,4 +167,16 @@ pub async fn graphql(events: u64, queries: usize, as_json: bool) -> Result<(), F
     let _ = stop.send(());
     server.await??;
     Ok(())
+}
+
+/// This process's resident memory (Linux), in MB; 0 where it cannot be read.
+fn resident_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
 }
