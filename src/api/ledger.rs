@@ -4,7 +4,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -161,25 +161,48 @@ pub struct InclusionQuery {
     tree_size: Option<u64>,
 }
 
+/// An RFC 6962 inclusion proof with what checking it needs, for REST and GraphQL alike.
+#[derive(Serialize, async_graphql::SimpleObject)]
+pub struct InclusionProof {
+    position: u64,
+    tree_size: u64,
+    event_hash: Option<String>,
+    leaf_hash: String,
+    /// Sibling hashes from the leaf up, hex.
+    #[serde(rename = "proof")]
+    path: Vec<String>,
+    root: String,
+    /// The signed checkpoint of `tree_size`, when one was signed at that size.
+    checkpoint: Option<String>,
+}
+
+/// The proof that `position` is in the tree of `tree_size` events (the head by default).
+pub fn inclusion_proof(
+    s: &AppState,
+    position: u64,
+    tree_size: Option<u64>,
+) -> Result<InclusionProof, ApiError> {
+    let size = tree_size.unwrap_or_else(|| s.ledger.head().size);
+    let (leaf, path) = s.ledger.inclusion_proof(position, size)?;
+    Ok(InclusionProof {
+        position,
+        tree_size: size,
+        event_hash: s.ledger.event(position)?.map(|e| e.hash.to_hex()),
+        leaf_hash: hex::encode(leaf),
+        path: path.iter().map(hex::encode).collect(),
+        root: hex::encode(s.ledger.root_at(size)?),
+        checkpoint: s.ledger.checkpoint(size)?,
+    })
+}
+
 /// An RFC 6962 inclusion proof.
 #[utoipa::path(get, path = "/api/v1/ledger/proofs/inclusion", tag = "ledger")]
 pub async fn inclusion(
     State(s): State<AppState>,
     _p: Principal,
     ApiQuery(q): ApiQuery<InclusionQuery>,
-) -> Result<Json<Value>, ApiError> {
-    let size = q.tree_size.unwrap_or_else(|| s.ledger.head().size);
-    let (leaf, proof) = s.ledger.inclusion_proof(q.position, size)?;
-    let event_hash = s.ledger.event(q.position)?.map(|e| e.hash);
-    Ok(Json(json!({
-        "position": q.position,
-        "tree_size": size,
-        "event_hash": event_hash,
-        "leaf_hash": hex::encode(leaf),
-        "proof": proof.iter().map(hex::encode).collect::<Vec<_>>(),
-        "root": hex::encode(s.ledger.root_at(size)?),
-        "checkpoint": s.ledger.checkpoint(size)?,
-    })))
+) -> Result<Json<InclusionProof>, ApiError> {
+    inclusion_proof(&s, q.position, q.tree_size).map(Json)
 }
 
 #[derive(Deserialize)]
@@ -188,24 +211,47 @@ pub struct ConsistencyQuery {
     to: Option<u64>,
 }
 
+/// An RFC 6962 consistency proof with both roots and checkpoints.
+#[derive(Serialize, async_graphql::SimpleObject)]
+pub struct ConsistencyProof {
+    from: u64,
+    to: u64,
+    #[serde(rename = "proof")]
+    path: Vec<String>,
+    root_from: String,
+    root_to: String,
+    checkpoint_from: Option<String>,
+    checkpoint_to: Option<String>,
+}
+
+/// The proof that the tree of `from` events is a prefix of the tree of `to` (the head by
+/// default).
+pub fn consistency_proof(
+    s: &AppState,
+    from: u64,
+    to: Option<u64>,
+) -> Result<ConsistencyProof, ApiError> {
+    let to = to.unwrap_or_else(|| s.ledger.head().size);
+    let path = s.ledger.consistency_proof(from, to)?;
+    Ok(ConsistencyProof {
+        from,
+        to,
+        path: path.iter().map(hex::encode).collect(),
+        root_from: hex::encode(s.ledger.root_at(from)?),
+        root_to: hex::encode(s.ledger.root_at(to)?),
+        checkpoint_from: s.ledger.checkpoint(from)?,
+        checkpoint_to: s.ledger.checkpoint(to)?,
+    })
+}
+
 /// An RFC 6962 consistency proof.
 #[utoipa::path(get, path = "/api/v1/ledger/proofs/consistency", tag = "ledger")]
 pub async fn consistency(
     State(s): State<AppState>,
     _p: Principal,
     ApiQuery(q): ApiQuery<ConsistencyQuery>,
-) -> Result<Json<Value>, ApiError> {
-    let to = q.to.unwrap_or_else(|| s.ledger.head().size);
-    let proof = s.ledger.consistency_proof(q.from, to)?;
-    Ok(Json(json!({
-        "from": q.from,
-        "to": to,
-        "proof": proof.iter().map(hex::encode).collect::<Vec<_>>(),
-        "root_from": hex::encode(s.ledger.root_at(q.from)?),
-        "root_to": hex::encode(s.ledger.root_at(to)?),
-        "checkpoint_from": s.ledger.checkpoint(q.from)?,
-        "checkpoint_to": s.ledger.checkpoint(to)?,
-    })))
+) -> Result<Json<ConsistencyProof>, ApiError> {
+    consistency_proof(&s, q.from, q.to).map(Json)
 }
 
 #[derive(Deserialize)]

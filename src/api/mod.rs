@@ -8,7 +8,7 @@ pub mod error;
 pub mod exports;
 mod extract;
 pub mod graphql;
-mod ledger;
+pub(crate) mod ledger;
 pub mod predictions;
 mod registry;
 mod runtimes;

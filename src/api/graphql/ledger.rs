@@ -10,6 +10,7 @@ use serde_json::Value;
 use super::{error, page_size, require_reads_all, state};
 use crate::api::AppState;
 use crate::api::error::ApiError;
+use crate::api::ledger::{ConsistencyProof, InclusionProof, consistency_proof, inclusion_proof};
 use crate::log::envelope::Event;
 use crate::log::verify::{Options, verify};
 use crate::projections::audit::Filter;
@@ -201,50 +202,8 @@ impl EventNode {
         ctx: &Context<'_>,
         tree_size: Option<u64>,
     ) -> Result<InclusionProof> {
-        inclusion(state(ctx)?, self.0.unsigned.position, tree_size)
+        inclusion_proof(state(ctx)?, self.0.unsigned.position, tree_size).map_err(api)
     }
-}
-
-#[derive(SimpleObject)]
-pub struct InclusionProof {
-    position: u64,
-    tree_size: u64,
-    event_hash: Option<String>,
-    leaf_hash: String,
-    /// Sibling hashes from the leaf up, hex.
-    path: Vec<String>,
-    root: String,
-    /// The signed checkpoint of `treeSize`, when one was signed at that size.
-    checkpoint: Option<String>,
-}
-
-fn inclusion(s: &AppState, position: u64, tree_size: Option<u64>) -> Result<InclusionProof> {
-    let size = tree_size.unwrap_or_else(|| s.ledger.head().size);
-    let (leaf, path) = s.ledger.inclusion_proof(position, size).map_err(api)?;
-    Ok(InclusionProof {
-        position,
-        tree_size: size,
-        event_hash: s
-            .ledger
-            .event(position)
-            .map_err(api)?
-            .map(|e| e.hash.to_hex()),
-        leaf_hash: hex::encode(leaf),
-        path: path.iter().map(hex::encode).collect(),
-        root: hex::encode(s.ledger.root_at(size).map_err(api)?),
-        checkpoint: s.ledger.checkpoint(size).map_err(api)?,
-    })
-}
-
-#[derive(SimpleObject)]
-pub struct ConsistencyProof {
-    from: u64,
-    to: u64,
-    path: Vec<String>,
-    root_from: String,
-    root_to: String,
-    checkpoint_from: Option<String>,
-    checkpoint_to: Option<String>,
 }
 
 #[derive(SimpleObject)]
@@ -353,7 +312,7 @@ impl Ledger {
         position: u64,
         tree_size: Option<u64>,
     ) -> Result<InclusionProof> {
-        inclusion(state(ctx)?, position, tree_size)
+        inclusion_proof(state(ctx)?, position, tree_size).map_err(api)
     }
 
     /// The RFC 6962 proof that the tree of `from` events is a prefix of the tree of `to`
@@ -364,18 +323,7 @@ impl Ledger {
         from: u64,
         to: Option<u64>,
     ) -> Result<ConsistencyProof> {
-        let s = state(ctx)?;
-        let to = to.unwrap_or_else(|| s.ledger.head().size);
-        let path = s.ledger.consistency_proof(from, to).map_err(api)?;
-        Ok(ConsistencyProof {
-            from,
-            to,
-            path: path.iter().map(hex::encode).collect(),
-            root_from: hex::encode(s.ledger.root_at(from).map_err(api)?),
-            root_to: hex::encode(s.ledger.root_at(to).map_err(api)?),
-            checkpoint_from: s.ledger.checkpoint(from).map_err(api)?,
-            checkpoint_to: s.ledger.checkpoint(to).map_err(api)?,
-        })
+        consistency_proof(state(ctx)?, from, to).map_err(api)
     }
 
     /// Re-verifies the log and reports on positions `from..=to` (admins and auditors).
