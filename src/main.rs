@@ -404,7 +404,7 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
             to,
         } => {
             use provenant::projections::replay::Until;
-            let bound = |b: Option<String>| b.map_or(Ok(Until::End), |b| b.parse::<Until>());
+            let bound = |b: Option<String>| Until::bound(b.as_deref());
             let filter = provenant::export::Filter {
                 actor,
                 entity,
@@ -625,7 +625,7 @@ fn export_bundle(
     previous: Option<u64>,
 ) -> Result<(), Failure> {
     use provenant::projections::replay::{Until, replay};
-    let bound = |b: Option<String>| b.map_or(Ok(Until::End), |b| b.parse::<Until>());
+    let bound = |b: Option<String>| Until::bound(b.as_deref());
     let (from, to) = (bound(from)?, bound(to)?);
     let snap = log::read_only(&data.dir)?;
     let started = std::time::Instant::now();
@@ -777,7 +777,7 @@ async fn reproduce_range(
     to: Option<String>,
 ) -> Result<ExitCode, Failure> {
     use provenant::projections::replay::Until;
-    let bound = |b: Option<String>| b.map_or(Ok(Until::End), |b| b.parse::<Until>());
+    let bound = |b: Option<String>| Until::bound(b.as_deref());
     let (from, to) = (bound(from)?, bound(to)?);
     let bar = provenant::progress::bar(0, "reproducing");
     let report = state

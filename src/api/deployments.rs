@@ -644,8 +644,7 @@ pub async fn action(
                 ));
             }
             let bound = |b: Option<String>| {
-                b.map_or(Ok(Until::End), |b| b.parse::<Until>())
-                    .map_err(|e| ApiError::bad_request("invalid_body", e))
+                Until::bound(b.as_deref()).map_err(|e| ApiError::bad_request("invalid_body", e))
             };
             let report = s
                 .reproduce_range(id, bound(b.from)?, bound(b.to)?, &|_, _| {})

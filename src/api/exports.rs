@@ -114,10 +114,7 @@ fn joined(e: tokio::task::JoinError) -> ApiError {
 }
 
 fn bound(s: Option<String>) -> Result<Until, ApiError> {
-    s.map_or(Ok(Until::End), |s| {
-        s.parse()
-            .map_err(|e: String| ApiError::bad_request("invalid_argument", e))
-    })
+    Until::bound(s.as_deref()).map_err(|e| ApiError::bad_request("invalid_argument", e))
 }
 
 /// Bundles of one subject need read access to its project (answered as not found

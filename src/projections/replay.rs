@@ -57,6 +57,11 @@ impl Until {
             && to.compare(position, recorded_at) != Some(Ordering::Greater)
     }
 
+    /// A range bound that may be left out: `End` when it is.
+    pub fn bound(s: Option<&str>) -> Result<Until, String> {
+        s.map_or(Ok(Until::End), str::parse)
+    }
+
     pub fn is_time(&self) -> bool {
         matches!(self, Until::Time(_))
     }
