@@ -7,10 +7,10 @@
 
 use std::collections::BTreeMap;
 
-use provenant::domain::Command;
 use provenant::domain::event::{Artifact, GlobalRole, Parameters, ProjectRole, Subject};
 use provenant::domain::runtime::{EntityRef, ImageSpec, RuntimeCommand};
 use provenant::domain::schema::MetadataValue;
+use provenant::domain::{Command, upcast};
 use provenant::runtime::ingest;
 use uuid::Uuid;
 
@@ -42,20 +42,39 @@ fn governance_story_replays_to_the_recorded_registry() {
     assert_eq!(rotations, 1);
 }
 
+/// Every event type at every schema version it was ever written with (each file of
+/// `schemas/` and `schemas/v<N>/`) is in some golden log.
 #[test]
 fn the_golden_logs_cover_every_event_type() {
     let mut seen = std::collections::BTreeSet::new();
-    for story in [super::STORY, super::scoring::STORY, STORY] {
-        seen.extend(load(story).into_iter().map(|e| e.unsigned.event_type));
+    for story in [
+        super::STORY,
+        super::scoring::STORY,
+        super::scoring::STORY_V1,
+        STORY,
+    ] {
+        seen.extend(
+            load(story)
+                .into_iter()
+                .map(|e| (e.unsigned.event_type, e.unsigned.schema_version)),
+        );
     }
-    let schemas: std::collections::BTreeSet<String> = std::fs::read_dir("schemas")
-        .unwrap()
-        .map(|e| {
-            let name = e.unwrap().file_name().into_string().unwrap();
-            name.trim_end_matches(".json").to_string()
-        })
-        .collect();
-    let missing: Vec<&String> = schemas.difference(&seen).collect();
+    let mut schemas = std::collections::BTreeSet::new();
+    for entry in std::fs::read_dir("schemas").unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().into_string().unwrap();
+        if let Some(version) = name.strip_prefix('v').and_then(|v| v.parse::<u32>().ok()) {
+            for old in std::fs::read_dir(entry.path()).unwrap() {
+                let file = old.unwrap().file_name().into_string().unwrap();
+                schemas.insert((file.trim_end_matches(".json").to_string(), version));
+            }
+        } else {
+            let event_type = name.trim_end_matches(".json").to_string();
+            let current = upcast::current(&event_type);
+            schemas.insert((event_type, current));
+        }
+    }
+    let missing: Vec<_> = schemas.difference(&seen).collect();
     assert!(missing.is_empty(), "no golden log has {missing:?}");
 }
 

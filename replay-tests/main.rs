@@ -14,8 +14,8 @@ use std::path::Path;
 
 use provenant::api::AppState;
 use provenant::blobs::BlobStore;
-use provenant::domain::Command;
 use provenant::domain::event::{Artifact, GlobalRole, Parameters, ProjectRole, Stage, Subject};
+use provenant::domain::{Command, upcast};
 use provenant::log::envelope::{Digest, Event, EventJson, chain_hash, signing_message};
 use provenant::log::{self, Ledger, keys};
 use provenant::projections::registry::fold;
@@ -69,21 +69,27 @@ fn registry_story_replays_to_the_recorded_registry() {
     replay_story(STORY, record_story);
 }
 
-/// Records `story` again when asked (`PROVENANT_UPDATE_GOLDEN`), then checks its chain and
-/// signatures, folds it, and compares with its `registry.json`; answers the events and the
-/// registry for further checks.
+/// Records `story` again when asked (`PROVENANT_UPDATE_GOLDEN`), then replays it
+/// (`replay_recorded`).
 fn replay_story<F: std::future::Future<Output = ()>>(
     story: &str,
     record: impl FnOnce() -> F,
 ) -> (Vec<Event>, provenant::domain::Registry) {
-    let update = std::env::var("PROVENANT_UPDATE_GOLDEN").unwrap_or_default();
-    if update == "record" {
+    if std::env::var("PROVENANT_UPDATE_GOLDEN").as_deref() == Ok("record") {
         tokio::runtime::Runtime::new().unwrap().block_on(record());
     }
+    replay_recorded(story)
+}
+
+/// Checks a recorded story's chain and signatures, each payload against the schema of the
+/// version it was written with, folds it, and compares with its `registry.json`; answers the
+/// events and the registry for further checks.
+fn replay_recorded(story: &str) -> (Vec<Event>, provenant::domain::Registry) {
     let events = load(story);
     verify_chain(&events);
+    validate_payloads(&events);
     let registry = fold(events.clone()).unwrap();
-    if update == "projection" {
+    if std::env::var("PROVENANT_UPDATE_GOLDEN").as_deref() == Ok("projection") {
         write_projection(story, &registry);
     }
     let expected: Value =
@@ -91,6 +97,41 @@ fn replay_story<F: std::future::Future<Output = ()>>(
             .unwrap();
     assert_eq!(serde_json::to_value(&registry).unwrap(), expected);
     (events, registry)
+}
+
+/// Every stored payload against `schemas/` for the version it was written with
+/// (`schemas/v<N>/` for older ones); an older payload, upcast, against the current schema.
+fn validate_payloads(events: &[Event]) {
+    let check = |path: String, payload: &Value, position: u64| {
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|_| panic!("no {path}"));
+        let schema: Value = serde_json::from_str(&text).unwrap();
+        let validator = jsonschema::validator_for(&schema).unwrap();
+        let errors: Vec<String> = validator
+            .iter_errors(payload)
+            .map(|e| e.to_string())
+            .collect();
+        assert!(errors.is_empty(), "{path} at {position}: {errors:?}");
+    };
+    for e in events {
+        let u = &e.unsigned;
+        let current = upcast::current(&u.event_type);
+        if u.schema_version == current {
+            check(
+                format!("schemas/{}.json", u.event_type),
+                &u.payload,
+                u.position,
+            );
+            continue;
+        }
+        let stored = format!("schemas/v{}/{}.json", u.schema_version, u.event_type);
+        check(stored, &u.payload, u.position);
+        let upcast = upcast::upcast(&u.event_type, u.schema_version, u.payload.clone()).unwrap();
+        check(
+            format!("schemas/{}.json", u.event_type),
+            &upcast,
+            u.position,
+        );
+    }
 }
 
 /// A fresh data dir with the API's state over it, for recording a story.

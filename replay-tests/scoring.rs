@@ -8,27 +8,55 @@ use std::path::Path;
 use std::sync::Arc;
 
 use provenant::blobs::BlobStore;
-use provenant::domain::RegistryEvent;
+use provenant::domain::{Registry, RegistryEvent};
+use provenant::log::envelope::Event;
+use provenant::projections::replay::Until;
 use provenant::runtime::reproduce::{Overrides, Recorded, Verdict, reproduce};
 use provenant::runtime::scorer::Model;
 use provenant::runtime::{bootstrap, onnx};
 use serde_json::{Value, json};
 
-use super::{fresh_state, replay_story, write_story};
+use super::{fresh_state, replay_recorded, replay_story, write_story};
 
 pub const STORY: &str = "replay-tests/scoring-story";
+
+/// The same story as recorded with schema version 1 of `InferenceRunRecorded`. It is frozen,
+/// never recorded again: it proves that runs written before an event changed still replay,
+/// validate against their own version's schema, upcast to the current one, and reproduce.
+pub const STORY_V1: &str = "replay-tests/scoring-story-v1";
 
 #[test]
 fn scoring_story_replays_and_every_kept_run_reproduces() {
     let (events, registry) = replay_story(STORY, record_story);
+    assert!(events.iter().all(|e| {
+        e.unsigned.schema_version == provenant::domain::upcast::current(&e.unsigned.event_type)
+    }));
+    reproduce_kept_runs(STORY, &events, &registry);
+}
 
+#[test]
+fn a_story_recorded_at_an_older_schema_version_still_replays_and_reproduces() {
+    let (events, registry) = replay_recorded(STORY_V1);
+    let v1_runs = events
+        .iter()
+        .filter(|e| {
+            e.unsigned.event_type == "InferenceRunRecorded" && e.unsigned.schema_version == 1
+        })
+        .count();
+    assert!(v1_runs >= 3, "the frozen story holds version 1 runs");
+    reproduce_kept_runs(STORY_V1, &events, &registry);
+}
+
+/// Reproduces every run of a story whose blobs were kept, bit for bit, from the folder's
+/// blobs alone.
+fn reproduce_kept_runs(story: &str, events: &[Event], registry: &Registry) {
     // The kept blobs and the model go into a fresh store, each under the hash it must have.
     let dir = tempfile::tempdir().unwrap();
     let blobs = BlobStore::new(dir.path(), provenant::blobs::DEFAULT_MAX_BYTES);
     let model = blobs
         .put(&std::fs::read("fixtures/models/wine_classifier.onnx").unwrap())
         .unwrap();
-    for entry in std::fs::read_dir(format!("{STORY}/blobs")).unwrap() {
+    for entry in std::fs::read_dir(format!("{story}/blobs")).unwrap() {
         let path = entry.unwrap().path();
         let stored = blobs.put(&std::fs::read(&path).unwrap()).unwrap();
         assert_eq!(
@@ -38,10 +66,13 @@ fn scoring_story_replays_and_every_kept_run_reproduces() {
     }
     let onnx = onnx::load(None).unwrap();
     let (mut identical, mut purged) = (0, 0);
-    for e in &events {
-        let Some(RegistryEvent::InferenceRunRecorded(run)) =
-            RegistryEvent::decode(&e.unsigned.event_type, &e.unsigned.payload).unwrap()
-        else {
+    for e in events {
+        let Some(RegistryEvent::InferenceRunRecorded(run)) = RegistryEvent::decode(
+            &e.unsigned.event_type,
+            e.unsigned.schema_version,
+            &e.unsigned.payload,
+        )
+        .unwrap() else {
             continue;
         };
         assert_eq!(run.model_blob, model.hash.to_hex());
@@ -182,4 +213,47 @@ async fn record_story() {
             }
         }
     }
+}
+
+/// The frozen story's events appended again to a fresh ledger, as written (version 1 runs
+/// included): replay from the stored records, the path `serve` starts on, reads them exactly
+/// as folding the decoded events does.
+#[test]
+fn replay_from_records_upcasts_as_the_decoded_fold_does() {
+    let events = super::load(STORY_V1);
+    let dir = tempfile::tempdir().unwrap();
+    provenant::log::Ledger::init(dir.path()).unwrap();
+    let ledger =
+        provenant::log::Ledger::open(dir.path(), provenant::log::Config::default()).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for e in events
+        .iter()
+        .filter(|e| !e.unsigned.event_type.starts_with("Ledger"))
+    {
+        let u = &e.unsigned;
+        let new = provenant::log::NewEvent {
+            event_type: u.event_type.clone(),
+            schema_version: u.schema_version,
+            actor: u.actor.clone(),
+            payload: u.payload.clone(),
+        };
+        rt.block_on(ledger.append(&u.stream, provenant::log::ExpectedVersion::Any, vec![new]))
+            .unwrap();
+    }
+    let stored = ledger.read_all(0, usize::MAX).unwrap();
+    assert!(
+        stored
+            .iter()
+            .any(|e| e.unsigned.schema_version == 1
+                && e.unsigned.event_type == "InferenceRunRecorded")
+    );
+    let snap = ledger.snapshot().unwrap();
+    let from_records =
+        provenant::projections::replay::replay(&snap, Until::End, &mut |_, _| {}).unwrap();
+    let folded = super::fold(stored).unwrap();
+    assert_eq!(
+        serde_json::to_value(&from_records).unwrap(),
+        serde_json::to_value(&folded).unwrap()
+    );
+    assert!(!folded.predictions.is_empty());
 }

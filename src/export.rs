@@ -132,9 +132,11 @@ pub fn predictions_table(
     };
     let mut rows: Vec<(Event, crate::domain::event::InferenceRunRecorded)> = Vec::new();
     for e in events(snap, &runs_only, progress)? {
-        if let Ok(Some(RegistryEvent::InferenceRunRecorded(run))) =
-            RegistryEvent::decode(&e.unsigned.event_type, &e.unsigned.payload)
-        {
+        if let Ok(Some(RegistryEvent::InferenceRunRecorded(run))) = RegistryEvent::decode(
+            &e.unsigned.event_type,
+            e.unsigned.schema_version,
+            &e.unsigned.payload,
+        ) {
             rows.push((e, run));
         }
     }
@@ -197,7 +199,7 @@ impl PredictionColumns {
         self.latency_us.push(r.latency_us);
         self.input_blob.push(run.input_blob.clone());
         self.output_blob.push(run.output_blob.clone());
-        self.ort_version.push(run.ort_version.clone());
+        self.ort_version.push(run.session.ort_version.clone());
         self.event_hash.push(e.hash.to_hex());
     }
 

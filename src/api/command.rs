@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::error::ApiError;
 use crate::domain::runtime::{self, Bootstrap, RuntimeCommand};
-use crate::domain::{self, Command, Decision, DomainError, Registry};
+use crate::domain::{self, Command, Decision, DomainError, Registry, RegistryEvent};
 use crate::log::envelope::Digest;
 use crate::log::{AppendError, ExpectedVersion, Ledger, NewEvent};
 use crate::projections::registry::{ProjectionError, RegistryProjection};
@@ -69,6 +69,16 @@ impl From<ProjectionError> for ApiError {
     }
 }
 
+/// A registry event as the ledger appends it, stamped with its type's current schema version.
+pub fn new_event(event: &RegistryEvent, actor: impl Into<String>) -> NewEvent {
+    NewEvent {
+        event_type: event.event_type().into(),
+        schema_version: event.schema_version(),
+        actor: actor.into(),
+        payload: event.payload(),
+    }
+}
+
 /// Appends a decision's events as `actor` and waits until the projection has applied them.
 pub async fn commit(
     ledger: &Ledger,
@@ -80,12 +90,7 @@ pub async fn commit(
     let events = decision
         .events
         .iter()
-        .map(|e| NewEvent {
-            event_type: e.event_type().to_string(),
-            schema_version: 1,
-            actor: actor.to_string(),
-            payload: e.payload(),
-        })
+        .map(|e| new_event(e, actor))
         .collect();
     let expected = decision
         .expected

@@ -25,8 +25,8 @@ use crate::domain::deployment::{
 use crate::domain::event::{PredictionDataPurged, ProjectRole, RegistryEvent};
 use crate::domain::schema::Column;
 use crate::domain::{Kind, can_read_project};
+use crate::log::ExpectedVersion;
 use crate::log::envelope::Digest;
-use crate::log::{ExpectedVersion, NewEvent};
 use crate::projections::replay::Until;
 use crate::runtime::onnx::Onnx;
 use crate::runtime::scorer::{Model, SessionSettings};
@@ -342,12 +342,7 @@ impl AppState {
             blobs: blobs.clone(),
             reason: format!("retention policy: inputs and outputs kept {days} days"),
         });
-        let new = NewEvent {
-            event_type: event.event_type().into(),
-            schema_version: 1,
-            actor: actor.to_string(),
-            payload: event.payload(),
-        };
+        let new = crate::api::command::new_event(&event, actor.to_string());
         let appended = self
             .ledger
             .append(

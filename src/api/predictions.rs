@@ -99,14 +99,18 @@ impl AppState {
             RunRef::Position(p) => p,
         };
         let event = self.ledger.event(position)?.ok_or_else(missing)?;
-        let decoded = RegistryEvent::decode(&event.unsigned.event_type, &event.unsigned.payload)
-            .map_err(|e| {
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "bad_event",
-                    e.to_string(),
-                )
-            })?;
+        let decoded = RegistryEvent::decode(
+            &event.unsigned.event_type,
+            event.unsigned.schema_version,
+            &event.unsigned.payload,
+        )
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "bad_event",
+                e.to_string(),
+            )
+        })?;
         let Some(RegistryEvent::InferenceRunRecorded(run)) = decoded else {
             return Err(missing());
         };

@@ -18,10 +18,10 @@ use super::deployments::{Loaded, Scoring};
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath};
 use crate::domain::deployment::{DeploymentState, Retention, Security};
-use crate::domain::event::{InferenceRunRecorded, RegistryEvent, RunRequest};
+use crate::domain::event::{InferenceRunRecorded, RegistryEvent, RunRequest, RunSession};
 use crate::domain::may;
 use crate::domain::schema::{Column, ColumnType};
-use crate::log::{ExpectedVersion, NewEvent};
+use crate::log::ExpectedVersion;
 use crate::runtime::scorer::{ScoreError, table_bytes};
 
 /// The served deployment, or why not: unknown and stopped ones are 404, loading ones 503.
@@ -823,25 +823,23 @@ async fn record(
         model_id: spec.model_id,
         version: spec.version,
         model_blob: spec.model_blob.clone(),
-        image_version: format!("{}@{}", spec.image_id, spec.image_version),
-        ort_version: s.onnx.version.clone(),
-        execution_provider: spec.runtime.execution_provider.clone(),
-        intra_op_threads: spec.runtime.intra_op_threads,
-        inter_op_threads: spec.runtime.inter_op_threads,
-        execution_mode: spec.runtime.execution_mode.clone(),
-        graph_optimization: spec.runtime.graph_optimization.clone(),
-        cpu_class: Some(s.onnx.cpu_class.clone()),
+        image_id: spec.image_id.clone(),
+        image_version: spec.image_version.clone(),
+        session: RunSession {
+            ort_version: s.onnx.version.clone(),
+            execution_provider: spec.runtime.execution_provider.clone(),
+            intra_op_threads: spec.runtime.intra_op_threads,
+            inter_op_threads: spec.runtime.inter_op_threads,
+            execution_mode: spec.runtime.execution_mode.clone(),
+            graph_optimization: spec.runtime.graph_optimization.clone(),
+            cpu_class: Some(s.onnx.cpu_class.clone()),
+        },
         row_count: rows.len() as u64,
         input_blob,
         output_blob,
         requests,
     });
-    let new = NewEvent {
-        event_type: event.event_type().into(),
-        schema_version: 1,
-        actor: "system:scorer".into(),
-        payload: event.payload(),
-    };
+    let new = crate::api::command::new_event(&event, "system:scorer");
     let stream = crate::domain::deployment::stream(l.deployment_id);
     let appended = s
         .ledger

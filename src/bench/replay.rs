@@ -7,6 +7,7 @@ use std::time::Instant;
 use uuid::Uuid;
 
 use super::{Failure, Figures, Scratch};
+use crate::api::command::new_event;
 use crate::domain::event::*;
 use crate::log::{self, ExpectedVersion, Ledger, NewEvent};
 use crate::projections::replay::{Until, replay_into as fold_log};
@@ -34,14 +35,17 @@ fn history_event(i: u64, projects: &[Uuid]) -> (String, NewEvent) {
                 model_id: Uuid::from_u128(9),
                 version: 1,
                 model_blob: "ab".repeat(32),
-                image_version: "onnx-scorer@0.1.0".into(),
-                ort_version: "1.32.0".into(),
-                execution_provider: "CPUExecutionProvider".into(),
-                intra_op_threads: 1,
-                inter_op_threads: 1,
-                execution_mode: "sequential".into(),
-                graph_optimization: "all".into(),
-                cpu_class: Some("x86_64+avx2+fma".into()),
+                image_id: "onnx-scorer".into(),
+                image_version: "0.1.0".into(),
+                session: RunSession {
+                    ort_version: "1.32.0".into(),
+                    execution_provider: "CPUExecutionProvider".into(),
+                    intra_op_threads: 1,
+                    inter_op_threads: 1,
+                    execution_mode: "sequential".into(),
+                    graph_optimization: "all".into(),
+                    cpu_class: Some("x86_64+avx2+fma".into()),
+                },
                 row_count: 1,
                 input_blob: "cd".repeat(32),
                 output_blob: "ef".repeat(32),
@@ -73,12 +77,7 @@ fn history_event(i: u64, projects: &[Uuid]) -> (String, NewEvent) {
             }),
         ),
     };
-    let new = NewEvent {
-        event_type: event.event_type().into(),
-        schema_version: 1,
-        actor: format!("user:{}", i % ACTORS),
-        payload: event.payload(),
-    };
+    let new = new_event(&event, format!("user:{}", i % ACTORS));
     (stream, new)
 }
 
@@ -97,12 +96,7 @@ pub(crate) async fn build(dir: &std::path::Path, events: u64) -> Result<Ledger, 
             description: String::new(),
             owner,
         });
-        let new = NewEvent {
-            event_type: created.event_type().into(),
-            schema_version: 1,
-            actor: "system:bench".into(),
-            payload: created.payload(),
-        };
+        let new = new_event(&created, "system:bench");
         ledger
             .append(
                 &format!("project-{project_id}"),

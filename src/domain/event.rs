@@ -15,6 +15,7 @@ use super::runtime::{
     ArtifactTypeSpec, EntityRef, ImageSpec, ImageVersionSpec, RuntimeSpec, RuntimeState, Source,
 };
 use super::schema::{Column, MetadataValue};
+use super::upcast::{self, UpcastError};
 
 /// Global roles, on top of per-project roles.
 #[derive(
@@ -239,23 +240,16 @@ events! {
     /// One ONNX Runtime session run and the requests it answered: everything needed to run it
     /// again the same way. Inputs and outputs are blobs in canonical JSON
     /// (`{"fields": [...], "rows": [[...]]}`, RFC 8785), named by their blake3 hash.
+    /// Schema version 2; version 1 is read through `upcast`.
     InferenceRunRecorded {
         run_id: Uuid,
         deployment_id: Uuid,
         model_id: Uuid,
         version: u32,
         model_blob: String,
+        image_id: String,
         image_version: String,
-        ort_version: String,
-        execution_provider: String,
-        intra_op_threads: u32,
-        inter_op_threads: u32,
-        execution_mode: String,
-        graph_optimization: String,
-        /// The CPU's architecture and the SIMD extensions ONNX Runtime's kernels dispatch on
-        /// (`x86_64+avx2+fma`, …): outputs are bit-exact only on the same class. Absent in
-        /// runs recorded before it was.
-        cpu_class: Option<String>,
+        session: RunSession,
         row_count: u64,
         input_blob: String,
         output_blob: String,
@@ -264,6 +258,24 @@ events! {
     /// Blobs of a deployment's runs recorded before `runs_before`, deleted under its retention
     /// policy. The runs' hashes stay in the ledger, so a resubmitted copy can still be checked.
     PredictionDataPurged { deployment_id: Uuid, runs_before: u64, blobs: Vec<String>, reason: String }
+}
+
+/// What an inference run's session ran with: its outputs are bit-exact only under the same.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunSession {
+    pub ort_version: String,
+    pub execution_provider: String,
+    pub intra_op_threads: u32,
+    pub inter_op_threads: u32,
+    /// `sequential` or `parallel`.
+    pub execution_mode: String,
+    /// `disable`, `basic`, `extended` or `all`.
+    pub graph_optimization: String,
+    /// The CPU's architecture and the SIMD extensions ONNX Runtime's kernels dispatch on
+    /// (`x86_64+avx2+fma`, …). Absent in runs recorded before it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_class: Option<String>,
 }
 
 /// One request an inference run answered: its rows are `row_offset..row_offset + row_count`.
@@ -278,10 +290,11 @@ pub struct RunRequest {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("event {event_type}: payload does not match its type: {reason}")]
-pub struct DecodeError {
-    pub event_type: String,
-    pub reason: String,
+pub enum DecodeError {
+    #[error("event {event_type}: payload does not match its type: {reason}")]
+    Payload { event_type: String, reason: String },
+    #[error("event {0}")]
+    Upcast(#[from] UpcastError),
 }
 
 impl RegistryEvent {
@@ -294,14 +307,36 @@ impl RegistryEvent {
         v
     }
 
-    /// Reads a stored event; `None` for event types that are not the registry's.
-    pub fn decode(event_type: &str, payload: &Value) -> Result<Option<RegistryEvent>, DecodeError> {
-        RegistryEvent::decode_from(event_type, payload)
+    /// The schema version this event is written with.
+    pub fn schema_version(&self) -> u32 {
+        upcast::current(self.event_type())
+    }
+
+    /// Reads a stored payload written at schema `version`, from any deserializer (a borrowed
+    /// value, raw JSON text); `None` for event types that are not the registry's. A current
+    /// payload is read straight into its variant; an older one is upcast first.
+    pub fn decode<'de, D: serde::Deserializer<'de>>(
+        event_type: &str,
+        version: u32,
+        payload: D,
+    ) -> Result<Option<RegistryEvent>, DecodeError> {
+        let mismatch = |e: &dyn std::fmt::Display| DecodeError::Payload {
+            event_type: event_type.to_string(),
+            reason: e.to_string(),
+        };
+        if version == upcast::current(event_type) {
+            return RegistryEvent::decode_from(event_type, payload)
+                .transpose()
+                .map_err(|e| mismatch(&e));
+        }
+        if !RegistryEvent::TYPES.contains(&event_type) {
+            return Ok(None);
+        }
+        let stored = Value::deserialize(payload).map_err(|e| mismatch(&e))?;
+        let current = upcast::upcast(event_type, version, stored)?;
+        RegistryEvent::decode_from(event_type, &current)
             .transpose()
-            .map_err(|e| DecodeError {
-                event_type: event_type.to_string(),
-                reason: e.to_string(),
-            })
+            .map_err(|e| mismatch(&e))
     }
 }
 
@@ -324,14 +359,69 @@ mod tests {
         let payload = e.payload();
         assert!(payload.get("event_type").is_none());
         assert_eq!(
-            RegistryEvent::decode(e.event_type(), &payload).unwrap(),
+            RegistryEvent::decode(e.event_type(), 1, &payload).unwrap(),
             Some(e)
         );
         assert_eq!(
-            RegistryEvent::decode("LedgerInitialized", &payload).unwrap(),
+            RegistryEvent::decode("LedgerInitialized", 1, &payload).unwrap(),
             None
         );
-        assert!(RegistryEvent::decode("ProjectShared", &serde_json::json!({"x": 1})).is_err());
+        assert!(RegistryEvent::decode("ProjectShared", 1, serde_json::json!({"x": 1})).is_err());
+    }
+
+    #[test]
+    fn a_payload_decodes_by_the_version_it_was_written_with() {
+        let run = InferenceRunRecorded {
+            run_id: Uuid::nil(),
+            deployment_id: Uuid::nil(),
+            model_id: Uuid::nil(),
+            version: 1,
+            model_blob: "00".repeat(32),
+            image_id: "onnx-scorer".into(),
+            image_version: "0.1.0".into(),
+            session: RunSession {
+                ort_version: "1.32.0".into(),
+                execution_provider: "CPUExecutionProvider".into(),
+                intra_op_threads: 1,
+                inter_op_threads: 1,
+                execution_mode: "sequential".into(),
+                graph_optimization: "all".into(),
+                cpu_class: None,
+            },
+            row_count: 1,
+            input_blob: "11".repeat(32),
+            output_blob: "22".repeat(32),
+            requests: Vec::new(),
+        };
+        let event = RegistryEvent::InferenceRunRecorded(run);
+        assert_eq!(event.schema_version(), 2);
+        let mut v1 = event.payload();
+        let map = v1.as_object_mut().unwrap();
+        let session = map.remove("session").unwrap();
+        map.extend(session.as_object().unwrap().clone());
+        map.insert("image_version".into(), "onnx-scorer@0.1.0".into());
+        map.remove("image_id");
+        let decode = |version, payload: &Value| {
+            RegistryEvent::decode("InferenceRunRecorded", version, payload)
+        };
+        assert_eq!(decode(1, &v1).unwrap(), Some(event.clone()));
+        assert_eq!(decode(2, &event.payload()).unwrap(), Some(event.clone()));
+        // A payload stamped with the wrong version does not decode as another shape.
+        assert!(matches!(decode(2, &v1), Err(DecodeError::Payload { .. })));
+        assert!(matches!(
+            decode(1, &event.payload()),
+            Err(DecodeError::Upcast(_))
+        ));
+        let newer = decode(3, &event.payload()).unwrap_err();
+        assert!(
+            newer.to_string().contains("newer than this build"),
+            "{newer}"
+        );
+        // Types that are not the registry's are not its to judge, at any version.
+        assert_eq!(
+            RegistryEvent::decode("LedgerKeyRotated", 7, &v1).unwrap(),
+            None
+        );
     }
 
     #[test]

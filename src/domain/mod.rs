@@ -12,6 +12,7 @@ pub mod schema;
 pub mod state;
 #[cfg(test)]
 mod tests;
+pub mod upcast;
 
 pub use decide::{Command, Decision, bootstrap_admin, can_read_project, decide, may};
 pub use event::RegistryEvent;

@@ -28,7 +28,8 @@ pub struct RegistryProjection {
 /// A stored event as `evolve` sees it; registry payloads that do not decode are corruption.
 pub fn recorded(event: &Event) -> Result<Recorded, String> {
     let u = &event.unsigned;
-    let decoded = RegistryEvent::decode(&u.event_type, &u.payload).map_err(|e| e.to_string())?;
+    let decoded = RegistryEvent::decode(&u.event_type, u.schema_version, &u.payload)
+        .map_err(|e| e.to_string())?;
     Ok(Recorded {
         position: u.position,
         stream: u.stream.clone(),
@@ -50,6 +51,7 @@ struct Header<'a> {
     payload: &'a serde_json::value::RawValue,
     position: u64,
     recorded_at: String,
+    schema_version: u32,
     stream: String,
     stream_version: u64,
 }
@@ -71,14 +73,8 @@ pub fn decode_record(record: &[u8], index: bool) -> Result<(Recorded, Option<Ind
     let (canonical, _, _) = split_record(record).map_err(|e| e.to_string())?;
     let h: Header = serde_json::from_slice(canonical).map_err(|e| e.to_string())?;
     let mut payload = serde_json::Deserializer::from_str(h.payload.get());
-    let event = RegistryEvent::decode_from(&h.event_type, &mut payload)
-        .transpose()
-        .map_err(|e| {
-            format!(
-                "event {}: payload does not match its type: {e}",
-                h.event_type
-            )
-        })?;
+    let event = RegistryEvent::decode(&h.event_type, h.schema_version, &mut payload)
+        .map_err(|e| e.to_string())?;
     let indexed = index.then(|| Indexed {
         event_type: h.event_type.into_owned(),
         payload: h.payload.to_owned(),

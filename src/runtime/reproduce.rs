@@ -106,18 +106,13 @@ impl Settings {
 
 /// The recorded settings, with the overrides laid over them.
 pub fn settings(run: &InferenceRunRecorded, o: &Overrides) -> Result<Settings, Blocked> {
+    let r = recorded_settings(run);
     let s = Settings {
-        intra_op_threads: o.intra_op_threads.unwrap_or(run.intra_op_threads),
-        inter_op_threads: o.inter_op_threads.unwrap_or(run.inter_op_threads),
-        execution_mode: o
-            .execution_mode
-            .clone()
-            .unwrap_or_else(|| run.execution_mode.clone()),
-        graph_optimization: o
-            .graph_optimization
-            .clone()
-            .unwrap_or_else(|| run.graph_optimization.clone()),
-        rows_per_run: o.rows_per_run.unwrap_or(run.row_count.max(1) as usize),
+        intra_op_threads: o.intra_op_threads.unwrap_or(r.intra_op_threads),
+        inter_op_threads: o.inter_op_threads.unwrap_or(r.inter_op_threads),
+        execution_mode: o.execution_mode.clone().unwrap_or(r.execution_mode),
+        graph_optimization: o.graph_optimization.clone().unwrap_or(r.graph_optimization),
+        rows_per_run: o.rows_per_run.unwrap_or(r.rows_per_run),
     };
     if s.intra_op_threads == 0 || s.inter_op_threads == 0 || s.rows_per_run == 0 {
         return Err(Blocked::BadOverride(
@@ -238,16 +233,17 @@ fn input_bytes(
 
 /// Checks that this machine can reproduce the run bit for bit.
 pub fn check_machine(onnx: &Onnx, run: &InferenceRunRecorded) -> Result<Vec<String>, Blocked> {
-    if run.ort_version != onnx.version {
+    let s = &run.session;
+    if s.ort_version != onnx.version {
         return Err(Blocked::OrtVersion {
-            recorded: run.ort_version.clone(),
+            recorded: s.ort_version.clone(),
             available: onnx.version.clone(),
         });
     }
-    if run.execution_provider != "CPUExecutionProvider" {
-        return Err(Blocked::Provider(run.execution_provider.clone()));
+    if s.execution_provider != "CPUExecutionProvider" {
+        return Err(Blocked::Provider(s.execution_provider.clone()));
     }
-    match &run.cpu_class {
+    match &s.cpu_class {
         Some(c) if *c != onnx.cpu_class => Err(Blocked::CpuClass {
             recorded: c.clone(),
             available: onnx.cpu_class.clone(),
@@ -369,11 +365,12 @@ pub fn reproduce(
 }
 
 fn recorded_settings(run: &InferenceRunRecorded) -> Settings {
+    let s = &run.session;
     Settings {
-        intra_op_threads: run.intra_op_threads,
-        inter_op_threads: run.inter_op_threads,
-        execution_mode: run.execution_mode.clone(),
-        graph_optimization: run.graph_optimization.clone(),
+        intra_op_threads: s.intra_op_threads,
+        inter_op_threads: s.inter_op_threads,
+        execution_mode: s.execution_mode.clone(),
+        graph_optimization: s.graph_optimization.clone(),
         rows_per_run: run.row_count.max(1) as usize,
     }
 }
@@ -424,6 +421,7 @@ fn compare(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::event::RunSession;
 
     fn run() -> InferenceRunRecorded {
         InferenceRunRecorded {
@@ -432,14 +430,17 @@ mod tests {
             model_id: Uuid::nil(),
             version: 1,
             model_blob: "00".repeat(32),
-            image_version: "img@1".into(),
-            ort_version: "1.32.0".into(),
-            execution_provider: "CPUExecutionProvider".into(),
-            intra_op_threads: 1,
-            inter_op_threads: 1,
-            execution_mode: "sequential".into(),
-            graph_optimization: "all".into(),
-            cpu_class: None,
+            image_id: "img".into(),
+            image_version: "1".into(),
+            session: RunSession {
+                ort_version: "1.32.0".into(),
+                execution_provider: "CPUExecutionProvider".into(),
+                intra_op_threads: 1,
+                inter_op_threads: 1,
+                execution_mode: "sequential".into(),
+                graph_optimization: "all".into(),
+                cpu_class: None,
+            },
             row_count: 8,
             input_blob: "11".repeat(32),
             output_blob: "22".repeat(32),

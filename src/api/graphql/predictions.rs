@@ -85,7 +85,11 @@ fn cursor(after: Option<String>) -> Result<Option<(u64, usize)>> {
 }
 
 fn decode_run(e: &Event) -> Result<InferenceRunRecorded> {
-    match RegistryEvent::decode(&e.unsigned.event_type, &e.unsigned.payload) {
+    match RegistryEvent::decode(
+        &e.unsigned.event_type,
+        e.unsigned.schema_version,
+        &e.unsigned.payload,
+    ) {
         Ok(Some(RegistryEvent::InferenceRunRecorded(run))) => Ok(run),
         _ => Err(error(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -289,10 +293,10 @@ impl PredictionNode {
         &self.run.model_blob
     }
     async fn onnxruntime_version(&self) -> &str {
-        &self.run.ort_version
+        &self.run.session.ort_version
     }
     async fn cpu_class(&self) -> Option<&str> {
-        self.run.cpu_class.as_deref()
+        self.run.session.cpu_class.as_deref()
     }
     async fn receipt(&self) -> Receipt {
         Receipt {

@@ -1,0 +1,204 @@
+//! Schema evolution: a stored event keeps the bytes it was signed with forever, so an event
+//! type that changes shape gets a new schema version and a step that reads the old payload
+//! into the new shape. Readers upcast; nothing is ever rewritten in the log.
+//!
+//! Writers stamp every event with its type's current version (`current`). A payload of an
+//! older version goes through each step from its version to the current one, then decodes
+//! as usual; a version newer than this build knows is refused, never guessed at.
+
+use serde_json::{Map, Value};
+
+/// A step reading version `from` of a type into version `from + 1`.
+type Step = fn(&mut Map<String, Value>) -> Result<(), String>;
+
+/// Every step, by event type and the version it reads. A type's current version is one more
+/// than its last step's (1 without steps).
+const STEPS: &[(&str, u32, Step)] = &[("InferenceRunRecorded", 1, run_session_v2)];
+
+/// The schema version writers stamp on `event_type` today.
+pub fn current(event_type: &str) -> u32 {
+    STEPS
+        .iter()
+        .filter(|(t, _, _)| *t == event_type)
+        .map(|(_, from, _)| from + 1)
+        .max()
+        .unwrap_or(1)
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum UpcastError {
+    #[error(
+        "{event_type} schema version {version} is newer than this build reads ({current}); upgrade Provenant to read it"
+    )]
+    Newer {
+        event_type: String,
+        version: u32,
+        current: u32,
+    },
+    #[error("{event_type} schema version {version} does not exist")]
+    Unknown { event_type: String, version: u32 },
+    #[error("{event_type} schema version {from} cannot be read as version {}: {reason}", from + 1)]
+    Step {
+        event_type: String,
+        from: u32,
+        reason: String,
+    },
+}
+
+/// Reads a payload stored at `version` into the current shape of `event_type`.
+pub fn upcast(event_type: &str, version: u32, payload: Value) -> Result<Value, UpcastError> {
+    let current = current(event_type);
+    if version > current {
+        return Err(UpcastError::Newer {
+            event_type: event_type.into(),
+            version,
+            current,
+        });
+    }
+    if version == 0 {
+        return Err(UpcastError::Unknown {
+            event_type: event_type.into(),
+            version,
+        });
+    }
+    let step_error = |from: u32, reason: String| UpcastError::Step {
+        event_type: event_type.into(),
+        from,
+        reason,
+    };
+    let Value::Object(mut map) = payload else {
+        return Err(step_error(version, "the payload is not an object".into()));
+    };
+    for from in version..current {
+        let (_, _, step) = STEPS
+            .iter()
+            .find(|(t, f, _)| *t == event_type && *f == from)
+            .ok_or_else(|| step_error(from, "no step is defined".into()))?;
+        step(&mut map).map_err(|reason| step_error(from, reason))?;
+    }
+    Ok(Value::Object(map))
+}
+
+/// `InferenceRunRecorded` v2 names its image as the deployment does (`image_id` and
+/// `image_version`, not `"id@version"` in one string), and gathers what the session ran
+/// with into `session`. v1 had `cpu_class` only from some point on; absent stays absent.
+fn run_session_v2(run: &mut Map<String, Value>) -> Result<(), String> {
+    let image = match run.remove("image_version") {
+        Some(Value::String(s)) => s,
+        _ => return Err("image_version is missing or not a string".into()),
+    };
+    let (id, version) = image
+        .split_once('@')
+        .ok_or_else(|| format!("image_version {image:?} is not \"<image id>@<version>\""))?;
+    run.insert("image_id".into(), id.into());
+    run.insert("image_version".into(), version.into());
+    let mut session = Map::new();
+    for field in [
+        "ort_version",
+        "execution_provider",
+        "intra_op_threads",
+        "inter_op_threads",
+        "execution_mode",
+        "graph_optimization",
+    ] {
+        let value = run
+            .remove(field)
+            .ok_or_else(|| format!("{field} is missing"))?;
+        session.insert(field.into(), value);
+    }
+    match run.remove("cpu_class") {
+        None | Some(Value::Null) => {}
+        Some(class) => {
+            session.insert("cpu_class".into(), class);
+        }
+    }
+    run.insert("session".into(), Value::Object(session));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn v1_run() -> Value {
+        json!({
+            "run_id": "0190a0a0-0000-7000-8000-000000000001",
+            "image_version": "onnx-cpu@1.32.0+p1",
+            "ort_version": "1.22.0",
+            "execution_provider": "CPUExecutionProvider",
+            "intra_op_threads": 2,
+            "inter_op_threads": 1,
+            "execution_mode": "sequential",
+            "graph_optimization": "all",
+            "cpu_class": "x86_64+avx2",
+            "row_count": 3,
+        })
+    }
+
+    #[test]
+    fn versions_follow_the_steps() {
+        assert_eq!(current("InferenceRunRecorded"), 2);
+        assert_eq!(current("ProjectCreated"), 1);
+        assert_eq!(current("NoSuchEvent"), 1);
+    }
+
+    #[test]
+    fn a_v1_run_reads_as_v2() {
+        let v2 = upcast("InferenceRunRecorded", 1, v1_run()).unwrap();
+        assert_eq!(
+            v2,
+            json!({
+                "run_id": "0190a0a0-0000-7000-8000-000000000001",
+                "image_id": "onnx-cpu",
+                "image_version": "1.32.0+p1",
+                "session": {
+                    "ort_version": "1.22.0",
+                    "execution_provider": "CPUExecutionProvider",
+                    "intra_op_threads": 2,
+                    "inter_op_threads": 1,
+                    "execution_mode": "sequential",
+                    "graph_optimization": "all",
+                    "cpu_class": "x86_64+avx2",
+                },
+                "row_count": 3,
+            })
+        );
+        // The current version passes through untouched.
+        assert_eq!(upcast("InferenceRunRecorded", 2, v2.clone()).unwrap(), v2);
+    }
+
+    #[test]
+    fn a_v1_run_without_cpu_class_keeps_it_absent() {
+        for absent in [None, Some(Value::Null)] {
+            let mut run = v1_run();
+            let map = run.as_object_mut().unwrap();
+            map.remove("cpu_class");
+            if let Some(v) = absent {
+                map.insert("cpu_class".into(), v);
+            }
+            let v2 = upcast("InferenceRunRecorded", 1, run).unwrap();
+            assert!(v2["session"].get("cpu_class").is_none());
+        }
+    }
+
+    #[test]
+    fn what_cannot_be_read_is_refused_by_name() {
+        let newer = upcast("ProjectCreated", 2, json!({})).unwrap_err();
+        assert!(matches!(newer, UpcastError::Newer { current: 1, .. }));
+        assert!(newer.to_string().contains("upgrade Provenant"));
+        assert!(matches!(
+            upcast("ProjectCreated", 0, json!({})),
+            Err(UpcastError::Unknown { .. })
+        ));
+        let mut run = v1_run();
+        run["image_version"] = json!("no-version");
+        let e = upcast("InferenceRunRecorded", 1, run).unwrap_err();
+        assert!(e.to_string().contains("\"no-version\""), "{e}");
+        let mut run = v1_run();
+        run.as_object_mut().unwrap().remove("execution_mode");
+        let e = upcast("InferenceRunRecorded", 1, run).unwrap_err();
+        assert!(e.to_string().contains("execution_mode is missing"), "{e}");
+        assert!(upcast("InferenceRunRecorded", 1, json!([])).is_err());
+    }
+}
