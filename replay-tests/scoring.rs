@@ -10,6 +10,8 @@ use std::sync::Arc;
 use provenant::blobs::BlobStore;
 use provenant::domain::{Registry, RegistryEvent};
 use provenant::log::envelope::Event;
+use provenant::projections::monitoring::Monitoring;
+use provenant::projections::registry::recorded;
 use provenant::projections::replay::Until;
 use provenant::runtime::reproduce::{Overrides, Recorded, Verdict, reproduce};
 use provenant::runtime::scorer::Model;
@@ -32,6 +34,7 @@ fn scoring_story_replays_and_every_kept_run_reproduces() {
         e.unsigned.schema_version == provenant::domain::upcast::current(&e.unsigned.event_type)
     }));
     reproduce_kept_runs(STORY, &events, &registry);
+    check_monitoring(STORY, &events);
 }
 
 #[test]
@@ -45,6 +48,28 @@ fn a_story_recorded_at_an_older_schema_version_still_replays_and_reproduces() {
         .count();
     assert!(v1_runs >= 3, "the frozen story holds version 1 runs");
     reproduce_kept_runs(STORY_V1, &events, &registry);
+    check_monitoring(STORY_V1, &events);
+}
+
+/// The monitoring windows a story folds to equal its `monitoring.json` (rewritten with the
+/// registry when `PROVENANT_UPDATE_GOLDEN` is set).
+fn check_monitoring(story: &str, events: &[Event]) {
+    let mut monitoring = Monitoring::default();
+    for e in events {
+        monitoring.apply(&recorded(e).unwrap());
+    }
+    let folded = serde_json::to_value(&monitoring).unwrap();
+    let path = format!("{story}/monitoring.json");
+    if std::env::var_os("PROVENANT_UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, serde_json::to_string_pretty(&folded).unwrap() + "\n").unwrap();
+    }
+    let expected: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(folded, expected);
+    assert!(
+        folded["deployments"]
+            .as_object()
+            .is_some_and(|d| d.len() == 2)
+    );
 }
 
 /// Reproduces every run of a story whose blobs were kept, bit for bit, from the folder's

@@ -9,6 +9,7 @@ pub mod exports;
 mod extract;
 pub mod graphql;
 pub(crate) mod ledger;
+pub mod metrics;
 pub mod predictions;
 mod registry;
 mod runtimes;
@@ -41,6 +42,8 @@ pub struct AppState {
     /// Whether scored runs are recorded. Only `provenant bench score` turns this off, to
     /// measure what recording costs; a server always records.
     pub recording: Arc<std::sync::atomic::AtomicBool>,
+    /// Refused scoring requests, counted live (see `metrics`).
+    pub errors: Arc<metrics::ErrorCounts>,
     /// Serializes registry commands (see `command`).
     gate: Arc<tokio::sync::Mutex<()>>,
 }
@@ -60,6 +63,7 @@ impl AppState {
             onnx,
             serving: Arc::default(),
             recording: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+            errors: Arc::default(),
             gate: Arc::default(),
         })
     }
@@ -153,6 +157,7 @@ fn documented() -> OpenApiRouter<AppState> {
         .routes(routes!(rt::experiment_runtimes))
         .routes(routes!(deployments::deploy, deployments::list))
         .routes(routes!(deployments::get, deployments::action))
+        .routes(routes!(metrics::get))
         .routes(routes!(predictions::get, predictions::action))
         .routes(routes!(exports::request))
         .routes(routes!(exports::download))
@@ -189,7 +194,14 @@ pub fn router(state: AppState) -> axum::Router {
             "/{deployment}/model/sample_request",
             get(scoring::sample_request),
         )
-        .route("/{deployment}/model/score", post(scoring::score))
+        .route(
+            "/{deployment}/model/score",
+            post(scoring::score).route_layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                metrics::count_errors,
+            )),
+        )
+        .route("/metrics", get(metrics::prometheus))
         .route(
             "/{deployment}/model/contribution",
             post(scoring::contribution),

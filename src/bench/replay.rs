@@ -155,8 +155,8 @@ pub async fn replay(events: u64, as_json: bool) -> Result<(), Failure> {
 
     let bar = crate::progress::bar(size, "replaying");
     let started = Instant::now();
-    let mut audit = crate::projections::audit::AuditIndex::default();
-    let registry = fold_log(&snap, Until::End, Some(&mut audit), &mut |done, _| {
+    let mut views = crate::projections::Views::default();
+    let registry = fold_log(&snap, Until::End, Some(&mut views), &mut |done, _| {
         bar.set_position(done)
     })?;
     let secs = started.elapsed().as_secs_f64();
@@ -202,10 +202,10 @@ pub async fn replay(events: u64, as_json: bool) -> Result<(), Failure> {
         "replay_events_per_s",
         rate,
         format!(
-            "replay into the registry and the audit index, no signature checks: {rate:>10.0} events/s ({:.2}x of read + decode; {} predictions, {} events indexed)",
+            "replay into the registry, the audit index and monitoring, no signature checks: {rate:>10.0} events/s ({:.2}x of read + decode; {} predictions, {} events indexed)",
             rate / read_rate,
             registry.predictions.len(),
-            audit.size()
+            views.audit.size()
         ),
     );
     figures.say("replay_vs_read_decode", rate / read_rate, String::new());

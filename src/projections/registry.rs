@@ -6,7 +6,9 @@ use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use tokio::sync::watch;
 
+use super::Views;
 use super::audit::AuditIndex;
+use super::monitoring::Monitoring;
 use super::replay::{Until, replay_into};
 use crate::domain::{Recorded, Registry, RegistryEvent, evolve};
 use crate::log::envelope::{Event, split_record};
@@ -21,6 +23,7 @@ pub enum ProjectionError {
 pub struct RegistryProjection {
     state: RwLock<Registry>,
     audit: RwLock<AuditIndex>,
+    monitoring: RwLock<Monitoring>,
     /// The next position to apply, or why the projection stopped.
     progress: watch::Sender<Result<u64, ProjectionError>>,
 }
@@ -100,10 +103,10 @@ impl RegistryProjection {
             reason,
         };
         let snap = ledger.snapshot().map_err(|e| failed(e.to_string()))?;
-        let (registry, audit) = tokio::task::spawn_blocking(move || {
-            let mut audit = AuditIndex::default();
-            replay_into(&snap, Until::End, Some(&mut audit), &mut |_, _| {})
-                .map(|registry| (registry, audit))
+        let (registry, views) = tokio::task::spawn_blocking(move || {
+            let mut views = Views::default();
+            replay_into(&snap, Until::End, Some(&mut views), &mut |_, _| {})
+                .map(|registry| (registry, views))
         })
         .await
         .map_err(|e| failed(e.to_string()))?
@@ -112,7 +115,8 @@ impl RegistryProjection {
         let (progress, _) = watch::channel(Ok(applied));
         let projection = Arc::new(RegistryProjection {
             state: RwLock::new(registry),
-            audit: RwLock::new(audit),
+            audit: RwLock::new(views.audit),
+            monitoring: RwLock::new(views.monitoring),
             progress,
         });
         let follower = projection.clone();
@@ -144,6 +148,10 @@ impl RegistryProjection {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .add(&event.unsigned);
+        self.monitoring
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .apply(r);
         let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
         *state = evolve(std::mem::take(&mut *state), r);
         let applied = state.applied;
@@ -174,6 +182,11 @@ impl RegistryProjection {
     /// The audit-trail index, read-locked: hold it briefly.
     pub fn audit(&self) -> RwLockReadGuard<'_, AuditIndex> {
         self.audit.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The service-level monitoring windows, read-locked: hold it briefly.
+    pub fn monitoring(&self) -> RwLockReadGuard<'_, Monitoring> {
+        self.monitoring.read().unwrap_or_else(|p| p.into_inner())
     }
 }
 

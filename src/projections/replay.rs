@@ -8,7 +8,8 @@ use std::cmp::Ordering;
 
 use chrono::{DateTime, Utc};
 
-use super::audit::{AuditIndex, entity_ids};
+use super::Views;
+use super::audit::entity_ids;
 use super::registry::{Indexed, decode_record};
 use crate::domain::{Recorded, Registry, evolve};
 use crate::log::LogError;
@@ -88,11 +89,11 @@ pub fn replay(
     replay_into(snap, until, None, progress)
 }
 
-/// `replay`, also indexing every event into `audit` (an empty index) when given.
+/// `replay`, also folding every event into `views` (empty ones) when given.
 pub fn replay_into(
     snap: &Snapshot,
     until: Until,
-    mut audit: Option<&mut AuditIndex>,
+    mut views: Option<&mut Views>,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<Registry, ReplayError> {
     let size = snap.size()?;
@@ -104,7 +105,7 @@ pub fn replay_into(
         Until::Time(t) => Some(format_time(t)),
         _ => None,
     };
-    let index = audit.is_some();
+    let index = views.is_some();
     type Chunk = Vec<(Recorded, Option<Indexed>)>;
     let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Chunk, ReplayError>>(2);
     std::thread::scope(|scope| {
@@ -147,14 +148,14 @@ pub fn replay_into(
         for chunk in rx {
             for (r, indexed) in chunk? {
                 // The ids are read here, not with the decoding: decoding is the slower side.
-                if let (Some(audit), Some(i)) = (audit.as_deref_mut(), indexed) {
+                if let (Some(views), Some(i)) = (views.as_deref_mut(), indexed) {
                     let mut payload = serde_json::Deserializer::from_str(i.payload.get());
                     let ids =
                         entity_ids(&r.stream, &mut payload).map_err(|e| ReplayError::Corrupt {
                             position: r.position,
                             reason: e.to_string(),
                         })?;
-                    audit.push(
+                    views.audit.push(
                         r.position,
                         &r.actor,
                         &r.stream,
@@ -162,6 +163,7 @@ pub fn replay_into(
                         &r.recorded_at,
                         ids,
                     );
+                    views.monitoring.apply(&r);
                 }
                 state = evolve(state, &r);
             }

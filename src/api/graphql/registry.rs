@@ -4,14 +4,16 @@
 //! object read the same registry as the object.
 
 use async_graphql::connection::Connection;
-use async_graphql::{Context, ID, Json, Object, Result, SimpleObject};
+use async_graphql::{Context, ErrorExtensions, ID, Json, Object, Result, SimpleObject};
+use axum::http::StatusCode;
 use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
 
 use super::ledger::{EventNode, connection, cursor, read};
 use super::predictions::{PredictionConnection, predictions};
-use super::{View, may_read, page_size, parse_id, principal, state, view};
+use super::{View, error, may_read, page_size, parse_id, principal, state, view};
+use crate::api::metrics::{self, Metrics, MetricsQuery};
 use crate::domain::Registry;
 use crate::domain::deployment::Deployment;
 use crate::domain::runtime::{Managed, SourceState};
@@ -742,6 +744,28 @@ impl DeploymentNode {
         after: Option<String>,
     ) -> Result<PredictionConnection> {
         predictions(ctx, self.d.deployment_id, from, to, first, after)
+    }
+    /// Its service level per window (`minute`, the default, `hour` or `day`) overlapping
+    /// `from..to` (RFC 3339), recomputed from the ledger's inference runs; live even under
+    /// `asOf`, whose past the range selects.
+    async fn metrics(
+        &self,
+        ctx: &Context<'_>,
+        resolution: Option<String>,
+        from: Option<String>,
+        to: Option<String>,
+    ) -> Result<Metrics> {
+        let resolution = resolution
+            .map(|r| r.parse())
+            .transpose()
+            .map_err(|e: String| error(StatusCode::BAD_REQUEST, "invalid_argument", e))?;
+        let q = MetricsQuery {
+            resolution,
+            from,
+            to,
+        };
+        metrics::report(state(ctx)?, &principal(ctx)?, self.d.deployment_id, &q)
+            .map_err(|e| e.extend())
     }
 }
 

@@ -1,0 +1,350 @@
+//! Monitoring over HTTP: a deployment's service-level windows (REST and GraphQL share
+//! `report`), and every deployment's counters at `/metrics` in Prometheus' text format.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+
+use axum::Json;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::AppState;
+use super::auth::{Principal, forbidden};
+use super::error::ApiError;
+use super::extract::{ApiPath, ApiQuery};
+use crate::domain::{Kind, can_read_project};
+use crate::log::envelope::format_time;
+use crate::projections::histogram::Histogram;
+use crate::projections::monitoring::{LATENCY_BOUNDS_US, Resolution, Totals, Window};
+
+/// The most windows one answer holds: a week of minutes.
+pub const MAX_WINDOWS: usize = 7 * 24 * 60;
+
+/// Refused scoring requests by deployment and HTTP status, counted live. A refused request
+/// appends nothing to the ledger (it must not: anyone can send one), so these are the one
+/// figure here that is not recomputed from the log; they count since the process started.
+pub struct ErrorCounts {
+    counts: Mutex<BTreeMap<(Uuid, u16), u64>>,
+    since: String,
+}
+
+impl Default for ErrorCounts {
+    fn default() -> Self {
+        ErrorCounts {
+            counts: Mutex::default(),
+            since: format_time(Utc::now()),
+        }
+    }
+}
+
+impl ErrorCounts {
+    fn add(&self, deployment: Uuid, status: u16) {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        *counts.entry((deployment, status)).or_default() += 1;
+    }
+
+    fn of(&self, deployment: Uuid) -> Vec<StatusCount> {
+        let counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        counts
+            .range((deployment, 0)..=(deployment, u16::MAX))
+            .map(|((_, status), count)| StatusCount {
+                status: *status,
+                count: *count,
+            })
+            .collect()
+    }
+}
+
+/// Counts the scoring route's error responses for known deployments (an unknown id in the
+/// path is not a deployment's error, and would let callers mint labels).
+pub async fn count_errors(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    let deployment = req
+        .uri()
+        .path()
+        .split('/')
+        .nth(1)
+        .and_then(|d| Uuid::parse_str(d).ok());
+    let response = next.run(req).await;
+    let status = response.status();
+    if let Some(id) = deployment
+        && (status.is_client_error() || status.is_server_error())
+        && s.registry.read().deployments.contains_key(&id)
+    {
+        s.errors.add(id, status.as_u16());
+    }
+    response
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsQuery {
+    /// `minute` (the default), `hour` or `day`.
+    pub resolution: Option<Resolution>,
+    /// Windows overlapping `from..to` (RFC 3339; either open).
+    pub from: Option<String>,
+    pub to: Option<String>,
+}
+
+/// A deployment's service level, window by window.
+#[derive(Debug, Serialize, utoipa::ToSchema, async_graphql::SimpleObject)]
+pub struct Metrics {
+    pub deployment_id: Uuid,
+    pub resolution: String,
+    /// Oldest first; windows without runs are left out.
+    pub windows: Vec<WindowReport>,
+    /// Refused scoring requests by status, since `errors_since` (not in the ledger).
+    pub errors: Vec<StatusCount>,
+    pub errors_since: String,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema, async_graphql::SimpleObject)]
+pub struct StatusCount {
+    pub status: u16,
+    pub count: u64,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema, async_graphql::SimpleObject)]
+pub struct WindowReport {
+    pub start: String,
+    pub end: String,
+    /// Session runs (on the batching path one run serves several requests).
+    pub runs: u64,
+    pub requests: u64,
+    pub rows: u64,
+    /// Rows over the window's length.
+    pub rows_per_second: f64,
+    /// Per request, from arrival to the response being ready, recording included.
+    pub latency_ms: Quantiles,
+    /// Per request, waiting for a batching worker or a session slot.
+    pub queue_wait_ms: Quantiles,
+    /// Rows per session run.
+    pub batch_rows_mean: f64,
+    pub batch_rows_max: u64,
+}
+
+/// Nearest-rank quantiles, each at most 1/64 above the exact value (see `histogram`).
+#[derive(Debug, Serialize, utoipa::ToSchema, async_graphql::SimpleObject)]
+pub struct Quantiles {
+    pub p50: f64,
+    pub p95: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+fn quantiles_ms(h: &Histogram) -> Quantiles {
+    let ms = |q: f64| h.quantile(q).unwrap_or(0) as f64 / 1e3;
+    Quantiles {
+        p50: ms(0.5),
+        p95: ms(0.95),
+        p99: ms(0.99),
+        max: h.max() as f64 / 1e3,
+    }
+}
+
+fn window_report(start: i64, length: i64, w: &Window) -> WindowReport {
+    let time = |s: i64| {
+        DateTime::from_timestamp(s, 0)
+            .map(format_time)
+            .unwrap_or_default()
+    };
+    WindowReport {
+        start: time(start),
+        end: time(start + length),
+        runs: w.runs,
+        requests: w.requests,
+        rows: w.rows,
+        rows_per_second: w.rows as f64 / length as f64,
+        latency_ms: quantiles_ms(&w.latency_us),
+        queue_wait_ms: quantiles_ms(&w.queue_wait_us),
+        batch_rows_mean: w.batch_rows.mean().unwrap_or(0.0),
+        batch_rows_max: w.batch_rows.max(),
+    }
+}
+
+fn seconds(field: &str, s: Option<&str>) -> Result<Option<i64>, ApiError> {
+    s.map(|s| {
+        DateTime::parse_from_rfc3339(s)
+            .map(|t| t.timestamp())
+            .map_err(|_| {
+                ApiError::bad_request(
+                    "invalid_argument",
+                    format!("{field}: {s:?} is not an RFC 3339 time"),
+                )
+            })
+    })
+    .transpose()
+}
+
+/// A deployment's windows for a caller who may read its project (404 for others, who may
+/// not learn that it exists).
+pub fn report(
+    s: &AppState,
+    p: &Principal,
+    id: Uuid,
+    q: &MetricsQuery,
+) -> Result<Metrics, ApiError> {
+    let missing = || ApiError::not_found(Kind::Deployment.code(), format!("no deployment {id}"));
+    {
+        let reg = s.registry.read();
+        let d = reg.deployments.get(&id).ok_or_else(missing)?;
+        if !can_read_project(&reg, p.user_id, d.spec.project_id) {
+            return Err(missing());
+        }
+    }
+    let resolution = q.resolution.unwrap_or(Resolution::Minute);
+    let (from, to) = (
+        seconds("from", q.from.as_deref())?,
+        seconds("to", q.to.as_deref())?,
+    );
+    let windows = s.registry.monitoring().windows(id, resolution, from, to);
+    if windows.len() > MAX_WINDOWS {
+        return Err(ApiError::bad_request(
+            "too_many_windows",
+            format!(
+                "{} windows; at most {MAX_WINDOWS} in one answer: narrow from/to or use a coarser resolution",
+                windows.len()
+            ),
+        ));
+    }
+    let length = resolution.seconds();
+    Ok(Metrics {
+        deployment_id: id,
+        resolution: resolution.name().into(),
+        windows: windows
+            .iter()
+            .map(|(start, w)| window_report(*start, length, w))
+            .collect(),
+        errors: s.errors.of(id),
+        errors_since: s.errors.since.clone(),
+    })
+}
+
+/// A deployment's service level: requests, rows, latency and queue-wait quantiles and batch
+/// sizes per window, recomputed from the ledger's inference runs.
+#[utoipa::path(get, path = "/api/v1/deployments/{deployment_id}/metrics", tag = "deployments", params(MetricsQuery), responses((status = 200, body = Metrics), (status = 400, description = "`invalid_argument`, `too_many_windows`"), (status = 404, description = "no such deployment, or not readable")))]
+pub async fn get(
+    State(s): State<AppState>,
+    p: Principal,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiQuery(q): ApiQuery<MetricsQuery>,
+) -> Result<Json<Metrics>, ApiError> {
+    report(&s, &p, id, &q).map(Json)
+}
+
+/// Every deployment's counters in Prometheus' text format, for admins and auditors (a
+/// scraper authenticates with a bearer token).
+pub async fn prometheus(State(s): State<AppState>, p: Principal) -> Result<Response, ApiError> {
+    if !p.reads_all() {
+        return Err(forbidden("/metrics needs the admin or auditor role".into()));
+    }
+    let mut out = String::new();
+    let head = s.ledger.head();
+    let events = family(
+        &mut out,
+        "provenant_ledger_events",
+        "gauge",
+        "Events in the ledger.",
+    );
+    let _ = writeln!(out, "{events} {}", head.size);
+
+    let labels: BTreeMap<Uuid, String> = {
+        let reg = s.registry.read();
+        reg.deployments
+            .values()
+            .map(|d| {
+                let label = format!(
+                    "deployment=\"{}\",environment=\"{}\"",
+                    d.deployment_id,
+                    escape(&d.spec.environment)
+                );
+                (d.deployment_id, label)
+            })
+            .collect()
+    };
+    let totals: Vec<_> = s
+        .registry
+        .monitoring()
+        .totals()
+        .map(|(id, t)| (*id, t.clone()))
+        .collect();
+    let label = |id: &Uuid| labels.get(id).cloned().unwrap_or_default();
+    for (name, help, value) in [
+        (
+            "provenant_scoring_runs_total",
+            "Session runs recorded.",
+            (|t: &Totals| t.runs) as fn(&Totals) -> u64,
+        ),
+        (
+            "provenant_scoring_requests_total",
+            "Scoring requests answered and recorded.",
+            |t| t.requests,
+        ),
+        ("provenant_scoring_rows_total", "Rows scored.", |t| t.rows),
+    ] {
+        let name = family(&mut out, name, "counter", help);
+        for (id, t) in &totals {
+            let _ = writeln!(out, "{name}{{{}}} {}", label(id), value(t));
+        }
+    }
+    let name = family(
+        &mut out,
+        "provenant_scoring_request_latency_seconds",
+        "histogram",
+        "Request latency, recording included.",
+    );
+    for (id, t) in &totals {
+        let l = label(id);
+        for (bound, within) in LATENCY_BOUNDS_US.iter().zip(t.latency_within) {
+            let le = *bound as f64 / 1e6;
+            let _ = writeln!(out, "{name}_bucket{{{l},le=\"{le}\"}} {within}");
+        }
+        let _ = writeln!(out, "{name}_bucket{{{l},le=\"+Inf\"}} {}", t.requests);
+        let _ = writeln!(out, "{name}_sum{{{l}}} {}", t.latency_sum_us as f64 / 1e6);
+        let _ = writeln!(out, "{name}_count{{{l}}} {}", t.requests);
+    }
+    let name = family(
+        &mut out,
+        "provenant_scoring_errors_total",
+        "counter",
+        "Refused scoring requests by status, since the process started.",
+    );
+    let errors: Vec<((Uuid, u16), u64)> = s
+        .errors
+        .counts
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .map(|(k, v)| (*k, *v))
+        .collect();
+    for ((id, status), count) in errors {
+        let _ = writeln!(out, "{name}{{{},status=\"{status}\"}} {count}", label(&id));
+    }
+    Ok((
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response())
+}
+
+/// Writes a metric family's header; answers its name.
+fn family<'a>(out: &mut String, name: &'a str, kind: &str, help: &str) -> &'a str {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    name
+}
+
+/// A label value as the text format wants it.
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}

@@ -1,0 +1,310 @@
+//! Service-level monitoring: per deployment and per minute, what its inference runs served.
+//! Folded from `InferenceRunRecorded` events alone, so the monitoring of any past period is
+//! recomputed exactly from the ledger; hours and days are rolled up from minutes on read.
+
+use std::collections::BTreeMap;
+
+use chrono::DateTime;
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::histogram::Histogram;
+use crate::domain::{Recorded, RegistryEvent};
+
+/// Request latency bounds, in µs, of the cumulative buckets `/metrics` exports (Prometheus'
+/// `le`), counted exactly.
+pub const LATENCY_BOUNDS_US: [u64; 12] = [
+    500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
+    2_500_000,
+];
+
+/// What one window of one deployment served.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Window {
+    pub runs: u64,
+    pub requests: u64,
+    pub rows: u64,
+    /// Per request: from arrival to the response being ready, recording included.
+    pub latency_us: Histogram,
+    /// Per request: waiting for a batching worker or a session slot.
+    pub queue_wait_us: Histogram,
+    /// Per session run: how many rows it scored together.
+    pub batch_rows: Histogram,
+}
+
+impl Window {
+    fn merge(&mut self, other: &Window) {
+        self.runs += other.runs;
+        self.requests += other.requests;
+        self.rows += other.rows;
+        self.latency_us.merge(&other.latency_us);
+        self.queue_wait_us.merge(&other.queue_wait_us);
+        self.batch_rows.merge(&other.batch_rows);
+    }
+}
+
+/// Everything a deployment served since its first run: the counters `/metrics` exports.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Totals {
+    pub runs: u64,
+    pub requests: u64,
+    pub rows: u64,
+    pub latency_sum_us: u64,
+    /// Requests answered within each of `LATENCY_BOUNDS_US`.
+    pub latency_within: [u64; LATENCY_BOUNDS_US.len()],
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+struct Served {
+    /// Minute (Unix seconds / 60) → its window.
+    minutes: BTreeMap<i64, Window>,
+    totals: Totals,
+}
+
+/// How long a reported window is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Resolution {
+    Minute,
+    Hour,
+    Day,
+}
+
+impl std::str::FromStr for Resolution {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Resolution, String> {
+        match s {
+            "minute" => Ok(Resolution::Minute),
+            "hour" => Ok(Resolution::Hour),
+            "day" => Ok(Resolution::Day),
+            _ => Err(format!("resolution {s:?}: expected minute, hour or day")),
+        }
+    }
+}
+
+impl Resolution {
+    pub fn name(self) -> &'static str {
+        match self {
+            Resolution::Minute => "minute",
+            Resolution::Hour => "hour",
+            Resolution::Day => "day",
+        }
+    }
+
+    pub fn seconds(self) -> i64 {
+        match self {
+            Resolution::Minute => 60,
+            Resolution::Hour => 3_600,
+            Resolution::Day => 86_400,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Monitoring {
+    deployments: BTreeMap<Uuid, Served>,
+}
+
+impl Monitoring {
+    /// Folds one stored event; only inference runs count.
+    pub fn apply(&mut self, r: &Recorded) {
+        let Some(RegistryEvent::InferenceRunRecorded(run)) = &r.event else {
+            return;
+        };
+        // The commit time of the run's event; a time the log could not have written is left
+        // in minute 0 rather than dropped, so totals and windows still agree.
+        let minute = DateTime::parse_from_rfc3339(&r.recorded_at)
+            .map_or(0, |t| t.timestamp().div_euclid(60));
+        let served = self.deployments.entry(run.deployment_id).or_default();
+        let window = served.minutes.entry(minute).or_default();
+        let totals = &mut served.totals;
+        window.runs += 1;
+        window.rows += run.row_count;
+        window.batch_rows.record(run.row_count);
+        totals.runs += 1;
+        totals.rows += run.row_count;
+        for q in &run.requests {
+            window.requests += 1;
+            window.latency_us.record(q.latency_us);
+            window.queue_wait_us.record(q.queue_wait_us);
+            totals.requests += 1;
+            totals.latency_sum_us = totals.latency_sum_us.saturating_add(q.latency_us);
+            for (within, bound) in totals.latency_within.iter_mut().zip(LATENCY_BOUNDS_US) {
+                *within += u64::from(q.latency_us <= bound);
+            }
+        }
+    }
+
+    /// A deployment's windows of `resolution` that overlap `from..to` (Unix seconds, either
+    /// open), oldest first; only windows with runs.
+    pub fn windows(
+        &self,
+        deployment: Uuid,
+        resolution: Resolution,
+        from: Option<i64>,
+        to: Option<i64>,
+    ) -> Vec<(i64, Window)> {
+        let Some(served) = self.deployments.get(&deployment) else {
+            return Vec::new();
+        };
+        let length = resolution.seconds();
+        let start_of = |second: i64| second.div_euclid(length) * length;
+        let minutes = match from {
+            Some(f) => served.minutes.range(start_of(f).div_euclid(60)..),
+            None => served.minutes.range(..),
+        };
+        let mut out: Vec<(i64, Window)> = Vec::new();
+        for (minute, w) in minutes {
+            let start = start_of(minute * 60);
+            if to.is_some_and(|t| start >= t) {
+                break;
+            }
+            match out.last_mut() {
+                Some((s, acc)) if *s == start => acc.merge(w),
+                _ => out.push((start, w.clone())),
+            }
+        }
+        out
+    }
+
+    /// Every deployment's totals, by deployment id.
+    pub fn totals(&self) -> impl Iterator<Item = (&Uuid, &Totals)> {
+        self.deployments.iter().map(|(id, s)| (id, &s.totals))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::event::{InferenceRunRecorded, RunRequest, RunSession};
+
+    fn run(deployment: u128, at: &str, latencies: &[u64]) -> Recorded {
+        let requests = latencies
+            .iter()
+            .enumerate()
+            .map(|(i, l)| RunRequest {
+                request_id: Uuid::from_u128(i as u128),
+                row_offset: i as u64,
+                row_count: 1,
+                caller: "anonymous".into(),
+                queue_wait_us: l / 10,
+                latency_us: *l,
+            })
+            .collect();
+        Recorded {
+            position: 0,
+            stream: "deployment".into(),
+            stream_version: 0,
+            actor: "system:scorer".into(),
+            recorded_at: at.into(),
+            event: Some(RegistryEvent::InferenceRunRecorded(InferenceRunRecorded {
+                run_id: Uuid::nil(),
+                deployment_id: Uuid::from_u128(deployment),
+                model_id: Uuid::nil(),
+                version: 1,
+                model_blob: String::new(),
+                image_id: "i".into(),
+                image_version: "1".into(),
+                session: RunSession {
+                    ort_version: "1.32.0".into(),
+                    execution_provider: "CPUExecutionProvider".into(),
+                    intra_op_threads: 1,
+                    inter_op_threads: 1,
+                    execution_mode: "sequential".into(),
+                    graph_optimization: "all".into(),
+                    cpu_class: None,
+                },
+                row_count: latencies.len() as u64,
+                input_blob: String::new(),
+                output_blob: String::new(),
+                requests,
+            })),
+        }
+    }
+
+    fn folded() -> Monitoring {
+        let mut m = Monitoring::default();
+        for r in [
+            run(1, "2026-11-23T10:00:05.000000Z", &[800, 1200]),
+            run(1, "2026-11-23T10:00:59.999999Z", &[3000]),
+            run(1, "2026-11-23T10:01:00.000000Z", &[400]),
+            run(1, "2026-11-23T11:30:00.000000Z", &[2_000_000, 100]),
+            run(2, "2026-11-23T10:00:10.000000Z", &[50]),
+        ] {
+            m.apply(&r);
+        }
+        m
+    }
+
+    #[test]
+    fn runs_fold_into_minute_windows_and_roll_up() {
+        let m = folded();
+        let ten = DateTime::parse_from_rfc3339("2026-11-23T10:00:00Z")
+            .unwrap()
+            .timestamp();
+        let minutes = m.windows(Uuid::from_u128(1), Resolution::Minute, None, None);
+        let starts: Vec<i64> = minutes.iter().map(|(s, _)| s - ten).collect();
+        assert_eq!(starts, [0, 60, 5400]);
+        let first = &minutes[0].1;
+        assert_eq!((first.runs, first.requests, first.rows), (2, 3, 3));
+        assert_eq!(first.latency_us.max(), 3000);
+        assert_eq!(first.batch_rows.mean(), Some(1.5));
+
+        let hours = m.windows(Uuid::from_u128(1), Resolution::Hour, None, None);
+        assert_eq!(hours.len(), 2);
+        assert_eq!((hours[0].0 - ten, hours[0].1.requests), (0, 4));
+        assert_eq!((hours[1].0 - ten, hours[1].1.requests), (3600, 2));
+        let day = m.windows(Uuid::from_u128(1), Resolution::Day, None, None);
+        assert_eq!(day.len(), 1);
+        assert_eq!(day[0].1.requests, 6);
+        assert_eq!(day[0].1.latency_us.quantile(1.0), Some(2_000_000));
+
+        // Ranges take the windows that overlap them.
+        let later = m.windows(Uuid::from_u128(1), Resolution::Hour, Some(ten + 1800), None);
+        assert_eq!(later.len(), 2);
+        let first_minute = m.windows(
+            Uuid::from_u128(1),
+            Resolution::Minute,
+            Some(ten + 30),
+            Some(ten + 60),
+        );
+        assert_eq!(first_minute.len(), 1);
+        assert!(
+            m.windows(Uuid::from_u128(3), Resolution::Day, None, None)
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn totals_count_latency_buckets_exactly() {
+        let m = folded();
+        let totals: BTreeMap<_, _> = m.totals().collect();
+        let t = totals[&Uuid::from_u128(1)];
+        assert_eq!((t.runs, t.requests, t.rows), (4, 6, 6));
+        assert_eq!(t.latency_sum_us, 800 + 1200 + 3000 + 400 + 2_000_000 + 100);
+        // ≤ 500 µs: 400 and 100; ≤ 1 ms: and 800; ≤ 2.5 ms: and 1200; ... ≤ 2.5 s: all.
+        assert_eq!(t.latency_within[..4], [2, 3, 4, 5]);
+        assert_eq!(t.latency_within[11], 6);
+        assert_eq!(t.latency_within[10], 5);
+    }
+
+    #[test]
+    fn the_fold_ignores_order_within_a_window_and_other_events() {
+        let mut a = Monitoring::default();
+        let mut b = Monitoring::default();
+        let runs = [
+            run(1, "2026-11-23T10:00:05.000000Z", &[800, 1200]),
+            run(1, "2026-11-23T10:00:07.000000Z", &[3000]),
+        ];
+        for r in &runs {
+            a.apply(r);
+        }
+        for r in runs.iter().rev() {
+            b.apply(r);
+        }
+        let mut other = runs[0].clone();
+        other.event = None;
+        b.apply(&other);
+        assert_eq!(a, b);
+    }
+}
