@@ -265,6 +265,15 @@ enum BenchWhat {
         #[arg(long)]
         json: bool,
     },
+    /// Recomputing service-level monitoring from a log of scored runs, beside the registry.
+    Monitoring {
+        /// Scored rows in the log (runs of 64).
+        #[arg(long, default_value_t = 10_000_000)]
+        rows: u64,
+        /// Print the figures as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Ledger append, verify and read throughput against raw redb and ed25519 ceilings.
     Ledger {
         /// Seconds per append measurement.
@@ -460,6 +469,11 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
                 },
         } => {
             provenant::bench::graphql(events, queries, json).await?;
+        }
+        Command::Bench {
+            what: BenchWhat::Monitoring { rows, json },
+        } => {
+            provenant::bench::monitoring(rows, json).await?;
         }
         Command::Bench {
             what: BenchWhat::Replay { events, json },
