@@ -435,12 +435,16 @@ async fn healthy_deployments_are_loaded_again_after_a_restart() {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut admin = None;
     let url = loop {
         let line = lines.next().expect("no scoring URL printed").unwrap();
-        if let Some(u) = line.strip_prefix("demo scoring URL: ") {
+        if line.starts_with("pvn_") {
+            admin = Some(line);
+        } else if let Some(u) = line.strip_prefix("demo scoring URL: ") {
             break u.to_string();
         }
     };
+    let admin = admin.expect("the first start prints the admin's token");
     let score_sample = |url: String| async move {
         let http = reqwest::Client::new();
         let sample: Value = http
@@ -452,10 +456,12 @@ async fn healthy_deployments_are_loaded_again_after_a_restart() {
             .await
             .unwrap();
         let r = http.post(&url).json(&sample).send().await.unwrap();
-        let request = r.headers()["provenant-request-id"]
-            .to_str()
-            .unwrap()
-            .to_string();
+        // Only answered (recorded) requests carry one.
+        let request = r
+            .headers()
+            .get("provenant-request-id")
+            .map(|h| h.to_str().unwrap().to_string())
+            .unwrap_or_default();
         (
             r.status().as_u16(),
             r.json::<Value>().await.unwrap(),
@@ -548,4 +554,44 @@ async fn healthy_deployments_are_loaded_again_after_a_restart() {
         report["run_position"].as_u64().unwrap() + 1
     );
     assert!(then["applied"].as_u64() < registry["applied"].as_u64());
+
+    // A paused deployment is loaded again at a restart but stays paused until resumed.
+    let (srv, _) = serve(&data, &file);
+    let action = |verb: &str| format!("/api/v1/deployments/{deployment}:{verb}");
+    let (st, r) = srv
+        .call(
+            "POST",
+            &action("pause"),
+            &admin,
+            json!({"reason": "overnight"}),
+        )
+        .await;
+    assert_eq!(st, 200, "{r}");
+    srv.stop();
+    let (srv, _) = serve(&data, &file);
+    let url = format!("{}/{deployment}/model/score", srv.base);
+    for (method, path) in [("GET", "model/sample_request"), ("POST", "model/score")] {
+        let (st, paused) = srv
+            .call(
+                method,
+                &format!("/{deployment}/{path}"),
+                &admin,
+                json!({"fields": [], "rows": []}),
+            )
+            .await;
+        assert_eq!((st, &paused["code"]), (503, &json!("deployment_paused")));
+    }
+    let (st, r) = srv
+        .call(
+            "POST",
+            &action("resume"),
+            &admin,
+            json!({"reason": "morning"}),
+        )
+        .await;
+    assert_eq!(st, 200, "{r}");
+    let (st, resumed, _) = score_sample(url).await;
+    assert_eq!(st, 200, "{resumed}");
+    assert_eq!(resumed["score"], first["score"]);
+    srv.stop();
 }

@@ -812,3 +812,102 @@ async fn retention_keeps_hashes_and_purges_blobs_by_policy_with_a_record() {
         .await;
     assert_eq!(st, 403);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_deployment_answers_503_until_resumed() {
+    let srv = Server::start().await;
+    let t = srv.admin_token.clone();
+    let (pid, _, d) = deployed_wine(&srv, "pausing").await;
+    let dep = s(&d["data"]["deployment_id"]);
+    let wine = wine_expected();
+    let body = json!({"fields": wine["fields"], "rows": wine["rows"]});
+    assert_eq!(score(&srv, &dep, body.clone()).await.0, 200);
+    let (viewer, viewer_t) = common::create_user(&srv, "viewer", json!([])).await;
+    let (st, _) = srv
+        .call(
+            "PUT",
+            &format!("/api/v1/projects/{pid}/members/{viewer}"),
+            Some(&t),
+            json!({"role": "viewer"}),
+        )
+        .await;
+    assert_eq!(st, 200);
+    let action = |verb: &str| format!("/api/v1/deployments/{dep}:{verb}");
+
+    // Refused moves append nothing.
+    let before = srv.size();
+    for (token, verb, body, status, code) in [
+        (&t, "pause", json!({}), 422, "invalid_field"),
+        (&viewer_t, "pause", json!({"reason": "x"}), 403, "forbidden"),
+        (
+            &t,
+            "resume",
+            json!({"reason": "not paused"}),
+            409,
+            "conflict",
+        ),
+        (&t, "nap", json!({"reason": "x"}), 400, "invalid_action"),
+    ] {
+        let (st, e) = srv.call("POST", &action(verb), Some(token), body).await;
+        assert_eq!((st, s(&e["code"]).as_str()), (status, code), "{verb}: {e}");
+    }
+    assert_eq!(srv.size(), before);
+
+    let (st, w) = srv
+        .call(
+            "POST",
+            &action("pause"),
+            Some(&t),
+            json!({"reason": "maintenance window"}),
+        )
+        .await;
+    assert_eq!(st, 200, "{w}");
+    assert_eq!(s(&w["data"]["state"]), "Paused");
+    let (st, _, e) = score(&srv, &dep, body.clone()).await;
+    assert_eq!((st, s(&e["code"]).as_str()), (503, "deployment_paused"));
+    let (st, _) = srv
+        .call(
+            "POST",
+            &action("pause"),
+            Some(&t),
+            json!({"reason": "twice"}),
+        )
+        .await;
+    assert_eq!(st, 409);
+
+    let (st, w) = srv
+        .call(
+            "POST",
+            &action("resume"),
+            Some(&t),
+            json!({"reason": "window over"}),
+        )
+        .await;
+    assert_eq!(st, 200, "{w}");
+    assert_eq!(s(&w["data"]["state"]), "Healthy");
+    assert_eq!(score(&srv, &dep, body).await.0, 200);
+    let reasons: Vec<(String, String)> = w["data"]["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| (s(&h["to"]), s(&h["reason"])))
+        .skip(3)
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            ("Paused".into(), "maintenance window".into()),
+            ("Healthy".into(), "window over".into())
+        ]
+    );
+    // The refused request while paused is counted by the monitoring.
+    let (_, m) = srv
+        .call(
+            "GET",
+            &format!("/api/v1/deployments/{dep}/metrics"),
+            Some(&t),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(m["errors"], json!([{"status": 503, "count": 1}]));
+}

@@ -2,6 +2,7 @@
 //! (or Failed, with the reason), each step an event.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 
 use axum::Json;
@@ -51,6 +52,9 @@ pub struct Loaded {
     /// blake3 of passphrases already verified against the argon2 hash, so each is checked
     /// slowly once per process.
     pub accepted: std::sync::Mutex<std::collections::HashSet<[u8; 32]>>,
+    /// Paused: loaded, answering 503 until resumed. Kept here so scoring checks it without
+    /// the registry's lock.
+    pub paused: std::sync::atomic::AtomicBool,
 }
 
 impl std::ops::Deref for Loaded {
@@ -195,6 +199,7 @@ impl AppState {
                 scoring,
                 queue: None,
                 accepted: Default::default(),
+                paused: Default::default(),
             };
         }
         let depth = (scoring.spec.settings.max_batch_size as usize).max(1) * 4;
@@ -211,6 +216,7 @@ impl AppState {
             scoring,
             queue: Some(tx),
             accepted: Default::default(),
+            paused: Default::default(),
         }
     }
 
@@ -403,20 +409,55 @@ impl AppState {
         Ok(purged)
     }
 
-    /// Loads every deployment that was Healthy when the server last stopped.
+    /// Loads every deployment that was Healthy or Paused when the server last stopped; a
+    /// Paused one stays paused (no event), or fails if it no longer loads.
     pub async fn relaunch(&self) -> Result<usize, ApiError> {
-        let healthy: Vec<Uuid> = self
+        let serving: Vec<(Uuid, DeploymentState, DeploymentSpec)> = self
             .registry
             .read()
             .deployments
             .values()
-            .filter(|d| d.state == DeploymentState::Healthy)
-            .map(|d| d.deployment_id)
+            .filter(|d| matches!(d.state, DeploymentState::Healthy | DeploymentState::Paused))
+            .map(|d| (d.deployment_id, d.state, d.spec.clone()))
             .collect();
-        for id in &healthy {
-            self.launch(*id, "server restart").await?;
+        for (id, state, spec) in &serving {
+            if *state == DeploymentState::Healthy {
+                self.launch(*id, "server restart").await?;
+                continue;
+            }
+            match self.load(*id, spec.clone()).await {
+                Ok(scoring) => {
+                    let loaded = self.start_workers(scoring);
+                    loaded.paused.store(true, Ordering::Relaxed);
+                    self.serving.insert(loaded);
+                }
+                Err(reason) => {
+                    self.transition(None, *id, DeploymentState::Failed, &reason)
+                        .await?;
+                }
+            }
         }
-        Ok(healthy.len())
+        Ok(serving.len())
+    }
+
+    /// Pauses a Healthy deployment or resumes a Paused one (editors, with a reason).
+    async fn pause(
+        &self,
+        actor: Uuid,
+        id: Uuid,
+        pause: bool,
+        reason: &str,
+    ) -> Result<Written, ApiError> {
+        let to = if pause {
+            DeploymentState::Paused
+        } else {
+            DeploymentState::Healthy
+        };
+        let written = self.transition(Some(actor), id, to, reason).await?;
+        if let Some(l) = self.serving.get(&id) {
+            l.paused.store(pause, Ordering::Relaxed);
+        }
+        Ok(written)
     }
 }
 
@@ -581,7 +622,7 @@ pub async fn get(
 #[derive(Deserialize, ToSchema, Default)]
 #[serde(deny_unknown_fields)]
 pub struct ActionBody {
-    /// Why; required for `:stop`.
+    /// Why; required for `:stop`, `:pause` and `:resume`.
     #[serde(default)]
     reason: Option<String>,
     /// For `:reproduce`: the first run, a position or an RFC 3339 time (included).
@@ -592,18 +633,27 @@ pub struct ActionBody {
     to: Option<String>,
 }
 
-/// `POST /api/v1/deployments/{deployment_id}:stop` (editors, with a reason); `:purge`
+/// `POST /api/v1/deployments/{deployment_id}:stop`, `:pause` (a Healthy deployment answers
+/// 503 until resumed), `:resume` (editors, with a reason); `:purge`
 /// (admins): apply the retention policy now; `:reproduce` (project readers): reproduce every
 /// run recorded between `from` and `to` and answer the counts and every exception.
-#[utoipa::path(post, path = "/api/v1/deployments/{deployment_id}", tag = "deployments", params(("deployment_id" = String, Path, description = "`<deployment id>:stop`, `:purge` or `:reproduce`")), request_body = ActionBody, responses((status = 200, body = Written, description = "`:stop` and `:purge`; `:reproduce` answers the range report")))]
+#[utoipa::path(post, path = "/api/v1/deployments/{deployment_id}", tag = "deployments", params(("deployment_id" = String, Path, description = "`<deployment id>:stop`, `:pause`, `:resume`, `:purge` or `:reproduce`")), request_body = ActionBody, responses((status = 200, body = Written, description = "`:stop`, `:pause`, `:resume` and `:purge`; `:reproduce` answers the range report"), (status = 409, description = "`conflict`: not a move from the deployment's state")))]
 pub async fn action(
     State(s): State<AppState>,
     p: Principal,
     ApiPath(target): ApiPath<String>,
     ApiJson(b): ApiJson<ActionBody>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let (id, verb) = uuid_action(&target, "<deployment id>", &["stop", "purge", "reproduce"])?;
+    let (id, verb) = uuid_action(
+        &target,
+        "<deployment id>",
+        &["stop", "pause", "resume", "purge", "reproduce"],
+    )?;
     let written = match verb {
+        "pause" | "resume" => {
+            let reason = b.reason.unwrap_or_default();
+            s.pause(p.user_id, id, verb == "pause", &reason).await?
+        }
         "stop" => {
             let reason = b.reason.unwrap_or_default();
             let written = s

@@ -29,6 +29,13 @@ fn loaded(s: &AppState, id: &str) -> Result<Arc<Loaded>, ApiError> {
     let missing = || ApiError::not_found("deployment_not_found", format!("no deployment {id}"));
     let uuid = Uuid::parse_str(id).map_err(|_| missing())?;
     if let Some(l) = s.serving.get(&uuid) {
+        if l.paused.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "deployment_paused",
+                format!("deployment {id} is paused; it scores again once resumed"),
+            ));
+        }
         return Ok(l);
     }
     match s.registry.read().deployments.get(&uuid).map(|d| d.state) {

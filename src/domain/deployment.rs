@@ -23,6 +23,8 @@ pub enum DeploymentState {
     Preparing,
     Launching,
     Healthy,
+    /// Loaded but refusing to score (503) until resumed.
+    Paused,
     Failed,
     Stopped,
 }
@@ -284,7 +286,8 @@ pub fn decide_deploy(
 }
 
 /// Moves a deployment along its life cycle. The scorer (`system:scorer`) reports loading;
-/// people stop deployments (editors of the project).
+/// people (editors of the project) pause a Healthy deployment, resume a Paused one, and stop
+/// any; each move needs a reason.
 pub fn decide_transition(
     state: &Registry,
     actor: Option<Uuid>,
@@ -300,33 +303,40 @@ pub fn decide_transition(
             kind: Kind::Deployment,
             id: deployment_id.to_string(),
         })?;
-    if let Some(actor) = actor {
-        if !may(state, actor, d.spec.project_id, ProjectRole::Editor) {
-            return Err(DomainError::Forbidden(format!(
-                "changing a deployment needs the editor role in project {}",
-                d.spec.project_id
-            )));
-        }
-        if to != S::Stopped {
-            return Err(DomainError::Invalid {
-                field: "state",
-                detail: "only the scorer moves a deployment other than to Stopped".into(),
-            });
-        }
+    if let Some(actor) = actor
+        && !may(state, actor, d.spec.project_id, ProjectRole::Editor)
+    {
+        return Err(DomainError::Forbidden(format!(
+            "changing a deployment needs the editor role in project {}",
+            d.spec.project_id
+        )));
     }
-    let allowed = match (d.state, to) {
-        (S::Stopped, _) => false,
-        (_, S::Stopped) => true,
+    // People pause, resume and stop; the scorer reports loading and its outcome.
+    let by_people = matches!(
+        (d.state, to),
+        (S::Healthy, S::Paused) | (S::Paused, S::Healthy) | (_, S::Stopped)
+    );
+    let by_scorer = match (d.state, to) {
         (S::Preparing, S::Launching | S::Failed) => true,
         (S::Launching, S::Healthy | S::Failed) => true,
-        // A restart loads a Healthy deployment again.
-        (S::Healthy, S::Launching | S::Failed) => true,
+        // A restart loads a Healthy deployment again; a Paused one that no longer loads fails.
+        (S::Healthy, S::Launching | S::Failed) | (S::Paused, S::Failed) => true,
         _ => false,
     };
+    let allowed = d.state != S::Stopped
+        && match actor {
+            Some(_) => by_people,
+            None => by_scorer || to == S::Stopped,
+        };
     if !allowed {
         return Err(DomainError::Conflict(format!(
-            "deployment {deployment_id} is {:?} and cannot become {to:?}",
-            d.state
+            "deployment {deployment_id} is {:?} and cannot become {to:?}{}",
+            d.state,
+            if actor.is_some() && by_scorer {
+                " (only the scorer makes that move)"
+            } else {
+                ""
+            }
         )));
     }
     let reason = reason.trim().to_string();

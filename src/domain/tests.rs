@@ -734,3 +734,118 @@ fn decisions_expect_the_stream_version_they_were_made_on() {
     );
     assert!(matches!(dup, Err(DomainError::AlreadyExists(_))));
 }
+
+/// A deployment of a version in `project`, as the shell would have created it.
+fn deployment(w: &mut World, project_id: Uuid) -> Uuid {
+    let deployment_id = w.fresh();
+    let spec: deployment::DeploymentSpec = serde_json::from_value(json!({
+        "project_id": project_id, "model_id": w.fresh(), "version": 1,
+        "experiment_id": w.fresh(), "artifact_id": w.fresh(),
+        "model_blob": "00".repeat(32), "model_type": "onnx", "environment": "DEV",
+        "security": {"mode": "none"}, "retention": {"mode": "hashes"},
+        "runtime_id": "onnx-runtime", "image_id": "onnx-scorer", "image_version": "1",
+        "runtime": {"scorer_version": "1"}, "settings": {},
+        "input_schema": [], "output_schema": [], "warnings": [],
+    }))
+    .unwrap();
+    let stream = deployment::stream(deployment_id);
+    w.apply(
+        &stream,
+        vec![RegistryEvent::DeploymentCreated(DeploymentCreated {
+            deployment_id,
+            spec: Box::new(spec),
+        })],
+    );
+    deployment_id
+}
+
+#[test]
+fn people_pause_resume_and_stop_while_the_scorer_reports_loading() {
+    use deployment::{DeploymentState as S, decide_transition};
+    let mut w = World::new();
+    let editor = w.user("ed", vec![]);
+    let viewer = w.user("vi", vec![]);
+    let project = w.project(editor);
+    w.run(
+        editor,
+        Command::ShareProject {
+            project_id: project,
+            user_id: viewer,
+            role: ProjectRole::Viewer,
+        },
+    )
+    .unwrap();
+    let d = deployment(&mut w, project);
+    let go = |w: &mut World, actor: Option<Uuid>, to: S, reason: &str| {
+        let decision = decide_transition(&w.state, actor, d, to, reason.into())?;
+        w.apply(&decision.stream.clone(), decision.events);
+        Ok::<S, DomainError>(w.state.deployments[&d].state)
+    };
+    // Only the scorer moves a deployment through loading.
+    assert!(matches!(
+        go(&mut w, Some(editor), S::Launching, "by hand"),
+        Err(DomainError::Conflict(m)) if m.contains("only the scorer")
+    ));
+    assert_eq!(go(&mut w, None, S::Launching, "loading"), Ok(S::Launching));
+    assert_eq!(go(&mut w, None, S::Healthy, "model loaded"), Ok(S::Healthy));
+    // The scorer never pauses; viewers may not; a reason is required.
+    assert!(matches!(
+        go(&mut w, None, S::Paused, "no"),
+        Err(DomainError::Conflict(_))
+    ));
+    assert!(matches!(
+        go(&mut w, Some(viewer), S::Paused, "maintenance"),
+        Err(DomainError::Forbidden(_))
+    ));
+    assert!(matches!(
+        go(&mut w, Some(editor), S::Paused, "  "),
+        Err(DomainError::Invalid {
+            field: "reason",
+            ..
+        })
+    ));
+    let before = w.state.applied;
+    assert_eq!(
+        go(&mut w, Some(editor), S::Paused, "maintenance"),
+        Ok(S::Paused)
+    );
+    assert_eq!(w.state.applied, before + 1);
+    assert!(matches!(
+        go(&mut w, Some(editor), S::Paused, "again"),
+        Err(DomainError::Conflict(_))
+    ));
+    assert_eq!(go(&mut w, Some(editor), S::Healthy, "done"), Ok(S::Healthy));
+    assert!(matches!(
+        go(&mut w, Some(editor), S::Healthy, "again"),
+        Err(DomainError::Conflict(_))
+    ));
+    // A paused deployment that no longer loads at a restart fails; a stopped one is final.
+    assert_eq!(go(&mut w, Some(editor), S::Paused, "night"), Ok(S::Paused));
+    assert_eq!(go(&mut w, None, S::Failed, "artifact gone"), Ok(S::Failed));
+    assert_eq!(
+        go(&mut w, Some(editor), S::Stopped, "retired"),
+        Ok(S::Stopped)
+    );
+    for to in [S::Healthy, S::Paused, S::Stopped, S::Launching] {
+        assert!(go(&mut w, None, to, "late").is_err());
+        assert!(go(&mut w, Some(editor), to, "late").is_err());
+    }
+    let history: Vec<S> = w.state.deployments[&d]
+        .history
+        .iter()
+        .map(|t| t.to)
+        .collect();
+    assert_eq!(
+        history,
+        [
+            S::Preparing,
+            S::Launching,
+            S::Healthy,
+            S::Paused,
+            S::Healthy,
+            S::Paused,
+            S::Failed,
+            S::Stopped
+        ]
+    );
+}
