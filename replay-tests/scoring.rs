@@ -1,6 +1,6 @@
 //! The scoring story: the runtime catalog bootstrapped, the demo classifier deployed, scored
-//! by one five-row request and eight concurrent one-row requests (coalesced into shared runs),
-//! a second deployment whose runs are purged under its retention policy, and a stop. The
+//! by one five-row request and eight concurrent one-row requests (coalesced into shared runs)
+//! and one through an endpoint that is then re-pointed and removed, a second deployment whose runs are purged under its retention policy, and a stop. The
 //! folder keeps the log, the registry it folds to, and the run blobs that were kept
 //! (`blobs/<blake3>.json`); the test reproduces every kept run bit for bit from them.
 
@@ -208,6 +208,29 @@ async fn record_story() {
     for s in singles {
         s.await.unwrap();
     }
+    // A stable endpoint: scored through, re-pointed, removed.
+    let endpoint =
+        |deployment: &str, reason: &str| json!({"deployment_id": deployment, "reason": reason});
+    let demo_id = demo.to_string();
+    call(
+        reqwest::Method::PUT,
+        "/api/v1/endpoints/wine".into(),
+        endpoint(&demo_id, "one URL for the cellar app"),
+    )
+    .await;
+    score("wine".into(), rows[..1].to_vec()).await;
+    call(
+        reqwest::Method::PUT,
+        "/api/v1/endpoints/wine".into(),
+        endpoint(&brief, "moved to the short-retention deployment"),
+    )
+    .await;
+    call(
+        reqwest::Method::DELETE,
+        "/api/v1/endpoints/wine".into(),
+        json!({"reason": "the app calls the deployment directly"}),
+    )
+    .await;
     score(brief.clone(), rows[..2].to_vec()).await;
     call(
         reqwest::Method::POST,

@@ -172,11 +172,11 @@ async fn metrics_refuse_bad_arguments_and_outsiders() {
     let (st, e) = srv.call("GET", unknown, Some(&t), Value::Null).await;
     assert_eq!((st, s(&e["code"]).as_str()), (404, "deployment_not_found"));
 
-    // Someone outside the project cannot learn the deployment exists; only admins and
-    // auditors read /metrics; nobody unauthenticated reads either.
+    // Someone outside the project may not read its metrics; only admins and auditors read
+    // /metrics; nobody unauthenticated reads either.
     let (_, outsider) = create_user(&srv, "outsider", json!([])).await;
     let (st, _) = srv.call("GET", &path, Some(&outsider), Value::Null).await;
-    assert_eq!(st, 404);
+    assert_eq!(st, 403);
     let (st, e) = srv
         .call("GET", "/metrics", Some(&outsider), Value::Null)
         .await;

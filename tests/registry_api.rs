@@ -618,6 +618,16 @@ async fn the_full_registry_story() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
+    // An endpoint on it, then removed.
+    for (method, body) in [
+        ("PUT", json!({"deployment_id": dep, "reason": "stable URL"})),
+        ("DELETE", json!({"reason": "story over"})),
+    ] {
+        let (st, e) = srv
+            .call(method, "/api/v1/endpoints/story", Some(&bob_t), body)
+            .await;
+        assert_eq!(st, 200, "{e}");
+    }
     let (st, _) = srv
         .call(
             "POST",
@@ -1133,6 +1143,31 @@ async fn authorization_matrix_every_route_and_role() {
             format!("/api/v1/predictions/{rid}:reproduce"),
             json!({}),
             ProjectRead,
+        ),
+        (
+            "GET",
+            format!("/api/v1/deployments/{dep}/metrics"),
+            n.clone(),
+            ProjectRead,
+        ),
+        ("GET", "/api/v1/endpoints".into(), n.clone(), Anyone),
+        (
+            "PUT",
+            "/api/v1/endpoints/matrix".into(),
+            json!({"deployment_id": dep, "reason": "why"}),
+            ProjectEdit,
+        ),
+        (
+            "GET",
+            "/api/v1/endpoints/matrix".into(),
+            n.clone(),
+            ProjectRead,
+        ),
+        (
+            "DELETE",
+            "/api/v1/endpoints/matrix".into(),
+            json!({"reason": "why"}),
+            ProjectEdit,
         ),
         (
             "POST",

@@ -911,3 +911,159 @@ async fn a_paused_deployment_answers_503_until_resumed() {
         .await;
     assert_eq!(m["errors"], json!([{"status": 503, "count": 1}]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_is_re_pointed_under_load_without_a_failed_request() {
+    let srv = Server::start().await;
+    let t = srv.admin_token.clone();
+    let (_, mid, a) = deployed_wine(&srv, "endpoints").await;
+    let a = s(&a["data"]["deployment_id"]);
+    let (st, b) = srv
+        .call(
+            "POST",
+            "/api/v1/deployments",
+            Some(&t),
+            json!({"model_id": mid, "version": 1, "environment": "PROD"}),
+        )
+        .await;
+    assert_eq!(st, 201, "{b}");
+    let b = s(&b["data"]["deployment_id"]);
+    let (_, _, other) = deployed_wine(&srv, "elsewhere").await;
+    let other = s(&other["data"]["deployment_id"]);
+    let point = |name: &str, d: &str, reason: &str| {
+        let path = format!("/api/v1/endpoints/{name}");
+        let body = json!({"deployment_id": d, "reason": reason});
+        let (srv, t) = (&srv, &t);
+        async move { srv.call("PUT", &path, Some(t), body).await }
+    };
+
+    // Refused: a bad name, another project's deployment, no reason; nothing appended.
+    assert_eq!(point("churn", &a, "first").await.0, 200);
+    let before = srv.size();
+    for (name, d, reason, status, code) in [
+        ("Churn", &a, "x", 422, "invalid_field"),
+        (a.as_str(), &a, "x", 422, "invalid_field"),
+        ("churn", &other, "x", 409, "conflict"),
+        ("churn", &a, "again", 409, "conflict"),
+        ("churn", &b, " ", 422, "invalid_field"),
+    ] {
+        let (st, e) = point(name, d, reason).await;
+        assert_eq!(
+            (st, s(&e["code"]).as_str()),
+            (status, code),
+            "{name} {d}: {e}"
+        );
+    }
+    assert_eq!(srv.size(), before);
+
+    // Scoring through the endpoint while it is re-pointed back and forth: every request
+    // answers, from one deployment or the other.
+    let wine = wine_expected();
+    let body = json!({"fields": wine["fields"], "rows": wine["rows"]});
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    let (stop, answered) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicU32::new(0)),
+    );
+    let load = {
+        let url = format!("{}/churn/model/score", srv.base);
+        let (http, t, stop, answered) =
+            (srv.http.clone(), t.clone(), stop.clone(), answered.clone());
+        tokio::spawn(async move {
+            let mut statuses = std::collections::BTreeMap::new();
+            while !stop.load(Ordering::Relaxed) {
+                let r = http
+                    .post(&url)
+                    .bearer_auth(&t)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                *statuses.entry(r.status().as_u16()).or_insert(0u32) += 1;
+                answered.fetch_add(1, Ordering::Relaxed);
+            }
+            statuses
+        })
+    };
+    for i in 0..6 {
+        // Each switch lands between answered requests.
+        let seen = answered.load(Ordering::Relaxed);
+        while answered.load(Ordering::Relaxed) < seen + 2 && !load.is_finished() {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let target = if i % 2 == 0 { &b } else { &a };
+        let (st, e) = point("churn", target, &format!("switch {i}")).await;
+        assert_eq!(st, 200, "{e}");
+    }
+    let seen = answered.load(Ordering::Relaxed);
+    while answered.load(Ordering::Relaxed) < seen + 2 && !load.is_finished() {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let statuses = load.await.unwrap();
+    assert_eq!(
+        statuses.keys().copied().collect::<Vec<_>>(),
+        [200],
+        "{statuses:?}"
+    );
+    assert!(statuses[&200] >= 14, "{statuses:?}");
+
+    // It serves `b` now: the run that answers through it is b's.
+    let (st, e) = point("churn", &b, "to b").await;
+    assert_eq!(st, 200, "{e}");
+    let (st, headers, _) = score(
+        &srv,
+        "churn",
+        json!({"fields": wine["fields"], "rows": wine["rows"]}),
+    )
+    .await;
+    assert_eq!(st, 200);
+    let request = headers["provenant-request-id"].to_str().unwrap();
+    let (st, p) = srv
+        .call(
+            "GET",
+            &format!("/api/v1/predictions/{request}"),
+            Some(&t),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(st, 200, "{p}");
+    assert_eq!(s(&p["run"]["deployment_id"]), b, "{p}");
+    let (st, e) = srv
+        .call("GET", "/api/v1/endpoints/churn", Some(&t), Value::Null)
+        .await;
+    assert_eq!(st, 200);
+    assert_eq!(e["history"].as_array().unwrap().len(), 8);
+    assert_eq!(s(&e["deployment_id"]), b);
+
+    let (st, _) = srv
+        .call(
+            "DELETE",
+            "/api/v1/endpoints/churn",
+            Some(&t),
+            json!({"reason": "retired"}),
+        )
+        .await;
+    assert_eq!(st, 200);
+    let (st, _, e) = score(
+        &srv,
+        "churn",
+        json!({"fields": wine["fields"], "rows": wine["rows"]}),
+    )
+    .await;
+    assert_eq!((st, s(&e["code"]).as_str()), (404, "deployment_not_found"));
+    let (st, e) = srv
+        .call(
+            "DELETE",
+            "/api/v1/endpoints/churn",
+            Some(&t),
+            json!({"reason": "again"}),
+        )
+        .await;
+    assert_eq!(
+        (st, e["code"].as_str().unwrap_or_default()),
+        (404, "endpoint_not_found"),
+        "{e}"
+    );
+}

@@ -147,7 +147,9 @@ impl AppState {
             .await
     }
 
-    async fn run<T: Serialize>(
+    /// Decides against the current registry under the command gate, commits, and answers
+    /// `view` of the registry after it.
+    pub(crate) async fn run<T: Serialize>(
         &self,
         actor: Uuid,
         decide: impl FnOnce(&Registry) -> Result<Decision, DomainError>,

@@ -61,15 +61,16 @@ impl ErrorCounts {
     }
 }
 
-/// Counts the scoring route's error responses for known deployments (an unknown id in the
-/// path is not a deployment's error, and would let callers mint labels).
+/// Counts the scoring route's error responses for known deployments, named by id or through
+/// an endpoint (an unknown name in the path is not a deployment's error, and would let callers
+/// mint labels).
 pub async fn count_errors(State(s): State<AppState>, req: Request, next: Next) -> Response {
     let deployment = req
         .uri()
         .path()
         .split('/')
         .nth(1)
-        .and_then(|d| Uuid::parse_str(d).ok());
+        .and_then(|d| super::scoring::resolve(&s, d));
     let response = next.run(req).await;
     let status = response.status();
     if let Some(id) = deployment
@@ -181,8 +182,7 @@ fn seconds(field: &str, s: Option<&str>) -> Result<Option<i64>, ApiError> {
     .transpose()
 }
 
-/// A deployment's windows for a caller who may read its project (404 for others, who may
-/// not learn that it exists).
+/// A deployment's windows for a caller who may read its project.
 pub fn report(
     s: &AppState,
     p: &Principal,
@@ -194,7 +194,9 @@ pub fn report(
         let reg = s.registry.read();
         let d = reg.deployments.get(&id).ok_or_else(missing)?;
         if !can_read_project(&reg, p.user_id, d.spec.project_id) {
-            return Err(missing());
+            return Err(forbidden(format!(
+                "reading deployment {id}'s metrics needs a role in its project"
+            )));
         }
     }
     let resolution = q.resolution.unwrap_or(Resolution::Minute);
@@ -227,7 +229,7 @@ pub fn report(
 
 /// A deployment's service level: requests, rows, latency and queue-wait quantiles and batch
 /// sizes per window, recomputed from the ledger's inference runs.
-#[utoipa::path(get, path = "/api/v1/deployments/{deployment_id}/metrics", tag = "deployments", params(MetricsQuery), responses((status = 200, body = Metrics), (status = 400, description = "`invalid_argument`, `too_many_windows`"), (status = 404, description = "no such deployment, or not readable")))]
+#[utoipa::path(get, path = "/api/v1/deployments/{deployment_id}/metrics", tag = "deployments", params(MetricsQuery), responses((status = 200, body = Metrics), (status = 400, description = "`invalid_argument`, `too_many_windows`"), (status = 403, description = "not a reader of the deployment's project"), (status = 404, description = "no such deployment")))]
 pub async fn get(
     State(s): State<AppState>,
     p: Principal,

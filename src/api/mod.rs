@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod command;
 pub mod deployments;
+mod endpoints;
 pub mod error;
 pub mod exports;
 mod extract;
@@ -158,6 +159,8 @@ fn documented() -> OpenApiRouter<AppState> {
         .routes(routes!(deployments::deploy, deployments::list))
         .routes(routes!(deployments::get, deployments::action))
         .routes(routes!(metrics::get))
+        .routes(routes!(endpoints::list))
+        .routes(routes!(endpoints::get, endpoints::point, endpoints::remove))
         .routes(routes!(predictions::get, predictions::action))
         .routes(routes!(exports::request))
         .routes(routes!(exports::download))

@@ -25,9 +25,25 @@ use crate::log::ExpectedVersion;
 use crate::runtime::scorer::{ScoreError, table_bytes};
 
 /// The served deployment, or why not: unknown and stopped ones are 404, loading ones 503.
+/// The deployment a scorer path's first segment names: its id, or an endpoint pointing at it.
+pub(super) fn resolve(s: &AppState, segment: &str) -> Option<Uuid> {
+    Uuid::parse_str(segment).ok().or_else(|| {
+        s.registry
+            .read()
+            .endpoints
+            .get(segment)
+            .and_then(|e| e.deployment_id)
+    })
+}
+
 fn loaded(s: &AppState, id: &str) -> Result<Arc<Loaded>, ApiError> {
-    let missing = || ApiError::not_found("deployment_not_found", format!("no deployment {id}"));
-    let uuid = Uuid::parse_str(id).map_err(|_| missing())?;
+    let missing = || {
+        ApiError::not_found(
+            "deployment_not_found",
+            format!("no deployment or endpoint {id}"),
+        )
+    };
+    let uuid = resolve(s, id).ok_or_else(missing)?;
     if let Some(l) = s.serving.get(&uuid) {
         if l.paused.load(std::sync::atomic::Ordering::Relaxed) {
             return Err(ApiError::new(

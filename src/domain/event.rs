@@ -255,6 +255,11 @@ events! {
         output_blob: String,
         requests: Vec<RunRequest>,
     }
+    /// An endpoint (a stable scoring path) points at a deployment: created, or re-pointed
+    /// from `previous_deployment_id` in this one event.
+    EndpointSet { endpoint: String, project_id: Uuid, deployment_id: Uuid, previous_deployment_id: Option<Uuid>, reason: String }
+    /// An endpoint no longer serves; its name stays with its project.
+    EndpointRemoved { endpoint: String, project_id: Uuid, deployment_id: Uuid, reason: String }
     /// Blobs of a deployment's runs recorded before `runs_before`, deleted under its retention
     /// policy. The runs' hashes stay in the ledger, so a resubmitted copy can still be checked.
     PredictionDataPurged { deployment_id: Uuid, runs_before: u64, blobs: Vec<String>, reason: String }

@@ -4,6 +4,7 @@
 
 mod decide;
 pub mod deployment;
+pub mod endpoint;
 pub mod event;
 pub mod runtime;
 #[cfg(test)]
@@ -32,6 +33,7 @@ pub enum Kind {
     Alias,
     Runtime,
     Deployment,
+    Endpoint,
 }
 
 impl Kind {
@@ -48,6 +50,7 @@ impl Kind {
             Kind::Alias => "alias_not_found",
             Kind::Runtime => "runtime_entity_not_found",
             Kind::Deployment => "deployment_not_found",
+            Kind::Endpoint => "endpoint_not_found",
         }
     }
 }

@@ -143,6 +143,7 @@ pub struct Registry {
     pub models: BTreeMap<Uuid, RegisteredModel>,
     pub runtimes: super::runtime::Catalog,
     pub deployments: BTreeMap<Uuid, super::deployment::Deployment>,
+    pub endpoints: BTreeMap<String, super::endpoint::Endpoint>,
     #[serde(skip)]
     pub usernames: HashMap<String, Uuid>,
     /// blake3 hash (hex) of every token ever issued → (user, token id).
@@ -225,6 +226,8 @@ fn project_of(state: &Registry, event: &RegistryEvent) -> Option<Uuid> {
             .deployments
             .get(&e.deployment_id)
             .map(|d| d.spec.project_id),
+        E::EndpointSet(e) => Some(e.project_id),
+        E::EndpointRemoved(e) => Some(e.project_id),
         E::RuntimeImageDeclared(_)
         | E::RuntimeImageVersionDeclared(_)
         | E::RuntimeDeclared(_)
@@ -255,6 +258,9 @@ fn apply(state: &mut Registry, event: &RegistryEvent, stamp: Stamp) {
         }
         E::DeploymentCreated(_) | E::DeploymentStateChanged(_) | E::PredictionDataPurged(_) => {
             super::deployment::apply(&mut state.deployments, event, &stamp);
+        }
+        E::EndpointSet(_) | E::EndpointRemoved(_) => {
+            super::endpoint::apply(&mut state.endpoints, event, &stamp);
         }
         E::InferenceRunRecorded(e) => {
             for r in &e.requests {

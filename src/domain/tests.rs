@@ -849,3 +849,106 @@ fn people_pause_resume_and_stop_while_the_scorer_reports_loading() {
         ]
     );
 }
+
+/// `deployment`, loaded to Healthy by the scorer.
+fn healthy(w: &mut World, project_id: Uuid) -> Uuid {
+    use deployment::{DeploymentState as S, decide_transition};
+    let d = deployment(w, project_id);
+    for to in [S::Launching, S::Healthy] {
+        let decision = decide_transition(&w.state, None, d, to, "loading".into()).unwrap();
+        w.apply(&decision.stream.clone(), decision.events);
+    }
+    d
+}
+
+#[test]
+fn endpoints_point_at_healthy_deployments_of_their_project() {
+    let mut w = World::new();
+    let editor = w.user("ed", vec![]);
+    let other = w.user("other", vec![]);
+    let project = w.project(editor);
+    let elsewhere = w.project(other);
+    let (a, b) = (healthy(&mut w, project), healthy(&mut w, project));
+    let foreign = healthy(&mut w, elsewhere);
+    let preparing = deployment(&mut w, project);
+    let point = |w: &mut World, actor: Uuid, name: &str, target: Option<Uuid>| {
+        let decision = endpoint::decide(&w.state, actor, name.into(), target, "why".into())?;
+        w.apply(&decision.stream.clone(), decision.events);
+        Ok::<Option<Uuid>, DomainError>(w.state.endpoints[name].deployment_id)
+    };
+    for bad in [
+        "Churn",
+        "api",
+        "-x",
+        "",
+        &Uuid::nil().to_string(),
+        &"x".repeat(65),
+    ] {
+        assert!(
+            matches!(
+                point(&mut w, editor, bad, Some(a)),
+                Err(DomainError::Invalid {
+                    field: "endpoint",
+                    ..
+                })
+            ),
+            "{bad:?}"
+        );
+    }
+    assert!(matches!(
+        point(&mut w, other, "churn", Some(a)),
+        Err(DomainError::Forbidden(_))
+    ));
+    assert!(matches!(
+        point(&mut w, editor, "churn", Some(preparing)),
+        Err(DomainError::Conflict(m)) if m.contains("Healthy")
+    ));
+    assert!(matches!(
+        point(&mut w, editor, "churn", None),
+        Err(DomainError::NotFound {
+            kind: Kind::Endpoint,
+            ..
+        })
+    ));
+    assert_eq!(point(&mut w, editor, "churn", Some(a)), Ok(Some(a)));
+    assert!(matches!(
+        point(&mut w, editor, "churn", Some(a)),
+        Err(DomainError::Conflict(_))
+    ));
+    // Another project's deployment, or its editor, cannot take the name.
+    assert!(matches!(
+        point(&mut w, other, "churn", Some(foreign)),
+        Err(DomainError::Forbidden(_))
+    ));
+    w.run(
+        editor,
+        Command::ShareProject {
+            project_id: project,
+            user_id: other,
+            role: ProjectRole::Editor,
+        },
+    )
+    .unwrap();
+    assert!(matches!(
+        point(&mut w, other, "churn", Some(foreign)),
+        Err(DomainError::Conflict(m)) if m.contains("belongs to project")
+    ));
+    assert_eq!(point(&mut w, editor, "churn", Some(b)), Ok(Some(b)));
+    assert_eq!(point(&mut w, other, "churn", None), Ok(None));
+    assert!(matches!(
+        point(&mut w, editor, "churn", None),
+        Err(DomainError::NotFound { .. })
+    ));
+    assert_eq!(point(&mut w, editor, "churn", Some(a)), Ok(Some(a)));
+    let e = &w.state.endpoints["churn"];
+    let targets: Vec<Option<Uuid>> = e.history.iter().map(|h| h.deployment_id).collect();
+    assert_eq!(targets, [Some(a), Some(b), None, Some(a)]);
+    assert_eq!(e.project_id, project);
+    match &w.log[w.log.len() - 3].event {
+        Some(RegistryEvent::EndpointSet(set)) => {
+            assert_eq!(set.previous_deployment_id, Some(a));
+            assert_eq!(set.deployment_id, b);
+        }
+        other => panic!("{other:?}"),
+    }
+}
