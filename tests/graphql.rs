@@ -4,19 +4,14 @@
 
 mod common;
 
-use common::{Server, create_user, register, s, score};
+use common::{Server, create_user, deployed_wine, s, score};
 use provenant::log::merkle;
 use serde_json::{Value, json};
 
 /// A project with the wine classifier registered and deployed, and `n` scored requests:
 /// (project id, model id, deployment id, request ids).
 async fn deployed(srv: &Server, n: usize) -> (String, String, String, Vec<String>) {
-    let t = &srv.admin_token;
-    let pid = srv.project(t, "graphql").await;
-    let (mid, _) = register(srv, &pid, "wine_classifier.onnx", "onnx", Some("cultivar")).await;
-    let body = json!({"model_id": mid, "version": 1, "environment": "DEV"});
-    let (st, d) = srv.call("POST", "/api/v1/deployments", Some(t), body).await;
-    assert_eq!(st, 201, "{d}");
+    let (pid, mid, d) = deployed_wine(srv, "graphql").await;
     let dep = s(&d["data"]["deployment_id"]);
     let wine: Value = serde_json::from_str(
         &std::fs::read_to_string("fixtures/models/wine_classifier.expected.json").unwrap(),

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Server, create_user, register, s, score};
+use common::{Server, create_user, deployed_wine, s, score};
 use provenant::projections::Views;
 use provenant::projections::replay::{Until, replay_into};
 use serde_json::{Value, json};
@@ -12,17 +12,7 @@ use serde_json::{Value, json};
 async fn scored_requests_show_in_windows_counters_and_a_rebuilt_projection() {
     let srv = Server::start().await;
     let t = srv.admin_token.clone();
-    let pid = srv.project(&t, "monitoring").await;
-    let (mid, _) = register(&srv, &pid, "wine_classifier.onnx", "onnx", Some("cultivar")).await;
-    let (st, d) = srv
-        .call(
-            "POST",
-            "/api/v1/deployments",
-            Some(&t),
-            json!({"model_id": mid, "version": 1, "environment": "DEV"}),
-        )
-        .await;
-    assert_eq!(st, 201, "{d}");
+    let (_, _, d) = deployed_wine(&srv, "monitoring").await;
     let dep = s(&d["data"]["deployment_id"]);
     let wine: Value = serde_json::from_str(
         &std::fs::read_to_string("fixtures/models/wine_classifier.expected.json").unwrap(),
@@ -145,16 +135,7 @@ async fn scored_requests_show_in_windows_counters_and_a_rebuilt_projection() {
 async fn metrics_refuse_bad_arguments_and_outsiders() {
     let srv = Server::start().await;
     let t = srv.admin_token.clone();
-    let pid = srv.project(&t, "private").await;
-    let (mid, _) = register(&srv, &pid, "wine_classifier.onnx", "onnx", Some("cultivar")).await;
-    let (_, d) = srv
-        .call(
-            "POST",
-            "/api/v1/deployments",
-            Some(&t),
-            json!({"model_id": mid, "version": 1, "environment": "DEV"}),
-        )
-        .await;
+    let (_, _, d) = deployed_wine(&srv, "private").await;
     let dep = s(&d["data"]["deployment_id"]);
     let path = format!("/api/v1/deployments/{dep}/metrics");
     for (query, status, code) in [

@@ -4,21 +4,9 @@
 
 mod common;
 
-use common::{Server, register, s, score, score_as};
+use common::{Server, deployed_wine, register, s, score, score_as};
 use provenant::log::{envelope, keys};
 use serde_json::{Value, json};
-
-/// A new project with the wine classifier registered (target `cultivar`) and deployed to
-/// DEV with default settings: (project id, model id, deployment body).
-async fn deployed_wine(srv: &Server, project: &str) -> (String, String, Value) {
-    let t = &srv.admin_token;
-    let pid = srv.project(t, project).await;
-    let (mid, _) = register(srv, &pid, "wine_classifier.onnx", "onnx", Some("cultivar")).await;
-    let body = json!({"model_id": mid, "version": 1, "environment": "DEV"});
-    let (st, d) = srv.call("POST", "/api/v1/deployments", Some(t), body).await;
-    assert_eq!(st, 201, "{d}");
-    (pid, mid, d)
-}
 
 /// The fixture's rows and the onnxruntime Python package's outputs on them.
 fn wine_expected() -> Value {

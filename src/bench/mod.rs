@@ -20,6 +20,10 @@ use serde_json::{Map, Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
+use uuid::Uuid;
+
+use crate::domain::event::{InferenceRunRecorded, RunRequest, RunSession};
+use crate::domain::runtime::ImageVersionSpec;
 use crate::log::{self, ExpectedVersion, Ledger, NewEvent};
 
 pub(crate) type Failure = Box<dyn std::error::Error + Send + Sync>;
@@ -410,5 +414,74 @@ pub async fn ledger(seconds: f64, as_json: bool) -> Result<(), Failure> {
         String::new(),
     );
     figures.finish();
+    Ok(())
+}
+
+/// Run `i` of a bench log, on deployment `deployment` (an id from 1 up): `requests` requests
+/// of `rows_each` rows, with latencies spread over three orders of magnitude.
+pub(crate) fn run(i: u64, deployment: u64, requests: u64, rows_each: u64) -> InferenceRunRecorded {
+    InferenceRunRecorded {
+        run_id: Uuid::from_u128(u128::from(i) << 1),
+        deployment_id: Uuid::from_u128(u128::from(deployment)),
+        model_id: Uuid::from_u128(9),
+        version: 1,
+        model_blob: "ab".repeat(32),
+        image_id: "onnx-scorer".into(),
+        image_version: "0.1.0".into(),
+        session: RunSession::of(
+            &ImageVersionSpec::default(),
+            "1.32.0",
+            Some("x86_64+avx2+fma".into()),
+        ),
+        row_count: requests * rows_each,
+        input_blob: "cd".repeat(32),
+        output_blob: "ef".repeat(32),
+        requests: (0..requests)
+            .map(|r| {
+                let k = i * requests + r;
+                RunRequest {
+                    request_id: Uuid::from_u128((u128::from(k) << 8) | 1),
+                    row_offset: r * rows_each,
+                    row_count: rows_each,
+                    caller: "anonymous".into(),
+                    queue_wait_us: k.wrapping_mul(2_654_435_761) % 5_000,
+                    latency_us: 300 + k.wrapping_mul(40_503) % 250_000,
+                }
+            })
+            .collect(),
+    }
+}
+
+/// Appends events `0..total` made by `event`, `batch` at a time: each batch's events go to
+/// their streams in one append per stream, the streams' appends concurrently, so the writer
+/// commits them as groups.
+pub(crate) async fn append_all(
+    ledger: &Ledger,
+    total: u64,
+    batch: u64,
+    event: impl Fn(u64) -> (String, NewEvent),
+) -> Result<(), Failure> {
+    let bar = crate::progress::bar(total, "building the log");
+    let mut i = 0;
+    while i < total {
+        let n = batch.min(total - i);
+        let mut by_stream: std::collections::BTreeMap<String, Vec<NewEvent>> = Default::default();
+        for (stream, e) in (i..i + n).map(&event) {
+            by_stream.entry(stream).or_default().push(e);
+        }
+        let appends = by_stream
+            .into_iter()
+            .map(|(stream, evs)| {
+                let ledger = ledger.clone();
+                tokio::spawn(async move { ledger.append(&stream, ExpectedVersion::Any, evs).await })
+            })
+            .collect::<Vec<_>>();
+        for a in appends {
+            a.await??;
+        }
+        i += n;
+        bar.set_position(i);
+    }
+    bar.finish_and_clear();
     Ok(())
 }

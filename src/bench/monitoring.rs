@@ -7,9 +7,9 @@ use uuid::Uuid;
 
 use super::{Failure, Figures, Scratch};
 use crate::api::command::new_event;
-use crate::domain::event::{InferenceRunRecorded, RegistryEvent, RunRequest, RunSession};
+use crate::domain::event::RegistryEvent;
 use crate::domain::{Recorded, deployment};
-use crate::log::{self, ExpectedVersion, Ledger};
+use crate::log::{self, Ledger};
 use crate::projections::Views;
 use crate::projections::monitoring::{Monitoring, Resolution};
 use crate::projections::replay::{Until, replay_into};
@@ -21,73 +21,21 @@ const DEPLOYMENTS: u64 = 4;
 /// Runs appended per group of concurrent appends while building.
 const BATCH: u64 = 512;
 
-/// Run `i`: deployment `i % DEPLOYMENTS`, 16 requests of 4 rows with latencies spread over
-/// three orders of magnitude.
-fn run(i: u64) -> InferenceRunRecorded {
-    let per = RUN_ROWS / RUN_REQUESTS;
-    InferenceRunRecorded {
-        run_id: Uuid::from_u128(u128::from(i)),
-        deployment_id: Uuid::from_u128(u128::from(i % DEPLOYMENTS) + 1),
-        model_id: Uuid::from_u128(9),
-        version: 1,
-        model_blob: "ab".repeat(32),
-        image_id: "onnx-scorer".into(),
-        image_version: "0.1.0".into(),
-        session: RunSession {
-            ort_version: "1.32.0".into(),
-            execution_provider: "CPUExecutionProvider".into(),
-            intra_op_threads: 1,
-            inter_op_threads: 1,
-            execution_mode: "sequential".into(),
-            graph_optimization: "all".into(),
-            cpu_class: Some("x86_64+avx2+fma".into()),
-        },
-        row_count: RUN_ROWS,
-        input_blob: "cd".repeat(32),
-        output_blob: "ef".repeat(32),
-        requests: (0..RUN_REQUESTS)
-            .map(|r| {
-                let k = i * RUN_REQUESTS + r;
-                RunRequest {
-                    request_id: Uuid::from_u128(u128::from(k) << 8),
-                    row_offset: r * per,
-                    row_count: per,
-                    caller: "anonymous".into(),
-                    queue_wait_us: k.wrapping_mul(2_654_435_761) % 5_000,
-                    latency_us: 300 + k.wrapping_mul(40_503) % 250_000,
-                }
-            })
-            .collect(),
-    }
-}
-
 async fn build(dir: &std::path::Path, runs: u64) -> Result<Ledger, Failure> {
     Ledger::init(dir)?;
     let ledger = Ledger::open(dir, log::Config::default())?;
-    let bar = crate::progress::bar(runs, "building the log");
-    let mut i = 0;
-    while i < runs {
-        let n = BATCH.min(runs - i);
-        let appends: Vec<_> = (i..i + n)
-            .map(|k| {
-                let r = run(k);
-                let stream = deployment::stream(r.deployment_id);
-                let event = new_event(&RegistryEvent::InferenceRunRecorded(r), "system:scorer");
-                let ledger = ledger.clone();
-                tokio::spawn(async move {
-                    ledger
-                        .append(&stream, ExpectedVersion::Any, vec![event])
-                        .await
-                })
-            })
-            .collect();
-        for a in appends {
-            a.await??;
-        }
-        i += n;
-        bar.set_position(i);
-    }
-    bar.finish_and_clear();
+    super::append_all(&ledger, runs, BATCH, |k| {
+        let r = super::run(
+            k,
+            k % DEPLOYMENTS + 1,
+            RUN_REQUESTS,
+            RUN_ROWS / RUN_REQUESTS,
+        );
+        let stream = deployment::stream(r.deployment_id);
+        let event = new_event(&RegistryEvent::InferenceRunRecorded(r), "system:scorer");
+        (stream, event)
+    })
+    .await?;
     Ok(ledger)
 }
 
@@ -150,7 +98,12 @@ pub async fn monitoring(rows: u64, as_json: bool) -> Result<(), Failure> {
                 chrono::DateTime::from_timestamp(day_start + (i * 86_400 / runs) as i64, 0)
                     .unwrap_or_default(),
             ),
-            event: Some(RegistryEvent::InferenceRunRecorded(run(i))),
+            event: Some(RegistryEvent::InferenceRunRecorded(super::run(
+                i,
+                i % DEPLOYMENTS + 1,
+                RUN_REQUESTS,
+                RUN_ROWS / RUN_REQUESTS,
+            ))),
         })
         .collect();
     let started = Instant::now();

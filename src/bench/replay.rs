@@ -13,7 +13,7 @@ use crate::log::{self, ExpectedVersion, Ledger, NewEvent};
 use crate::projections::replay::{Until, replay_into as fold_log};
 
 /// Events appended per request while the log is built.
-const BATCH: usize = 1000;
+const BATCH: u64 = 1000;
 const PROJECTS: usize = 100;
 /// Events in the bench's audit bundle.
 const BUNDLE_EVENTS: u64 = 100_000;
@@ -28,36 +28,9 @@ fn history_event(i: u64, projects: &[Uuid]) -> (String, NewEvent) {
     let project_id = projects[(i as usize) % projects.len()];
     let (stream, event) = match i % 10 {
         0..=5 => {
-            let deployment_id = Uuid::from_u128(u128::from(i % 7) + 1);
-            let run = RegistryEvent::InferenceRunRecorded(InferenceRunRecorded {
-                run_id: Uuid::from_u128(u128::from(i) << 1),
-                deployment_id,
-                model_id: Uuid::from_u128(9),
-                version: 1,
-                model_blob: "ab".repeat(32),
-                image_id: "onnx-scorer".into(),
-                image_version: "0.1.0".into(),
-                session: RunSession {
-                    ort_version: "1.32.0".into(),
-                    execution_provider: "CPUExecutionProvider".into(),
-                    intra_op_threads: 1,
-                    inter_op_threads: 1,
-                    execution_mode: "sequential".into(),
-                    graph_optimization: "all".into(),
-                    cpu_class: Some("x86_64+avx2+fma".into()),
-                },
-                row_count: 1,
-                input_blob: "cd".repeat(32),
-                output_blob: "ef".repeat(32),
-                requests: vec![RunRequest {
-                    request_id: Uuid::from_u128((u128::from(i) << 1) | 1),
-                    row_offset: 0,
-                    row_count: 1,
-                    caller: "anonymous".into(),
-                    queue_wait_us: 120,
-                    latency_us: 900,
-                }],
-            });
+            let run = super::run(i, i % 7 + 1, 1, 1);
+            let deployment_id = run.deployment_id;
+            let run = RegistryEvent::InferenceRunRecorded(run);
             (crate::domain::deployment::stream(deployment_id), run)
         }
         6..=8 => (
@@ -105,31 +78,7 @@ pub(crate) async fn build(dir: &std::path::Path, events: u64) -> Result<Ledger, 
             )
             .await?;
     }
-    let bar = crate::progress::bar(events, "building the log");
-    let mut i = 0;
-    while i < events {
-        // Events of one request share a stream; the batch's first event picks it.
-        let n = BATCH.min((events - i) as usize) as u64;
-        let batch: Vec<(String, NewEvent)> =
-            (i..i + n).map(|k| history_event(k, &projects)).collect();
-        let mut by_stream: std::collections::BTreeMap<String, Vec<NewEvent>> = Default::default();
-        for (stream, e) in batch {
-            by_stream.entry(stream).or_default().push(e);
-        }
-        let appends = by_stream
-            .into_iter()
-            .map(|(stream, evs)| {
-                let ledger = ledger.clone();
-                tokio::spawn(async move { ledger.append(&stream, ExpectedVersion::Any, evs).await })
-            })
-            .collect::<Vec<_>>();
-        for a in appends {
-            a.await??;
-        }
-        i += n;
-        bar.set_position(i);
-    }
-    bar.finish_and_clear();
+    super::append_all(&ledger, events, BATCH, |k| history_event(k, &projects)).await?;
     Ok(ledger)
 }
 

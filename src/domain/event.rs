@@ -283,6 +283,25 @@ pub struct RunSession {
     pub cpu_class: Option<String>,
 }
 
+impl RunSession {
+    /// A session on `image`'s settings, under ONNX Runtime `ort_version` on `cpu_class`.
+    pub fn of(
+        image: &ImageVersionSpec,
+        ort_version: &str,
+        cpu_class: Option<String>,
+    ) -> RunSession {
+        RunSession {
+            ort_version: ort_version.into(),
+            execution_provider: image.execution_provider.clone(),
+            intra_op_threads: image.intra_op_threads,
+            inter_op_threads: image.inter_op_threads,
+            execution_mode: image.execution_mode.clone(),
+            graph_optimization: image.graph_optimization.clone(),
+            cpu_class,
+        }
+    }
+}
+
 /// One request an inference run answered: its rows are `row_offset..row_offset + row_count`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, utoipa::ToSchema)]
 pub struct RunRequest {
@@ -384,15 +403,7 @@ mod tests {
             model_blob: "00".repeat(32),
             image_id: "onnx-scorer".into(),
             image_version: "0.1.0".into(),
-            session: RunSession {
-                ort_version: "1.32.0".into(),
-                execution_provider: "CPUExecutionProvider".into(),
-                intra_op_threads: 1,
-                inter_op_threads: 1,
-                execution_mode: "sequential".into(),
-                graph_optimization: "all".into(),
-                cpu_class: None,
-            },
+            session: RunSession::of(&ImageVersionSpec::default(), "1.32.0", None),
             row_count: 1,
             input_blob: "11".repeat(32),
             output_blob: "22".repeat(32),

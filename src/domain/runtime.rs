@@ -125,6 +125,21 @@ pub struct ImageVersionSpec {
     pub graph_optimization: String,
 }
 
+impl Default for ImageVersionSpec {
+    /// Every setting at its default; no scorer or ONNX Runtime version.
+    fn default() -> Self {
+        ImageVersionSpec {
+            scorer_version: String::new(),
+            onnxruntime_version: String::new(),
+            execution_provider: default_provider(),
+            intra_op_threads: one(),
+            inter_op_threads: one(),
+            execution_mode: default_mode(),
+            graph_optimization: default_optimization(),
+        }
+    }
+}
+
 fn default_provider() -> String {
     "CPUExecutionProvider".into()
 }

@@ -177,6 +177,7 @@ impl Monitoring {
 mod tests {
     use super::*;
     use crate::domain::event::{InferenceRunRecorded, RunRequest, RunSession};
+    use crate::domain::runtime::ImageVersionSpec;
 
     fn run(deployment: u128, at: &str, latencies: &[u64]) -> Recorded {
         let requests = latencies
@@ -205,15 +206,7 @@ mod tests {
                 model_blob: String::new(),
                 image_id: "i".into(),
                 image_version: "1".into(),
-                session: RunSession {
-                    ort_version: "1.32.0".into(),
-                    execution_provider: "CPUExecutionProvider".into(),
-                    intra_op_threads: 1,
-                    inter_op_threads: 1,
-                    execution_mode: "sequential".into(),
-                    graph_optimization: "all".into(),
-                    cpu_class: None,
-                },
+                session: RunSession::of(&ImageVersionSpec::default(), "1.32.0", None),
                 row_count: latencies.len() as u64,
                 input_blob: String::new(),
                 output_blob: String::new(),

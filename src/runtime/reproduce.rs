@@ -422,6 +422,7 @@ fn compare(
 mod tests {
     use super::*;
     use crate::domain::event::RunSession;
+    use crate::domain::runtime::ImageVersionSpec;
 
     fn run() -> InferenceRunRecorded {
         InferenceRunRecorded {
@@ -432,15 +433,7 @@ mod tests {
             model_blob: "00".repeat(32),
             image_id: "img".into(),
             image_version: "1".into(),
-            session: RunSession {
-                ort_version: "1.32.0".into(),
-                execution_provider: "CPUExecutionProvider".into(),
-                intra_op_threads: 1,
-                inter_op_threads: 1,
-                execution_mode: "sequential".into(),
-                graph_optimization: "all".into(),
-                cpu_class: None,
-            },
+            session: RunSession::of(&ImageVersionSpec::default(), "1.32.0", None),
             row_count: 8,
             input_blob: "11".repeat(32),
             output_blob: "22".repeat(32),

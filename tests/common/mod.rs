@@ -291,3 +291,15 @@ pub async fn create_user(srv: &Server, name: &str, roles: Value) -> (String, Str
     assert_eq!(st, 201, "{t}");
     (id, s(&t["data"]["token"]))
 }
+
+/// A new project with the wine classifier registered (target `cultivar`) and deployed to
+/// DEV with default settings: (project id, model id, deployment body).
+pub async fn deployed_wine(srv: &Server, project: &str) -> (String, String, Value) {
+    let t = &srv.admin_token;
+    let pid = srv.project(t, project).await;
+    let (mid, _) = register(srv, &pid, "wine_classifier.onnx", "onnx", Some("cultivar")).await;
+    let body = json!({"model_id": mid, "version": 1, "environment": "DEV"});
+    let (st, d) = srv.call("POST", "/api/v1/deployments", Some(t), body).await;
+    assert_eq!(st, 201, "{d}");
+    (pid, mid, d)
+}
