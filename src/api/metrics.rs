@@ -64,17 +64,20 @@ impl ErrorCounts {
 /// Counts the scoring route's error responses for known deployments, named by id or through
 /// an endpoint (an unknown name in the path is not a deployment's error, and would let callers
 /// mint labels).
+/// The path is resolved only for an error, so answered requests pay nothing for the count.
 pub async fn count_errors(State(s): State<AppState>, req: Request, next: Next) -> Response {
-    let deployment = req
-        .uri()
+    let uri = req.uri().clone();
+    let response = next.run(req).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let deployment = uri
         .path()
         .split('/')
         .nth(1)
         .and_then(|d| super::scoring::resolve(&s, d));
-    let response = next.run(req).await;
-    let status = response.status();
     if let Some(id) = deployment
-        && (status.is_client_error() || status.is_server_error())
         && s.registry.read().deployments.contains_key(&id)
     {
         s.errors.add(id, status.as_u16());
@@ -204,13 +207,16 @@ pub fn report(
         seconds("from", q.from.as_deref())?,
         seconds("to", q.to.as_deref())?,
     );
-    let windows = s.registry.monitoring().windows(id, resolution, from, to);
+    // One more than may be answered: enough to refuse without rolling up the rest.
+    let windows = s
+        .registry
+        .monitoring()
+        .windows(id, resolution, from, to, MAX_WINDOWS + 1);
     if windows.len() > MAX_WINDOWS {
         return Err(ApiError::bad_request(
             "too_many_windows",
             format!(
-                "{} windows; at most {MAX_WINDOWS} in one answer: narrow from/to or use a coarser resolution",
-                windows.len()
+                "more than {MAX_WINDOWS} windows, the most one answer holds: narrow from/to or use a coarser resolution"
             ),
         ));
     }
@@ -242,9 +248,7 @@ pub async fn get(
 /// Every deployment's counters in Prometheus' text format, for admins and auditors (a
 /// scraper authenticates with a bearer token).
 pub async fn prometheus(State(s): State<AppState>, p: Principal) -> Result<Response, ApiError> {
-    if !p.reads_all() {
-        return Err(forbidden("/metrics needs the admin or auditor role".into()));
-    }
+    p.require_reads_all("/metrics")?;
     let mut out = String::new();
     let head = s.ledger.head();
     let events = family(

@@ -24,7 +24,6 @@ use crate::domain::schema::{Column, ColumnType};
 use crate::log::ExpectedVersion;
 use crate::runtime::scorer::{ScoreError, table_bytes};
 
-/// The served deployment, or why not: unknown and stopped ones are 404, loading ones 503.
 /// The deployment a scorer path's first segment names: its id, or an endpoint pointing at it.
 pub(super) fn resolve(s: &AppState, segment: &str) -> Option<Uuid> {
     Uuid::parse_str(segment).ok().or_else(|| {
@@ -36,6 +35,8 @@ pub(super) fn resolve(s: &AppState, segment: &str) -> Option<Uuid> {
     })
 }
 
+/// The served deployment, or why not: unknown and stopped ones are 404, loading and paused
+/// ones 503.
 fn loaded(s: &AppState, id: &str) -> Result<Arc<Loaded>, ApiError> {
     let missing = || {
         ApiError::not_found(

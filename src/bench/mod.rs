@@ -19,7 +19,6 @@ use ed25519_dalek::{Signature, Signer, SigningKey};
 use serde_json::{Map, Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
-
 use uuid::Uuid;
 
 use crate::domain::event::{InferenceRunRecorded, RunRequest, RunSession};

@@ -116,8 +116,12 @@ pub async fn monitoring(rows: u64, as_json: bool) -> Result<(), Failure> {
     let mut windows = 0;
     for d in 1..=DEPLOYMENTS {
         let id = Uuid::from_u128(u128::from(d));
-        windows += day.windows(id, Resolution::Minute, None, None).len();
-        windows += day.windows(id, Resolution::Hour, None, None).len();
+        windows += day
+            .windows(id, Resolution::Minute, None, None, usize::MAX)
+            .len();
+        windows += day
+            .windows(id, Resolution::Hour, None, None, usize::MAX)
+            .len();
     }
     let query_ms = started.elapsed().as_secs_f64() * 1e3;
     figures.say(

@@ -969,7 +969,12 @@ fn decision(
 
 /// A trimmed text field within `min..=max` characters and without control characters
 /// (newlines and tabs allowed).
-fn text(field: &'static str, value: String, min: usize, max: usize) -> Result<String, DomainError> {
+pub(super) fn text(
+    field: &'static str,
+    value: String,
+    min: usize,
+    max: usize,
+) -> Result<String, DomainError> {
     let value = value.trim().to_string();
     let n = value.chars().count();
     if n < min || n > max {

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use uuid::Uuid;
 
+use super::decide::text;
 use super::deployment::DeploymentState;
 use super::event::{EndpointRemoved, EndpointSet, ProjectRole, RegistryEvent};
 use super::state::{Registry, Stamp};
@@ -56,17 +57,6 @@ fn check_name(name: &str) -> Result<(), DomainError> {
     }
 }
 
-fn check_reason(reason: String) -> Result<String, DomainError> {
-    let reason = reason.trim().to_string();
-    if reason.is_empty() || reason.len() > 10_000 {
-        return Err(DomainError::Invalid {
-            field: "reason",
-            detail: "a reason of 1 to 10000 bytes is required".into(),
-        });
-    }
-    Ok(reason)
-}
-
 /// Points `name` at `target` (creating the endpoint, or re-pointing it), or removes it when
 /// `target` is none. Editors of the project; only a Healthy deployment of the endpoint's own
 /// project takes its traffic.
@@ -80,9 +70,17 @@ pub fn decide(
     check_name(&name)?;
     let existing = state.endpoints.get(&name);
     let current = existing.and_then(|e| e.deployment_id);
-    let project_id = match (existing, target) {
+    let deployment = target
+        .map(|id| {
+            state.deployments.get(&id).ok_or(DomainError::NotFound {
+                kind: Kind::Deployment,
+                id: id.to_string(),
+            })
+        })
+        .transpose()?;
+    let project_id = match (existing, deployment) {
         (Some(e), _) => e.project_id,
-        (None, Some(d)) => deployment_project(state, d)?,
+        (None, Some(d)) => d.spec.project_id,
         (None, None) => {
             return Err(DomainError::NotFound {
                 kind: Kind::Endpoint,
@@ -95,16 +93,10 @@ pub fn decide(
             "changing an endpoint needs the editor role in project {project_id}"
         )));
     }
-    let reason = check_reason(reason)?;
-    let event = match target {
-        Some(deployment_id) => {
-            let d = state
-                .deployments
-                .get(&deployment_id)
-                .ok_or(DomainError::NotFound {
-                    kind: Kind::Deployment,
-                    id: deployment_id.to_string(),
-                })?;
+    let reason = text("reason", reason, 1, 10_000)?;
+    let event = match deployment {
+        Some(d) => {
+            let deployment_id = d.deployment_id;
             if d.spec.project_id != project_id {
                 return Err(DomainError::Conflict(format!(
                     "endpoint {name:?} belongs to project {project_id}; deployment {deployment_id} is in another"
@@ -147,17 +139,6 @@ pub fn decide(
         expected: state.stream_versions.get(&stream(&name)).copied(),
         events: vec![event],
     })
-}
-
-fn deployment_project(state: &Registry, id: Uuid) -> Result<Uuid, DomainError> {
-    state
-        .deployments
-        .get(&id)
-        .map(|d| d.spec.project_id)
-        .ok_or(DomainError::NotFound {
-            kind: Kind::Deployment,
-            id: id.to_string(),
-        })
 }
 
 /// Folds endpoint events.

@@ -136,13 +136,14 @@ impl Monitoring {
     }
 
     /// A deployment's windows of `resolution` that overlap `from..to` (Unix seconds, either
-    /// open), oldest first; only windows with runs.
+    /// open), oldest first, at most `limit` of them; only windows with runs.
     pub fn windows(
         &self,
         deployment: Uuid,
         resolution: Resolution,
         from: Option<i64>,
         to: Option<i64>,
+        limit: usize,
     ) -> Vec<(i64, Window)> {
         let Some(served) = self.deployments.get(&deployment) else {
             return Vec::new();
@@ -159,8 +160,10 @@ impl Monitoring {
             if to.is_some_and(|t| start >= t) {
                 break;
             }
+            let full = out.len() == limit;
             match out.last_mut() {
                 Some((s, acc)) if *s == start => acc.merge(w),
+                _ if full => break,
                 _ => out.push((start, w.clone())),
             }
         }
@@ -235,7 +238,13 @@ mod tests {
         let ten = DateTime::parse_from_rfc3339("2026-11-23T10:00:00Z")
             .unwrap()
             .timestamp();
-        let minutes = m.windows(Uuid::from_u128(1), Resolution::Minute, None, None);
+        let minutes = m.windows(
+            Uuid::from_u128(1),
+            Resolution::Minute,
+            None,
+            None,
+            usize::MAX,
+        );
         let starts: Vec<i64> = minutes.iter().map(|(s, _)| s - ten).collect();
         assert_eq!(starts, [0, 60, 5400]);
         let first = &minutes[0].1;
@@ -243,27 +252,39 @@ mod tests {
         assert_eq!(first.latency_us.max(), 3000);
         assert_eq!(first.batch_rows.mean(), Some(1.5));
 
-        let hours = m.windows(Uuid::from_u128(1), Resolution::Hour, None, None);
+        let hours = m.windows(Uuid::from_u128(1), Resolution::Hour, None, None, usize::MAX);
         assert_eq!(hours.len(), 2);
         assert_eq!((hours[0].0 - ten, hours[0].1.requests), (0, 4));
         assert_eq!((hours[1].0 - ten, hours[1].1.requests), (3600, 2));
-        let day = m.windows(Uuid::from_u128(1), Resolution::Day, None, None);
+        let day = m.windows(Uuid::from_u128(1), Resolution::Day, None, None, usize::MAX);
         assert_eq!(day.len(), 1);
         assert_eq!(day[0].1.requests, 6);
         assert_eq!(day[0].1.latency_us.quantile(1.0), Some(2_000_000));
 
         // Ranges take the windows that overlap them.
-        let later = m.windows(Uuid::from_u128(1), Resolution::Hour, Some(ten + 1800), None);
+        let later = m.windows(
+            Uuid::from_u128(1),
+            Resolution::Hour,
+            Some(ten + 1800),
+            None,
+            usize::MAX,
+        );
         assert_eq!(later.len(), 2);
         let first_minute = m.windows(
             Uuid::from_u128(1),
             Resolution::Minute,
             Some(ten + 30),
             Some(ten + 60),
+            usize::MAX,
         );
         assert_eq!(first_minute.len(), 1);
+        // A limit stops after that many windows, each still rolled up whole.
+        let one = m.windows(Uuid::from_u128(1), Resolution::Hour, None, None, 1);
+        assert_eq!((one.len(), one[0].1.requests), (1, 4));
+        let two = m.windows(Uuid::from_u128(1), Resolution::Minute, None, None, 2);
+        assert_eq!(two.len(), 2);
         assert!(
-            m.windows(Uuid::from_u128(3), Resolution::Day, None, None)
+            m.windows(Uuid::from_u128(3), Resolution::Day, None, None, usize::MAX)
                 .is_empty()
         );
     }
