@@ -51,6 +51,7 @@ fn the_golden_logs_cover_every_event_type() {
         super::STORY,
         super::scoring::STORY,
         super::scoring::STORY_V1,
+        super::scoring::STORY_V2,
         STORY,
     ] {
         seen.extend(

@@ -8,6 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use provenant::blobs::BlobStore;
+use provenant::domain::job::FileFormat;
 use provenant::domain::{Registry, RegistryEvent};
 use provenant::log::envelope::Event;
 use provenant::projections::monitoring::Monitoring;
@@ -37,18 +38,25 @@ fn scoring_story_replays_and_every_kept_run_reproduces() {
     check_monitoring(STORY, &events);
 }
 
+/// The same story as recorded with schema version 2 of `InferenceRunRecorded` (before runs
+/// could name a batch job); frozen too.
+pub const STORY_V2: &str = "replay-tests/scoring-story-v2";
+
 #[test]
-fn a_story_recorded_at_an_older_schema_version_still_replays_and_reproduces() {
-    let (events, registry) = replay_recorded(STORY_V1);
-    let v1_runs = events
-        .iter()
-        .filter(|e| {
-            e.unsigned.event_type == "InferenceRunRecorded" && e.unsigned.schema_version == 1
-        })
-        .count();
-    assert!(v1_runs >= 3, "the frozen story holds version 1 runs");
-    reproduce_kept_runs(STORY_V1, &events, &registry);
-    check_monitoring(STORY_V1, &events);
+fn stories_recorded_at_older_schema_versions_still_replay_and_reproduce() {
+    for (story, version) in [(STORY_V1, 1), (STORY_V2, 2)] {
+        let (events, registry) = replay_recorded(story);
+        let old_runs = events
+            .iter()
+            .filter(|e| {
+                e.unsigned.event_type == "InferenceRunRecorded"
+                    && e.unsigned.schema_version == version
+            })
+            .count();
+        assert!(old_runs >= 3, "{story} holds version {version} runs");
+        reproduce_kept_runs(story, &events, &registry);
+        check_monitoring(story, &events);
+    }
 }
 
 /// The monitoring windows a story folds to equal its `monitoring.json` (rewritten with the
@@ -238,6 +246,39 @@ async fn record_story() {
         json!({}),
     )
     .await;
+    // A batch job over a CSV of the fixture's rows, one of them refused, in runs of three.
+    let mut csv = fields
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect::<Vec<_>>()
+        .join(",");
+    for (i, row) in rows.iter().chain(rows.iter().take(1)).enumerate() {
+        let mut cells: Vec<&str> = row
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap())
+            .collect();
+        if i == 1 {
+            cells[0] = "n/a";
+        }
+        csv.push('\n');
+        csv.push_str(&cells.join(","));
+    }
+    let options = provenant::api::jobs::JobOptions {
+        input_format: None,
+        output_format: None,
+        batch_rows: Some(3),
+        max_failed_rows: None,
+    };
+    let started = state
+        .start_job(admin, demo, csv.into_bytes(), FileFormat::Csv, &options)
+        .await
+        .unwrap();
+    let ended = state.run_job(started, &|_| {}).await.unwrap();
+    assert_eq!((ended.scored_rows, ended.failed_rows), (5, 1));
     call(
         reqwest::Method::POST,
         format!("/api/v1/deployments/{demo}:stop"),

@@ -65,6 +65,11 @@ impl BlobStore {
         self.dir.join(&hex[..2]).join(format!("{hex}.zst"))
     }
 
+    /// The largest blob (and upload) this store takes.
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+
     pub fn contains(&self, hash: &Digest) -> bool {
         self.path(hash).exists()
     }

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use provenant::api::command::{apply_bootstrap, bootstrap_admin};
 use provenant::api::{self, AppState};
 use provenant::blobs::BlobStore;
+use provenant::domain::job::FileFormat;
 use provenant::log::{self, ExpectedVersion, Ledger, NewEvent, keys};
 use provenant::projections::registry::RegistryProjection;
 use serde_json::json;
@@ -212,6 +213,34 @@ enum Command {
         /// Settings to change on purpose, as JSON (`{"intra_op_threads": 2}`): a what-if.
         #[arg(long)]
         overrides: Option<String>,
+        /// ONNX Runtime shared library (default: ORT_DYLIB_PATH, then the repo's .ort/lib/).
+        #[arg(long)]
+        ort_lib: Option<PathBuf>,
+    },
+    /// Score a CSV or Parquet file through a deployment as a batch job, from the data dir
+    /// (with the server stopped): every run is recorded as online scoring's are, and the
+    /// output has one row per input row. Exit 0: completed; 1: failed or cancelled.
+    Score {
+        #[command(flatten)]
+        data: DataDir,
+        /// The Healthy deployment whose model scores the file.
+        #[arg(long)]
+        deployment: uuid::Uuid,
+        /// The file to score (`.csv` or `.parquet`).
+        #[arg(long)]
+        input: PathBuf,
+        /// Where to write the scores (`.csv` or `.parquet`).
+        #[arg(long)]
+        output: PathBuf,
+        /// The user the job is recorded for: an editor of the deployment's project.
+        #[arg(long, default_value = "admin")]
+        user: String,
+        /// Rows per recorded run.
+        #[arg(long, default_value_t = provenant::api::jobs::DEFAULT_BATCH_ROWS)]
+        batch_rows: u32,
+        /// Refused rows tolerated before the job fails.
+        #[arg(long, default_value_t = provenant::api::jobs::DEFAULT_MAX_FAILED_ROWS)]
+        max_failed_rows: u64,
         /// ONNX Runtime shared library (default: ORT_DYLIB_PATH, then the repo's .ort/lib/).
         #[arg(long)]
         ort_lib: Option<PathBuf>,
@@ -449,6 +478,25 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
                 (None, Some(d)) => reproduce_range(&state, d, from, to).await,
                 (None, None) => Err("name a request, a run position or --deployment".into()),
             };
+        }
+        Command::Score {
+            data,
+            deployment,
+            input,
+            output,
+            user,
+            batch_rows,
+            max_failed_rows,
+            ort_lib,
+        } => {
+            let state = offline_state(&data, ort_lib).await?;
+            let options = provenant::api::jobs::JobOptions {
+                input_format: Some(file_format(&input)?),
+                output_format: Some(file_format(&output)?),
+                batch_rows: Some(batch_rows),
+                max_failed_rows: Some(max_failed_rows),
+            };
+            return score_file(&state, deployment, &input, &output, &user, options).await;
         }
         Command::Bench {
             what: BenchWhat::Ledger { seconds, json },
@@ -781,6 +829,67 @@ async fn reproduce(
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
+    })
+}
+
+fn file_format(path: &std::path::Path) -> Result<FileFormat, Failure> {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("csv") => Ok(FileFormat::Csv),
+        Some("parquet" | "pq") => Ok(FileFormat::Parquet),
+        _ => Err(format!("{}: name a .csv or .parquet file", path.display()).into()),
+    }
+}
+
+async fn score_file(
+    state: &AppState,
+    deployment: uuid::Uuid,
+    input: &std::path::Path,
+    output: &std::path::Path,
+    user: &str,
+    options: provenant::api::jobs::JobOptions,
+) -> Result<ExitCode, Failure> {
+    let actor = state
+        .registry
+        .read()
+        .usernames
+        .get(user)
+        .copied()
+        .ok_or_else(|| format!("no user {user:?}"))?;
+    let format = options.input_format.unwrap_or(FileFormat::Csv);
+    let file = std::fs::read(input).map_err(|e| format!("{}: {e}", input.display()))?;
+    state.load_offline(deployment).await.map_err(|e| e.detail)?;
+    let started = state
+        .start_job(actor, deployment, file, format, &options)
+        .await
+        .map_err(|e| e.detail)?;
+    let bar = provenant::progress::bar(started.rows(), "scoring");
+    let job_id = started.job_id;
+    let ended = state
+        .run_job(started, &|done| bar.set_position(done))
+        .await
+        .map_err(|e| e.detail)?;
+    bar.finish_and_clear();
+    for e in ended.errors.iter().take(20) {
+        eprintln!("row {}: {}", e.row, e.reason);
+    }
+    if let Some(bytes) = &ended.output {
+        std::fs::write(output, bytes.as_slice())
+            .map_err(|e| format!("{}: {e}", output.display()))?;
+    }
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&json!({
+            "job_id": job_id,
+            "outcome": ended.outcome,
+            "scored_rows": ended.scored_rows,
+            "failed_rows": ended.failed_rows,
+            "detail": ended.detail,
+            "output": ended.output.is_some().then(|| output.display().to_string()),
+        }))?
+    );
+    Ok(match ended.outcome {
+        provenant::domain::job::JobOutcome::Completed => ExitCode::SUCCESS,
+        _ => ExitCode::from(1),
     })
 }
 

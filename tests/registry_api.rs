@@ -618,6 +618,48 @@ async fn the_full_registry_story() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
+    // A batch job over two copies of the sample row: one run of two rows.
+    let fields: Vec<String> = serde_json::from_value(sample["fields"].clone()).unwrap();
+    let row: Vec<String> = serde_json::from_value(sample["rows"][0].clone()).unwrap();
+    let file = format!(
+        "{}\n{}\n{}\n",
+        fields.join(","),
+        row.join(","),
+        row.join(",")
+    );
+    let r = srv
+        .http
+        .post(format!("{}/api/v1/deployments/{dep}/jobs", srv.base))
+        .bearer_auth(&bob_t)
+        .header("content-type", "text/csv")
+        .body(file)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    let job = s(&r.json::<Value>().await.unwrap()["data"]["job_id"]);
+    let job_ended = async {
+        loop {
+            let (_, j) = srv
+                .call(
+                    "GET",
+                    &format!("/api/v1/jobs/{job}"),
+                    Some(&carol_t),
+                    Value::Null,
+                )
+                .await;
+            if j["state"] != "Running" {
+                return j;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    };
+    let j = job_ended.await;
+    assert_eq!(
+        (s(&j["state"]), &j["scored_rows"]),
+        ("Completed".into(), &json!(2)),
+        "{j}"
+    );
     // An endpoint on it, then removed.
     for (method, body) in [
         ("PUT", json!({"deployment_id": dep, "reason": "stable URL"})),
@@ -645,7 +687,8 @@ async fn the_full_registry_story() {
             Value::Null,
         )
         .await;
-    assert_eq!((st, r["data"]["purged"].as_u64()), (200, Some(2)), "{r}");
+    // The scored request's input and output, and the job's run's.
+    assert_eq!((st, r["data"]["purged"].as_u64()), (200, Some(4)), "{r}");
 
     // Every event type was appended, and each stored payload matches its schema.
     srv.ledger.rotate_key("system:test").await.unwrap();
@@ -813,12 +856,34 @@ async fn authorization_matrix_every_route_and_role() {
             Value::Null,
         )
         .await;
-    let (st, receipt, body) = score(&srv, &dep, sample).await;
+    let (st, receipt, body) = score(&srv, &dep, sample.clone()).await;
     assert_eq!(st, 200, "{body}");
     let rid = receipt["provenant-request-id"]
         .to_str()
         .unwrap()
         .to_string();
+    // One ended batch job, for the job routes.
+    let fields: Vec<String> = serde_json::from_value(sample["fields"].clone()).unwrap();
+    let row: Vec<String> = serde_json::from_value(sample["rows"][0].clone()).unwrap();
+    let root = srv.state.registry.read().usernames["root"];
+    let started = srv
+        .state
+        .start_job(
+            root,
+            dep.parse().unwrap(),
+            format!("{}\n{}\n", fields.join(","), row.join(",")).into_bytes(),
+            provenant::domain::job::FileFormat::Csv,
+            &provenant::api::jobs::JobOptions {
+                input_format: None,
+                output_format: None,
+                batch_rows: None,
+                max_failed_rows: None,
+            },
+        )
+        .await
+        .unwrap();
+    let job = started.job_id;
+    srv.state.run_job(started, &|_| {}).await.unwrap();
 
     let (p, x, x2, m) = (
         format!("/api/v1/projects/{pid}"),
@@ -1151,6 +1216,25 @@ async fn authorization_matrix_every_route_and_role() {
             ProjectRead,
         ),
         ("GET", "/api/v1/endpoints".into(), n.clone(), Anyone),
+        (
+            "POST",
+            format!("/api/v1/deployments/{dep}/jobs"),
+            json!({}),
+            ProjectEdit,
+        ),
+        ("GET", format!("/api/v1/jobs/{job}"), n.clone(), ProjectRead),
+        (
+            "GET",
+            format!("/api/v1/jobs/{job}/output"),
+            n.clone(),
+            ProjectRead,
+        ),
+        (
+            "POST",
+            format!("/api/v1/jobs/{job}:cancel"),
+            n.clone(),
+            ProjectEdit,
+        ),
         (
             "PUT",
             "/api/v1/endpoints/matrix".into(),

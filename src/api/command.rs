@@ -155,11 +155,21 @@ impl AppState {
         decide: impl FnOnce(&Registry) -> Result<Decision, DomainError>,
         view: impl FnOnce(&Registry) -> Option<T>,
     ) -> Result<Written, ApiError> {
+        self.run_as(&actor.to_string(), decide, view).await
+    }
+
+    /// `run` for any actor, the system's included (`system:scorer`, …).
+    pub(crate) async fn run_as<T: Serialize>(
+        &self,
+        actor: &str,
+        decide: impl FnOnce(&Registry) -> Result<Decision, DomainError>,
+        view: impl FnOnce(&Registry) -> Option<T>,
+    ) -> Result<Written, ApiError> {
         let _turn = self.gate.lock().await;
         self.registry.wait_for(self.ledger.head().size).await?;
         let decision = decide(&self.registry.read())?;
         let (events, checkpoint_size) =
-            commit(&self.ledger, &self.registry, &actor.to_string(), decision).await?;
+            commit(&self.ledger, &self.registry, actor, decision).await?;
         let data = view(&self.registry.read())
             .map(|v| serde_json::to_value(v).unwrap_or_default())
             .unwrap_or_default();

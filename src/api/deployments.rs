@@ -144,24 +144,13 @@ impl AppState {
         to: DeploymentState,
         reason: &str,
     ) -> Result<Written, ApiError> {
-        let _turn = self.gate.lock().await;
-        self.registry.wait_for(self.ledger.head().size).await?;
-        let decision = decide_transition(&self.registry.read(), actor, id, to, reason.to_string())?;
         let who = actor.map_or_else(|| "system:scorer".to_string(), |a| a.to_string());
-        let (events, checkpoint_size) =
-            commit(&self.ledger, &self.registry, &who, decision).await?;
-        let data = self
-            .registry
-            .read()
-            .deployments
-            .get(&id)
-            .map(view)
-            .unwrap_or_default();
-        Ok(Written {
-            data,
-            events,
-            checkpoint_size,
-        })
+        self.run_as(
+            &who,
+            |r| decide_transition(r, actor, id, to, reason.to_string()),
+            |r| r.deployments.get(&id).map(view),
+        )
+        .await
     }
 
     /// Launching, then Healthy once the model is loaded, or Failed with the reason.
@@ -437,7 +426,29 @@ impl AppState {
                 }
             }
         }
+        self.end_interrupted_jobs().await?;
         Ok(serving.len())
+    }
+
+    /// Loads a Healthy deployment into this process without recording a launch, for the
+    /// CLI's batch jobs on a stopped server's data dir (where the ledger says Healthy
+    /// already). Other deployments are left to the job's own checks to refuse.
+    pub async fn load_offline(&self, id: Uuid) -> Result<(), ApiError> {
+        let spec = self
+            .registry
+            .read()
+            .deployments
+            .get(&id)
+            .filter(|d| d.state == DeploymentState::Healthy)
+            .map(|d| d.spec.clone());
+        if let Some(spec) = spec {
+            let scoring = self
+                .load(id, spec)
+                .await
+                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "load_failed", e))?;
+            self.serving.insert(self.start_workers(scoring));
+        }
+        Ok(())
     }
 
     /// Pauses a Healthy deployment or resumes a Paused one (editors, with a reason).

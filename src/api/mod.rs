@@ -9,6 +9,7 @@ pub mod error;
 pub mod exports;
 mod extract;
 pub mod graphql;
+pub mod jobs;
 pub(crate) mod ledger;
 pub mod metrics;
 pub mod predictions;
@@ -45,6 +46,8 @@ pub struct AppState {
     pub recording: Arc<std::sync::atomic::AtomicBool>,
     /// Refused scoring requests, counted live (see `metrics`).
     pub errors: Arc<metrics::ErrorCounts>,
+    /// Batch scoring jobs this process ran (see `jobs`).
+    pub jobs: Arc<jobs::Jobs>,
     /// Serializes registry commands (see `command`).
     gate: Arc<tokio::sync::Mutex<()>>,
 }
@@ -65,6 +68,7 @@ impl AppState {
             serving: Arc::default(),
             recording: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             errors: Arc::default(),
+            jobs: Arc::default(),
             gate: Arc::default(),
         })
     }
@@ -164,6 +168,8 @@ fn documented() -> OpenApiRouter<AppState> {
         .routes(routes!(predictions::get, predictions::action))
         .routes(routes!(exports::request))
         .routes(routes!(exports::download))
+        .routes(routes!(jobs::get, jobs::action))
+        .routes(routes!(jobs::output))
 }
 
 /// The OpenAPI document of the management API.
@@ -175,6 +181,7 @@ pub fn router(state: AppState) -> axum::Router {
     // Artifact uploads are bounded by the blob store's limit, not the default body limit.
     let (uploads, upload_doc) = OpenApiRouter::new()
         .routes(routes!(registry::import_experiment))
+        .routes(routes!(jobs::create))
         .layer(DefaultBodyLimit::disable())
         .split_for_parts();
     let (api, mut doc) = documented().split_for_parts();

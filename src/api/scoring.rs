@@ -18,7 +18,7 @@ use super::deployments::{Loaded, Scoring};
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath};
 use crate::domain::deployment::{DeploymentState, Retention, Security};
-use crate::domain::event::{InferenceRunRecorded, RegistryEvent, RunRequest, RunSession};
+use crate::domain::event::{InferenceRunRecorded, RegistryEvent, RunJob, RunRequest, RunSession};
 use crate::domain::may;
 use crate::domain::schema::{Column, ColumnType};
 use crate::log::ExpectedVersion;
@@ -517,7 +517,7 @@ pub struct Job {
 }
 
 /// Waits for a scoring slot (SCORING_TIMEOUT: 0 waits without limit).
-async fn slot(l: &Scoring) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
+pub(super) async fn slot(l: &Scoring) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
     let timeout = l.spec.settings.scoring_timeout_ms;
     let permit = if timeout == 0 {
         l.slots.acquire().await.ok()
@@ -537,7 +537,7 @@ async fn slot(l: &Scoring) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError>
 }
 
 /// Runs the model on `rows` off the async threads; checks the row count as configured.
-async fn run(
+pub(super) async fn run(
     l: &Scoring,
     rows: Vec<Vec<String>>,
     always_strict: bool,
@@ -603,7 +603,16 @@ async fn direct(
     if !s.recording.load(std::sync::atomic::Ordering::Relaxed) {
         return Ok((out_rows, HeaderMap::new()));
     }
-    let receipt = record(s, l, &rows, &out_fields, &out_rows, vec![request.clone()]).await?;
+    let receipt = record(
+        s,
+        l,
+        &rows,
+        &out_fields,
+        &out_rows,
+        vec![request.clone()],
+        None,
+    )
+    .await?;
     Ok((out_rows, receipt.headers(&request)))
 }
 
@@ -739,6 +748,7 @@ async fn record_batch(s: AppState, l: Arc<Scoring>, jobs: Vec<Job>, run: BatchRu
             &run.out_fields,
             &run.out_rows,
             requests.clone(),
+            None,
         )
         .await
         {
@@ -774,7 +784,7 @@ fn respond(
 }
 
 /// What names a recorded run: the event's position, hash, signature and key.
-struct Receipt {
+pub(super) struct Receipt {
     position: u64,
     hash: String,
     signature: String,
@@ -802,13 +812,14 @@ impl Receipt {
 
 /// Stores the run's input and output as canonical JSON blobs and appends its event; answers
 /// once the event is durable. Without a durable record there is no response (503).
-async fn record(
+pub(super) async fn record(
     s: &AppState,
     l: &Scoring,
     rows: &[Vec<String>],
     out_fields: &[String],
     out_rows: &[Vec<String>],
     requests: Vec<RunRequest>,
+    job: Option<RunJob>,
 ) -> Result<Receipt, ApiError> {
     let unrecorded = |e: String| {
         ApiError::new(
@@ -858,6 +869,7 @@ async fn record(
         input_blob,
         output_blob,
         requests,
+        job,
     });
     let new = crate::api::command::new_event(&event, "system:scorer");
     let stream = crate::domain::deployment::stream(l.deployment_id);

@@ -448,6 +448,7 @@ pub(crate) fn run(i: u64, deployment: u64, requests: u64, rows_each: u64) -> Inf
                 }
             })
             .collect(),
+        job: None,
     }
 }
 

@@ -11,6 +11,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::deployment::{DeploymentSpec, DeploymentState};
+use super::job::{FileFormat, JobOutcome};
 use super::runtime::{
     ArtifactTypeSpec, EntityRef, ImageSpec, ImageVersionSpec, RuntimeSpec, RuntimeState, Source,
 };
@@ -240,7 +241,7 @@ events! {
     /// One ONNX Runtime session run and the requests it answered: everything needed to run it
     /// again the same way. Inputs and outputs are blobs in canonical JSON
     /// (`{"fields": [...], "rows": [[...]]}`, RFC 8785), named by their blake3 hash.
-    /// Schema version 2; version 1 is read through `upcast`.
+    /// Schema version 3; versions 1 and 2 are read through `upcast`.
     InferenceRunRecorded {
         run_id: Uuid,
         deployment_id: Uuid,
@@ -254,7 +255,16 @@ events! {
         input_blob: String,
         output_blob: String,
         requests: Vec<RunRequest>,
+        /// The batch scoring job this run is part of; none for online scoring.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        job: Option<RunJob>,
     }
+    /// A batch scoring job started on a file, named by its blake3 hash. The file is not kept:
+    /// its scored rows are in the runs' blobs, under the deployment's retention policy.
+    ScoringJobStarted { job_id: Uuid, deployment_id: Uuid, project_id: Uuid, input_blob: String, input_format: FileFormat, output_format: FileFormat, rows: u64, batch_rows: u32, max_failed_rows: u64 }
+    /// A batch scoring job ended. `output_blob` is the blake3 hash of the scored file
+    /// (Completed only), `errors_blob` of the refused rows as JSON (`[{"row", "reason"}]`).
+    ScoringJobEnded { job_id: Uuid, deployment_id: Uuid, project_id: Uuid, outcome: JobOutcome, scored_rows: u64, failed_rows: u64, runs: u64, output_blob: Option<String>, errors_blob: Option<String>, cancelled_by: Option<Uuid>, detail: String }
     /// An endpoint (a stable scoring path) points at a deployment: created, or re-pointed
     /// from `previous_deployment_id` in this one event.
     EndpointSet { endpoint: String, project_id: Uuid, deployment_id: Uuid, previous_deployment_id: Option<Uuid>, reason: String }
@@ -263,6 +273,18 @@ events! {
     /// Blobs of a deployment's runs recorded before `runs_before`, deleted under its retention
     /// policy. The runs' hashes stay in the ledger, so a resubmitted copy can still be checked.
     PredictionDataPurged { deployment_id: Uuid, runs_before: u64, blobs: Vec<String>, reason: String }
+}
+
+/// Where a job's run sits in the job's file: the span of file rows from `first_row`, less
+/// the rows refused before scoring. The run's rows are the span's others, in file order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunJob {
+    pub job_id: Uuid,
+    /// 0-based row of the file where the run's span starts.
+    pub first_row: u64,
+    /// 0-based file rows of the span that were refused, ascending.
+    pub skipped_rows: Vec<u64>,
 }
 
 /// What an inference run's session ran with: its outputs are bit-exact only under the same.
@@ -408,9 +430,10 @@ mod tests {
             input_blob: "11".repeat(32),
             output_blob: "22".repeat(32),
             requests: Vec::new(),
+            job: None,
         };
         let event = RegistryEvent::InferenceRunRecorded(run);
-        assert_eq!(event.schema_version(), 2);
+        assert_eq!(event.schema_version(), 3);
         let mut v1 = event.payload();
         let map = v1.as_object_mut().unwrap();
         let session = map.remove("session").unwrap();
@@ -422,13 +445,14 @@ mod tests {
         };
         assert_eq!(decode(1, &v1).unwrap(), Some(event.clone()));
         assert_eq!(decode(2, &event.payload()).unwrap(), Some(event.clone()));
+        assert_eq!(decode(3, &event.payload()).unwrap(), Some(event.clone()));
         // A payload stamped with the wrong version does not decode as another shape.
         assert!(matches!(decode(2, &v1), Err(DecodeError::Payload { .. })));
         assert!(matches!(
             decode(1, &event.payload()),
             Err(DecodeError::Upcast(_))
         ));
-        let newer = decode(3, &event.payload()).unwrap_err();
+        let newer = decode(4, &event.payload()).unwrap_err();
         assert!(
             newer.to_string().contains("newer than this build"),
             "{newer}"

@@ -6,6 +6,7 @@ mod decide;
 pub mod deployment;
 pub mod endpoint;
 pub mod event;
+pub mod job;
 pub mod runtime;
 #[cfg(test)]
 mod runtime_tests;
@@ -34,6 +35,7 @@ pub enum Kind {
     Runtime,
     Deployment,
     Endpoint,
+    Job,
 }
 
 impl Kind {
@@ -51,6 +53,7 @@ impl Kind {
             Kind::Runtime => "runtime_entity_not_found",
             Kind::Deployment => "deployment_not_found",
             Kind::Endpoint => "endpoint_not_found",
+            Kind::Job => "job_not_found",
         }
     }
 }

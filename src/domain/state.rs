@@ -144,6 +144,7 @@ pub struct Registry {
     pub runtimes: super::runtime::Catalog,
     pub deployments: BTreeMap<Uuid, super::deployment::Deployment>,
     pub endpoints: BTreeMap<String, super::endpoint::Endpoint>,
+    pub jobs: BTreeMap<Uuid, super::job::ScoringJob>,
     #[serde(skip)]
     pub usernames: HashMap<String, Uuid>,
     /// blake3 hash (hex) of every token ever issued → (user, token id).
@@ -228,6 +229,8 @@ fn project_of(state: &Registry, event: &RegistryEvent) -> Option<Uuid> {
             .map(|d| d.spec.project_id),
         E::EndpointSet(e) => Some(e.project_id),
         E::EndpointRemoved(e) => Some(e.project_id),
+        E::ScoringJobStarted(e) => Some(e.project_id),
+        E::ScoringJobEnded(e) => Some(e.project_id),
         E::RuntimeImageDeclared(_)
         | E::RuntimeImageVersionDeclared(_)
         | E::RuntimeDeclared(_)
@@ -262,7 +265,13 @@ fn apply(state: &mut Registry, event: &RegistryEvent, stamp: Stamp) {
         E::EndpointSet(_) | E::EndpointRemoved(_) => {
             super::endpoint::apply(&mut state.endpoints, event, &stamp);
         }
+        E::ScoringJobStarted(_) | E::ScoringJobEnded(_) => {
+            super::job::apply(&mut state.jobs, event, &stamp);
+        }
         E::InferenceRunRecorded(e) => {
+            if e.job.is_some() {
+                super::job::apply(&mut state.jobs, event, &stamp);
+            }
             for r in &e.requests {
                 state.predictions.insert(r.request_id, stamp.position);
             }

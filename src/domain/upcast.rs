@@ -13,7 +13,10 @@ type Step = fn(&mut Map<String, Value>) -> Result<(), String>;
 
 /// Every step, by event type and the version it reads. A type's current version is one more
 /// than its last step's (1 without steps).
-const STEPS: &[(&str, u32, Step)] = &[("InferenceRunRecorded", 1, run_session_v2)];
+const STEPS: &[(&str, u32, Step)] = &[
+    ("InferenceRunRecorded", 1, run_session_v2),
+    ("InferenceRunRecorded", 2, run_job_v3),
+];
 
 /// The schema version writers stamp on `event_type` today.
 pub fn current(event_type: &str) -> u32 {
@@ -116,6 +119,15 @@ fn run_session_v2(run: &mut Map<String, Value>) -> Result<(), String> {
     Ok(())
 }
 
+/// `InferenceRunRecorded` v3 may name the batch scoring job a run belongs to (`job`); a v2
+/// run was always online scoring, so it reads as a v3 run without one.
+fn run_job_v3(run: &mut Map<String, Value>) -> Result<(), String> {
+    match run.contains_key("job") {
+        true => Err("a version 2 run cannot name a job".into()),
+        false => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,7 +150,7 @@ mod tests {
 
     #[test]
     fn versions_follow_the_steps() {
-        assert_eq!(current("InferenceRunRecorded"), 2);
+        assert_eq!(current("InferenceRunRecorded"), 3);
         assert_eq!(current("ProjectCreated"), 1);
         assert_eq!(current("NoSuchEvent"), 1);
     }
@@ -164,8 +176,13 @@ mod tests {
                 "row_count": 3,
             })
         );
-        // The current version passes through untouched.
+        // Version 2 reads as 3 unchanged: v3 only adds an optional field.
         assert_eq!(upcast("InferenceRunRecorded", 2, v2.clone()).unwrap(), v2);
+        assert_eq!(upcast("InferenceRunRecorded", 3, v2.clone()).unwrap(), v2);
+        let mut with_job = v2;
+        with_job["job"] = json!({"job_id": "0190a0a0-0000-7000-8000-000000000002"});
+        let e = upcast("InferenceRunRecorded", 2, with_job).unwrap_err();
+        assert!(e.to_string().contains("cannot name a job"), "{e}");
     }
 
     #[test]

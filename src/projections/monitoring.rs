@@ -214,6 +214,7 @@ mod tests {
                 input_blob: String::new(),
                 output_blob: String::new(),
                 requests,
+                job: None,
             })),
         }
     }

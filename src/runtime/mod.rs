@@ -1,5 +1,6 @@
 //! The scoring runtime: ONNX Runtime loading and artifact ingestion.
 
+pub mod batch;
 pub mod bootstrap;
 pub mod ingest;
 pub mod onnx;

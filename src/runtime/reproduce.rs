@@ -438,6 +438,7 @@ mod tests {
             input_blob: "11".repeat(32),
             output_blob: "22".repeat(32),
             requests: Vec::new(),
+            job: None,
         }
     }
 

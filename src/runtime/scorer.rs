@@ -210,26 +210,48 @@ impl Model {
 
     /// Checks that rows fit the schema (count and cell types) without running the model.
     pub fn check(&self, rows: &[Vec<String>]) -> Result<(), ScoreError> {
-        self.check_shape(rows)?;
-        for input in &self.inputs {
-            tensor(input, &self.schema, rows)?;
+        rows.iter()
+            .enumerate()
+            .try_for_each(|(r, row)| self.check_row(r, row))
+    }
+
+    /// The rows that do not fit the schema, each with its first bad cell, numbered from
+    /// `first` (a job's file row) in the reasons and the answer.
+    pub fn bad_rows(&self, rows: &[Vec<String>], first: usize) -> Vec<(usize, ScoreError)> {
+        rows.iter()
+            .enumerate()
+            .filter_map(|(i, row)| self.check_row(first + i, row).err().map(|e| (first + i, e)))
+            .collect()
+    }
+
+    fn check_width(&self, r: usize, row: &[String]) -> Result<(), ScoreError> {
+        if row.len() != self.schema.len() {
+            return Err(ScoreError::BadInput(format!(
+                "row {r} has {} values, the schema {} columns",
+                row.len(),
+                self.schema.len()
+            )));
         }
         Ok(())
     }
 
-    fn check_shape(&self, rows: &[Vec<String>]) -> Result<(), ScoreError> {
-        match rows
-            .iter()
-            .enumerate()
-            .find(|(_, r)| r.len() != self.schema.len())
-        {
-            Some((i, r)) => Err(ScoreError::BadInput(format!(
-                "row {i} has {} values, the schema {} columns",
-                r.len(),
-                self.schema.len()
-            ))),
-            None => Ok(()),
+    fn check_row(&self, r: usize, row: &[String]) -> Result<(), ScoreError> {
+        self.check_width(r, row)?;
+        use TensorElementType as T;
+        for input in &self.inputs {
+            for &c in &input.columns {
+                let (column, cell) = (&self.schema[c], row[c].as_str());
+                match input.element {
+                    T::Float32 => parse::<f32>(cell, column, r, Some(f32::NAN)).map(drop),
+                    T::Float64 => parse::<f64>(cell, column, r, Some(f64::NAN)).map(drop),
+                    T::Int32 => parse::<i32>(cell, column, r, None).map(drop),
+                    T::Int64 => parse::<i64>(cell, column, r, None).map(drop),
+                    T::Bool => parse_bool(cell, column, r).map(drop),
+                    _ => Ok(()),
+                }?;
+            }
         }
+        Ok(())
     }
 
     /// Scores rows given in schema column order, in one session run.
@@ -241,7 +263,9 @@ impl Model {
                 rows: Vec::new(),
             });
         }
-        self.check_shape(rows)?;
+        rows.iter()
+            .enumerate()
+            .try_for_each(|(r, row)| self.check_width(r, row))?;
         let mut feeds: Vec<(
             std::borrow::Cow<'static, str>,
             ort::session::SessionInputValue<'static>,

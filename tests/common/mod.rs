@@ -52,10 +52,15 @@ pub const TEST_MAX_ARTIFACT: u64 = 200 << 10;
 
 impl Server {
     pub async fn start() -> Server {
+        Server::start_with(TEST_MAX_ARTIFACT).await
+    }
+
+    /// A server whose uploads (artifacts, job files) may be up to `max_upload` bytes.
+    pub async fn start_with(max_upload: u64) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let ledger = fresh(dir.path());
         let onnx = provenant::runtime::onnx::load(None).unwrap();
-        let blobs = provenant::blobs::BlobStore::new(&dir.path().join("blobs"), TEST_MAX_ARTIFACT);
+        let blobs = provenant::blobs::BlobStore::new(&dir.path().join("blobs"), max_upload);
         let state = provenant::api::AppState::start(ledger.clone(), blobs, onnx)
             .await
             .unwrap();
