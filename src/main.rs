@@ -294,6 +294,15 @@ enum BenchWhat {
         #[arg(long)]
         json: bool,
     },
+    /// A batch job, Parquet to Parquet, beside raw ONNX Runtime on the same rows.
+    Batch {
+        /// Rows in the file.
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: usize,
+        /// Print the figures as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Recomputing service-level monitoring from a log of scored runs, beside the registry.
     Monitoring {
         /// Scored rows in the log (runs of 64).
@@ -502,6 +511,11 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
             what: BenchWhat::Ledger { seconds, json },
         } => {
             provenant::bench::ledger(seconds, json).await?;
+        }
+        Command::Bench {
+            what: BenchWhat::Batch { rows, json },
+        } => {
+            provenant::bench::batch(rows, json).await?;
         }
         Command::Bench {
             what: BenchWhat::Score { seconds, json },

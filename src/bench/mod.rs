@@ -1,12 +1,15 @@
 //! `provenant bench ledger`: append, verify and read rates, measured beside the ceilings
 //! this machine allows (raw redb inserts, raw ed25519 signing and batch verification).
 //! `provenant bench score` is in `score.rs`, `provenant bench replay` in `replay.rs`,
-//! `provenant bench graphql` in `graphql.rs`, `provenant bench monitoring` in `monitoring.rs`.
+//! `provenant bench graphql` in `graphql.rs`, `provenant bench monitoring` in `monitoring.rs`,
+//! `provenant bench batch` in `batch.rs`.
 
+mod batch;
 mod graphql;
 mod monitoring;
 mod replay;
 mod score;
+pub use batch::batch;
 pub use graphql::graphql;
 pub use monitoring::monitoring;
 pub use replay::replay;

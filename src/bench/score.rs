@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use uuid::Uuid;
 
 use super::{Conn, Failure, Figures, Scratch, percentile};
 use crate::api::{self, AppState};
@@ -66,8 +67,33 @@ async fn load(
     })
 }
 
+/// A fresh data dir with the runtime catalog, an admin and the demo deployment (the wine
+/// classifier on the shipped runtime's defaults): the state, its admin, the model and the
+/// deployment.
+pub(super) async fn demo(name: &str) -> Result<(Scratch, AppState, Uuid, Uuid, Uuid), Failure> {
+    let scratch = Scratch::new(name)?;
+    let dir = scratch.0.join("data");
+    Ledger::init(&dir)?;
+    let ledger = Ledger::open(&dir, log::Config::default())?;
+    let onnx = crate::runtime::onnx::load(None)?;
+    let blobs = BlobStore::new(&dir.join("blobs"), crate::blobs::DEFAULT_MAX_BYTES);
+    let state = AppState::start(ledger.clone(), blobs, onnx).await?;
+    let (catalog, hash) = crate::runtime::bootstrap::load(None)?;
+    api::command::apply_bootstrap(&state, &catalog, &hash).await?;
+    api::command::bootstrap_admin(&ledger, &state.registry, "admin").await?;
+    let admin = state
+        .registry
+        .read()
+        .usernames
+        .get("admin")
+        .copied()
+        .ok_or("no admin")?;
+    let (model, deployment) = crate::demo::seed(&state, admin).await?;
+    Ok((scratch, state, admin, model, deployment))
+}
+
 /// Raw ONNX Runtime: `rows` per call on every core, rows per second.
-fn raw_ort(model: &Model, rows: &[Vec<String>], seconds: f64) -> f64 {
+pub(super) fn raw_ort(model: &Model, rows: &[Vec<String>], seconds: f64) -> f64 {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let budget = Duration::from_secs_f64(seconds);
     let started = Instant::now();
@@ -94,24 +120,8 @@ fn raw_ort(model: &Model, rows: &[Vec<String>], seconds: f64) -> f64 {
 const REPRODUCTIONS: usize = 200;
 
 pub async fn score(seconds: f64, as_json: bool) -> Result<(), Failure> {
-    let scratch = Scratch::new("score")?;
-    let dir = scratch.0.join("data");
-    Ledger::init(&dir)?;
-    let ledger = Ledger::open(&dir, log::Config::default())?;
-    let onnx = crate::runtime::onnx::load(None)?;
-    let blobs = BlobStore::new(&dir.join("blobs"), crate::blobs::DEFAULT_MAX_BYTES);
-    let state = AppState::start(ledger.clone(), blobs, onnx).await?;
-    let (catalog, hash) = crate::runtime::bootstrap::load(None)?;
-    api::command::apply_bootstrap(&state, &catalog, &hash).await?;
-    api::command::bootstrap_admin(&ledger, &state.registry, "admin").await?;
-    let admin = state
-        .registry
-        .read()
-        .usernames
-        .get("admin")
-        .copied()
-        .ok_or("no admin")?;
-    let (_, deployment) = crate::demo::seed(&state, admin).await?;
+    let (_scratch, state, _, _, deployment) = demo("score").await?;
+    let onnx = state.onnx;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

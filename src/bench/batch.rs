@@ -1,0 +1,145 @@
+//! `provenant bench batch`: a million rows of the fixture classifier scored as a batch job,
+//! Parquet to Parquet (file read, rows to text and checked, scored, every run recorded, the
+//! output written), on the demo deployment (full retention: run blobs stored) and on a
+//! hashes-only one, beside raw in-process ONNX Runtime on the same rows in the same runs.
+
+use std::io::Cursor;
+use std::time::Instant;
+
+use polars::prelude::*;
+use serde_json::Value;
+
+use super::score::{demo, raw_ort};
+use super::{Failure, Figures};
+use crate::api::deployments::NewDeployment;
+use crate::api::jobs::{DEFAULT_BATCH_ROWS, JobOptions};
+use crate::domain::deployment::Retention;
+use crate::domain::job::{FileFormat, JobOutcome};
+
+const FIXTURE: &str = include_str!("../../fixtures/models/wine_classifier.expected.json");
+
+/// `n` distinct rows: the fixture's, each value scaled by a factor of its row and column.
+fn wine_table(n: usize) -> Result<(DataFrame, Vec<Vec<String>>), Failure> {
+    let fixture: Value = serde_json::from_str(FIXTURE)?;
+    let fields: Vec<String> = serde_json::from_value(fixture["fields"].clone())?;
+    let base: Vec<Vec<String>> = serde_json::from_value(fixture["rows"].clone())?;
+    let base: Vec<Vec<f64>> = base
+        .iter()
+        .map(|r| r.iter().map(|v| v.parse().unwrap_or(0.0)).collect())
+        .collect();
+    let value = |i: usize, j: usize| {
+        base[i % base.len()][j] * (1.0 + ((i * 31 + j * 7) % 200) as f64 / 1000.0 - 0.1)
+    };
+    let columns = fields
+        .iter()
+        .enumerate()
+        .map(|(j, f)| {
+            Column::new(
+                f.as_str().into(),
+                (0..n).map(|i| value(i, j)).collect::<Vec<f64>>(),
+            )
+        })
+        .collect();
+    let text = (0..(DEFAULT_BATCH_ROWS as usize).min(n))
+        .map(|i| {
+            (0..fields.len())
+                .map(|j| ryu_js::Buffer::new().format(value(i, j)).to_string())
+                .collect()
+        })
+        .collect();
+    Ok((DataFrame::new_infer_height(columns)?, text))
+}
+
+pub async fn batch(rows: usize, as_json: bool) -> Result<(), Failure> {
+    let (_scratch, state, admin, model, full) = demo("batch").await?;
+    let hashes = state
+        .deploy(
+            admin,
+            NewDeployment {
+                model_id: model,
+                version: 1,
+                environment: "PROD".into(),
+                security: None,
+                runtime_id: None,
+                retention: Some(Retention::Hashes),
+            },
+        )
+        .await
+        .map_err(|e| e.detail)?;
+    let hashes = hashes.data["deployment_id"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .ok_or("the second deployment has no id")?;
+    let (mut df, text) = wine_table(rows)?;
+    let mut file = Vec::new();
+    ParquetWriter::new(&mut file).finish(&mut df)?;
+    drop(df);
+
+    let mut figures = Figures::new(
+        "batch",
+        &format!("{rows} rows, wine classifier, Parquet to Parquet, runs of {DEFAULT_BATCH_ROWS}"),
+        as_json,
+    );
+    let options = JobOptions {
+        input_format: Some(FileFormat::Parquet),
+        output_format: Some(FileFormat::Parquet),
+        batch_rows: None,
+        max_failed_rows: None,
+    };
+    let mut rates = Vec::new();
+    for (name, deployment) in [("full_retention", full), ("hashes_only", hashes)] {
+        let started_at = Instant::now();
+        let job = state
+            .start_job(
+                admin,
+                deployment,
+                file.clone(),
+                FileFormat::Parquet,
+                &options,
+            )
+            .await
+            .map_err(|e| e.detail)?;
+        let bar = crate::progress::bar(job.rows(), name);
+        let ended = state
+            .run_job(job, &|done| bar.set_position(done))
+            .await
+            .map_err(|e| e.detail)?;
+        bar.finish_and_clear();
+        let seconds = started_at.elapsed().as_secs_f64();
+        if ended.outcome != JobOutcome::Completed || ended.scored_rows != rows as u64 {
+            return Err(
+                format!("the {name} job ended {:?}: {}", ended.outcome, ended.detail).into(),
+            );
+        }
+        let output = ParquetReader::new(Cursor::new(
+            ended.output.as_deref().cloned().unwrap_or_default(),
+        ))
+        .finish()?;
+        if output.height() != rows {
+            return Err(format!("the {name} output has {} rows", output.height()).into());
+        }
+        let rate = rows as f64 / seconds;
+        figures.say(
+            &format!("{name}_rows_per_s"),
+            rate,
+            format!("job, {name:>14}: {rate:>9.0} rows/s ({seconds:.2} s, every run recorded)"),
+        );
+        rates.push(rate);
+    }
+    let served = state.serving.get(&full).ok_or("the demo is not served")?;
+    let raw = raw_ort(&served.model, &text, 3.0);
+    figures.say(
+        "raw_ort_rows_per_s",
+        raw,
+        format!("raw ONNX Runtime in process, {DEFAULT_BATCH_ROWS}-row runs of text rows, all cores: {raw:>9.0} rows/s"),
+    );
+    for (name, rate) in ["full_retention", "hashes_only"].iter().zip(&rates) {
+        figures.say(
+            &format!("ratio_{name}_to_raw_ort"),
+            rate / raw,
+            format!("job / raw ONNX Runtime, {name}: {:.2}x", rate / raw),
+        );
+    }
+    figures.finish();
+    Ok(())
+}
