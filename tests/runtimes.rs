@@ -470,12 +470,85 @@ async fn healthy_deployments_are_loaded_again_after_a_restart() {
     };
     let (st, first, request) = score_sample(url.clone()).await;
     assert_eq!(st, 200, "{first}");
+    // A long batch job (runs of one row) is under way when the server is killed.
+    let http = reqwest::Client::new();
+    let deployment = url.split('/').nth(3).unwrap().to_string();
+    let base = url.split('/').take(3).collect::<Vec<_>>().join("/");
+    let sample: Value = http
+        .get(url.replace("/model/score", "/model/sample_request"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let cells = |v: &Value| -> String {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let csv = |rows: usize, bad: Option<usize>| {
+        let mut text = cells(&sample["fields"]);
+        for i in 0..rows {
+            text.push('\n');
+            text.push_str(&if Some(i) == bad {
+                cells(&sample["rows"][0]).replacen('0', "x", 1)
+            } else {
+                cells(&sample["rows"][0])
+            });
+        }
+        text
+    };
+    let started: Value = http
+        .post(format!(
+            "{base}/api/v1/deployments/{deployment}/jobs?batch_rows=1"
+        ))
+        .bearer_auth(&admin)
+        .header("content-type", "text/csv")
+        .body(csv(20_000, None))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let job = started["data"]["job_id"].as_str().unwrap().to_string();
+    let job_status = |base: String| {
+        let (http, job, admin) = (http.clone(), job.clone(), admin.clone());
+        async move {
+            http.get(format!("{base}/api/v1/jobs/{job}"))
+                .bearer_auth(admin)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    while job_status(base.clone()).await["runs"].as_u64() < Some(3) {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     let _ = child.kill();
     let _ = child.wait();
 
     let (srv, token) = serve(&data, &file);
     assert!(token.is_none());
-    let deployment = url.split('/').nth(3).unwrap().to_string();
+    // The restart recorded the job's end, with what its recorded runs scored.
+    let interrupted = job_status(srv.base.clone()).await;
+    assert_eq!(interrupted["state"], "Failed", "{interrupted}");
+    assert!(
+        interrupted["ended"]["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("interrupted")
+    );
+    let job_runs = interrupted["runs"].as_u64().unwrap();
+    assert!(job_runs >= 3 && job_runs < 20_000, "{interrupted}");
+    assert_eq!(interrupted["scored_rows"].as_u64(), Some(job_runs));
     let url = format!("{}/{deployment}/model/score", srv.base);
     let (st, again, _) = score_sample(url).await;
     assert_eq!(st, 200, "{again}");
@@ -527,9 +600,49 @@ async fn healthy_deployments_are_loaded_again_after_a_restart() {
     assert_eq!(out.status.code(), Some(0), "{range}");
     assert_eq!(
         (range["runs"].as_u64(), range["identical"].as_u64()),
-        (Some(2), Some(2)),
-        "both scorings, before and after the restart: {range}"
+        (Some(2 + job_runs), Some(2 + job_runs)),
+        "both scorings, before and after the restart, and the interrupted job's runs: {range}"
     );
+
+    // A batch job from the CLI on the stopped server's data dir, Parquet out.
+    let input = dir.path().join("rows.csv");
+    let output = dir.path().join("scores.parquet");
+    std::fs::write(&input, csv(50, Some(7))).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_provenant"))
+        .args(["score", "--data"])
+        .arg(&data)
+        .args(["--deployment", &deployment, "--batch-rows", "20", "--input"])
+        .arg(&input)
+        .arg("--output")
+        .arg(&output)
+        .output()
+        .unwrap();
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{summary}");
+    assert_eq!(
+        (
+            summary["scored_rows"].as_u64(),
+            summary["failed_rows"].as_u64()
+        ),
+        (Some(49), Some(1)),
+        "{summary}"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("row 7: "));
+    use polars::prelude::SerReader;
+    let scores = polars::prelude::ParquetReader::new(std::fs::File::open(&output).unwrap())
+        .finish()
+        .unwrap();
+    assert_eq!(scores.height(), 50);
+    let missing = Command::new(env!("CARGO_BIN_EXE_provenant"))
+        .args(["score", "--data"])
+        .arg(&data)
+        .args(["--deployment", &deployment, "--input"])
+        .arg(dir.path().join("rows.txt"))
+        .arg("--output")
+        .arg(&output)
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(2));
 
     // Replayed from the log, verified first, the registry shows the deployment Healthy
     // again; as of its first start's scoring, it was too.

@@ -952,3 +952,136 @@ fn endpoints_point_at_healthy_deployments_of_their_project() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn jobs_start_on_healthy_deployments_for_editors_and_end_once() {
+    use job::{EndJob, FileFormat, JobOutcome, StartJob};
+    let mut w = World::new();
+    let editor = w.user("ed", vec![]);
+    let outsider = w.user("out", vec![]);
+    let project = w.project(editor);
+    let (d, preparing) = (healthy(&mut w, project), deployment(&mut w, project));
+    let start = |job_id: Uuid, deployment_id: Uuid, rows: u64, batch_rows: u32| StartJob {
+        job_id,
+        deployment_id,
+        input_blob: "ab".repeat(32),
+        input_format: FileFormat::Csv,
+        output_format: FileFormat::Parquet,
+        rows,
+        batch_rows,
+        max_failed_rows: 10,
+    };
+    let j = w.fresh();
+    assert!(matches!(
+        job::start(&w.state, outsider, start(j, d, 5, 2)),
+        Err(DomainError::Forbidden(_))
+    ));
+    assert!(matches!(
+        job::start(&w.state, editor, start(j, preparing, 5, 2)),
+        Err(DomainError::Conflict(m)) if m.contains("Healthy")
+    ));
+    assert!(matches!(
+        job::start(&w.state, editor, start(j, id(999), 5, 2)),
+        Err(DomainError::NotFound {
+            kind: Kind::Deployment,
+            ..
+        })
+    ));
+    for (rows, batch, field) in [
+        (0, 2, "file"),
+        (5, 0, "batch_rows"),
+        (5, job::MAX_BATCH_ROWS + 1, "batch_rows"),
+    ] {
+        assert!(matches!(
+            job::start(&w.state, editor, start(j, d, rows, batch)),
+            Err(DomainError::Invalid { field: f, .. }) if f == field
+        ));
+    }
+    let decision = job::start(&w.state, editor, start(j, d, 5, 2)).unwrap();
+    assert_eq!(
+        (decision.stream.as_str(), decision.expected),
+        (job::stream(j).as_str(), None)
+    );
+    w.apply(&decision.stream.clone(), decision.events);
+    assert!(matches!(
+        job::start(&w.state, editor, start(j, d, 5, 2)),
+        Err(DomainError::AlreadyExists(_))
+    ));
+
+    // Its runs count toward what it recorded, with their refused rows.
+    let run = RegistryEvent::InferenceRunRecorded(InferenceRunRecorded {
+        run_id: w.fresh(),
+        deployment_id: d,
+        model_id: w.fresh(),
+        version: 1,
+        model_blob: "00".repeat(32),
+        image_id: "onnx-scorer".into(),
+        image_version: "1".into(),
+        session: RunSession::of(&Default::default(), "1.32.0", None),
+        row_count: 1,
+        input_blob: "11".repeat(32),
+        output_blob: "22".repeat(32),
+        requests: vec![],
+        job: Some(RunJob {
+            job_id: j,
+            first_row: 0,
+            skipped_rows: vec![1],
+        }),
+    });
+    w.apply(&deployment::stream(d), vec![run]);
+    let recorded = &w.state.jobs[&j].recorded;
+    assert_eq!(
+        (recorded.runs, recorded.scored_rows, recorded.refused_rows),
+        (1, 1, 1)
+    );
+
+    let end = |outcome, output: Option<&str>, cancelled_by, scored| EndJob {
+        job_id: j,
+        outcome,
+        scored_rows: scored,
+        failed_rows: 1,
+        runs: 1,
+        output_blob: output.map(str::to_string),
+        errors_blob: None,
+        cancelled_by,
+        detail: "done".into(),
+    };
+    let hash = "cd".repeat(32);
+    for bad in [
+        end(JobOutcome::Completed, None, None, 4),
+        end(JobOutcome::Failed, Some(&hash), None, 4),
+        end(JobOutcome::Cancelled, None, None, 4),
+        end(JobOutcome::Completed, Some(&hash), Some(editor), 4),
+        end(JobOutcome::Completed, Some(&hash), None, 5),
+    ] {
+        assert!(matches!(
+            job::end(&w.state, bad),
+            Err(DomainError::Invalid { .. })
+        ));
+    }
+    assert!(matches!(
+        job::end(
+            &w.state,
+            EndJob {
+                job_id: id(999),
+                ..end(JobOutcome::Failed, None, None, 0)
+            }
+        ),
+        Err(DomainError::NotFound {
+            kind: Kind::Job,
+            ..
+        })
+    ));
+    let decision = job::end(&w.state, end(JobOutcome::Cancelled, None, Some(editor), 1)).unwrap();
+    assert_eq!(decision.expected, Some(0));
+    w.apply(&decision.stream.clone(), decision.events);
+    let ended = w.state.jobs[&j].ended.as_ref().unwrap();
+    assert_eq!(
+        (ended.outcome, ended.cancelled_by),
+        (JobOutcome::Cancelled, Some(editor))
+    );
+    assert!(matches!(
+        job::end(&w.state, end(JobOutcome::Failed, None, None, 1)),
+        Err(DomainError::Conflict(_))
+    ));
+}
