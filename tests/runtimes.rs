@@ -547,7 +547,7 @@ async fn healthy_deployments_are_loaded_again_after_a_restart() {
             .starts_with("interrupted")
     );
     let job_runs = interrupted["runs"].as_u64().unwrap();
-    assert!(job_runs >= 3 && job_runs < 20_000, "{interrupted}");
+    assert!((3..20_000).contains(&job_runs), "{interrupted}");
     assert_eq!(interrupted["scored_rows"].as_u64(), Some(job_runs));
     let url = format!("{}/{deployment}/model/score", srv.base);
     let (st, again, _) = score_sample(url).await;
