@@ -445,35 +445,7 @@ async fn healthy_deployments_are_loaded_again_after_a_restart() {
         }
     };
     let admin = admin.expect("the first start prints the admin's token");
-    let score_sample = |url: String| async move {
-        let http = reqwest::Client::new();
-        let sample: Value = http
-            .get(url.replace("/model/score", "/model/sample_request"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let r = http.post(&url).json(&sample).send().await.unwrap();
-        // Only answered (recorded) requests carry one.
-        let request = r
-            .headers()
-            .get("provenant-request-id")
-            .map(|h| h.to_str().unwrap().to_string())
-            .unwrap_or_default();
-        (
-            r.status().as_u16(),
-            r.json::<Value>().await.unwrap(),
-            request,
-        )
-    };
-    let (st, first, request) = score_sample(url.clone()).await;
-    assert_eq!(st, 200, "{first}");
-    // A long batch job (runs of one row) is under way when the server is killed.
     let http = reqwest::Client::new();
-    let deployment = url.split('/').nth(3).unwrap().to_string();
-    let base = url.split('/').take(3).collect::<Vec<_>>().join("/");
     let sample: Value = http
         .get(url.replace("/model/score", "/model/sample_request"))
         .send()
@@ -482,6 +454,28 @@ async fn healthy_deployments_are_loaded_again_after_a_restart() {
         .json()
         .await
         .unwrap();
+    let score_sample = |url: String| {
+        let (http, sample) = (http.clone(), sample.clone());
+        async move {
+            let r = http.post(&url).json(&sample).send().await.unwrap();
+            // Only answered (recorded) requests carry one.
+            let request = r
+                .headers()
+                .get("provenant-request-id")
+                .map(|h| h.to_str().unwrap().to_string())
+                .unwrap_or_default();
+            (
+                r.status().as_u16(),
+                r.json::<Value>().await.unwrap(),
+                request,
+            )
+        }
+    };
+    let (st, first, request) = score_sample(url.clone()).await;
+    assert_eq!(st, 200, "{first}");
+    // A long batch job (runs of one row) is under way when the server is killed.
+    let deployment = url.split('/').nth(3).unwrap().to_string();
+    let base = url.split('/').take(3).collect::<Vec<_>>().join("/");
     let cells = |v: &Value| -> String {
         v.as_array()
             .unwrap()

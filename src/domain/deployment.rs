@@ -285,6 +285,14 @@ pub fn decide_deploy(
     })
 }
 
+/// The deployment `id`, or `NotFound`.
+pub fn find(state: &Registry, id: Uuid) -> Result<&Deployment, DomainError> {
+    state.deployments.get(&id).ok_or(DomainError::NotFound {
+        kind: Kind::Deployment,
+        id: id.to_string(),
+    })
+}
+
 /// Moves a deployment along its life cycle. The scorer (`system:scorer`) reports loading;
 /// people (editors of the project) pause a Healthy deployment, resume a Paused one, and stop
 /// any; each move needs a reason.
@@ -296,13 +304,7 @@ pub fn decide_transition(
     reason: String,
 ) -> Result<Decision, DomainError> {
     use DeploymentState as S;
-    let d = state
-        .deployments
-        .get(&deployment_id)
-        .ok_or(DomainError::NotFound {
-            kind: Kind::Deployment,
-            id: deployment_id.to_string(),
-        })?;
+    let d = find(state, deployment_id)?;
     if let Some(actor) = actor
         && !may(state, actor, d.spec.project_id, ProjectRole::Editor)
     {

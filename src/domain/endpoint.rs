@@ -71,12 +71,7 @@ pub fn decide(
     let existing = state.endpoints.get(&name);
     let current = existing.and_then(|e| e.deployment_id);
     let deployment = target
-        .map(|id| {
-            state.deployments.get(&id).ok_or(DomainError::NotFound {
-                kind: Kind::Deployment,
-                id: id.to_string(),
-            })
-        })
+        .map(|id| super::deployment::find(state, id))
         .transpose()?;
     let project_id = match (existing, deployment) {
         (Some(e), _) => e.project_id,

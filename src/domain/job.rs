@@ -101,13 +101,7 @@ pub fn check_start(
     actor: Uuid,
     deployment_id: Uuid,
 ) -> Result<Uuid, DomainError> {
-    let d = state
-        .deployments
-        .get(&deployment_id)
-        .ok_or(DomainError::NotFound {
-            kind: Kind::Deployment,
-            id: deployment_id.to_string(),
-        })?;
+    let d = super::deployment::find(state, deployment_id)?;
     let project_id = d.spec.project_id;
     if !may(state, actor, project_id, ProjectRole::Editor) {
         return Err(DomainError::Forbidden(format!(
