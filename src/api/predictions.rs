@@ -81,7 +81,10 @@ impl Outcome {
 }
 
 impl AppState {
-    pub(crate) fn locate(&self, target: RunRef) -> Result<Located, ApiError> {
+    /// The run `target` names. The registry first catches up with the ledger, so a request
+    /// answered a moment ago (its event durable, perhaps not yet applied) is found.
+    pub(crate) async fn locate(&self, target: RunRef) -> Result<Located, ApiError> {
+        self.registry.wait_for(self.ledger.head().size).await?;
         let missing = || {
             let what = match target {
                 RunRef::Request(id) => format!("no recorded prediction for request {id}"),
@@ -141,7 +144,7 @@ impl AppState {
         overrides: Overrides,
         who: Option<&Principal>,
     ) -> Result<Outcome, ApiError> {
-        let found = self.locate(target)?;
+        let found = self.locate(target).await?;
         if let Some(p) = who
             && !can_read_project(&self.registry.read(), p.user_id, found.spec.project_id)
         {
@@ -300,7 +303,7 @@ pub async fn get(
     p: Principal,
     ApiPath(request_id): ApiPath<Uuid>,
 ) -> Result<Json<Prediction>, ApiError> {
-    let found = s.locate(RunRef::Request(request_id))?;
+    let found = s.locate(RunRef::Request(request_id)).await?;
     if !can_read_project(&s.registry.read(), p.user_id, found.spec.project_id) {
         return Err(forbidden(
             "this prediction belongs to a project you cannot read".into(),

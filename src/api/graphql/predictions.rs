@@ -31,7 +31,7 @@ impl PredictionQuery {
     ) -> Result<Option<PredictionNode>> {
         let s = state(ctx)?;
         let request_id = parse_id(&request_id)?;
-        let found = match s.locate(RunRef::Request(request_id)) {
+        let found = match s.locate(RunRef::Request(request_id)).await {
             Ok(found) => found,
             Err(e) if e.status == StatusCode::NOT_FOUND => return Ok(None),
             Err(e) => return Err(api(e)),
