@@ -340,8 +340,6 @@ impl AppState {
             run(l, good, true).await.map_err(|e| failed(e.detail))?;
         drop(permit);
         output.push_span(to - from, &skipped, &out_rows);
-        live.scored.fetch_add(good.len() as u64, Ordering::Relaxed);
-        live.runs.fetch_add(1, Ordering::Relaxed);
         // One run records while the next is scored.
         while recording.len() >= 2 {
             if let Some(done) = recording.join_next().await {
@@ -349,7 +347,7 @@ impl AppState {
                     .map_err(|e| failed(format!("a run could not be recorded: {}", e.detail)))?;
             }
         }
-        let (s, l, job_id) = (self.clone(), l.clone(), job.job_id);
+        let (s, l, live, job_id) = (self.clone(), l.clone(), live.clone(), job.job_id);
         let placed = RunJob {
             job_id,
             first_row: from as u64,
@@ -365,8 +363,11 @@ impl AppState {
                 Vec::new(),
                 Some(placed),
             )
-            .await
-            .map(drop)
+            .await?;
+            // Counted once durable: the live counts never claim a run the ledger lacks.
+            live.scored.fetch_add(good.len() as u64, Ordering::Relaxed);
+            live.runs.fetch_add(1, Ordering::Relaxed);
+            Ok(())
         });
         Ok(())
     }
@@ -539,15 +540,20 @@ pub async fn create(
     let started = s
         .start_job(p.user_id, deployment_id, file.to_vec(), format, &options)
         .await?;
-    let mut view = serde_json::to_value(&started.written).unwrap_or_default();
-    view["data"] = status(&s, &readable(&s, &p, started.job_id)?);
+    let (id, mut view) = (
+        started.job_id,
+        serde_json::to_value(&started.written).unwrap_or_default(),
+    );
+    // The job runs whatever happens to this response: its start is recorded.
     let runner = s.clone();
     tokio::spawn(async move {
-        let id = started.job_id;
         if let Err(e) = runner.run_job(started, &|_| {}).await {
             eprintln!("job {id}: its end could not be recorded: {}", e.detail);
         }
     });
+    if let Some(j) = s.registry.read().jobs.get(&id) {
+        view["data"] = status(&s, j);
+    }
     Ok((StatusCode::ACCEPTED, Json(view)))
 }
 
