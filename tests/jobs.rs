@@ -10,26 +10,9 @@ use common::{Server, create_user, deployed_wine, s, score};
 use polars::prelude::*;
 use serde_json::{Value, json};
 
-/// Distinct wine rows: the fixture's five, each value scaled by a factor that depends on
-/// the row and the column.
+/// Distinct wine rows (`provenant bench batch` scores the same).
 fn wine_rows(n: usize) -> (Vec<String>, Vec<Vec<f64>>) {
-    let text = std::fs::read_to_string("fixtures/models/wine_classifier.expected.json").unwrap();
-    let fixture: Value = serde_json::from_str(&text).unwrap();
-    let fields: Vec<String> = serde_json::from_value(fixture["fields"].clone()).unwrap();
-    let base: Vec<Vec<String>> = serde_json::from_value(fixture["rows"].clone()).unwrap();
-    let rows = (0..n)
-        .map(|i| {
-            base[i % base.len()]
-                .iter()
-                .enumerate()
-                .map(|(j, v)| {
-                    let scale = 1.0 + ((i * 31 + j * 7) % 200) as f64 / 1000.0 - 0.1;
-                    v.parse::<f64>().unwrap() * scale
-                })
-                .collect()
-        })
-        .collect();
-    (fields, rows)
+    provenant::bench::wine_rows(n).unwrap()
 }
 
 fn csv(fields: &[String], rows: &[Vec<String>]) -> Vec<u8> {

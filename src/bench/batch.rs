@@ -18,32 +18,52 @@ use crate::domain::job::{FileFormat, JobOutcome};
 
 const FIXTURE: &str = include_str!("../../fixtures/models/wine_classifier.expected.json");
 
-/// `n` distinct rows: the fixture's, each value scaled by a factor of its row and column.
-fn wine_table(n: usize) -> Result<(DataFrame, Vec<Vec<String>>), Failure> {
+/// `n` distinct wine rows and their fields: the fixture's five, each value scaled by a factor
+/// of its row and column (the batch job tests use the same rows).
+pub fn wine_rows(n: usize) -> Result<(Vec<String>, Vec<Vec<f64>>), Failure> {
     let fixture: Value = serde_json::from_str(FIXTURE)?;
     let fields: Vec<String> = serde_json::from_value(fixture["fields"].clone())?;
     let base: Vec<Vec<String>> = serde_json::from_value(fixture["rows"].clone())?;
-    let base: Vec<Vec<f64>> = base
+    let base = base
         .iter()
-        .map(|r| r.iter().map(|v| v.parse().unwrap_or(0.0)).collect())
+        .map(|r| {
+            r.iter()
+                .map(|v| v.parse::<f64>())
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let rows = (0..n)
+        .map(|i| {
+            base[i % base.len()]
+                .iter()
+                .enumerate()
+                .map(|(j, v)| v * (1.0 + ((i * 31 + j * 7) % 200) as f64 / 1000.0 - 0.1))
+                .collect()
+        })
         .collect();
-    let value = |i: usize, j: usize| {
-        base[i % base.len()][j] * (1.0 + ((i * 31 + j * 7) % 200) as f64 / 1000.0 - 0.1)
-    };
+    Ok((fields, rows))
+}
+
+/// The rows as a table of float64 columns, and the first run's rows as the text a client
+/// sends.
+fn wine_table(n: usize) -> Result<(DataFrame, Vec<Vec<String>>), Failure> {
+    let (fields, rows) = wine_rows(n)?;
     let columns = fields
         .iter()
         .enumerate()
         .map(|(j, f)| {
             Column::new(
                 f.as_str().into(),
-                (0..n).map(|i| value(i, j)).collect::<Vec<f64>>(),
+                rows.iter().map(|r| r[j]).collect::<Vec<f64>>(),
             )
         })
         .collect();
-    let text = (0..(DEFAULT_BATCH_ROWS as usize).min(n))
-        .map(|i| {
-            (0..fields.len())
-                .map(|j| ryu_js::Buffer::new().format(value(i, j)).to_string())
+    let text = rows
+        .iter()
+        .take(DEFAULT_BATCH_ROWS as usize)
+        .map(|r| {
+            r.iter()
+                .map(|v| ryu_js::Buffer::new().format(*v).to_string())
                 .collect()
         })
         .collect();

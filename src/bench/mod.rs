@@ -9,7 +9,7 @@ mod graphql;
 mod monitoring;
 mod replay;
 mod score;
-pub use batch::batch;
+pub use batch::{batch, wine_rows};
 pub use graphql::graphql;
 pub use monitoring::monitoring;
 pub use replay::replay;
