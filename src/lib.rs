@@ -7,6 +7,7 @@ pub mod bench;
 pub mod blobs;
 pub mod demo;
 pub mod domain;
+pub mod drift;
 pub mod export;
 pub mod log;
 pub mod progress;

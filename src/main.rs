@@ -245,6 +245,17 @@ enum Command {
         #[arg(long)]
         ort_lib: Option<PathBuf>,
     },
+    /// Compare two CSV or Parquet files for data drift, column by column, and print the
+    /// report as JSON: the tests the server runs on a deployment's inputs against its
+    /// reference data. Exit 0: no dataset drift; 1: dataset drift.
+    Drift {
+        /// The reference data (`.csv` or `.parquet`).
+        #[arg(long)]
+        reference: PathBuf,
+        /// The data to judge (`.csv` or `.parquet`).
+        #[arg(long)]
+        current: PathBuf,
+    },
     /// Benchmarks (release mode).
     Bench {
         #[command(subcommand)]
@@ -506,6 +517,22 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
                 max_failed_rows: Some(max_failed_rows),
             };
             return score_file(&state, deployment, &input, &output, &user, options).await;
+        }
+        Command::Drift { reference, current } => {
+            let read = |path: &std::path::Path| -> Result<_, Failure> {
+                let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+                Ok((bytes, file_format(path)?))
+            };
+            let (profiles, report) =
+                provenant::drift::files::compare_files(read(&reference)?, read(&current)?)
+                    .map_err(|e| e.to_string())?;
+            let out = serde_json::json!({"reference": profiles, "drift": report});
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            return Ok(if report.dataset_drift {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            });
         }
         Command::Bench {
             what: BenchWhat::Ledger { seconds, json },

@@ -37,22 +37,7 @@ impl Table {
         format: FileFormat,
         schema: &[SchemaColumn],
     ) -> Result<Table, BatchError> {
-        let read = |e: PolarsError| BatchError::Read {
-            format,
-            reason: e.to_string(),
-        };
-        let df = match format {
-            // Every CSV cell stays the text it was, as a scoring request would carry it.
-            FileFormat::Csv => CsvReadOptions::default()
-                .with_has_header(true)
-                .with_infer_schema_length(Some(0))
-                .into_reader_with_file_handle(Cursor::new(bytes))
-                .finish()
-                .map_err(read)?,
-            FileFormat::Parquet => ParquetReader::new(Cursor::new(bytes))
-                .finish()
-                .map_err(read)?,
-        };
+        let df = frame(bytes, format)?;
         let missing: Vec<String> = schema
             .iter()
             .filter(|c| df.column(&c.name).is_err())
@@ -70,6 +55,36 @@ impl Table {
             columns,
             height: df.height(),
         })
+    }
+
+    /// Reads every column of `bytes`, with their names in file order.
+    pub fn read_all(
+        bytes: Vec<u8>,
+        format: FileFormat,
+    ) -> Result<(Vec<String>, Table), BatchError> {
+        let df = frame(bytes, format)?;
+        let names = df
+            .get_column_names()
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        let columns = df
+            .columns()
+            .iter()
+            .map(|c| c.as_materialized_series().rechunk())
+            .collect();
+        Ok((
+            names,
+            Table {
+                columns,
+                height: df.height(),
+            },
+        ))
+    }
+
+    /// Column `i`'s cells, as `rows` gives them.
+    pub fn column(&self, i: usize) -> Result<Vec<String>, BatchError> {
+        self.columns.get(i).map_or(Ok(Vec::new()), texts)
     }
 
     pub fn len(&self) -> usize {
@@ -94,6 +109,25 @@ impl Table {
             }
         }
         Ok(rows)
+    }
+}
+
+/// A CSV (every cell as text, as a scoring request would carry it) or Parquet file.
+fn frame(bytes: Vec<u8>, format: FileFormat) -> Result<DataFrame, BatchError> {
+    let read = |e: PolarsError| BatchError::Read {
+        format,
+        reason: e.to_string(),
+    };
+    match format {
+        FileFormat::Csv => CsvReadOptions::default()
+            .with_has_header(true)
+            .with_infer_schema_length(Some(0))
+            .into_reader_with_file_handle(Cursor::new(bytes))
+            .finish()
+            .map_err(read),
+        FileFormat::Parquet => ParquetReader::new(Cursor::new(bytes))
+            .finish()
+            .map_err(read),
     }
 }
 
