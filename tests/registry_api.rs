@@ -632,7 +632,7 @@ async fn the_full_registry_story() {
         .post(format!("{}/api/v1/deployments/{dep}/jobs", srv.base))
         .bearer_auth(&bob_t)
         .header("content-type", "text/csv")
-        .body(file)
+        .body(file.clone())
         .send()
         .await
         .unwrap();
@@ -660,6 +660,33 @@ async fn the_full_registry_story() {
         ("Completed".into(), &json!(2)),
         "{j}"
     );
+    // The version's reference data (the same two rows), and the deployment's drift from it:
+    // both runs scored the sample row, so nothing drifts.
+    let r = srv
+        .http
+        .put(format!("{}{model}/versions/1/reference", srv.base))
+        .bearer_auth(&bob_t)
+        .header("content-type", "text/csv")
+        .body(file)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let (st, drift) = srv
+        .call(
+            "GET",
+            &format!("/api/v1/deployments/{dep}/drift"),
+            Some(&carol_t),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(st, 200, "{drift}");
+    assert_eq!(
+        (&drift["runs"], &drift["rows"], &drift["dataset_drift"]),
+        (&json!(2), &json!(3), &json!(false)),
+        "{drift}"
+    );
+    assert_eq!(drift["columns"].as_array().unwrap().len(), fields.len());
     // An endpoint on it, then removed.
     for (method, body) in [
         ("PUT", json!({"deployment_id": dep, "reason": "stable URL"})),
@@ -1214,6 +1241,18 @@ async fn authorization_matrix_every_route_and_role() {
             format!("/api/v1/deployments/{dep}/metrics"),
             n.clone(),
             ProjectRead,
+        ),
+        (
+            "GET",
+            format!("/api/v1/deployments/{dep}/drift"),
+            n.clone(),
+            ProjectRead,
+        ),
+        (
+            "PUT",
+            format!("{m}/versions/1/reference"),
+            json!({}),
+            ProjectEdit,
         ),
         ("GET", "/api/v1/endpoints".into(), n.clone(), Anyone),
         (

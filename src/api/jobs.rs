@@ -121,7 +121,7 @@ pub struct Ended {
     pub errors: Vec<RowError>,
 }
 
-fn bad_file(e: BatchError) -> ApiError {
+pub(super) fn bad_file(e: BatchError) -> ApiError {
     let code = match e {
         BatchError::MissingColumns(_) => "missing_columns",
         _ => "invalid_file",
@@ -129,7 +129,7 @@ fn bad_file(e: BatchError) -> ApiError {
     ApiError::bad_request(code, e.to_string())
 }
 
-fn internal(code: &'static str, detail: impl ToString) -> ApiError {
+pub(super) fn internal(code: &'static str, detail: impl ToString) -> ApiError {
     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, code, detail.to_string())
 }
 
@@ -501,6 +501,40 @@ fn status(s: &AppState, j: &ScoringJob) -> Value {
 /// `POST /api/v1/deployments/{deployment_id}/jobs`: scores the file in the body (CSV or
 /// Parquet) as a batch job (editors of the project). Answers 202 once the job is recorded as
 /// started; `GET /api/v1/jobs/{job_id}` follows it.
+/// An uploaded table: its format (as named in the query, else by its Content-Type) and its
+/// bytes, at most the blob store's limit.
+pub(super) async fn upload(
+    s: &AppState,
+    named: Option<FileFormat>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(FileFormat, Vec<u8>), ApiError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let format = match (named, content_type) {
+        (Some(f), _) => f,
+        (None, t) if t.starts_with("text/csv") => FileFormat::Csv,
+        (None, t) if t.starts_with("application/vnd.apache.parquet") => FileFormat::Parquet,
+        _ => {
+            return Err(ApiError::bad_request(
+                "unknown_format",
+                "say the file's format: in the query (csv or parquet), or as Content-Type text/csv or application/vnd.apache.parquet",
+            ));
+        }
+    };
+    let limit = usize::try_from(s.blobs.max_bytes()).unwrap_or(usize::MAX);
+    let file: Bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "file_too_large",
+            format!("an uploaded file is at most {limit} bytes"),
+        )
+    })?;
+    Ok((format, file.to_vec()))
+}
+
 #[utoipa::path(post, path = "/api/v1/deployments/{deployment_id}/jobs", tag = "deployments", params(JobOptions), request_body(content = Vec<u8>, content_type = "application/vnd.apache.parquet", description = "the file; text/csv for CSV"), responses((status = 202, body = Written, description = "started"), (status = 400, description = "`invalid_file`, `missing_columns`, `unknown_format`"), (status = 409, description = "`conflict`: the deployment is not Healthy")))]
 pub async fn create(
     State(s): State<AppState>,
@@ -514,31 +548,9 @@ pub async fn create(
     job::check_start(&s.registry.read(), p.user_id, deployment_id)?;
     let Query(options) =
         options.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    let format = match (options.input_format, content_type) {
-        (Some(f), _) => f,
-        (None, t) if t.starts_with("text/csv") => FileFormat::Csv,
-        (None, t) if t.starts_with("application/vnd.apache.parquet") => FileFormat::Parquet,
-        _ => {
-            return Err(ApiError::bad_request(
-                "unknown_format",
-                "say the file's format: input_format=csv|parquet, or Content-Type text/csv or application/vnd.apache.parquet",
-            ));
-        }
-    };
-    let limit = usize::try_from(s.blobs.max_bytes()).unwrap_or(usize::MAX);
-    let file: Bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "file_too_large",
-            format!("a job's file is at most {limit} bytes"),
-        )
-    })?;
+    let (format, file) = upload(&s, options.input_format, &headers, body).await?;
     let started = s
-        .start_job(p.user_id, deployment_id, file.to_vec(), format, &options)
+        .start_job(p.user_id, deployment_id, file, format, &options)
         .await?;
     let (id, mut view) = (
         started.job_id,

@@ -171,7 +171,7 @@ fn window_report(start: i64, length: i64, w: &Window) -> WindowReport {
     }
 }
 
-fn seconds(field: &str, s: Option<&str>) -> Result<Option<i64>, ApiError> {
+pub(super) fn seconds(field: &str, s: Option<&str>) -> Result<Option<i64>, ApiError> {
     s.map(|s| {
         DateTime::parse_from_rfc3339(s)
             .map(|t| t.timestamp())

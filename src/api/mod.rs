@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod command;
 pub mod deployments;
+pub mod drift;
 mod endpoints;
 pub mod error;
 pub mod exports;
@@ -163,6 +164,7 @@ fn documented() -> OpenApiRouter<AppState> {
         .routes(routes!(deployments::deploy, deployments::list))
         .routes(routes!(deployments::get, deployments::action))
         .routes(routes!(metrics::get))
+        .routes(routes!(drift::get))
         .routes(routes!(endpoints::list))
         .routes(routes!(endpoints::get, endpoints::point, endpoints::remove))
         .routes(routes!(predictions::get, predictions::action))
@@ -182,6 +184,7 @@ pub fn router(state: AppState) -> axum::Router {
     let (uploads, upload_doc) = OpenApiRouter::new()
         .routes(routes!(registry::import_experiment))
         .routes(routes!(jobs::create))
+        .routes(routes!(drift::put_reference))
         .layer(DefaultBodyLimit::disable())
         .split_for_parts();
     let (api, mut doc) = documented().split_for_parts();

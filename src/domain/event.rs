@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use super::deployment::{DeploymentSpec, DeploymentState};
 use super::job::{FileFormat, JobOutcome};
+use super::reference::ColumnProfile;
 use super::runtime::{
     ArtifactTypeSpec, EntityRef, ImageSpec, ImageVersionSpec, RuntimeSpec, RuntimeState, Source,
 };
@@ -221,6 +222,9 @@ events! {
     ModelAliasSet { model_id: Uuid, alias: String, version: u32, previous_version: Option<u32>, annotation: String }
     ModelAliasRemoved { model_id: Uuid, alias: String, version: u32, annotation: String }
     ModelVersionDeleted { model_id: Uuid, version: u32, annotation: String }
+    /// A model version's reference data for drift, replacing any before it: the file (kept
+    /// as a blob, named by its blake3 hash) and its profile, a column per input.
+    ReferenceProfileRecorded { model_id: Uuid, version: u32, dataset_blob: String, format: FileFormat, rows: u64, columns: Vec<ColumnProfile> }
 
     /// A runtime image's definition, new or changed, by either source.
     RuntimeImageDeclared { image_id: String, source: Source, spec: ImageSpec }

@@ -7,6 +7,7 @@ pub mod deployment;
 pub mod endpoint;
 pub mod event;
 pub mod job;
+pub mod reference;
 pub mod runtime;
 #[cfg(test)]
 mod runtime_tests;

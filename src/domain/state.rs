@@ -109,6 +109,8 @@ pub struct ModelVersion {
     pub comments: Vec<Comment>,
     pub deleted: Option<Deletion>,
     pub registered: Stamp,
+    /// The reference data its deployments' inputs are compared with for drift.
+    pub reference: Option<Box<super::reference::ReferenceProfile>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
@@ -219,6 +221,7 @@ fn project_of(state: &Registry, event: &RegistryEvent) -> Option<Uuid> {
         E::ModelAliasSet(e) => model(&e.model_id),
         E::ModelAliasRemoved(e) => model(&e.model_id),
         E::ModelVersionDeleted(e) => model(&e.model_id),
+        E::ReferenceProfileRecorded(e) => model(&e.model_id),
         // ProjectCreated pushes its own position when it creates the project.
         E::DeploymentCreated(e) => Some(e.spec.project_id),
         // Predictions are listed per deployment, not in the project's governance events.
@@ -498,6 +501,7 @@ fn apply(state: &mut Registry, event: &RegistryEvent, stamp: Stamp) {
                         comments: Vec::new(),
                         deleted: None,
                         registered: stamp,
+                        reference: None,
                     },
                 );
             }
@@ -511,6 +515,17 @@ fn apply(state: &mut Registry, event: &RegistryEvent, stamp: Stamp) {
                     annotation: e.annotation.clone(),
                     changed: stamp,
                 });
+            }
+        }
+        E::ReferenceProfileRecorded(e) => {
+            if let Some(v) = version_mut(state, e.model_id, e.version) {
+                v.reference = Some(Box::new(super::reference::ReferenceProfile {
+                    dataset_blob: e.dataset_blob.clone(),
+                    format: e.format,
+                    rows: e.rows,
+                    columns: e.columns.clone(),
+                    recorded: stamp,
+                }));
             }
         }
         E::ModelAliasSet(e) => {

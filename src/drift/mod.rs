@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::domain::reference::{ColumnProfile, Summary, ValueCount};
 use crate::domain::schema::ColumnType;
 
 /// Reference data of at most this many rows is judged by statistical tests (p-values),
@@ -69,50 +70,77 @@ pub struct NotANumber {
     pub cell: String,
 }
 
+/// A column's values gathered cell by cell, from a file or run after run.
+#[derive(Debug, Clone)]
+pub struct Gather {
+    values: Values,
+    missing: u64,
+    cells: usize,
+}
+
+impl Gather {
+    pub fn new(kind: Kind) -> Gather {
+        let values = match kind {
+            Kind::Numeric => Values::Numeric(Vec::new()),
+            Kind::Categorical => Values::Categorical(Vec::new()),
+        };
+        Gather {
+            values,
+            missing: 0,
+            cells: 0,
+        }
+    }
+
+    /// One cell as the scorer takes it: "" is missing; a numeric column's cells must parse
+    /// as numbers, and NaN or infinite ones count as missing (as Evidently drops them).
+    pub fn push(&mut self, cell: &str) -> Result<(), NotANumber> {
+        let row = self.cells;
+        self.cells += 1;
+        if cell.is_empty() {
+            self.missing += 1;
+            return Ok(());
+        }
+        match &mut self.values {
+            Values::Numeric(v) => {
+                let x: f64 = cell.trim().parse().map_err(|_| NotANumber {
+                    row,
+                    cell: cell.to_string(),
+                })?;
+                if x.is_finite() {
+                    // -0 and 0 are one value, as for numpy.
+                    v.push(x + 0.0);
+                } else {
+                    self.missing += 1;
+                }
+            }
+            Values::Categorical(v) => v.push(cell.to_string()),
+        }
+        Ok(())
+    }
+
+    pub fn finish(self) -> Sample {
+        let mut values = self.values;
+        if let Values::Numeric(v) = &mut values {
+            v.sort_by(f64::total_cmp);
+        }
+        Sample {
+            values,
+            missing: self.missing,
+        }
+    }
+}
+
 impl Sample {
-    /// A column's cells as the scorer takes them: "" is missing; a numeric column's cells
-    /// must parse as numbers, and NaN or infinite ones count as missing (as Evidently drops
-    /// them).
+    /// A column's cells (see `Gather::push`).
     pub fn read<'a>(
         kind: Kind,
         cells: impl IntoIterator<Item = &'a str>,
     ) -> Result<Sample, NotANumber> {
-        let mut missing = 0;
-        let values = match kind {
-            Kind::Numeric => {
-                let mut v = Vec::new();
-                for (row, cell) in cells.into_iter().enumerate() {
-                    if cell.is_empty() {
-                        missing += 1;
-                        continue;
-                    }
-                    let x: f64 = cell.trim().parse().map_err(|_| NotANumber {
-                        row,
-                        cell: cell.to_string(),
-                    })?;
-                    if x.is_finite() {
-                        // -0 and 0 are one value, as for numpy.
-                        v.push(x + 0.0);
-                    } else {
-                        missing += 1;
-                    }
-                }
-                v.sort_by(f64::total_cmp);
-                Values::Numeric(v)
-            }
-            Kind::Categorical => Values::Categorical(
-                cells
-                    .into_iter()
-                    .filter(|c| {
-                        let empty = c.is_empty();
-                        missing += u64::from(empty);
-                        !empty
-                    })
-                    .map(str::to_string)
-                    .collect(),
-            ),
-        };
-        Ok(Sample { values, missing })
+        let mut g = Gather::new(kind);
+        for c in cells {
+            g.push(c)?;
+        }
+        Ok(g.finish())
     }
 
     pub fn kind(&self) -> Kind {
@@ -154,50 +182,6 @@ impl Sample {
 
 fn number_key(x: f64) -> String {
     ryu_js::Buffer::new().format(x).to_string()
-}
-
-/// A column of the reference data, summarized: what PSI bins by and a reader learns from.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ColumnProfile {
-    pub name: String,
-    /// Values present.
-    pub count: u64,
-    pub missing: u64,
-    /// Distinct values present.
-    pub unique: u64,
-    pub summary: Summary,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, utoipa::ToSchema)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum Summary {
-    Numeric {
-        /// Bin edges: numpy's linear quantiles at 0, 0.1, ..., 1 with repeats dropped, or
-        /// for a column of at most 10 distinct values those values, a bin each. The bins are
-        /// split at `edges[1..counts.len()]`: bin i holds edges[i] <= v < edges[i+1], the
-        /// first reaching down to -inf and the last up to +inf, so every value has a bin.
-        edges: Vec<f64>,
-        counts: Vec<u64>,
-        mean: f64,
-        /// Population standard deviation.
-        std: f64,
-        min: f64,
-        max: f64,
-    },
-    Categorical {
-        /// The most frequent values, most frequent first (ties by value).
-        top: Vec<ValueCount>,
-        /// Values outside `top`.
-        other: u64,
-    },
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ValueCount {
-    pub value: String,
-    pub count: u64,
 }
 
 /// Profiles a reference column; it must have a value.

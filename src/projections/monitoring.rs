@@ -58,6 +58,8 @@ pub struct Totals {
 struct Served {
     /// Minute (Unix seconds / 60) → its window.
     minutes: BTreeMap<i64, Window>,
+    /// Minute → the ledger positions of its runs, for what reads the runs themselves (drift).
+    runs: BTreeMap<i64, Vec<u64>>,
     totals: Totals,
 }
 
@@ -116,6 +118,7 @@ impl Monitoring {
         let minute = DateTime::parse_from_rfc3339(&r.recorded_at)
             .map_or(0, |t| t.timestamp().div_euclid(60));
         let served = self.deployments.entry(run.deployment_id).or_default();
+        served.runs.entry(minute).or_default().push(r.position);
         let window = served.minutes.entry(minute).or_default();
         let totals = &mut served.totals;
         window.runs += 1;
@@ -170,6 +173,25 @@ impl Monitoring {
         out
     }
 
+    /// The ledger positions of a deployment's runs committed in the minutes that start in
+    /// `from..to` (Unix seconds, either open), oldest first.
+    pub fn run_positions(&self, deployment: Uuid, from: Option<i64>, to: Option<i64>) -> Vec<u64> {
+        let Some(served) = self.deployments.get(&deployment) else {
+            return Vec::new();
+        };
+        let first = from.map_or(i64::MIN, |f| {
+            f.div_euclid(60) + i64::from(f.rem_euclid(60) != 0)
+        });
+        let end = to.map_or(i64::MAX, |t| {
+            t.div_euclid(60) + i64::from(t.rem_euclid(60) != 0)
+        });
+        served
+            .runs
+            .range(first..end.max(first))
+            .flat_map(|(_, p)| p.iter().copied())
+            .collect()
+    }
+
     /// Every deployment's totals, by deployment id.
     pub fn totals(&self) -> impl Iterator<Item = (&Uuid, &Totals)> {
         self.deployments.iter().map(|(id, s)| (id, &s.totals))
@@ -221,16 +243,38 @@ mod tests {
 
     fn folded() -> Monitoring {
         let mut m = Monitoring::default();
-        for r in [
+        for (i, r) in [
             run(1, "2026-11-23T10:00:05.000000Z", &[800, 1200]),
             run(1, "2026-11-23T10:00:59.999999Z", &[3000]),
             run(1, "2026-11-23T10:01:00.000000Z", &[400]),
             run(1, "2026-11-23T11:30:00.000000Z", &[2_000_000, 100]),
             run(2, "2026-11-23T10:00:10.000000Z", &[50]),
-        ] {
-            m.apply(&r);
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            m.apply(&Recorded {
+                position: i as u64,
+                ..r
+            });
         }
         m
+    }
+
+    #[test]
+    fn run_positions_come_from_the_minutes_that_start_in_the_range() {
+        let m = folded();
+        let ten = DateTime::parse_from_rfc3339("2026-11-23T10:00:00Z")
+            .unwrap()
+            .timestamp();
+        let one = Uuid::from_u128(1);
+        assert_eq!(m.run_positions(one, None, None), [0, 1, 2, 3]);
+        assert_eq!(m.run_positions(one, Some(ten), Some(ten + 60)), [0, 1]);
+        // 10:00:30 to 10:01:30: only the minute starting 10:01 lies within.
+        assert_eq!(m.run_positions(one, Some(ten + 30), Some(ten + 90)), [2]);
+        assert_eq!(m.run_positions(one, Some(ten + 3600), None), [3]);
+        assert!(m.run_positions(one, Some(ten + 90), Some(ten)).is_empty());
+        assert_eq!(m.run_positions(Uuid::from_u128(2), None, None), [4]);
     }
 
     #[test]

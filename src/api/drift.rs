@@ -1,0 +1,325 @@
+//! Drift over HTTP: a model version's reference data (uploaded, kept as a blob, profiled and
+//! recorded), and a deployment's drift over a time range, recomputed from the reference file
+//! and the retained inputs of the runs in that range.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::AppState;
+use super::auth::{Principal, forbidden};
+use super::command::Written;
+use super::error::ApiError;
+use super::extract::{ApiPath, ApiQuery};
+use super::jobs::{bad_file, upload};
+use super::metrics::seconds;
+use crate::blobs::BlobError;
+use crate::domain::event::RegistryEvent;
+use crate::domain::job::FileFormat;
+use crate::domain::reference::{self, ColumnProfile, RecordReference, ReferenceProfile};
+use crate::domain::schema::Column;
+use crate::domain::{Kind as Entity, can_read_project};
+use crate::drift::{Gather, Kind, Report, Sample, profile};
+use crate::log::envelope::Digest;
+use crate::runtime::batch::Table;
+
+/// The most scored rows one drift report reads: the values are held in memory.
+pub const MAX_DRIFT_ROWS: u64 = 2_000_000;
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ReferenceOptions {
+    /// `csv` or `parquet`; else the Content-Type says.
+    pub format: Option<FileFormat>,
+}
+
+fn internal(detail: impl ToString) -> ApiError {
+    super::jobs::internal("internal", detail)
+}
+
+/// Each schema column of a table, gathered by its kind; a numeric column's bad cell is the
+/// file's fault.
+fn table_samples(table: &Table, schema: &[Column]) -> Result<Vec<Sample>, ApiError> {
+    schema
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let cells = table.column(i).map_err(bad_file)?;
+            Sample::read(Kind::of(c.column_type), cells.iter().map(String::as_str)).map_err(|e| {
+                ApiError::bad_request(
+                    "invalid_file",
+                    format!(
+                        "column {:?}, data row {}: {:?} is not a number",
+                        c.name,
+                        e.row + 1,
+                        e.cell
+                    ),
+                )
+            })
+        })
+        .collect()
+}
+
+/// Reads and profiles a reference file against the version's input schema.
+fn profile_file(
+    bytes: Vec<u8>,
+    format: FileFormat,
+    schema: &[Column],
+) -> Result<(u64, Vec<ColumnProfile>), ApiError> {
+    let table = Table::read(bytes, format, schema).map_err(bad_file)?;
+    let samples = table_samples(&table, schema)?;
+    let profiles = schema
+        .iter()
+        .zip(&samples)
+        .map(|(c, s)| {
+            profile(&c.name, s).ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_file",
+                    format!("column {:?} has no values to profile", c.name),
+                )
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    Ok((table.len() as u64, profiles))
+}
+
+/// `PUT /api/v1/models/{model_id}/versions/{version}/reference`: the version's reference
+/// data, replacing any before it. The file is kept as a blob; its profile is recorded.
+#[utoipa::path(put, path = "/api/v1/models/{model_id}/versions/{version}/reference", tag = "models", params(ReferenceOptions), request_body(content = Vec<u8>, content_type = "text/csv", description = "the reference data; application/vnd.apache.parquet for Parquet"), responses((status = 200, body = Written, description = "recorded; `data` is the profile"), (status = 400, description = "`invalid_file`, `missing_columns`, `unknown_format`"), (status = 403, description = "not an editor of the model's project"), (status = 404, description = "`model_not_found`, `version_not_found`"), (status = 409, description = "`conflict`: the version has no input schema"), (status = 413, description = "`file_too_large`")))]
+pub async fn put_reference(
+    State(s): State<AppState>,
+    p: Principal,
+    ApiPath((model_id, version)): ApiPath<(Uuid, u32)>,
+    options: Result<Query<ReferenceOptions>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Written>, ApiError> {
+    // Who and where first: a caller who may not record learns nothing of the file.
+    let (_, schema) = reference::check(&s.registry.read(), p.user_id, model_id, version)?;
+    let Query(options) =
+        options.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let (format, bytes) = upload(&s, options.format, &headers, body).await?;
+    let blobs = s.blobs.clone();
+    let (dataset_blob, rows, columns) = tokio::task::spawn_blocking(move || {
+        let (rows, columns) = profile_file(bytes.clone(), format, &schema)?;
+        let stored = blobs.put(&bytes).map_err(internal)?;
+        Ok::<_, ApiError>((stored.hash.to_hex(), rows, columns))
+    })
+    .await
+    .map_err(internal)??;
+    let record = RecordReference {
+        model_id,
+        version,
+        dataset_blob,
+        format,
+        rows,
+        columns,
+    };
+    let written = s
+        .run(
+            p.user_id,
+            |r| reference::record(r, p.user_id, record),
+            |r| {
+                r.models
+                    .get(&model_id)
+                    .and_then(|m| m.versions.get(&version))
+                    .and_then(|v| v.reference.clone())
+            },
+        )
+        .await?;
+    Ok(Json(written))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct DriftQuery {
+    /// Runs committed in the minutes that start in `from..to` (RFC 3339; either open).
+    pub from: Option<String>,
+    pub to: Option<String>,
+}
+
+/// A deployment's inputs against its model version's reference data.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DriftReport {
+    pub deployment_id: Uuid,
+    pub model_id: Uuid,
+    pub version: u32,
+    /// The reference file's blake3 hash and rows; its profile is the version's `reference`.
+    pub reference_blob: String,
+    pub reference_rows: u64,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    /// Runs in the range, and their rows.
+    pub runs: u64,
+    pub rows: u64,
+    /// Runs whose inputs were not retained (hash-only retention, or purged): left out of the
+    /// comparison, and counted here so a reader knows what the report did not see.
+    pub unretained_runs: u64,
+    pub unretained_rows: u64,
+    #[serde(flatten)]
+    pub report: Report,
+}
+
+/// A stored run's inputs, as the scorer stored them.
+#[derive(Deserialize)]
+struct RunInputs {
+    fields: Vec<String>,
+    rows: Vec<Vec<String>>,
+}
+
+/// The current side: every retained run's inputs, gathered per schema column.
+struct Current {
+    samples: BTreeMap<String, Sample>,
+    runs: u64,
+    rows: u64,
+    unretained_runs: u64,
+    unretained_rows: u64,
+}
+
+fn gather_runs(s: &AppState, positions: &[u64], schema: &[Column]) -> Result<Current, ApiError> {
+    let mut gathers: Vec<Gather> = schema
+        .iter()
+        .map(|c| Gather::new(Kind::of(c.column_type)))
+        .collect();
+    let mut current = Current {
+        samples: BTreeMap::new(),
+        runs: 0,
+        rows: 0,
+        unretained_runs: 0,
+        unretained_rows: 0,
+    };
+    for &position in positions {
+        let event = s
+            .ledger
+            .event(position)?
+            .ok_or_else(|| internal(format!("no event at position {position}")))?;
+        let u = &event.unsigned;
+        let Ok(Some(RegistryEvent::InferenceRunRecorded(run))) =
+            RegistryEvent::decode(&u.event_type, u.schema_version, &u.payload)
+        else {
+            return Err(internal(format!(
+                "position {position} is not an inference run"
+            )));
+        };
+        current.runs += 1;
+        current.rows += run.row_count;
+        if current.rows - current.unretained_rows > MAX_DRIFT_ROWS {
+            return Err(ApiError::bad_request(
+                "too_many_rows",
+                format!("the range holds more than {MAX_DRIFT_ROWS} scored rows; narrow from/to"),
+            ));
+        }
+        let hash = Digest::from_hex(&run.input_blob)
+            .ok_or_else(|| internal(format!("run at {position}: bad input hash")))?;
+        let bytes = match s.blobs.get(&hash) {
+            Ok(b) => b,
+            Err(BlobError::NotFound(_)) => {
+                current.unretained_runs += 1;
+                current.unretained_rows += run.row_count;
+                continue;
+            }
+            Err(e) => return Err(internal(e)),
+        };
+        let inputs: RunInputs = serde_json::from_slice(&bytes).map_err(internal)?;
+        let at: Vec<Option<usize>> = schema
+            .iter()
+            .map(|c| inputs.fields.iter().position(|f| *f == c.name))
+            .collect();
+        for row in &inputs.rows {
+            for (g, i) in gathers.iter_mut().zip(&at) {
+                // The scorer refused cells that do not fit the schema; one that still does
+                // not read as a number here is counted as missing, not guessed at.
+                let cell = i.and_then(|i| row.get(i)).map_or("", String::as_str);
+                if g.push(cell).is_err() {
+                    g.push("").ok();
+                }
+            }
+        }
+    }
+    current.samples = schema
+        .iter()
+        .zip(gathers)
+        .map(|(c, g)| (c.name.clone(), g.finish()))
+        .collect();
+    Ok(current)
+}
+
+/// `GET /api/v1/deployments/{deployment_id}/drift`: each input column's drift from the model
+/// version's reference data over the runs in a time range, by Evidently's default tests,
+/// with PSI over the reference profile's bins.
+#[utoipa::path(get, path = "/api/v1/deployments/{deployment_id}/drift", tag = "deployments", params(DriftQuery), responses((status = 200, body = DriftReport), (status = 400, description = "`invalid_argument`, `too_many_rows`"), (status = 403, description = "not a reader of the deployment's project"), (status = 404, description = "`deployment_not_found`, `reference_not_found`")))]
+pub async fn get(
+    State(s): State<AppState>,
+    p: Principal,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiQuery(q): ApiQuery<DriftQuery>,
+) -> Result<Json<DriftReport>, ApiError> {
+    let (from, to) = (
+        seconds("from", q.from.as_deref())?,
+        seconds("to", q.to.as_deref())?,
+    );
+    s.registry.wait_for(s.ledger.head().size).await?;
+    let (spec, found): (_, Option<ReferenceProfile>) = {
+        let reg = s.registry.read();
+        let d = reg.deployments.get(&id).ok_or_else(|| {
+            ApiError::not_found(Entity::Deployment.code(), format!("no deployment {id}"))
+        })?;
+        if !can_read_project(&reg, p.user_id, d.spec.project_id) {
+            return Err(forbidden(format!(
+                "reading deployment {id}'s drift needs a role in its project"
+            )));
+        }
+        let found = reg
+            .models
+            .get(&d.spec.model_id)
+            .and_then(|m| m.versions.get(&d.spec.version))
+            .and_then(|v| v.reference.as_deref().cloned());
+        (d.spec.clone(), found)
+    };
+    let reference = found.ok_or_else(|| {
+        ApiError::not_found(
+            "reference_not_found",
+            format!(
+                "version {}/{} has no reference data; PUT it to /api/v1/models/{}/versions/{}/reference",
+                spec.model_id, spec.version, spec.model_id, spec.version
+            ),
+        )
+    })?;
+    let positions = s.registry.monitoring().run_positions(id, from, to);
+    let state = s.clone();
+    let report = tokio::task::spawn_blocking(move || {
+        let schema = &spec.input_schema;
+        let current = gather_runs(&state, &positions, schema)?;
+        let hash = Digest::from_hex(&reference.dataset_blob)
+            .ok_or_else(|| internal("bad reference hash"))?;
+        let bytes = state.blobs.get(&hash).map_err(internal)?;
+        let table = Table::read(bytes, reference.format, schema).map_err(internal)?;
+        let reference_samples: BTreeMap<String, Sample> = schema
+            .iter()
+            .map(|c| c.name.clone())
+            .zip(table_samples(&table, schema)?)
+            .collect();
+        Ok::<_, ApiError>(DriftReport {
+            deployment_id: id,
+            model_id: spec.model_id,
+            version: spec.version,
+            reference_blob: reference.dataset_blob.clone(),
+            reference_rows: reference.rows,
+            from: q.from,
+            to: q.to,
+            runs: current.runs,
+            rows: current.rows,
+            unretained_runs: current.unretained_runs,
+            unretained_rows: current.unretained_rows,
+            report: Report::new(&reference.columns, &reference_samples, &current.samples),
+        })
+    })
+    .await
+    .map_err(internal)??;
+    Ok(Json(report))
+}

@@ -1,0 +1,151 @@
+//! Reference data: per model version, the dataset its deployments' inputs are compared with
+//! for drift. The file itself is kept as a blob (exact tests need its values); the event
+//! records its hash and its profile, so the profile is part of the audit trail.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::event::{ProjectRole, ReferenceProfileRecorded, RegistryEvent};
+use super::job::FileFormat;
+use super::schema::{Column, stored_schema};
+use super::state::{Registry, Stamp};
+use super::{Decision, DomainError, Kind, may};
+
+/// A column of the reference data, summarized: what PSI bins by and a reader learns from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ColumnProfile {
+    pub name: String,
+    /// Values present.
+    pub count: u64,
+    pub missing: u64,
+    /// Distinct values present.
+    pub unique: u64,
+    pub summary: Summary,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, utoipa::ToSchema)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Summary {
+    Numeric {
+        /// Bin edges: numpy's linear quantiles at 0, 0.1, ..., 1 with repeats dropped, or
+        /// for a column of at most 10 distinct values those values, a bin each. The bins are
+        /// split at `edges[1..counts.len()]`: bin i holds edges[i] <= v < edges[i+1], the
+        /// first reaching down to -inf and the last up to +inf, so every value has a bin.
+        edges: Vec<f64>,
+        counts: Vec<u64>,
+        mean: f64,
+        /// Population standard deviation.
+        std: f64,
+        min: f64,
+        max: f64,
+    },
+    Categorical {
+        /// The most frequent values, most frequent first (ties by value).
+        top: Vec<ValueCount>,
+        /// Values outside `top`.
+        other: u64,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ValueCount {
+    pub value: String,
+    pub count: u64,
+}
+
+/// A model version's current reference data.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct ReferenceProfile {
+    pub dataset_blob: String,
+    pub format: FileFormat,
+    pub rows: u64,
+    pub columns: Vec<ColumnProfile>,
+    pub recorded: Stamp,
+}
+
+/// Where a reference goes and what it must hold: editors of the model's project, a live
+/// version, and that version's input schema. Answers the project and the schema.
+pub fn check(
+    state: &Registry,
+    actor: Uuid,
+    model_id: Uuid,
+    version: u32,
+) -> Result<(Uuid, Vec<Column>), DomainError> {
+    let model = state.models.get(&model_id).ok_or(DomainError::NotFound {
+        kind: Kind::Model,
+        id: model_id.to_string(),
+    })?;
+    if !may(state, actor, model.project_id, ProjectRole::Editor) {
+        return Err(DomainError::Forbidden(format!(
+            "reference data needs the editor role in project {}",
+            model.project_id
+        )));
+    }
+    let v = model
+        .versions
+        .get(&version)
+        .filter(|v| v.deleted.is_none())
+        .ok_or(DomainError::NotFound {
+            kind: Kind::Version,
+            id: format!("{model_id}/{version}"),
+        })?;
+    let schema = state
+        .experiments
+        .get(&v.experiment_id)
+        .and_then(|x| stored_schema(&x.metadata, "input_schema"))
+        .ok_or_else(|| {
+            DomainError::Conflict(format!(
+                "version {model_id}/{version} has no input_schema to profile reference data by"
+            ))
+        })?;
+    Ok((model.project_id, schema))
+}
+
+/// What the shell made of the uploaded file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordReference {
+    pub model_id: Uuid,
+    pub version: u32,
+    pub dataset_blob: String,
+    pub format: FileFormat,
+    pub rows: u64,
+    pub columns: Vec<ColumnProfile>,
+}
+
+/// Records a version's reference data, replacing any before it: one profile per input
+/// column, in the schema's order.
+pub fn record(state: &Registry, actor: Uuid, r: RecordReference) -> Result<Decision, DomainError> {
+    let (_, schema) = check(state, actor, r.model_id, r.version)?;
+    let names: Vec<&str> = r.columns.iter().map(|c| c.name.as_str()).collect();
+    let wanted: Vec<&str> = schema.iter().map(|c| c.name.as_str()).collect();
+    if names != wanted {
+        return Err(DomainError::Invalid {
+            field: "columns",
+            detail: format!("profiles {names:?} do not match the input schema {wanted:?}"),
+        });
+    }
+    if r.rows == 0 {
+        return Err(DomainError::Invalid {
+            field: "file",
+            detail: "the reference data has no rows".into(),
+        });
+    }
+    let stream = super::event::stream_of("model", r.model_id);
+    Ok(Decision {
+        expected: state.stream_versions.get(&stream).copied(),
+        stream,
+        events: vec![RegistryEvent::ReferenceProfileRecorded(
+            ReferenceProfileRecorded {
+                model_id: r.model_id,
+                version: r.version,
+                dataset_blob: r.dataset_blob,
+                format: r.format,
+                rows: r.rows,
+                columns: r.columns,
+            },
+        )],
+    })
+}
