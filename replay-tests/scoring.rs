@@ -1,6 +1,8 @@
 //! The scoring story: the runtime catalog bootstrapped, the demo classifier deployed, scored
 //! by one five-row request and eight concurrent one-row requests (coalesced into shared runs)
-//! and one through an endpoint that is then re-pointed and removed, a second deployment whose runs are purged under its retention policy, and a stop. The
+//! and one through an endpoint that is then re-pointed and removed, a second deployment whose
+//! runs are purged under its retention policy, a batch job, the version's reference data for
+//! drift, and a stop. The
 //! folder keeps the log, the registry it folds to, and the run blobs that were kept
 //! (`blobs/<blake3>.json`); the test reproduces every kept run bit for bit from them.
 
@@ -279,6 +281,29 @@ async fn record_story() {
         .unwrap();
     let ended = state.run_job(started, &|_| {}).await.unwrap();
     assert_eq!((ended.scored_rows, ended.failed_rows), (5, 1));
+    // The version's reference data for drift: the fixture's rows.
+    let reference: String = std::iter::once(fields.as_array().unwrap())
+        .chain(rows.iter().map(|r| r.as_array().unwrap()))
+        .map(|cells| {
+            cells
+                .iter()
+                .map(|c| c.as_str().unwrap())
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let r = http
+        .put(format!(
+            "{base}/api/v1/models/{model_id}/versions/1/reference"
+        ))
+        .bearer_auth(&token)
+        .header("content-type", "text/csv")
+        .body(reference)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
     call(
         reqwest::Method::POST,
         format!("/api/v1/deployments/{demo}:stop"),

@@ -19,6 +19,7 @@ use super::extract::{ApiPath, ApiQuery};
 use super::jobs::{bad_file, upload};
 use super::metrics::seconds;
 use crate::blobs::BlobError;
+use crate::domain::deployment::Retention;
 use crate::domain::event::RegistryEvent;
 use crate::domain::job::FileFormat;
 use crate::domain::reference::{self, ColumnProfile, RecordReference, ReferenceProfile};
@@ -181,7 +182,20 @@ struct Current {
     unretained_rows: u64,
 }
 
-fn gather_runs(s: &AppState, positions: &[u64], schema: &[Column]) -> Result<Current, ApiError> {
+/// What the deployment's retention policy lets a report read: no run's inputs under
+/// hash-only retention, and none purged. (A blob another deployment keeps is not this one's.)
+#[derive(Clone, Copy)]
+struct Retained {
+    any: bool,
+    from: u64,
+}
+
+fn gather_runs(
+    s: &AppState,
+    positions: &[u64],
+    schema: &[Column],
+    retained: Retained,
+) -> Result<Current, ApiError> {
     let mut gathers: Vec<Gather> = schema
         .iter()
         .map(|c| Gather::new(Kind::of(c.column_type)))
@@ -216,9 +230,10 @@ fn gather_runs(s: &AppState, positions: &[u64], schema: &[Column]) -> Result<Cur
         }
         let hash = Digest::from_hex(&run.input_blob)
             .ok_or_else(|| internal(format!("run at {position}: bad input hash")))?;
+        let kept = retained.any && position >= retained.from;
         let bytes = match s.blobs.get(&hash) {
-            Ok(b) => b,
-            Err(BlobError::NotFound(_)) => {
+            Ok(b) if kept => b,
+            Ok(_) | Err(BlobError::NotFound(_)) => {
                 current.unretained_runs += 1;
                 current.unretained_rows += run.row_count;
                 continue;
@@ -264,7 +279,7 @@ pub async fn get(
         seconds("to", q.to.as_deref())?,
     );
     s.registry.wait_for(s.ledger.head().size).await?;
-    let (spec, found): (_, Option<ReferenceProfile>) = {
+    let (spec, found, retained): (_, Option<ReferenceProfile>, _) = {
         let reg = s.registry.read();
         let d = reg.deployments.get(&id).ok_or_else(|| {
             ApiError::not_found(Entity::Deployment.code(), format!("no deployment {id}"))
@@ -279,7 +294,11 @@ pub async fn get(
             .get(&d.spec.model_id)
             .and_then(|m| m.versions.get(&d.spec.version))
             .and_then(|v| v.reference.as_deref().cloned());
-        (d.spec.clone(), found)
+        let retained = Retained {
+            any: d.spec.retention != Retention::Hashes,
+            from: d.purged_before,
+        };
+        (d.spec.clone(), found, retained)
     };
     let reference = found.ok_or_else(|| {
         ApiError::not_found(
@@ -294,7 +313,7 @@ pub async fn get(
     let state = s.clone();
     let report = tokio::task::spawn_blocking(move || {
         let schema = &spec.input_schema;
-        let current = gather_runs(&state, &positions, schema)?;
+        let current = gather_runs(&state, &positions, schema, retained)?;
         let hash = Digest::from_hex(&reference.dataset_blob)
             .ok_or_else(|| internal("bad reference hash"))?;
         let bytes = state.blobs.get(&hash).map_err(internal)?;

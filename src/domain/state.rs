@@ -110,6 +110,7 @@ pub struct ModelVersion {
     pub deleted: Option<Deletion>,
     pub registered: Stamp,
     /// The reference data its deployments' inputs are compared with for drift.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub reference: Option<Box<super::reference::ReferenceProfile>>,
 }
 

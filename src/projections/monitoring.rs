@@ -59,6 +59,7 @@ struct Served {
     /// Minute (Unix seconds / 60) → its window.
     minutes: BTreeMap<i64, Window>,
     /// Minute → the ledger positions of its runs, for what reads the runs themselves (drift).
+    #[serde(skip)]
     runs: BTreeMap<i64, Vec<u64>>,
     totals: Totals,
 }

@@ -1,0 +1,344 @@
+//! Drift over HTTP: a model version's reference data profiled and recorded, and a
+//! deployment's scored inputs judged against it, shifted and not.
+
+mod common;
+
+use common::{Server, create_user, deployed_wine, s, score};
+use serde_json::{Value, json};
+
+/// Distinct wine rows, as text cells, each column scaled by `scale[j]`.
+fn wine(from: usize, to: usize, scale: &[f64]) -> (Vec<String>, Vec<Vec<String>>) {
+    let (fields, rows) = provenant::bench::wine_rows(to).unwrap();
+    let rows = rows[from..]
+        .iter()
+        .map(|r| {
+            r.iter()
+                .zip(scale.iter().chain(std::iter::repeat(&1.0)))
+                .map(|(v, k)| (v * k).to_string())
+                .collect()
+        })
+        .collect();
+    (fields, rows)
+}
+
+fn csv(fields: &[String], rows: &[Vec<String>]) -> Vec<u8> {
+    let mut out = fields.join(",");
+    out.push('\n');
+    for r in rows {
+        out.push_str(&r.join(","));
+        out.push('\n');
+    }
+    out.into_bytes()
+}
+
+async fn put_reference(
+    srv: &Server,
+    token: &str,
+    model: &str,
+    query: &str,
+    content_type: Option<&str>,
+    file: Vec<u8>,
+) -> (u16, Value) {
+    let mut req = srv
+        .http
+        .put(format!(
+            "{}/api/v1/models/{model}/versions/1/reference{query}",
+            srv.base
+        ))
+        .bearer_auth(token)
+        .body(file);
+    if let Some(t) = content_type {
+        req = req.header("content-type", t);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn drift(srv: &Server, dep: &str, query: &str) -> (u16, Value) {
+    srv.call(
+        "GET",
+        &format!("/api/v1/deployments/{dep}/drift{query}"),
+        Some(&srv.admin_token),
+        Value::Null,
+    )
+    .await
+}
+
+async fn score_rows(srv: &Server, dep: &str, fields: &[String], rows: &[Vec<String>]) {
+    for chunk in rows.chunks(100) {
+        let (st, _, b) = score(srv, dep, json!({"fields": fields, "rows": chunk})).await;
+        assert_eq!(st, 200, "{b}");
+    }
+}
+
+fn column<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["column"] == name)
+        .unwrap_or_else(|| panic!("no column {name}: {report}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shifted_input_drifts_and_an_unshifted_one_does_not() {
+    let srv = Server::start().await;
+    let t = srv.admin_token.clone();
+    let (_, model, d) = deployed_wine(&srv, "drift").await;
+    let dep = s(&d["data"]["deployment_id"]);
+
+    // 600 reference rows: statistical tests (Evidently's rule for at most 1,000 rows).
+    let (fields, reference) = wine(0, 600, &[]);
+    let before = srv.size();
+    let (st, r) = put_reference(
+        &srv,
+        &t,
+        &model,
+        "",
+        Some("text/csv"),
+        csv(&fields, &reference),
+    )
+    .await;
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(srv.size(), before + 1);
+    assert_eq!(r["events"][0]["event_type"], "ReferenceProfileRecorded");
+    let profiles = r["data"]["columns"].as_array().unwrap();
+    assert_eq!(profiles.len(), fields.len());
+    assert_eq!(
+        (&profiles[0]["count"], &r["data"]["rows"]),
+        (&json!(600), &json!(600))
+    );
+    assert_eq!(profiles[0]["summary"]["kind"], "numeric");
+    assert_eq!(
+        profiles[0]["summary"]["edges"].as_array().unwrap().len(),
+        11
+    );
+    // The version shows its reference; the file is kept by its hash.
+    let (_, v) = srv
+        .call(
+            "GET",
+            &format!("/api/v1/models/{model}/versions/1"),
+            Some(&t),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(v["reference"]["dataset_blob"], r["data"]["dataset_blob"]);
+
+    // Nothing scored yet: nothing to judge.
+    let (st, empty) = drift(&srv, &dep, "").await;
+    assert_eq!(st, 200, "{empty}");
+    assert_eq!(
+        (&empty["runs"], &empty["dataset_drift"]),
+        (&json!(0), &json!(false))
+    );
+    assert_eq!(
+        empty["undetermined"].as_array().unwrap().len(),
+        fields.len()
+    );
+
+    // The same distribution, other rows: no column drifts.
+    let (_, same) = wine(600, 1200, &[]);
+    score_rows(&srv, &dep, &fields, &same).await;
+    let (st, calm) = drift(&srv, &dep, "").await;
+    assert_eq!(st, 200, "{calm}");
+    assert_eq!((&calm["runs"], &calm["rows"]), (&json!(6), &json!(600)));
+    assert_eq!(calm["dataset_drift"], false, "{calm}");
+    for c in calm["columns"].as_array().unwrap() {
+        assert_eq!(
+            (&c["method"], &c["drifted"]),
+            (&json!("ks"), &json!(false)),
+            "{c}"
+        );
+        assert_eq!(c["psi_level"], "ok", "{c}");
+    }
+
+    // The same rows again with the first ten columns 40% larger, in a range of their own.
+    let since = chrono::Utc::now() + chrono::Duration::seconds(60);
+    let (_, shifted) = wine(600, 1200, &[1.4; 10]);
+    score_rows(&srv, &dep, &fields, &shifted).await;
+    let (st, all) = drift(&srv, &dep, "").await;
+    assert_eq!(st, 200, "{all}");
+    assert_eq!((&all["runs"], &all["rows"]), (&json!(12), &json!(1200)));
+    assert_eq!(all["dataset_drift"], true, "{all}");
+    for (j, name) in fields.iter().enumerate() {
+        let c = column(&all, name);
+        assert_eq!(c["drifted"], j < 10, "{c}");
+        if j < 10 {
+            assert!(c["score"].as_f64().unwrap() < 1e-6, "{c}");
+            assert_ne!(c["psi_level"], "ok", "{c}");
+            assert!(c["statistic"].as_f64().unwrap() > 0.1, "{c}");
+        }
+    }
+    let share = all["drift_share"].as_f64().unwrap();
+    assert!((share - 10.0 / fields.len() as f64).abs() < 1e-12, "{all}");
+
+    // A range after every run holds nothing.
+    let later = since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let (st, none) = drift(&srv, &dep, &format!("?from={later}")).await;
+    assert_eq!((st, &none["runs"]), (200, &json!(0)), "{none}");
+
+    // A hash-only deployment of the same version: its inputs are not kept, and the report
+    // says what it could not see.
+    let body = json!({"model_id": model, "version": 1, "environment": "DEV", "retention": {"mode": "hashes"}});
+    let (st, d2) = srv
+        .call("POST", "/api/v1/deployments", Some(&t), body)
+        .await;
+    assert_eq!(st, 201, "{d2}");
+    let dep2 = s(&d2["data"]["deployment_id"]);
+    score_rows(&srv, &dep2, &fields, &shifted[..200]).await;
+    let (st, blind) = drift(&srv, &dep2, "").await;
+    assert_eq!(st, 200, "{blind}");
+    assert_eq!(
+        (
+            &blind["runs"],
+            &blind["unretained_runs"],
+            &blind["unretained_rows"]
+        ),
+        (&json!(2), &json!(2), &json!(200)),
+        "{blind}"
+    );
+    assert!(blind["columns"].as_array().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_reference_data_and_drift_requests_are_refused_and_append_nothing() {
+    let srv = Server::start().await;
+    let t = srv.admin_token.clone();
+    let (pid, model, d) = deployed_wine(&srv, "refusals").await;
+    let dep = s(&d["data"]["deployment_id"]);
+    let (fields, rows) = wine(0, 50, &[]);
+    let (viewer, viewer_t) = create_user(&srv, "vera", json!([])).await;
+    srv.call(
+        "PUT",
+        &format!("/api/v1/projects/{pid}/members/{viewer}"),
+        Some(&t),
+        json!({"role": "viewer"}),
+    )
+    .await;
+
+    // No reference yet.
+    let (st, e) = drift(&srv, &dep, "").await;
+    assert_eq!(
+        (st, s(&e["code"]).as_str()),
+        (404, "reference_not_found"),
+        "{e}"
+    );
+
+    let good = csv(&fields, &rows);
+    let mut bad_cell = rows.clone();
+    bad_cell[3][2] = "lots".into();
+    let empty_column: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            let mut r = r.clone();
+            r[0] = String::new();
+            r
+        })
+        .collect();
+    let without_first: Vec<Vec<String>> = rows.iter().map(|r| r[1..].to_vec()).collect();
+    let before = srv.size();
+    for (token, query, content_type, file, status, code) in [
+        (&t, "", None, good.clone(), 400, "unknown_format"),
+        (
+            &t,
+            "?format=xml",
+            Some("text/csv"),
+            good.clone(),
+            400,
+            "invalid_query",
+        ),
+        (
+            &t,
+            "",
+            Some("text/csv"),
+            csv(&fields[1..], &without_first),
+            400,
+            "missing_columns",
+        ),
+        (
+            &t,
+            "",
+            Some("text/csv"),
+            csv(&fields, &bad_cell),
+            400,
+            "invalid_file",
+        ),
+        (
+            &t,
+            "",
+            Some("text/csv"),
+            csv(&fields, &empty_column),
+            400,
+            "invalid_file",
+        ),
+        (
+            &t,
+            "",
+            Some("text/csv"),
+            fields.join(",").into_bytes(),
+            400,
+            "invalid_file",
+        ),
+        (
+            &t,
+            "?format=parquet",
+            None,
+            good.clone(),
+            400,
+            "invalid_file",
+        ),
+        (
+            &viewer_t,
+            "",
+            Some("text/csv"),
+            good.clone(),
+            403,
+            "forbidden",
+        ),
+    ] {
+        let (st, e) = put_reference(&srv, token, &model, query, content_type, file).await;
+        assert_eq!((st, s(&e["code"]).as_str()), (status, code), "{query}: {e}");
+        assert!(!s(&e["detail"]).is_empty());
+    }
+    let (st, e) = srv
+        .call(
+            "PUT",
+            &format!("/api/v1/models/{model}/versions/9/reference"),
+            Some(&t),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(
+        (st, s(&e["code"]).as_str()),
+        (404, "version_not_found"),
+        "{e}"
+    );
+    assert_eq!(srv.size(), before, "a refused reference appended");
+
+    let (st, e) = put_reference(
+        &srv,
+        &t,
+        &model,
+        "",
+        Some("text/csv"),
+        csv(&fields, &bad_cell),
+    )
+    .await;
+    assert!(s(&e["detail"]).contains("data row 4"), "{st} {e}");
+    let (st, _) = put_reference(&srv, &t, &model, "", Some("text/csv"), good).await;
+    assert_eq!(st, 200);
+    for (query, status, code) in [
+        ("?from=yesterday", 400, "invalid_argument"),
+        ("?window=1", 400, "invalid_query"),
+    ] {
+        let (st, e) = drift(&srv, &dep, query).await;
+        assert_eq!((st, s(&e["code"]).as_str()), (status, code), "{query}: {e}");
+    }
+    let (st, e) = drift(&srv, &uuid::Uuid::now_v7().to_string(), "").await;
+    assert_eq!(
+        (st, s(&e["code"]).as_str()),
+        (404, "deployment_not_found"),
+        "{e}"
+    );
+}
