@@ -129,29 +129,51 @@ async fn a_shifted_input_drifts_and_an_unshifted_one_does_not() {
     let (st, empty) = drift(&srv, &dep, "").await;
     assert_eq!(st, 200, "{empty}");
     assert_eq!(
-        (&empty["runs"], &empty["dataset_drift"]),
+        (&empty["runs"], &empty["inputs"]["dataset_drift"]),
         (&json!(0), &json!(false))
     );
     assert_eq!(
-        empty["undetermined"].as_array().unwrap().len(),
+        empty["inputs"]["undetermined"].as_array().unwrap().len(),
         fields.len()
     );
 
-    // The same distribution, other rows: no column drifts.
+    // The same distribution, a sample of its own (each value within ±0.5%): no column drifts.
     let (_, same) = wine(600, 1200, &[]);
+    let same: Vec<Vec<String>> = same
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            r.iter()
+                .enumerate()
+                .map(|(j, v)| {
+                    let jitter = 1.0 + ((i * 17 + j * 5) % 11) as f64 * 1e-3 - 5e-3;
+                    (v.parse::<f64>().unwrap() * jitter).to_string()
+                })
+                .collect()
+        })
+        .collect();
     score_rows(&srv, &dep, &fields, &same).await;
     let (st, calm) = drift(&srv, &dep, "").await;
     assert_eq!(st, 200, "{calm}");
     assert_eq!((&calm["runs"], &calm["rows"]), (&json!(6), &json!(600)));
-    assert_eq!(calm["dataset_drift"], false, "{calm}");
-    for c in calm["columns"].as_array().unwrap() {
+    assert_eq!(calm["inputs"]["dataset_drift"], false, "{calm}");
+    for c in calm["inputs"]["columns"].as_array().unwrap() {
         assert_eq!(
             (&c["method"], &c["drifted"]),
             (&json!("ks"), &json!(false)),
             "{c}"
         );
+        assert!(
+            c["score"].as_f64().unwrap() < 1.0,
+            "a sample of its own: {c}"
+        );
         assert_eq!(c["psi_level"], "ok", "{c}");
     }
+    // Prediction drift: the model's outputs for these rows against its outputs for the
+    // reference, one column per class probability.
+    let predicted = calm["predictions"]["columns"].as_array().unwrap();
+    assert_eq!(predicted.len(), 3, "{calm}");
+    assert!(predicted.iter().all(|c| c["drifted"] == false), "{calm}");
 
     // The same rows again with the first ten columns 40% larger, in a range of their own.
     let since = chrono::Utc::now() + chrono::Duration::seconds(60);
@@ -160,9 +182,10 @@ async fn a_shifted_input_drifts_and_an_unshifted_one_does_not() {
     let (st, all) = drift(&srv, &dep, "").await;
     assert_eq!(st, 200, "{all}");
     assert_eq!((&all["runs"], &all["rows"]), (&json!(12), &json!(1200)));
-    assert_eq!(all["dataset_drift"], true, "{all}");
+    assert_eq!(all["inputs"]["dataset_drift"], true, "{all}");
+    assert_eq!(all["predictions"]["dataset_drift"], true, "{all}");
     for (j, name) in fields.iter().enumerate() {
-        let c = column(&all, name);
+        let c = column(&all["inputs"], name);
         assert_eq!(c["drifted"], j < 10, "{c}");
         if j < 10 {
             assert!(c["score"].as_f64().unwrap() < 1e-6, "{c}");
@@ -170,7 +193,7 @@ async fn a_shifted_input_drifts_and_an_unshifted_one_does_not() {
             assert!(c["statistic"].as_f64().unwrap() > 0.1, "{c}");
         }
     }
-    let share = all["drift_share"].as_f64().unwrap();
+    let share = all["inputs"]["drift_share"].as_f64().unwrap();
     assert!((share - 10.0 / fields.len() as f64).abs() < 1e-12, "{all}");
 
     // A range after every run holds nothing.
@@ -198,7 +221,13 @@ async fn a_shifted_input_drifts_and_an_unshifted_one_does_not() {
         (&json!(2), &json!(2), &json!(200)),
         "{blind}"
     );
-    assert!(blind["columns"].as_array().unwrap().is_empty());
+    assert!(blind["inputs"]["columns"].as_array().unwrap().is_empty());
+    assert!(
+        blind["predictions"]["columns"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

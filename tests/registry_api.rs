@@ -682,11 +682,19 @@ async fn the_full_registry_story() {
         .await;
     assert_eq!(st, 200, "{drift}");
     assert_eq!(
-        (&drift["runs"], &drift["rows"], &drift["dataset_drift"]),
+        (
+            &drift["runs"],
+            &drift["rows"],
+            &drift["inputs"]["dataset_drift"]
+        ),
         (&json!(2), &json!(3), &json!(false)),
         "{drift}"
     );
-    assert_eq!(drift["columns"].as_array().unwrap().len(), fields.len());
+    assert_eq!(
+        drift["inputs"]["columns"].as_array().unwrap().len(),
+        fields.len()
+    );
+    assert_eq!(drift["predictions"]["dataset_drift"], false, "{drift}");
     // An endpoint on it, then removed.
     for (method, body) in [
         ("PUT", json!({"deployment_id": dep, "reason": "stable URL"})),

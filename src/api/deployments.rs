@@ -219,19 +219,13 @@ impl AppState {
         }
         let serving = self.serving.clone();
         tokio::task::spawn_blocking(move || {
-            let settings = SessionSettings {
-                intra_op_threads: spec.runtime.intra_op_threads as usize,
-                inter_op_threads: spec.runtime.inter_op_threads as usize,
-                execution_mode: spec.runtime.execution_mode.clone(),
-                graph_optimization: spec.runtime.graph_optimization.clone(),
-            };
             let model = serving.model(
                 onnx,
                 &blobs,
                 &spec.model_blob,
                 &spec.input_schema,
                 spec.target_column.as_deref(),
-                settings,
+                session_settings(&spec),
             )?;
             let slots =
                 tokio::sync::Semaphore::new(spec.settings.scoring_concurrency.max(1) as usize);
@@ -709,4 +703,14 @@ pub async fn action(
         }
     };
     Ok(Json(serde_json::to_value(written).unwrap_or_default()))
+}
+
+/// The ONNX Runtime session a deployment's model runs with, from its runtime image.
+pub(crate) fn session_settings(spec: &DeploymentSpec) -> SessionSettings {
+    SessionSettings {
+        intra_op_threads: spec.runtime.intra_op_threads as usize,
+        inter_op_threads: spec.runtime.inter_op_threads as usize,
+        execution_mode: spec.runtime.execution_mode.clone(),
+        graph_optimization: spec.runtime.graph_optimization.clone(),
+    }
 }

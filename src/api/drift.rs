@@ -1,6 +1,7 @@
 //! Drift over HTTP: a model version's reference data (uploaded, kept as a blob, profiled and
 //! recorded), and a deployment's drift over a time range, recomputed from the reference file
-//! and the retained inputs of the runs in that range.
+//! and the retained inputs and outputs of the runs in that range: data drift on the inputs,
+//! prediction drift on the outputs against the model's predictions for the reference.
 
 use std::collections::BTreeMap;
 
@@ -14,6 +15,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::auth::{Principal, forbidden};
 use super::command::Written;
+use super::deployments::session_settings;
 use super::error::ApiError;
 use super::extract::{ApiPath, ApiQuery};
 use super::jobs::{bad_file, upload};
@@ -28,6 +30,7 @@ use crate::domain::{Kind as Entity, can_read_project};
 use crate::drift::{Gather, Kind, Report, Sample, profile};
 use crate::log::envelope::Digest;
 use crate::runtime::batch::Table;
+use crate::runtime::scorer::Model;
 
 /// The most scored rows one drift report reads: the values are held in memory.
 pub const MAX_DRIFT_ROWS: u64 = 2_000_000;
@@ -162,20 +165,60 @@ pub struct DriftReport {
     /// comparison, and counted here so a reader knows what the report did not see.
     pub unretained_runs: u64,
     pub unretained_rows: u64,
-    #[serde(flatten)]
-    pub report: Report,
+    /// Each input column against the reference data.
+    pub inputs: Report,
+    /// Prediction drift: each output column against the deployment's model's predictions
+    /// for the reference data.
+    pub predictions: Report,
 }
 
-/// A stored run's inputs, as the scorer stored them.
+/// A stored run's inputs or outputs, as the scorer stored them.
 #[derive(Deserialize)]
-struct RunInputs {
+struct RunTable {
     fields: Vec<String>,
     rows: Vec<Vec<String>>,
 }
 
-/// The current side: every retained run's inputs, gathered per schema column.
+/// Columns of a schema gathered from tables that name them: runs' blobs, scored rows.
+struct Columns(Vec<(String, Gather)>);
+
+impl Columns {
+    fn new(schema: &[Column]) -> Columns {
+        Columns(
+            schema
+                .iter()
+                .map(|c| (c.name.clone(), Gather::new(Kind::of(c.column_type))))
+                .collect(),
+        )
+    }
+
+    fn add(&mut self, fields: &[String], rows: &[Vec<String>]) {
+        let at: Vec<Option<usize>> = self
+            .0
+            .iter()
+            .map(|(name, _)| fields.iter().position(|f| f == name))
+            .collect();
+        for row in rows {
+            for ((_, g), i) in self.0.iter_mut().zip(&at) {
+                // The scorer refused cells that do not fit the schema; one that still does
+                // not read as a number here is counted as missing, not guessed at.
+                let cell = i.and_then(|i| row.get(i)).map_or("", String::as_str);
+                if g.push(cell).is_err() {
+                    g.push("").ok();
+                }
+            }
+        }
+    }
+
+    fn finish(self) -> BTreeMap<String, Sample> {
+        self.0.into_iter().map(|(n, g)| (n, g.finish())).collect()
+    }
+}
+
+/// The current side: every retained run's inputs and outputs.
 struct Current {
-    samples: BTreeMap<String, Sample>,
+    inputs: BTreeMap<String, Sample>,
+    outputs: BTreeMap<String, Sample>,
     runs: u64,
     rows: u64,
     unretained_runs: u64,
@@ -190,23 +233,24 @@ struct Retained {
     from: u64,
 }
 
+fn run_table(s: &AppState, hash: &str) -> Result<Option<RunTable>, ApiError> {
+    let digest = Digest::from_hex(hash).ok_or_else(|| internal(format!("bad blob hash {hash}")))?;
+    match s.blobs.get(&digest) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(internal),
+        Err(BlobError::NotFound(_)) => Ok(None),
+        Err(e) => Err(internal(e)),
+    }
+}
+
 fn gather_runs(
     s: &AppState,
     positions: &[u64],
-    schema: &[Column],
+    inputs: &[Column],
+    outputs: &[Column],
     retained: Retained,
 ) -> Result<Current, ApiError> {
-    let mut gathers: Vec<Gather> = schema
-        .iter()
-        .map(|c| Gather::new(Kind::of(c.column_type)))
-        .collect();
-    let mut current = Current {
-        samples: BTreeMap::new(),
-        runs: 0,
-        rows: 0,
-        unretained_runs: 0,
-        unretained_rows: 0,
-    };
+    let (mut ins, mut outs) = (Columns::new(inputs), Columns::new(outputs));
+    let (mut runs, mut rows, mut unretained_runs, mut unretained_rows) = (0, 0, 0, 0);
     for &position in positions {
         let event = s
             .ledger
@@ -220,48 +264,71 @@ fn gather_runs(
                 "position {position} is not an inference run"
             )));
         };
-        current.runs += 1;
-        current.rows += run.row_count;
-        if current.rows - current.unretained_rows > MAX_DRIFT_ROWS {
+        runs += 1;
+        rows += run.row_count;
+        if rows - unretained_rows > MAX_DRIFT_ROWS {
             return Err(ApiError::bad_request(
                 "too_many_rows",
                 format!("the range holds more than {MAX_DRIFT_ROWS} scored rows; narrow from/to"),
             ));
         }
-        let hash = Digest::from_hex(&run.input_blob)
-            .ok_or_else(|| internal(format!("run at {position}: bad input hash")))?;
         let kept = retained.any && position >= retained.from;
-        let bytes = match s.blobs.get(&hash) {
-            Ok(b) if kept => b,
-            Ok(_) | Err(BlobError::NotFound(_)) => {
-                current.unretained_runs += 1;
-                current.unretained_rows += run.row_count;
-                continue;
-            }
-            Err(e) => return Err(internal(e)),
+        let tables = if kept {
+            run_table(s, &run.input_blob)?.zip(run_table(s, &run.output_blob)?)
+        } else {
+            None
         };
-        let inputs: RunInputs = serde_json::from_slice(&bytes).map_err(internal)?;
-        let at: Vec<Option<usize>> = schema
-            .iter()
-            .map(|c| inputs.fields.iter().position(|f| *f == c.name))
-            .collect();
-        for row in &inputs.rows {
-            for (g, i) in gathers.iter_mut().zip(&at) {
-                // The scorer refused cells that do not fit the schema; one that still does
-                // not read as a number here is counted as missing, not guessed at.
-                let cell = i.and_then(|i| row.get(i)).map_or("", String::as_str);
-                if g.push(cell).is_err() {
-                    g.push("").ok();
-                }
-            }
-        }
+        let Some((i, o)) = tables else {
+            unretained_runs += 1;
+            unretained_rows += run.row_count;
+            continue;
+        };
+        ins.add(&i.fields, &i.rows);
+        outs.add(&o.fields, &o.rows);
     }
-    current.samples = schema
+    Ok(Current {
+        inputs: ins.finish(),
+        outputs: outs.finish(),
+        runs,
+        rows,
+        unretained_runs,
+        unretained_rows,
+    })
+}
+
+/// The reference's predictions: its rows scored by the deployment's model (rows the scorer
+/// refuses are left out), each output column profiled.
+fn reference_predictions(
+    model: &Model,
+    table: &Table,
+    outputs: &[Column],
+) -> Result<(Vec<ColumnProfile>, BTreeMap<String, Sample>), ApiError> {
+    let mut columns = Columns::new(outputs);
+    let step = 10_000;
+    for from in (0..table.len()).step_by(step) {
+        let mut rows = table
+            .rows(from, (from + step).min(table.len()))
+            .map_err(bad_file)?;
+        let refused: Vec<usize> = model
+            .bad_rows(&rows, 0)
+            .into_iter()
+            .map(|(i, _)| i)
+            .collect();
+        for i in refused.into_iter().rev() {
+            rows.remove(i);
+        }
+        if rows.is_empty() {
+            continue;
+        }
+        let scored = model.score(&rows).map_err(internal)?;
+        columns.add(&scored.fields, &scored.rows);
+    }
+    let samples = columns.finish();
+    let profiles = outputs
         .iter()
-        .zip(gathers)
-        .map(|(c, g)| (c.name.clone(), g.finish()))
+        .filter_map(|c| samples.get(&c.name).and_then(|s| profile(&c.name, s)))
         .collect();
-    Ok(current)
+    Ok((profiles, samples))
 }
 
 /// `GET /api/v1/deployments/{deployment_id}/drift`: each input column's drift from the model
@@ -313,16 +380,29 @@ pub async fn get(
     let state = s.clone();
     let report = tokio::task::spawn_blocking(move || {
         let schema = &spec.input_schema;
-        let current = gather_runs(&state, &positions, schema, retained)?;
+        let model = state
+            .serving
+            .model(
+                state.onnx,
+                &state.blobs,
+                &spec.model_blob,
+                schema,
+                spec.target_column.as_deref(),
+                session_settings(&spec),
+            )
+            .map_err(internal)?;
+        let outputs = model.output_schema();
+        let current = gather_runs(&state, &positions, schema, &outputs, retained)?;
         let hash = Digest::from_hex(&reference.dataset_blob)
             .ok_or_else(|| internal("bad reference hash"))?;
         let bytes = state.blobs.get(&hash).map_err(internal)?;
         let table = Table::read(bytes, reference.format, schema).map_err(internal)?;
-        let reference_samples: BTreeMap<String, Sample> = schema
+        let reference_inputs: BTreeMap<String, Sample> = schema
             .iter()
             .map(|c| c.name.clone())
             .zip(table_samples(&table, schema)?)
             .collect();
+        let (output_profiles, reference_outputs) = reference_predictions(&model, &table, &outputs)?;
         Ok::<_, ApiError>(DriftReport {
             deployment_id: id,
             model_id: spec.model_id,
@@ -335,7 +415,8 @@ pub async fn get(
             rows: current.rows,
             unretained_runs: current.unretained_runs,
             unretained_rows: current.unretained_rows,
-            report: Report::new(&reference.columns, &reference_samples, &current.samples),
+            inputs: Report::new(&reference.columns, &reference_inputs, &current.inputs),
+            predictions: Report::new(&output_profiles, &reference_outputs, &current.outputs),
         })
     })
     .await
