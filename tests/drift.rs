@@ -196,6 +196,28 @@ async fn a_shifted_input_drifts_and_an_unshifted_one_does_not() {
     let share = all["inputs"]["drift_share"].as_f64().unwrap();
     assert!((share - 10.0 / fields.len() as f64).abs() < 1e-12, "{all}");
 
+    // GraphQL answers the same report.
+    let (st, g) = srv
+        .graphql(
+            &t,
+            "query($id: ID!) { deployment(id: $id) { drift { runs inputs { datasetDrift columns { column method drifted score } } predictions { datasetDrift } } } }",
+            json!({"id": dep}),
+        )
+        .await;
+    assert_eq!(st, 200, "{g}");
+    let gd = &g["data"]["deployment"]["drift"];
+    assert_eq!(
+        (&gd["runs"], &gd["inputs"]["datasetDrift"]),
+        (&json!(12), &json!(true)),
+        "{g}"
+    );
+    assert_eq!(gd["predictions"]["datasetDrift"], true);
+    let first = &gd["inputs"]["columns"][0];
+    assert_eq!(
+        (&first["method"], &first["score"]),
+        (&json!("KS"), &all["inputs"]["columns"][0]["score"])
+    );
+
     // A range after every run holds nothing.
     let later = since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let (st, none) = drift(&srv, &dep, &format!("?from={later}")).await;

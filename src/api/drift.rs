@@ -148,7 +148,7 @@ pub struct DriftQuery {
 }
 
 /// A deployment's inputs against its model version's reference data.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize, utoipa::ToSchema, async_graphql::SimpleObject)]
 pub struct DriftReport {
     pub deployment_id: Uuid,
     pub model_id: Uuid,
@@ -341,6 +341,16 @@ pub async fn get(
     ApiPath(id): ApiPath<Uuid>,
     ApiQuery(q): ApiQuery<DriftQuery>,
 ) -> Result<Json<DriftReport>, ApiError> {
+    report(&s, &p, id, q).await.map(Json)
+}
+
+/// A deployment's drift for a caller who may read its project (REST and GraphQL).
+pub async fn report(
+    s: &AppState,
+    p: &Principal,
+    id: Uuid,
+    q: DriftQuery,
+) -> Result<DriftReport, ApiError> {
     let (from, to) = (
         seconds("from", q.from.as_deref())?,
         seconds("to", q.to.as_deref())?,
@@ -378,7 +388,7 @@ pub async fn get(
     })?;
     let positions = s.registry.monitoring().run_positions(id, from, to);
     let state = s.clone();
-    let report = tokio::task::spawn_blocking(move || {
+    tokio::task::spawn_blocking(move || {
         let schema = &spec.input_schema;
         let model = state
             .serving
@@ -420,6 +430,5 @@ pub async fn get(
         })
     })
     .await
-    .map_err(internal)??;
-    Ok(Json(report))
+    .map_err(internal)?
 }

@@ -30,7 +30,16 @@ pub const PSI_ALERT: f64 = 0.25;
 pub const DATASET_DRIFT_SHARE: f64 = 0.5;
 
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, utoipa::ToSchema,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+    utoipa::ToSchema,
+    async_graphql::Enum,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
@@ -292,7 +301,9 @@ fn psi_shares(profile: &ColumnProfile, current: &Sample) -> (Vec<f64>, Vec<f64>)
 }
 
 /// Evidently's default tests.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema, utoipa::ToSchema, async_graphql::Enum,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Method {
     /// Two-sample Kolmogorov–Smirnov p-value.
@@ -333,7 +344,9 @@ impl Method {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema, utoipa::ToSchema, async_graphql::Enum,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum PsiLevel {
     Ok,
@@ -342,7 +355,9 @@ pub enum PsiLevel {
 }
 
 /// One column's drift.
-#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, PartialEq, Serialize, JsonSchema, utoipa::ToSchema, async_graphql::SimpleObject,
+)]
 pub struct ColumnDrift {
     pub column: String,
     pub kind: Kind,
@@ -361,7 +376,9 @@ pub struct ColumnDrift {
 }
 
 /// Why a column's drift could not be judged.
-#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, PartialEq, Serialize, JsonSchema, utoipa::ToSchema, async_graphql::SimpleObject,
+)]
 pub struct Undetermined {
     pub column: String,
     pub reason: String,
@@ -476,7 +493,9 @@ fn binned(
 }
 
 /// The whole comparison: each column's drift and whether the dataset drifted.
-#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, PartialEq, Serialize, JsonSchema, utoipa::ToSchema, async_graphql::SimpleObject,
+)]
 pub struct Report {
     pub columns: Vec<ColumnDrift>,
     pub undetermined: Vec<Undetermined>,

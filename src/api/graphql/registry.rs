@@ -13,6 +13,7 @@ use uuid::Uuid;
 use super::ledger::{EventNode, connection, cursor, read};
 use super::predictions::{PredictionConnection, predictions};
 use super::{View, error, may_read, page_size, parse_id, principal, state, view};
+use crate::api::drift::{self, DriftQuery, DriftReport};
 use crate::api::metrics::{self, Metrics, MetricsQuery};
 use crate::domain::Registry;
 use crate::domain::deployment::Deployment;
@@ -765,6 +766,21 @@ impl DeploymentNode {
             to,
         };
         metrics::report(state(ctx)?, &principal(ctx)?, self.d.deployment_id, &q)
+            .map_err(|e| e.extend())
+    }
+
+    /// Its drift from its model version's reference data over the runs committed in the
+    /// minutes that start in `from..to` (RFC 3339): each input column, and each prediction
+    /// column against the model's predictions for the reference.
+    async fn drift(
+        &self,
+        ctx: &Context<'_>,
+        from: Option<String>,
+        to: Option<String>,
+    ) -> Result<DriftReport> {
+        let q = DriftQuery { from, to };
+        drift::report(state(ctx)?, &principal(ctx)?, self.d.deployment_id, q)
+            .await
             .map_err(|e| e.extend())
     }
 }
