@@ -2,7 +2,7 @@
 //! by one five-row request and eight concurrent one-row requests (coalesced into shared runs)
 //! and one through an endpoint that is then re-pointed and removed, a second deployment whose
 //! runs are purged under its retention policy, a batch job, the version's reference data for
-//! drift, and a stop. The
+//! drift, an alert raised and resolved, and a stop. The
 //! folder keeps the log, the registry it folds to, and the run blobs that were kept
 //! (`blobs/<blake3>.json`); the test reproduces every kept run bit for bit from them.
 
@@ -304,6 +304,27 @@ async fn record_story() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
+    // An alert policy whose latency limit no request meets, evaluated (raised), lifted and
+    // evaluated again (resolved).
+    for limit in [0.001, 1e6] {
+        call(
+            reqwest::Method::PUT,
+            format!("/api/v1/deployments/{demo}/alert-policy"),
+            json!({"window_minutes": 60, "latency_p95_ms": limit}),
+        )
+        .await;
+        let e = call(
+            reqwest::Method::POST,
+            format!("/api/v1/deployments/{demo}/alerts:evaluate"),
+            json!(null),
+        )
+        .await;
+        assert_eq!(
+            e["written"]["events"].as_array().map(Vec::len),
+            Some(1),
+            "{e}"
+        );
+    }
     call(
         reqwest::Method::POST,
         format!("/api/v1/deployments/{demo}:stop"),

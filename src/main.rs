@@ -623,6 +623,8 @@ async fn serve(data: DataDir, addr: String, options: ServeOptions) -> Result<(),
     if relaunched > 0 {
         eprintln!("{relaunched} deployments loaded again");
     }
+    // Alerts: every policy evaluated over its trailing window once a minute.
+    state.spawn_alert_evaluator(std::time::Duration::from_secs(60));
     let mut demo_deployment = None;
     let fresh = state.registry.read().users.is_empty();
     if fresh {

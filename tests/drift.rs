@@ -3,74 +3,10 @@
 
 mod common;
 
-use common::{Server, create_user, deployed_wine, s, score};
+use common::{
+    Server, calm_wine, create_user, csv, deployed_wine, drift, put_reference, s, score_rows, wine,
+};
 use serde_json::{Value, json};
-
-/// Distinct wine rows, as text cells, each column scaled by `scale[j]`.
-fn wine(from: usize, to: usize, scale: &[f64]) -> (Vec<String>, Vec<Vec<String>>) {
-    let (fields, rows) = provenant::bench::wine_rows(to).unwrap();
-    let rows = rows[from..]
-        .iter()
-        .map(|r| {
-            r.iter()
-                .zip(scale.iter().chain(std::iter::repeat(&1.0)))
-                .map(|(v, k)| (v * k).to_string())
-                .collect()
-        })
-        .collect();
-    (fields, rows)
-}
-
-fn csv(fields: &[String], rows: &[Vec<String>]) -> Vec<u8> {
-    let mut out = fields.join(",");
-    out.push('\n');
-    for r in rows {
-        out.push_str(&r.join(","));
-        out.push('\n');
-    }
-    out.into_bytes()
-}
-
-async fn put_reference(
-    srv: &Server,
-    token: &str,
-    model: &str,
-    query: &str,
-    content_type: Option<&str>,
-    file: Vec<u8>,
-) -> (u16, Value) {
-    let mut req = srv
-        .http
-        .put(format!(
-            "{}/api/v1/models/{model}/versions/1/reference{query}",
-            srv.base
-        ))
-        .bearer_auth(token)
-        .body(file);
-    if let Some(t) = content_type {
-        req = req.header("content-type", t);
-    }
-    let r = req.send().await.unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
-}
-
-async fn drift(srv: &Server, dep: &str, query: &str) -> (u16, Value) {
-    srv.call(
-        "GET",
-        &format!("/api/v1/deployments/{dep}/drift{query}"),
-        Some(&srv.admin_token),
-        Value::Null,
-    )
-    .await
-}
-
-async fn score_rows(srv: &Server, dep: &str, fields: &[String], rows: &[Vec<String>]) {
-    for chunk in rows.chunks(100) {
-        let (st, _, b) = score(srv, dep, json!({"fields": fields, "rows": chunk})).await;
-        assert_eq!(st, 200, "{b}");
-    }
-}
 
 fn column<'a>(report: &'a Value, name: &str) -> &'a Value {
     report["columns"]
@@ -138,20 +74,7 @@ async fn a_shifted_input_drifts_and_an_unshifted_one_does_not() {
     );
 
     // The same distribution, a sample of its own (each value within ±0.5%): no column drifts.
-    let (_, same) = wine(600, 1200, &[]);
-    let same: Vec<Vec<String>> = same
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            r.iter()
-                .enumerate()
-                .map(|(j, v)| {
-                    let jitter = 1.0 + ((i * 17 + j * 5) % 11) as f64 * 1e-3 - 5e-3;
-                    (v.parse::<f64>().unwrap() * jitter).to_string()
-                })
-                .collect()
-        })
-        .collect();
+    let same = calm_wine();
     score_rows(&srv, &dep, &fields, &same).await;
     let (st, calm) = drift(&srv, &dep, "").await;
     assert_eq!(st, 200, "{calm}");

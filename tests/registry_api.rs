@@ -695,6 +695,20 @@ async fn the_full_registry_story() {
         fields.len()
     );
     assert_eq!(drift["predictions"]["dataset_drift"], false, "{drift}");
+    // An alert policy; its latency limit raised, then lifted, which resolves the alert.
+    for (limit, event) in [(0.001, "AlertRaised"), (1e6, "AlertResolved")] {
+        let policy = json!({"window_minutes": 10, "latency_p95_ms": limit});
+        let path = format!("/api/v1/deployments/{dep}/alert-policy");
+        let (st, p) = srv.call("PUT", &path, Some(&bob_t), policy).await;
+        assert_eq!(st, 200, "{p}");
+        let path = format!("/api/v1/deployments/{dep}/alerts:evaluate");
+        let (st, e) = srv.call("POST", &path, Some(&bob_t), Value::Null).await;
+        assert_eq!(
+            (st, &e["written"]["events"][0]["event_type"]),
+            (200, &json!(event)),
+            "{e}"
+        );
+    }
     // An endpoint on it, then removed.
     for (method, body) in [
         ("PUT", json!({"deployment_id": dep, "reason": "stable URL"})),
@@ -1260,6 +1274,24 @@ async fn authorization_matrix_every_route_and_role() {
             "PUT",
             format!("{m}/versions/1/reference"),
             json!({}),
+            ProjectEdit,
+        ),
+        (
+            "PUT",
+            format!("/api/v1/deployments/{dep}/alert-policy"),
+            json!({"window_minutes": 5, "latency_p95_ms": 1e6}),
+            ProjectEdit,
+        ),
+        (
+            "GET",
+            format!("/api/v1/deployments/{dep}/alerts"),
+            n.clone(),
+            ProjectRead,
+        ),
+        (
+            "POST",
+            format!("/api/v1/deployments/{dep}/alerts:evaluate"),
+            n.clone(),
             ProjectEdit,
         ),
         ("GET", "/api/v1/endpoints".into(), n.clone(), Anyone),

@@ -355,8 +355,7 @@ pub async fn report(
         seconds("from", q.from.as_deref())?,
         seconds("to", q.to.as_deref())?,
     );
-    s.registry.wait_for(s.ledger.head().size).await?;
-    let (spec, found, retained): (_, Option<ReferenceProfile>, _) = {
+    {
         let reg = s.registry.read();
         let d = reg.deployments.get(&id).ok_or_else(|| {
             ApiError::not_found(Entity::Deployment.code(), format!("no deployment {id}"))
@@ -366,6 +365,24 @@ pub async fn report(
                 "reading deployment {id}'s drift needs a role in its project"
             )));
         }
+    }
+    compute(s, id, (from, to), q).await
+}
+
+/// A deployment's drift over the runs committed in the minutes that start in `range` (Unix
+/// seconds); `q` names the range as asked.
+pub async fn compute(
+    s: &AppState,
+    id: Uuid,
+    (from, to): (Option<i64>, Option<i64>),
+    q: DriftQuery,
+) -> Result<DriftReport, ApiError> {
+    s.registry.wait_for(s.ledger.head().size).await?;
+    let (spec, found, retained): (_, Option<ReferenceProfile>, _) = {
+        let reg = s.registry.read();
+        let d = reg.deployments.get(&id).ok_or_else(|| {
+            ApiError::not_found(Entity::Deployment.code(), format!("no deployment {id}"))
+        })?;
         let found = reg
             .models
             .get(&d.spec.model_id)

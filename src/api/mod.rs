@@ -1,6 +1,7 @@
 //! The HTTP interface (axum): the management REST API under `/api/v1/`, with its OpenAPI
 //! document generated from the handlers' annotations.
 
+pub mod alerts;
 pub mod auth;
 pub mod command;
 pub mod deployments;
@@ -165,6 +166,9 @@ fn documented() -> OpenApiRouter<AppState> {
         .routes(routes!(deployments::get, deployments::action))
         .routes(routes!(metrics::get))
         .routes(routes!(drift::get))
+        .routes(routes!(alerts::put_policy))
+        .routes(routes!(alerts::list))
+        .routes(routes!(alerts::evaluate))
         .routes(routes!(endpoints::list))
         .routes(routes!(endpoints::get, endpoints::point, endpoints::remove))
         .routes(routes!(predictions::get, predictions::action))

@@ -104,6 +104,9 @@ pub struct Deployment {
     pub created: Stamp,
     /// Runs before this position have had their blobs purged under the retention policy.
     pub purged_before: u64,
+    /// What to alert on, if anything.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alert_policy: Option<super::alert::AlertPolicy>,
 }
 
 pub fn stream(deployment_id: Uuid) -> String {
@@ -395,12 +398,18 @@ pub fn apply(deployments: &mut BTreeMap<Uuid, Deployment>, event: &RegistryEvent
                     }],
                     created: stamp.clone(),
                     purged_before: 0,
+                    alert_policy: None,
                 },
             );
         }
         RegistryEvent::PredictionDataPurged(e) => {
             if let Some(d) = deployments.get_mut(&e.deployment_id) {
                 d.purged_before = d.purged_before.max(e.runs_before);
+            }
+        }
+        RegistryEvent::AlertPolicySet(e) => {
+            if let Some(d) = deployments.get_mut(&e.deployment_id) {
+                d.alert_policy = Some(e.policy.clone());
             }
         }
         RegistryEvent::DeploymentStateChanged(e) => {

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::alert::{AlertPolicy, Evidence, Metric};
 use super::deployment::{DeploymentSpec, DeploymentState};
 use super::job::{FileFormat, JobOutcome};
 use super::reference::ColumnProfile;
@@ -274,6 +275,12 @@ events! {
     EndpointSet { endpoint: String, project_id: Uuid, deployment_id: Uuid, previous_deployment_id: Option<Uuid>, reason: String }
     /// An endpoint no longer serves; its name stays with its project.
     EndpointRemoved { endpoint: String, project_id: Uuid, deployment_id: Uuid, reason: String }
+    /// What to alert on for a deployment, replacing any policy before it.
+    AlertPolicySet { deployment_id: Uuid, project_id: Uuid, policy: AlertPolicy }
+    /// A watched metric crossed its threshold over the window in the evidence.
+    AlertRaised { alert_id: Uuid, deployment_id: Uuid, project_id: Uuid, metric: Metric, evidence: Evidence }
+    /// An open alert's metric is back within its threshold (or no longer watched).
+    AlertResolved { alert_id: Uuid, deployment_id: Uuid, project_id: Uuid, metric: Metric, evidence: Evidence }
     /// Blobs of a deployment's runs recorded before `runs_before`, deleted under its retention
     /// policy. The runs' hashes stay in the ledger, so a resubmitted copy can still be checked.
     PredictionDataPurged { deployment_id: Uuid, runs_before: u64, blobs: Vec<String>, reason: String }

@@ -148,6 +148,8 @@ pub struct Registry {
     pub deployments: BTreeMap<Uuid, super::deployment::Deployment>,
     pub endpoints: BTreeMap<String, super::endpoint::Endpoint>,
     pub jobs: BTreeMap<Uuid, super::job::ScoringJob>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub alerts: BTreeMap<Uuid, super::alert::Alert>,
     #[serde(skip)]
     pub usernames: HashMap<String, Uuid>,
     /// blake3 hash (hex) of every token ever issued → (user, token id).
@@ -235,6 +237,9 @@ fn project_of(state: &Registry, event: &RegistryEvent) -> Option<Uuid> {
         E::EndpointRemoved(e) => Some(e.project_id),
         E::ScoringJobStarted(e) => Some(e.project_id),
         E::ScoringJobEnded(e) => Some(e.project_id),
+        E::AlertPolicySet(e) => Some(e.project_id),
+        E::AlertRaised(e) => Some(e.project_id),
+        E::AlertResolved(e) => Some(e.project_id),
         E::RuntimeImageDeclared(_)
         | E::RuntimeImageVersionDeclared(_)
         | E::RuntimeDeclared(_)
@@ -263,8 +268,14 @@ fn apply(state: &mut Registry, event: &RegistryEvent, stamp: Stamp) {
         | E::RuntimeBootstrapApplied(_) => {
             super::runtime::apply(&mut state.runtimes, event, &stamp);
         }
-        E::DeploymentCreated(_) | E::DeploymentStateChanged(_) | E::PredictionDataPurged(_) => {
+        E::DeploymentCreated(_)
+        | E::DeploymentStateChanged(_)
+        | E::PredictionDataPurged(_)
+        | E::AlertPolicySet(_) => {
             super::deployment::apply(&mut state.deployments, event, &stamp);
+        }
+        E::AlertRaised(_) | E::AlertResolved(_) => {
+            super::alert::apply(&mut state.alerts, event, &stamp);
         }
         E::EndpointSet(_) | E::EndpointRemoved(_) => {
             super::endpoint::apply(&mut state.endpoints, event, &stamp);

@@ -1085,3 +1085,115 @@ fn jobs_start_on_healthy_deployments_for_editors_and_end_once() {
         Err(DomainError::Conflict(_))
     ));
 }
+
+#[test]
+fn alerts_are_raised_once_per_crossing_and_resolved_when_back_within() {
+    use alert::{AlertPolicy, Metric, Observation};
+    let mut w = World::new();
+    let editor = w.user("ed", vec![]);
+    let outsider = w.user("out", vec![]);
+    let project = w.project(editor);
+    let d = deployment(&mut w, project);
+    let policy = AlertPolicy {
+        window_minutes: 60,
+        input_drift: true,
+        prediction_drift: false,
+        latency_p95_ms: Some(250.0),
+        webhook: Some("http://hooks.internal:8080/provenant".into()),
+    };
+    assert!(matches!(
+        alert::set_policy(&w.state, outsider, d, policy.clone()),
+        Err(DomainError::Forbidden(_))
+    ));
+    let decision = alert::set_policy(&w.state, editor, d, policy.clone()).unwrap();
+    w.apply(&decision.stream.clone(), decision.events);
+    assert_eq!(w.state.deployments[&d].alert_policy, Some(policy.clone()));
+
+    let seen = |metric, value: f64, threshold: f64| Observation {
+        metric,
+        value,
+        threshold,
+        crossed: value > threshold,
+    };
+    let window = ("2026-11-23T10:00:00.000000Z", "2026-11-23T11:00:00.000000Z");
+    let mut ids = (1000..).map(id);
+    // Drift crossed, latency within: one alert.
+    let obs = [
+        seen(Metric::InputDrift, 0.7, 0.5),
+        seen(Metric::LatencyP95Ms, 12.0, 250.0),
+    ];
+    let decision = alert::evaluate(&w.state, d, window, &obs, || ids.next().unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(decision.events.len(), 1);
+    let RegistryEvent::AlertRaised(raised) = decision.events[0].clone() else {
+        panic!("raised")
+    };
+    assert_eq!(
+        (
+            raised.metric,
+            raised.evidence.value,
+            raised.evidence.threshold
+        ),
+        (Metric::InputDrift, 0.7, 0.5)
+    );
+    w.apply(&decision.stream.clone(), decision.events);
+    // The same again: already open, nothing to append.
+    assert!(
+        alert::evaluate(&w.state, d, window, &obs, || ids.next().unwrap())
+            .unwrap()
+            .is_none()
+    );
+    // Back within: resolved, the alert closed with the evidence that closed it.
+    let obs = [seen(Metric::InputDrift, 0.1, 0.5)];
+    let decision = alert::evaluate(&w.state, d, window, &obs, || ids.next().unwrap())
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(&decision.events[..], [RegistryEvent::AlertResolved(r)] if r.alert_id == raised.alert_id)
+    );
+    w.apply(&decision.stream.clone(), decision.events);
+    let a = &w.state.alerts[&raised.alert_id];
+    assert_eq!(a.resolved.as_ref().map(|e| e.value), Some(0.1));
+    // An open alert on a metric the policy stops watching is resolved without an observation.
+    let obs = [seen(Metric::LatencyP95Ms, 900.0, 250.0)];
+    let decision = alert::evaluate(&w.state, d, window, &obs, || ids.next().unwrap())
+        .unwrap()
+        .unwrap();
+    w.apply(&decision.stream.clone(), decision.events);
+    let quiet = AlertPolicy {
+        latency_p95_ms: None,
+        ..policy
+    };
+    let decision = alert::set_policy(&w.state, editor, d, quiet).unwrap();
+    w.apply(&decision.stream.clone(), decision.events);
+    let decision = alert::evaluate(&w.state, d, window, &[], || ids.next().unwrap())
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(&decision.events[..], [RegistryEvent::AlertResolved(r)] if r.metric == Metric::LatencyP95Ms)
+    );
+}
+
+#[test]
+fn webhooks_are_plain_http_urls() {
+    use alert::webhook_parts;
+    assert_eq!(
+        webhook_parts("http://hooks.internal:8080/a/b?c=1"),
+        Some(("hooks.internal".into(), 8080, "/a/b?c=1".into()))
+    );
+    assert_eq!(
+        webhook_parts("http://10.0.0.7"),
+        Some(("10.0.0.7".into(), 80, "/".into()))
+    );
+    for bad in [
+        "https://x.org/",
+        "http://",
+        "http://user:pw@x.org/",
+        "http://x.org:port/",
+        "ftp://x.org/",
+        "http://x.org/a b",
+    ] {
+        assert_eq!(webhook_parts(bad), None, "{bad}");
+    }
+}

@@ -193,10 +193,32 @@ impl Monitoring {
             .collect()
     }
 
+    /// A deployment's minutes that start in `from..to` (Unix seconds) as one window.
+    pub fn summary(&self, deployment: Uuid, from: i64, to: i64) -> Window {
+        let mut out = Window::default();
+        if let Some(served) = self.deployments.get(&deployment) {
+            for w in served
+                .minutes
+                .range(minutes_starting_in(Some(from), Some(to)))
+                .map(|(_, w)| w)
+            {
+                out.merge(w);
+            }
+        }
+        out
+    }
+
     /// Every deployment's totals, by deployment id.
     pub fn totals(&self) -> impl Iterator<Item = (&Uuid, &Totals)> {
         self.deployments.iter().map(|(id, s)| (id, &s.totals))
     }
+}
+
+/// The minutes (Unix seconds / 60) that start in `from..to`, either open.
+fn minutes_starting_in(from: Option<i64>, to: Option<i64>) -> std::ops::Range<i64> {
+    let ceil = |s: i64| s.div_euclid(60) + i64::from(s.rem_euclid(60) != 0);
+    let first = from.map_or(i64::MIN, ceil);
+    first..to.map_or(i64::MAX, ceil).max(first)
 }
 
 #[cfg(test)]

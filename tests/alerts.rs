@@ -1,0 +1,313 @@
+//! Alerts over HTTP: a policy per deployment, evaluations that raise and resolve alerts with
+//! their evidence, and delivery to a webhook that fails at first.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{
+    Server, calm_wine, create_user, csv, deployed_wine, put_reference, s, score, score_rows, wine,
+};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+/// A webhook receiver on loopback: answers 500 to the first request and 200 after, sending
+/// each accepted body on.
+async fn webhook() -> (String, mpsc::UnboundedReceiver<Value>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hooks/provenant", listener.local_addr().unwrap());
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut first = true;
+        loop {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            // `Connection: close` from the sender: read until it stops writing a full body.
+            loop {
+                let n = conn.read(&mut buf).await.unwrap();
+                request.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&request).to_string();
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("Content-Length: "))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    if body.len() >= length {
+                        if first {
+                            first = false;
+                            conn.write_all(
+                                b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n",
+                            )
+                            .await
+                            .unwrap();
+                        } else {
+                            conn.write_all(b"HTTP/1.1 204 No Content\r\n\r\n")
+                                .await
+                                .unwrap();
+                            tx.send(serde_json::from_str(body).unwrap()).unwrap();
+                        }
+                        break;
+                    }
+                }
+                if n == 0 {
+                    break;
+                }
+            }
+        }
+    });
+    (url, rx)
+}
+
+async fn evaluate(srv: &Server, token: &str, dep: &str) -> (u16, Value) {
+    srv.call(
+        "POST",
+        &format!("/api/v1/deployments/{dep}/alerts:evaluate"),
+        Some(token),
+        Value::Null,
+    )
+    .await
+}
+
+async fn alerts(srv: &Server, dep: &str) -> Vec<Value> {
+    let (st, a) = srv
+        .call(
+            "GET",
+            &format!("/api/v1/deployments/{dep}/alerts"),
+            Some(&srv.admin_token),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(st, 200, "{a}");
+    a.as_array().unwrap().clone()
+}
+
+async fn set_policy(srv: &Server, token: &str, dep: &str, policy: Value) -> (u16, Value) {
+    srv.call(
+        "PUT",
+        &format!("/api/v1/deployments/{dep}/alert-policy"),
+        Some(token),
+        policy,
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shifted_distribution_raises_drift_alerts_and_an_unshifted_one_does_not() {
+    let srv = Server::start().await;
+    let t = srv.admin_token.clone();
+    let (_, model, d) = deployed_wine(&srv, "alerts").await;
+    let shifted_dep = s(&d["data"]["deployment_id"]);
+    let body = json!({"model_id": model, "version": 1, "environment": "DEV"});
+    let (st, d2) = srv
+        .call("POST", "/api/v1/deployments", Some(&t), body)
+        .await;
+    assert_eq!(st, 201, "{d2}");
+    let calm_dep = s(&d2["data"]["deployment_id"]);
+    let (fields, reference) = wine(0, 600, &[]);
+    let (st, _) = put_reference(
+        &srv,
+        &t,
+        &model,
+        "",
+        Some("text/csv"),
+        csv(&fields, &reference),
+    )
+    .await;
+    assert_eq!(st, 200);
+
+    let (url, mut delivered) = webhook().await;
+    let watch = json!({"window_minutes": 60, "input_drift": true, "prediction_drift": true});
+    let mut hooked = watch.clone();
+    hooked["webhook"] = json!(url);
+    let (st, p) = set_policy(&srv, &t, &shifted_dep, hooked).await;
+    assert_eq!(st, 200, "{p}");
+    assert_eq!(p["events"][0]["event_type"], "AlertPolicySet");
+    assert_eq!(set_policy(&srv, &t, &calm_dep, watch).await.0, 200);
+
+    let (_, shifted) = wine(600, 1200, &[1.4; 10]);
+    score_rows(&srv, &shifted_dep, &fields, &shifted).await;
+    score_rows(&srv, &calm_dep, &fields, &calm_wine()).await;
+
+    // The shifted deployment: both watched metrics crossed, one alert each, with evidence.
+    let (st, e) = evaluate(&srv, &t, &shifted_dep).await;
+    assert_eq!(st, 200, "{e}");
+    let observed = e["observations"].as_array().unwrap();
+    assert_eq!(observed.len(), 2, "{e}");
+    assert!(observed.iter().all(|o| o["crossed"] == true), "{e}");
+    let events = e["written"]["events"].as_array().unwrap();
+    assert_eq!(events.len(), 2, "{e}");
+    assert!(events.iter().all(|w| w["event_type"] == "AlertRaised"));
+    let raised = alerts(&srv, &shifted_dep).await;
+    assert_eq!(raised.len(), 2);
+    let input = raised
+        .iter()
+        .find(|a| a["metric"] == "input_drift")
+        .unwrap();
+    assert_eq!(input["raised"]["threshold"], 0.5);
+    let share = input["raised"]["value"].as_f64().unwrap();
+    assert!((share - 10.0 / 13.0).abs() < 1e-12, "{input}");
+    assert_eq!(input["raised"]["window_start"], e["window_start"]);
+    assert_eq!(input["raised_at"]["actor"], "system:monitor");
+    assert!(input["resolved"].is_null());
+
+    // Evaluated again: still crossed, already open, nothing new.
+    let (st, again) = evaluate(&srv, &t, &shifted_dep).await;
+    assert_eq!((st, &again["written"]), (200, &Value::Null), "{again}");
+    assert_eq!(alerts(&srv, &shifted_dep).await.len(), 2);
+
+    // The unshifted deployment: observed, not crossed, no alert.
+    let (st, calm) = evaluate(&srv, &t, &calm_dep).await;
+    assert_eq!(st, 200, "{calm}");
+    let observed = calm["observations"].as_array().unwrap();
+    assert_eq!(observed.len(), 2, "{calm}");
+    assert!(observed.iter().all(|o| o["crossed"] == false), "{calm}");
+    assert!(calm["written"].is_null());
+    assert!(alerts(&srv, &calm_dep).await.is_empty());
+
+    // The webhook failed the first delivery; the retry brings both alerts.
+    let mut bodies = Vec::new();
+    while bodies.len() < 2 {
+        let b = tokio::time::timeout(Duration::from_secs(20), delivered.recv())
+            .await
+            .expect("webhook deliveries")
+            .unwrap();
+        bodies.push(b);
+    }
+    let mut metrics: Vec<String> = bodies.iter().map(|b| s(&b["metric"])).collect();
+    metrics.sort();
+    assert_eq!(metrics, ["input_drift", "prediction_drift"]);
+    assert!(
+        bodies
+            .iter()
+            .all(|b| b["event_type"] == "AlertRaised" && b["position"].is_u64())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_alerts_resolve_and_bad_policies_append_nothing() {
+    let srv = Server::start().await;
+    let t = srv.admin_token.clone();
+    let (pid, _, d) = deployed_wine(&srv, "latency").await;
+    let dep = s(&d["data"]["deployment_id"]);
+    let (viewer, viewer_t) = create_user(&srv, "val", json!([])).await;
+    srv.call(
+        "PUT",
+        &format!("/api/v1/projects/{pid}/members/{viewer}"),
+        Some(&t),
+        json!({"role": "viewer"}),
+    )
+    .await;
+
+    let before = srv.size();
+    let (st, e) = evaluate(&srv, &t, &dep).await;
+    assert_eq!((st, s(&e["code"]).as_str()), (409, "conflict"), "{e}");
+    for (token, policy, status, code) in [
+        (
+            &t,
+            json!({"window_minutes": 0, "input_drift": true}),
+            422,
+            "invalid_field",
+        ),
+        (
+            &t,
+            json!({"window_minutes": 1441, "input_drift": true}),
+            422,
+            "invalid_field",
+        ),
+        (&t, json!({"window_minutes": 5}), 422, "invalid_field"),
+        (
+            &t,
+            json!({"window_minutes": 5, "latency_p95_ms": -1.0}),
+            422,
+            "invalid_field",
+        ),
+        (
+            &t,
+            json!({"window_minutes": 5, "input_drift": true, "webhook": "https://example.org/x"}),
+            422,
+            "invalid_field",
+        ),
+        (
+            &t,
+            json!({"window_minutes": 5, "input_drift": true, "webhook": "http://u:p@host/x"}),
+            422,
+            "invalid_field",
+        ),
+        (
+            &t,
+            json!({"window_minutes": 5, "drift": true}),
+            422,
+            "invalid_body",
+        ),
+        (
+            &viewer_t,
+            json!({"window_minutes": 5, "input_drift": true}),
+            403,
+            "forbidden",
+        ),
+    ] {
+        let (st, e) = set_policy(&srv, token, &dep, policy.clone()).await;
+        assert_eq!(
+            (st, s(&e["code"]).as_str()),
+            (status, code),
+            "{policy}: {e}"
+        );
+        assert!(!s(&e["detail"]).is_empty());
+    }
+    let nobody = uuid::Uuid::now_v7().to_string();
+    let (st, e) = set_policy(
+        &srv,
+        &t,
+        &nobody,
+        json!({"window_minutes": 5, "input_drift": true}),
+    )
+    .await;
+    assert_eq!(
+        (st, s(&e["code"]).as_str()),
+        (404, "deployment_not_found"),
+        "{e}"
+    );
+    let (st, e) = evaluate(&srv, &viewer_t, &dep).await;
+    assert_eq!((st, s(&e["code"]).as_str()), (403, "forbidden"), "{e}");
+    assert_eq!(srv.size(), before, "a refused policy appended");
+
+    // Any real request is slower than a microsecond: raised.
+    let (st, _) = set_policy(
+        &srv,
+        &t,
+        &dep,
+        json!({"window_minutes": 5, "latency_p95_ms": 0.001}),
+    )
+    .await;
+    assert_eq!(st, 200);
+    let (fields, rows) = wine(0, 20, &[]);
+    for r in rows.chunks(5) {
+        let (st, _, b) = score(&srv, &dep, json!({"fields": fields, "rows": r})).await;
+        assert_eq!(st, 200, "{b}");
+    }
+    let (st, e) = evaluate(&srv, &t, &dep).await;
+    assert_eq!(st, 200, "{e}");
+    assert_eq!(e["observations"][0]["metric"], "latency_p95_ms");
+    assert_eq!(e["written"]["events"][0]["event_type"], "AlertRaised");
+    // A limit of a thousand seconds: resolved, with the evidence that resolved it.
+    let (st, _) = set_policy(
+        &srv,
+        &t,
+        &dep,
+        json!({"window_minutes": 5, "latency_p95_ms": 1e6}),
+    )
+    .await;
+    assert_eq!(st, 200);
+    let (st, e) = evaluate(&srv, &t, &dep).await;
+    assert_eq!(st, 200, "{e}");
+    assert_eq!(e["written"]["events"][0]["event_type"], "AlertResolved");
+    let all = alerts(&srv, &dep).await;
+    assert_eq!(all.len(), 1);
+    let resolved = &all[0]["resolved"];
+    assert_eq!(resolved["threshold"], 1e6);
+    assert!(resolved["value"].as_f64().unwrap() < 1e6);
+    assert_eq!(all[0]["raised"]["threshold"], 0.001);
+}
