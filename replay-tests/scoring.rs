@@ -2,7 +2,7 @@
 //! by one five-row request and eight concurrent one-row requests (coalesced into shared runs)
 //! and one through an endpoint that is then re-pointed and removed, a second deployment whose
 //! runs are purged under its retention policy, a batch job, the version's reference data for
-//! drift, an alert raised and resolved, and a stop. The
+//! drift, actuals, an alert raised and resolved, and a stop. The
 //! folder keeps the log, the registry it folds to, and the run blobs that were kept
 //! (`blobs/<blake3>.json`); the test reproduces every kept run bit for bit from them.
 
@@ -304,6 +304,26 @@ async fn record_story() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
+    // Actuals for the first request's five rows (the fixture's cultivars), one of them wrong.
+    let (first, _) = state
+        .registry
+        .read()
+        .predictions
+        .iter()
+        .min_by_key(|(_, p)| **p)
+        .map(|(r, p)| (*r, *p))
+        .unwrap();
+    let actuals: Vec<Value> = ["0", "0", "1", "2", "1"]
+        .iter()
+        .enumerate()
+        .map(|(row, a)| json!({"request_id": first, "row": row, "actual": a}))
+        .collect();
+    call(
+        reqwest::Method::POST,
+        format!("/api/v1/deployments/{demo}/actuals"),
+        json!({ "actuals": actuals }),
+    )
+    .await;
     // An alert policy whose latency limit no request meets, evaluated (raised), lifted and
     // evaluated again (resolved).
     for limit in [0.001, 1e6] {

@@ -1,6 +1,7 @@
 //! Provenant: an MLOps registry, deployment manager and scoring runtime whose source of
 //! truth is a signed, hash-chained, append-only event ledger.
 
+pub mod accuracy;
 pub mod api;
 pub mod audit;
 pub mod bench;

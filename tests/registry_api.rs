@@ -618,6 +618,10 @@ async fn the_full_registry_story() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
+    let r_id = r.headers()["provenant-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
     // A batch job over two copies of the sample row: one run of two rows.
     let fields: Vec<String> = serde_json::from_value(sample["fields"].clone()).unwrap();
     let row: Vec<String> = serde_json::from_value(sample["rows"][0].clone()).unwrap();
@@ -695,6 +699,14 @@ async fn the_full_registry_story() {
         fields.len()
     );
     assert_eq!(drift["predictions"]["dataset_drift"], false, "{drift}");
+    // The scored request's actual, and the accuracy it gives.
+    let path = format!("/api/v1/deployments/{dep}/actuals");
+    let actual = json!({"actuals": [{"request_id": r_id, "row": 0, "actual": "1"}]});
+    let (st, a) = srv.call("POST", &path, Some(&bob_t), actual).await;
+    assert_eq!(st, 200, "{a}");
+    let path = format!("/api/v1/deployments/{dep}/accuracy");
+    let (st, a) = srv.call("GET", &path, Some(&carol_t), Value::Null).await;
+    assert_eq!((st, &a["total"]["rows"]), (200, &json!(1)), "{a}");
     // An alert policy; its latency limit raised, then lifted, which resolves the alert.
     for (limit, event) in [(0.001, "AlertRaised"), (1e6, "AlertResolved")] {
         let policy = json!({"window_minutes": 10, "latency_p95_ms": limit});
@@ -1285,6 +1297,18 @@ async fn authorization_matrix_every_route_and_role() {
         (
             "GET",
             format!("/api/v1/deployments/{dep}/alerts"),
+            n.clone(),
+            ProjectRead,
+        ),
+        (
+            "POST",
+            format!("/api/v1/deployments/{dep}/actuals"),
+            json!({"actuals": [{"request_id": rid, "row": 0, "actual": "1"}]}),
+            ProjectEdit,
+        ),
+        (
+            "GET",
+            format!("/api/v1/deployments/{dep}/accuracy"),
             n.clone(),
             ProjectRead,
         ),

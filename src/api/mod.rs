@@ -1,6 +1,7 @@
 //! The HTTP interface (axum): the management REST API under `/api/v1/`, with its OpenAPI
 //! document generated from the handlers' annotations.
 
+pub mod accuracy;
 pub mod alerts;
 pub mod auth;
 pub mod command;
@@ -166,6 +167,8 @@ fn documented() -> OpenApiRouter<AppState> {
         .routes(routes!(deployments::get, deployments::action))
         .routes(routes!(metrics::get))
         .routes(routes!(drift::get))
+        .routes(routes!(accuracy::record))
+        .routes(routes!(accuracy::get))
         .routes(routes!(alerts::put_policy))
         .routes(routes!(alerts::list))
         .routes(routes!(alerts::evaluate))

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::actuals::Actual;
 use super::alert::{AlertPolicy, Evidence, Metric};
 use super::deployment::{DeploymentSpec, DeploymentState};
 use super::job::{FileFormat, JobOutcome};
@@ -275,6 +276,9 @@ events! {
     EndpointSet { endpoint: String, project_id: Uuid, deployment_id: Uuid, previous_deployment_id: Option<Uuid>, reason: String }
     /// An endpoint no longer serves; its name stays with its project.
     EndpointRemoved { endpoint: String, project_id: Uuid, deployment_id: Uuid, reason: String }
+    /// True outcomes of rows the deployment scored, by request id and row; a later actual for
+    /// the same row replaces an earlier one.
+    ActualsRecorded { deployment_id: Uuid, project_id: Uuid, actuals: Vec<Actual> }
     /// What to alert on for a deployment, replacing any policy before it.
     AlertPolicySet { deployment_id: Uuid, project_id: Uuid, policy: AlertPolicy }
     /// A watched metric crossed its threshold over the window in the evidence.

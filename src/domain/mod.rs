@@ -2,6 +2,7 @@
 //! `evolve(Registry, &Recorded) -> Registry`. Pure, no I/O: the API shell supplies ids,
 //! the clock and artifact findings, and appends what `decide` returns.
 
+pub mod actuals;
 pub mod alert;
 mod decide;
 pub mod deployment;

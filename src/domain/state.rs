@@ -161,6 +161,9 @@ pub struct Registry {
     /// Every scored request → the position of the inference run that answered it.
     #[serde(skip)]
     pub predictions: HashMap<Uuid, u64>,
+    /// (request, row) → its latest recorded actual.
+    #[serde(skip)]
+    pub actuals: HashMap<(Uuid, u64), String>,
 }
 
 /// A stored event as `evolve` sees it.
@@ -238,6 +241,7 @@ fn project_of(state: &Registry, event: &RegistryEvent) -> Option<Uuid> {
         E::ScoringJobStarted(e) => Some(e.project_id),
         E::ScoringJobEnded(e) => Some(e.project_id),
         E::AlertPolicySet(e) => Some(e.project_id),
+        E::ActualsRecorded(e) => Some(e.project_id),
         E::AlertRaised(e) => Some(e.project_id),
         E::AlertResolved(e) => Some(e.project_id),
         E::RuntimeImageDeclared(_)
@@ -276,6 +280,13 @@ fn apply(state: &mut Registry, event: &RegistryEvent, stamp: Stamp) {
         }
         E::AlertRaised(_) | E::AlertResolved(_) => {
             super::alert::apply(&mut state.alerts, event, &stamp);
+        }
+        E::ActualsRecorded(e) => {
+            for a in &e.actuals {
+                state
+                    .actuals
+                    .insert((a.request_id, a.row), a.actual.clone());
+            }
         }
         E::EndpointSet(_) | E::EndpointRemoved(_) => {
             super::endpoint::apply(&mut state.endpoints, event, &stamp);

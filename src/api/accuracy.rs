@@ -1,0 +1,304 @@
+//! Actuals and accuracy over HTTP: true outcomes recorded against scored requests, and a
+//! deployment's accuracy per window, recomputed from the runs' kept outputs and the latest
+//! actual of each row, so late actuals update past windows.
+
+use std::collections::{BTreeMap, HashMap};
+
+use axum::Json;
+use axum::extract::State;
+use chrono::DateTime;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::AppState;
+use super::auth::{Principal, forbidden};
+use super::command::Written;
+use super::error::ApiError;
+use super::extract::{ApiJson, ApiPath, ApiQuery};
+use super::jobs::internal;
+use super::metrics::seconds;
+use crate::accuracy::{self, Metrics};
+use crate::domain::actuals::{self, Actual, Scored};
+use crate::domain::deployment::Retention;
+use crate::domain::event::{InferenceRunRecorded, RegistryEvent};
+use crate::domain::{Kind, can_read_project};
+use crate::log::envelope::{Digest, format_time};
+use crate::projections::monitoring::Resolution;
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ActualsBody {
+    pub actuals: Vec<Actual>,
+}
+
+fn missing(id: Uuid) -> ApiError {
+    ApiError::not_found(Kind::Deployment.code(), format!("no deployment {id}"))
+}
+
+/// The inference run stored at `position`.
+fn run_at(s: &AppState, position: u64) -> Result<(String, InferenceRunRecorded), ApiError> {
+    let event = s
+        .ledger
+        .event(position)?
+        .ok_or_else(|| internal("internal", format!("no event at position {position}")))?;
+    let u = event.unsigned;
+    match RegistryEvent::decode(&u.event_type, u.schema_version, &u.payload) {
+        Ok(Some(RegistryEvent::InferenceRunRecorded(run))) => Ok((u.recorded_at, run)),
+        _ => Err(internal(
+            "internal",
+            format!("position {position} is not an inference run"),
+        )),
+    }
+}
+
+/// `POST /api/v1/deployments/{deployment_id}/actuals`: true outcomes of scored rows
+/// (editors), at most 10,000 per request; each must name a request the deployment answered
+/// and one of its rows.
+#[utoipa::path(post, path = "/api/v1/deployments/{deployment_id}/actuals", tag = "deployments", request_body = ActualsBody, responses((status = 200, body = Written), (status = 403, description = "not an editor of the deployment's project"), (status = 404, description = "`deployment_not_found`"), (status = 422, description = "`invalid_field`: an unknown request or row, a bad value")))]
+pub async fn record(
+    State(s): State<AppState>,
+    p: Principal,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(body): ApiJson<ActualsBody>,
+) -> Result<Json<Written>, ApiError> {
+    s.registry.wait_for(s.ledger.head().size).await?;
+    // What the ledger says of each named request, read before the command gate.
+    let mut scored: HashMap<Uuid, Scored> = HashMap::new();
+    if body.actuals.len() <= actuals::MAX_ACTUALS {
+        for a in &body.actuals {
+            if scored.contains_key(&a.request_id) {
+                continue;
+            }
+            let position = s.registry.read().predictions.get(&a.request_id).copied();
+            if let Some(position) = position {
+                let (_, run) = run_at(&s, position)?;
+                if let Some(r) = run.requests.iter().find(|r| r.request_id == a.request_id) {
+                    scored.insert(
+                        a.request_id,
+                        Scored {
+                            deployment_id: run.deployment_id,
+                            rows: r.row_count,
+                        },
+                    );
+                }
+            }
+        }
+    }
+    let n = body.actuals.len();
+    let written = s
+        .run(
+            p.user_id,
+            |r| actuals::record(r, p.user_id, id, body.actuals, |q| scored.get(&q).copied()),
+            |_| Some(serde_json::json!({ "recorded": n })),
+        )
+        .await?;
+    Ok(Json(written))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct AccuracyQuery {
+    /// `hour` (the default), `minute` or `day`: windows of prediction time.
+    pub resolution: Option<Resolution>,
+    /// Predictions committed in the minutes that start in `from..to` (RFC 3339; either open).
+    pub from: Option<String>,
+    pub to: Option<String>,
+}
+
+/// A deployment's accuracy per window of prediction time, and over the whole range.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AccuracyReport {
+    pub deployment_id: Uuid,
+    /// `classification` (outputs `<target>.<class>`) or `regression` (one output).
+    pub task: String,
+    /// The classes, in the confusion matrices' order (classification).
+    pub classes: Vec<String>,
+    pub resolution: String,
+    pub windows: Vec<AccuracyWindow>,
+    pub total: Metrics,
+    /// Actuals whose prediction's outputs were not kept (hash-only retention, or purged).
+    pub unretained: u64,
+    /// Actuals that are not one of the classes, or not a number for a regressor.
+    pub unmatched: u64,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AccuracyWindow {
+    pub start: String,
+    pub end: String,
+    #[serde(flatten)]
+    pub metrics: Metrics,
+}
+
+/// A stored run's outputs.
+#[derive(Deserialize)]
+struct Outputs {
+    fields: Vec<String>,
+    rows: Vec<Vec<String>>,
+}
+
+/// How a model's outputs read as a prediction.
+enum Task {
+    /// Output column of each class, by class order.
+    Classification(Vec<String>, Vec<String>),
+    Regression(String),
+}
+
+fn task(fields: &[String], target: Option<&str>) -> Option<Task> {
+    let prefix = target.map(|t| format!("{t}."));
+    let classes: Vec<String> = fields
+        .iter()
+        .filter_map(|f| prefix.as_deref().and_then(|p| f.strip_prefix(p)))
+        .map(str::to_string)
+        .collect();
+    match (classes.len(), fields) {
+        (n, _) if n >= 2 && n == fields.len() => {
+            Some(Task::Classification(classes, fields.to_vec()))
+        }
+        (_, [only]) => Some(Task::Regression(only.clone())),
+        _ => None,
+    }
+}
+
+/// `GET /api/v1/deployments/{deployment_id}/accuracy`: accuracy from the recorded actuals,
+/// per window of prediction time (readers).
+#[utoipa::path(get, path = "/api/v1/deployments/{deployment_id}/accuracy", tag = "deployments", params(AccuracyQuery), responses((status = 200, body = AccuracyReport), (status = 400, description = "`invalid_argument`"), (status = 403, description = "not a reader of the deployment's project"), (status = 404, description = "`deployment_not_found`"), (status = 409, description = "`conflict`: the outputs are neither class probabilities nor one value")))]
+pub async fn get(
+    State(s): State<AppState>,
+    p: Principal,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiQuery(q): ApiQuery<AccuracyQuery>,
+) -> Result<Json<AccuracyReport>, ApiError> {
+    let (from, to) = (
+        seconds("from", q.from.as_deref())?,
+        seconds("to", q.to.as_deref())?,
+    );
+    let resolution = q.resolution.unwrap_or(Resolution::Hour);
+    s.registry.wait_for(s.ledger.head().size).await?;
+    let (spec, purged_before) = {
+        let reg = s.registry.read();
+        let d = reg.deployments.get(&id).ok_or_else(|| missing(id))?;
+        if !can_read_project(&reg, p.user_id, d.spec.project_id) {
+            return Err(forbidden(format!(
+                "reading deployment {id}'s accuracy needs a role in its project"
+            )));
+        }
+        (d.spec.clone(), d.purged_before)
+    };
+    let positions = s.registry.monitoring().run_positions(id, from, to);
+    let state = s.clone();
+    let report = tokio::task::spawn_blocking(move || {
+        let length = resolution.seconds();
+        let mut task_of: Option<Task> = None;
+        let mut windows: BTreeMap<i64, (Vec<(Vec<f64>, usize)>, Vec<(f64, f64)>)> =
+            BTreeMap::new();
+        let (mut unretained, mut unmatched) = (0u64, 0u64);
+        for position in positions {
+            let (at, run) = run_at(&state, position)?;
+            let rows: Vec<(u64, String)> = {
+                let reg = state.registry.read();
+                run.requests
+                    .iter()
+                    .flat_map(|r| {
+                        (0..r.row_count).filter_map(|row| {
+                            reg.actuals
+                                .get(&(r.request_id, row))
+                                .map(|a| (r.row_offset + row, a.clone()))
+                        })
+                    })
+                    .collect()
+            };
+            if rows.is_empty() {
+                continue;
+            }
+            let kept = spec.retention != Retention::Hashes && position >= purged_before;
+            let outputs = match Digest::from_hex(&run.output_blob).map(|h| state.blobs.get(&h)) {
+                Some(Ok(bytes)) if kept => serde_json::from_slice::<Outputs>(&bytes)
+                    .map_err(|e| internal("internal", e))?,
+                _ => {
+                    unretained += rows.len() as u64;
+                    continue;
+                }
+            };
+            let task = match &mut task_of {
+                Some(t) => t,
+                None => task_of.insert(
+                    task(&outputs.fields, spec.target_column.as_deref()).ok_or_else(|| {
+                        ApiError::from(crate::domain::DomainError::Conflict(format!(
+                            "outputs {:?} are neither one probability per class of the target nor one value",
+                            outputs.fields
+                        )))
+                    })?,
+                ),
+            };
+            let start = DateTime::parse_from_rfc3339(&at)
+                .map_or(0, |t| t.timestamp().div_euclid(length) * length);
+            let (class_rows, value_rows) = windows.entry(start).or_default();
+            for (row, actual) in rows {
+                let Some(cells) = outputs.rows.get(row as usize) else {
+                    unmatched += 1;
+                    continue;
+                };
+                let value = |name: &str| {
+                    outputs
+                        .fields
+                        .iter()
+                        .position(|f| f == name)
+                        .and_then(|i| cells.get(i))
+                        .and_then(|c| c.parse::<f64>().ok())
+                };
+                match task {
+                    Task::Classification(classes, columns) => {
+                        let p: Option<Vec<f64>> = columns.iter().map(|c| value(c)).collect();
+                        match (p, classes.iter().position(|c| *c == actual)) {
+                            (Some(p), Some(k)) => class_rows.push((p, k)),
+                            _ => unmatched += 1,
+                        }
+                    }
+                    Task::Regression(column) => match (value(column), actual.parse::<f64>()) {
+                        (Some(p), Ok(y)) => value_rows.push((p, y)),
+                        _ => unmatched += 1,
+                    },
+                }
+            }
+        }
+        let (name, classes) = match &task_of {
+            Some(Task::Classification(classes, _)) => ("classification", classes.clone()),
+            _ => ("regression", Vec::new()),
+        };
+        let measure = |class_rows: &[(Vec<f64>, usize)], value_rows: &[(f64, f64)]| {
+            if name == "classification" {
+                accuracy::classification(classes.len(), class_rows)
+            } else {
+                accuracy::regression(value_rows)
+            }
+        };
+        let time = |s: i64| {
+            DateTime::from_timestamp(s, 0)
+                .map(format_time)
+                .unwrap_or_default()
+        };
+        let all_classes: Vec<_> = windows.values().flat_map(|w| w.0.clone()).collect();
+        let all_values: Vec<_> = windows.values().flat_map(|w| w.1.clone()).collect();
+        Ok::<_, ApiError>(AccuracyReport {
+            deployment_id: id,
+            task: name.into(),
+            windows: windows
+                .iter()
+                .map(|(start, (c, v))| AccuracyWindow {
+                    start: time(*start),
+                    end: time(start + length),
+                    metrics: measure(c, v),
+                })
+                .collect(),
+            total: measure(&all_classes, &all_values),
+            classes,
+            resolution: resolution.name().into(),
+            unretained,
+            unmatched,
+        })
+    })
+    .await
+    .map_err(|e| internal("internal", e))??;
+    Ok(Json(report))
+}
