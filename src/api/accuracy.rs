@@ -137,6 +137,10 @@ struct Outputs {
     rows: Vec<Vec<String>>,
 }
 
+/// One window's joined rows: a classifier's (probabilities, actual class), a regressor's
+/// (prediction, actual).
+type Joined = (Vec<(Vec<f64>, usize)>, Vec<(f64, f64)>);
+
 /// How a model's outputs read as a prediction.
 enum Task {
     /// Output column of each class, by class order.
@@ -190,8 +194,7 @@ pub async fn get(
     let report = tokio::task::spawn_blocking(move || {
         let length = resolution.seconds();
         let mut task_of: Option<Task> = None;
-        let mut windows: BTreeMap<i64, (Vec<(Vec<f64>, usize)>, Vec<(f64, f64)>)> =
-            BTreeMap::new();
+        let mut windows: BTreeMap<i64, Joined> = BTreeMap::new();
         let (mut unretained, mut unmatched) = (0u64, 0u64);
         for position in positions {
             let (at, run) = run_at(&state, position)?;
