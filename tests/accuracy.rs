@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Server, create_user, deployed_wine, s, score, wine};
+use common::{Server, deploy_again, deployed_wine, member, s, score, wine};
 use serde_json::{Value, json};
 
 /// A scored request: its id and each row's class probabilities.
@@ -145,12 +145,7 @@ async fn actuals_join_predictions_and_late_ones_update_the_past() {
 
     // A hash-only deployment keeps no outputs to join: its actuals are counted as unseen.
     let (_, model, _) = deployed_wine(&srv, "blind").await;
-    let body = json!({"model_id": model, "version": 1, "environment": "DEV", "retention": {"mode": "hashes"}});
-    let (st, d2) = srv
-        .call("POST", "/api/v1/deployments", Some(&t), body)
-        .await;
-    assert_eq!(st, 201, "{d2}");
-    let blind = s(&d2["data"]["deployment_id"]);
+    let blind = deploy_again(&srv, &model, json!({"mode": "hashes"})).await;
     let (id, _) = scored(&srv, &blind, &fields, &rows[..3]).await;
     let three = json!([0, 1, 2].map(|r| json!({"request_id": id, "row": r, "actual": "1"})));
     assert_eq!(post_actuals(&srv, &t, &blind, three).await.0, 200);
@@ -167,19 +162,8 @@ async fn bad_actuals_are_refused_and_append_nothing() {
     let t = srv.admin_token.clone();
     let (pid, model, d) = deployed_wine(&srv, "refused actuals").await;
     let dep = s(&d["data"]["deployment_id"]);
-    let body = json!({"model_id": model, "version": 1, "environment": "DEV"});
-    let (_, other) = srv
-        .call("POST", "/api/v1/deployments", Some(&t), body)
-        .await;
-    let other = s(&other["data"]["deployment_id"]);
-    let (viewer, viewer_t) = create_user(&srv, "vik", json!([])).await;
-    srv.call(
-        "PUT",
-        &format!("/api/v1/projects/{pid}/members/{viewer}"),
-        Some(&t),
-        json!({"role": "viewer"}),
-    )
-    .await;
+    let other = deploy_again(&srv, &model, Value::Null).await;
+    let (_, viewer_t) = member(&srv, &pid, "vik", "viewer").await;
     let (fields, rows) = wine(0, 4, &[]);
     let (id, _) = scored(&srv, &dep, &fields, &rows).await;
     let (elsewhere, _) = scored(&srv, &other, &fields, &rows[..1]).await;

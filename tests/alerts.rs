@@ -6,7 +6,8 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    Server, calm_wine, create_user, csv, deployed_wine, put_reference, s, score, score_rows, wine,
+    Server, calm_wine, csv, deploy_again, deployed_wine, member, put_reference, s, score,
+    score_rows, wine,
 };
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -100,12 +101,7 @@ async fn a_shifted_distribution_raises_drift_alerts_and_an_unshifted_one_does_no
     let t = srv.admin_token.clone();
     let (_, model, d) = deployed_wine(&srv, "alerts").await;
     let shifted_dep = s(&d["data"]["deployment_id"]);
-    let body = json!({"model_id": model, "version": 1, "environment": "DEV"});
-    let (st, d2) = srv
-        .call("POST", "/api/v1/deployments", Some(&t), body)
-        .await;
-    assert_eq!(st, 201, "{d2}");
-    let calm_dep = s(&d2["data"]["deployment_id"]);
+    let calm_dep = deploy_again(&srv, &model, Value::Null).await;
     let (fields, reference) = wine(0, 600, &[]);
     let (st, _) = put_reference(
         &srv,
@@ -192,14 +188,7 @@ async fn latency_alerts_resolve_and_bad_policies_append_nothing() {
     let t = srv.admin_token.clone();
     let (pid, _, d) = deployed_wine(&srv, "latency").await;
     let dep = s(&d["data"]["deployment_id"]);
-    let (viewer, viewer_t) = create_user(&srv, "val", json!([])).await;
-    srv.call(
-        "PUT",
-        &format!("/api/v1/projects/{pid}/members/{viewer}"),
-        Some(&t),
-        json!({"role": "viewer"}),
-    )
-    .await;
+    let (_, viewer_t) = member(&srv, &pid, "val", "viewer").await;
 
     let before = srv.size();
     let (st, e) = evaluate(&srv, &t, &dep).await;

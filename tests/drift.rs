@@ -4,7 +4,8 @@
 mod common;
 
 use common::{
-    Server, calm_wine, create_user, csv, deployed_wine, drift, put_reference, s, score_rows, wine,
+    Server, calm_wine, csv, deploy_again, deployed_wine, drift, member, put_reference, s,
+    score_rows, wine,
 };
 use serde_json::{Value, json};
 
@@ -148,12 +149,7 @@ async fn a_shifted_input_drifts_and_an_unshifted_one_does_not() {
 
     // A hash-only deployment of the same version: its inputs are not kept, and the report
     // says what it could not see.
-    let body = json!({"model_id": model, "version": 1, "environment": "DEV", "retention": {"mode": "hashes"}});
-    let (st, d2) = srv
-        .call("POST", "/api/v1/deployments", Some(&t), body)
-        .await;
-    assert_eq!(st, 201, "{d2}");
-    let dep2 = s(&d2["data"]["deployment_id"]);
+    let dep2 = deploy_again(&srv, &model, json!({"mode": "hashes"})).await;
     score_rows(&srv, &dep2, &fields, &shifted[..200]).await;
     let (st, blind) = drift(&srv, &dep2, "").await;
     assert_eq!(st, 200, "{blind}");
@@ -182,14 +178,7 @@ async fn bad_reference_data_and_drift_requests_are_refused_and_append_nothing() 
     let (pid, model, d) = deployed_wine(&srv, "refusals").await;
     let dep = s(&d["data"]["deployment_id"]);
     let (fields, rows) = wine(0, 50, &[]);
-    let (viewer, viewer_t) = create_user(&srv, "vera", json!([])).await;
-    srv.call(
-        "PUT",
-        &format!("/api/v1/projects/{pid}/members/{viewer}"),
-        Some(&t),
-        json!({"role": "viewer"}),
-    )
-    .await;
+    let (_, viewer_t) = member(&srv, &pid, "vera", "viewer").await;
 
     // No reference yet.
     let (st, e) = drift(&srv, &dep, "").await;

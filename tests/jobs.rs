@@ -6,23 +6,13 @@ mod common;
 use std::io::Cursor;
 use std::time::Duration;
 
-use common::{Server, create_user, deployed_wine, s, score};
+use common::{Server, create_user, csv, deployed_wine, s, score};
 use polars::prelude::*;
 use serde_json::{Value, json};
 
 /// Distinct wine rows (`provenant bench batch` scores the same).
 fn wine_rows(n: usize) -> (Vec<String>, Vec<Vec<f64>>) {
     provenant::bench::wine_rows(n).unwrap()
-}
-
-fn csv(fields: &[String], rows: &[Vec<String>]) -> Vec<u8> {
-    let mut out = fields.join(",");
-    out.push('\n');
-    for r in rows {
-        out.push_str(&r.join(","));
-        out.push('\n');
-    }
-    out.into_bytes()
 }
 
 async fn post_file(

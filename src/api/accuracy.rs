@@ -11,8 +11,9 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::AppState;
-use super::auth::{Principal, forbidden};
+use super::auth::Principal;
 use super::command::Written;
+use super::deployments::readable;
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::jobs::internal;
@@ -21,7 +22,6 @@ use crate::accuracy::{self, Metrics};
 use crate::domain::actuals::{self, Actual, Scored};
 use crate::domain::deployment::Retention;
 use crate::domain::event::{InferenceRunRecorded, RegistryEvent};
-use crate::domain::{Kind, can_read_project};
 use crate::log::envelope::{Digest, format_time};
 use crate::projections::monitoring::Resolution;
 
@@ -29,10 +29,6 @@ use crate::projections::monitoring::Resolution;
 #[serde(deny_unknown_fields)]
 pub struct ActualsBody {
     pub actuals: Vec<Actual>,
-}
-
-fn missing(id: Uuid) -> ApiError {
-    ApiError::not_found(Kind::Deployment.code(), format!("no deployment {id}"))
 }
 
 /// The inference run stored at `position`.
@@ -181,12 +177,7 @@ pub async fn get(
     s.registry.wait_for(s.ledger.head().size).await?;
     let (spec, purged_before) = {
         let reg = s.registry.read();
-        let d = reg.deployments.get(&id).ok_or_else(|| missing(id))?;
-        if !can_read_project(&reg, p.user_id, d.spec.project_id) {
-            return Err(forbidden(format!(
-                "reading deployment {id}'s accuracy needs a role in its project"
-            )));
-        }
+        let d = readable(&reg, &p, id, "reading the accuracy of deployment")?;
         (d.spec.clone(), d.purged_before)
     };
     let positions = s.registry.monitoring().run_positions(id, from, to);

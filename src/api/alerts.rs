@@ -15,13 +15,14 @@ use uuid::Uuid;
 use super::AppState;
 use super::auth::{Principal, forbidden};
 use super::command::Written;
+use super::deployments::{not_found, readable};
 use super::drift::{DriftQuery, compute};
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath};
 use crate::domain::alert::{self, Alert, AlertPolicy, Metric, Observation, webhook_parts};
 use crate::domain::deployment::DeploymentState;
 use crate::domain::event::ProjectRole;
-use crate::domain::{DomainError, Kind, can_read_project, may};
+use crate::domain::{DomainError, may};
 use crate::log::envelope::format_time;
 
 /// Who evaluates alerts.
@@ -41,17 +42,13 @@ pub struct Evaluation {
     pub written: Option<Written>,
 }
 
-fn missing(id: Uuid) -> ApiError {
-    ApiError::not_found(Kind::Deployment.code(), format!("no deployment {id}"))
-}
-
 impl AppState {
     /// Measures what the deployment's policy watches over its trailing window and raises or
     /// resolves alerts accordingly; raised and resolved alerts go to the webhook.
     pub async fn evaluate_alerts(&self, id: Uuid) -> Result<Evaluation, ApiError> {
         let policy = {
             let reg = self.registry.read();
-            let d = reg.deployments.get(&id).ok_or_else(|| missing(id))?;
+            let d = reg.deployments.get(&id).ok_or_else(|| not_found(id))?;
             d.alert_policy.clone().ok_or_else(|| {
                 ApiError::from(DomainError::Conflict(format!(
                     "deployment {id} has no alert policy"
@@ -254,12 +251,7 @@ pub async fn list(
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Json<Vec<Alert>>, ApiError> {
     let reg = s.registry.read();
-    let d = reg.deployments.get(&id).ok_or_else(|| missing(id))?;
-    if !can_read_project(&reg, p.user_id, d.spec.project_id) {
-        return Err(forbidden(format!(
-            "reading deployment {id}'s alerts needs a role in its project"
-        )));
-    }
+    readable(&reg, &p, id, "reading the alerts of deployment")?;
     let mut alerts: Vec<Alert> = reg
         .alerts
         .values()
@@ -280,7 +272,7 @@ pub async fn evaluate(
 ) -> Result<Json<Evaluation>, ApiError> {
     {
         let reg = s.registry.read();
-        let d = reg.deployments.get(&id).ok_or_else(|| missing(id))?;
+        let d = reg.deployments.get(&id).ok_or_else(|| not_found(id))?;
         if !may(&reg, p.user_id, d.spec.project_id, ProjectRole::Editor) {
             return Err(forbidden(format!(
                 "evaluating deployment {id}'s alerts needs the editor role in its project"

@@ -25,7 +25,7 @@ use crate::domain::deployment::{
 };
 use crate::domain::event::{PredictionDataPurged, ProjectRole, RegistryEvent};
 use crate::domain::schema::Column;
-use crate::domain::{Kind, can_read_project};
+use crate::domain::{Kind, Registry, can_read_project};
 use crate::log::ExpectedVersion;
 use crate::log::envelope::Digest;
 use crate::projections::replay::Until;
@@ -163,9 +163,7 @@ impl AppState {
             .deployments
             .get(&id)
             .map(|d| d.spec.clone())
-            .ok_or_else(|| {
-                ApiError::not_found(Kind::Deployment.code(), format!("no deployment {id}"))
-            })?;
+            .ok_or_else(|| not_found(id))?;
         match self.load(id, spec).await {
             Ok(scoring) => {
                 self.serving.insert(self.start_workers(scoring));
@@ -613,15 +611,28 @@ pub async fn get(
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Json<Value>, ApiError> {
     let reg = s.registry.read();
-    let d = reg.deployments.get(&id).ok_or_else(|| {
-        ApiError::not_found(Kind::Deployment.code(), format!("no deployment {id}"))
-    })?;
-    if !can_read_project(&reg, p.user_id, d.spec.project_id) {
+    let d = readable(&reg, &p, id, "reading deployment")?;
+    Ok(Json(view(d)))
+}
+
+pub(super) fn not_found(id: Uuid) -> ApiError {
+    ApiError::not_found(Kind::Deployment.code(), format!("no deployment {id}"))
+}
+
+/// The deployment, for a caller who may read its project; `what` says what needs it.
+pub(super) fn readable<'a>(
+    reg: &'a Registry,
+    p: &Principal,
+    id: Uuid,
+    what: &str,
+) -> Result<&'a Deployment, ApiError> {
+    let d = reg.deployments.get(&id).ok_or_else(|| not_found(id))?;
+    if !can_read_project(reg, p.user_id, d.spec.project_id) {
         return Err(forbidden(format!(
-            "reading deployment {id} needs a role in its project"
+            "{what} {id} needs a role in its project"
         )));
     }
-    Ok(Json(view(d)))
+    Ok(d)
 }
 
 #[derive(Deserialize, ToSchema, Default)]

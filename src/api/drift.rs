@@ -13,9 +13,9 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::AppState;
-use super::auth::{Principal, forbidden};
+use super::auth::Principal;
 use super::command::Written;
-use super::deployments::session_settings;
+use super::deployments::{not_found, readable, session_settings};
 use super::error::ApiError;
 use super::extract::{ApiPath, ApiQuery};
 use super::jobs::{bad_file, upload};
@@ -26,7 +26,7 @@ use crate::domain::event::RegistryEvent;
 use crate::domain::job::FileFormat;
 use crate::domain::reference::{self, ColumnProfile, RecordReference, ReferenceProfile};
 use crate::domain::schema::Column;
-use crate::domain::{Kind as Entity, can_read_project};
+
 use crate::drift::{Gather, Kind, Report, Sample, profile};
 use crate::log::envelope::Digest;
 use crate::runtime::batch::Table;
@@ -355,17 +355,7 @@ pub async fn report(
         seconds("from", q.from.as_deref())?,
         seconds("to", q.to.as_deref())?,
     );
-    {
-        let reg = s.registry.read();
-        let d = reg.deployments.get(&id).ok_or_else(|| {
-            ApiError::not_found(Entity::Deployment.code(), format!("no deployment {id}"))
-        })?;
-        if !can_read_project(&reg, p.user_id, d.spec.project_id) {
-            return Err(forbidden(format!(
-                "reading deployment {id}'s drift needs a role in its project"
-            )));
-        }
-    }
+    readable(&s.registry.read(), p, id, "reading the drift of deployment")?;
     compute(s, id, (from, to), q).await
 }
 
@@ -380,9 +370,7 @@ pub async fn compute(
     s.registry.wait_for(s.ledger.head().size).await?;
     let (spec, found, retained): (_, Option<ReferenceProfile>, _) = {
         let reg = s.registry.read();
-        let d = reg.deployments.get(&id).ok_or_else(|| {
-            ApiError::not_found(Entity::Deployment.code(), format!("no deployment {id}"))
-        })?;
+        let d = reg.deployments.get(&id).ok_or_else(|| not_found(id))?;
         let found = reg
             .models
             .get(&d.spec.model_id)

@@ -15,10 +15,10 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::AppState;
-use super::auth::{Principal, forbidden};
+use super::auth::Principal;
 use super::error::ApiError;
 use super::extract::{ApiPath, ApiQuery};
-use crate::domain::{Kind, can_read_project};
+
 use crate::log::envelope::format_time;
 use crate::projections::histogram::Histogram;
 use crate::projections::monitoring::{LATENCY_BOUNDS_US, Resolution, Totals, Window};
@@ -192,16 +192,12 @@ pub fn report(
     id: Uuid,
     q: &MetricsQuery,
 ) -> Result<Metrics, ApiError> {
-    let missing = || ApiError::not_found(Kind::Deployment.code(), format!("no deployment {id}"));
-    {
-        let reg = s.registry.read();
-        let d = reg.deployments.get(&id).ok_or_else(missing)?;
-        if !can_read_project(&reg, p.user_id, d.spec.project_id) {
-            return Err(forbidden(format!(
-                "reading deployment {id}'s metrics needs a role in its project"
-            )));
-        }
-    }
+    super::deployments::readable(
+        &s.registry.read(),
+        p,
+        id,
+        "reading the metrics of deployment",
+    )?;
     let resolution = q.resolution.unwrap_or(Resolution::Minute);
     let (from, to) = (
         seconds("from", q.from.as_deref())?,

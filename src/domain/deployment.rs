@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::event::*;
 use super::runtime::{ImageVersionSpec, RuntimeState, ScorerSettings, version_key};
 use super::schema::{Column, stored_schema};
-use super::state::{Registry, Stamp};
+use super::state::{ModelVersion, RegisteredModel, Registry, Stamp};
 use super::{Decision, DomainError, Kind, may};
 
 #[derive(
@@ -141,24 +141,7 @@ pub fn decide_deploy(
         retention,
         runtime_id,
     } = request;
-    let model = state.models.get(&model_id).ok_or(DomainError::NotFound {
-        kind: Kind::Model,
-        id: model_id.to_string(),
-    })?;
-    if !may(state, actor, model.project_id, ProjectRole::Editor) {
-        return Err(DomainError::Forbidden(format!(
-            "deploying needs the editor role in project {}",
-            model.project_id
-        )));
-    }
-    let v = model
-        .versions
-        .get(&version)
-        .filter(|v| v.deleted.is_none())
-        .ok_or(DomainError::NotFound {
-            kind: Kind::Version,
-            id: format!("{model_id}/{version}"),
-        })?;
+    let (model, v) = editable_version(state, actor, model_id, version, "deploying")?;
     let environment = check_environment(environment)?;
     let x = state
         .experiments
@@ -289,6 +272,35 @@ pub fn decide_deploy(
 }
 
 /// The deployment `id`, or `NotFound`.
+/// A live model version whose project the actor edits; `what` says what needs it.
+pub(super) fn editable_version<'a>(
+    state: &'a Registry,
+    actor: Uuid,
+    model_id: Uuid,
+    version: u32,
+    what: &str,
+) -> Result<(&'a RegisteredModel, &'a ModelVersion), DomainError> {
+    let model = state.models.get(&model_id).ok_or(DomainError::NotFound {
+        kind: Kind::Model,
+        id: model_id.to_string(),
+    })?;
+    if !may(state, actor, model.project_id, ProjectRole::Editor) {
+        return Err(DomainError::Forbidden(format!(
+            "{what} needs the editor role in project {}",
+            model.project_id
+        )));
+    }
+    let v = model
+        .versions
+        .get(&version)
+        .filter(|v| v.deleted.is_none())
+        .ok_or(DomainError::NotFound {
+            kind: Kind::Version,
+            id: format!("{model_id}/{version}"),
+        })?;
+    Ok((model, v))
+}
+
 pub fn find(state: &Registry, id: Uuid) -> Result<&Deployment, DomainError> {
     state.deployments.get(&id).ok_or(DomainError::NotFound {
         kind: Kind::Deployment,

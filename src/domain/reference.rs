@@ -6,11 +6,11 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::event::{ProjectRole, ReferenceProfileRecorded, RegistryEvent};
+use super::event::{ReferenceProfileRecorded, RegistryEvent};
 use super::job::FileFormat;
 use super::schema::{Column, stored_schema};
 use super::state::{Registry, Stamp};
-use super::{Decision, DomainError, Kind, may};
+use super::{Decision, DomainError};
 
 /// A column of the reference data, summarized: what PSI bins by and a reader learns from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, utoipa::ToSchema)]
@@ -74,24 +74,8 @@ pub fn check(
     model_id: Uuid,
     version: u32,
 ) -> Result<(Uuid, Vec<Column>), DomainError> {
-    let model = state.models.get(&model_id).ok_or(DomainError::NotFound {
-        kind: Kind::Model,
-        id: model_id.to_string(),
-    })?;
-    if !may(state, actor, model.project_id, ProjectRole::Editor) {
-        return Err(DomainError::Forbidden(format!(
-            "reference data needs the editor role in project {}",
-            model.project_id
-        )));
-    }
-    let v = model
-        .versions
-        .get(&version)
-        .filter(|v| v.deleted.is_none())
-        .ok_or(DomainError::NotFound {
-            kind: Kind::Version,
-            id: format!("{model_id}/{version}"),
-        })?;
+    let (model, v) =
+        super::deployment::editable_version(state, actor, model_id, version, "reference data")?;
     let schema = state
         .experiments
         .get(&v.experiment_id)

@@ -392,3 +392,32 @@ pub fn calm_wine() -> Vec<Vec<String>> {
         })
         .collect()
 }
+
+/// Another deployment of `model`'s version 1 to DEV with `retention` (null: the default);
+/// answers its id.
+pub async fn deploy_again(srv: &Server, model: &str, retention: Value) -> String {
+    let mut body = json!({"model_id": model, "version": 1, "environment": "DEV"});
+    if !retention.is_null() {
+        body["retention"] = retention;
+    }
+    let (st, d) = srv
+        .call("POST", "/api/v1/deployments", Some(&srv.admin_token), body)
+        .await;
+    assert_eq!(st, 201, "{d}");
+    s(&d["data"]["deployment_id"])
+}
+
+/// A new user with `role` in the project: (user id, token).
+pub async fn member(srv: &Server, project: &str, name: &str, role: &str) -> (String, String) {
+    let (user, token) = create_user(srv, name, json!([])).await;
+    let (st, m) = srv
+        .call(
+            "PUT",
+            &format!("/api/v1/projects/{project}/members/{user}"),
+            Some(&srv.admin_token),
+            json!({ "role": role }),
+        )
+        .await;
+    assert_eq!(st, 200, "{m}");
+    (user, token)
+}
