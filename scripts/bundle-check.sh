@@ -10,12 +10,8 @@ DATA=$1
 KEY=$2
 
 VENV=.venv-bundle
-if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c "import blake3, cryptography" 2>/dev/null; then
-  echo "bundle-check: installing blake3 and cryptography into $VENV" >&2
-  rm -rf "$VENV"
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet "blake3==1.0.11" "cryptography==50.0.2"
-fi
+source scripts/venv.sh
+venv "$VENV" "import blake3, cryptography" "blake3==1.0.11" "cryptography==50.0.2"
 
 BIN="${CARGO_TARGET_DIR:-target}/debug/provenant"
 OUT=$(mktemp -d)

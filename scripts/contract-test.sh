@@ -7,12 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 VENV=.venv-contract
-if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c "import h2o_mlops_scoring_client, onnxruntime, pandas" 2>/dev/null; then
-  echo "contract-test: installing the H2O scoring client into $VENV" >&2
-  rm -rf "$VENV"
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet "h2o-mlops-scoring-client==0.2.1b1" "pandas<2" "numpy<2" "onnxruntime==1.32.0"
-fi
+source scripts/venv.sh
+venv "$VENV" "import h2o_mlops_scoring_client, onnxruntime, pandas" \
+  "h2o-mlops-scoring-client==0.2.1b1" "pandas<2" "numpy<2" "onnxruntime==1.32.0"
 
 cargo build --locked --quiet --bin provenant
 BIN="${CARGO_TARGET_DIR:-target}/debug/provenant"
