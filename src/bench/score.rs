@@ -147,8 +147,15 @@ pub async fn score(seconds: f64, as_json: bool) -> Result<(), Failure> {
         as_json,
     );
     let mut by_mode = Vec::new();
-    for (mode, recording) in [("recorded", true), ("unrecorded", false)] {
+    // Recorded with monitoring (as served), recorded without the monitoring fold, and
+    // neither recorded nor folded: the costs of monitoring and of recording, in one run.
+    for (mode, recording, monitoring) in [
+        ("recorded", true, true),
+        ("unmonitored", true, false),
+        ("unrecorded", false, true),
+    ] {
         state.recording.store(recording, Ordering::Relaxed);
+        state.registry.set_monitoring(monitoring);
         let mut at_64 = 0.0;
         for c in [1usize, 16, 64] {
             let r = load(addr, &path, one.clone(), c, seconds).await?;
@@ -176,6 +183,7 @@ pub async fn score(seconds: f64, as_json: bool) -> Result<(), Failure> {
         by_mode.push((at_64, rows_per_s));
     }
     state.recording.store(true, Ordering::Relaxed);
+    state.registry.set_monitoring(true);
     let schema = state
         .serving
         .get(&deployment)
@@ -196,7 +204,23 @@ pub async fn score(seconds: f64, as_json: bool) -> Result<(), Failure> {
         raw,
         format!("raw ONNX Runtime in process, 1000-row runs, all cores: {raw:>8.0} rows/s"),
     );
-    let (on, off) = (by_mode[0], by_mode[1]);
+    let (on, unmonitored, off) = (by_mode[0], by_mode[1], by_mode[2]);
+    figures.say(
+        "monitoring_cost_ratio_c64",
+        on.0 / unmonitored.0,
+        format!(
+            "monitored / unmonitored, 1-row at concurrency 64: {:.2}x",
+            on.0 / unmonitored.0
+        ),
+    );
+    figures.say(
+        "monitoring_cost_ratio_1000row",
+        on.1 / unmonitored.1,
+        format!(
+            "monitored / unmonitored, 1000-row requests:      {:.2}x",
+            on.1 / unmonitored.1
+        ),
+    );
     figures.say(
         "recording_cost_ratio_c64",
         on.0 / off.0,

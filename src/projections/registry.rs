@@ -2,6 +2,7 @@
 //! then kept current by a subscription. Readers take a snapshot under a short read lock.
 //! The same follower keeps the audit-trail index, so the two never disagree on what is applied.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use tokio::sync::watch;
@@ -24,6 +25,9 @@ pub struct RegistryProjection {
     state: RwLock<Registry>,
     audit: RwLock<AuditIndex>,
     monitoring: RwLock<Monitoring>,
+    /// Off only while `provenant bench score` measures what the monitoring fold costs the
+    /// scorer; runs applied meanwhile are missing from the windows until a restart.
+    monitoring_on: AtomicBool,
     /// The next position to apply, or why the projection stopped.
     progress: watch::Sender<Result<u64, ProjectionError>>,
 }
@@ -117,6 +121,7 @@ impl RegistryProjection {
             state: RwLock::new(registry),
             audit: RwLock::new(views.audit),
             monitoring: RwLock::new(views.monitoring),
+            monitoring_on: AtomicBool::new(true),
             progress,
         });
         let follower = projection.clone();
@@ -148,10 +153,12 @@ impl RegistryProjection {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .add(&event.unsigned);
-        self.monitoring
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .apply(r);
+        if self.monitoring_on.load(Ordering::Relaxed) {
+            self.monitoring
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .apply(r);
+        }
         let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
         *state = evolve(std::mem::take(&mut *state), r);
         let applied = state.applied;
@@ -182,6 +189,11 @@ impl RegistryProjection {
     /// The audit-trail index, read-locked: hold it briefly.
     pub fn audit(&self) -> RwLockReadGuard<'_, AuditIndex> {
         self.audit.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Turns the monitoring fold on or off (see `monitoring_on`).
+    pub fn set_monitoring(&self, on: bool) {
+        self.monitoring_on.store(on, Ordering::Relaxed);
     }
 
     /// The service-level monitoring windows, read-locked: hold it briefly.
