@@ -48,6 +48,26 @@ async fn post_actuals(srv: &Server, token: &str, dep: &str, actuals: Value) -> (
     .await
 }
 
+async fn post_file(
+    srv: &Server,
+    token: &str,
+    dep: &str,
+    content_type: &str,
+    file: Vec<u8>,
+) -> (u16, Value) {
+    let r = srv
+        .http
+        .post(format!("{}/api/v1/deployments/{dep}/actuals", srv.base))
+        .bearer_auth(token)
+        .header("content-type", content_type)
+        .body(file)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
 async fn accuracy(srv: &Server, dep: &str) -> Value {
     let (st, a) = srv
         .call(
@@ -107,9 +127,14 @@ async fn actuals_join_predictions_and_late_ones_update_the_past() {
     );
     assert_eq!(early["windows"].as_array().unwrap().len(), 1);
 
-    // The rest arrive late: the same window now holds thirty rows.
-    let (st, _) = post_actuals(&srv, &t, &dep, json!(actuals[10..])).await;
-    assert_eq!(st, 200);
+    // The rest arrive late, as a CSV file: the same window now holds thirty rows.
+    let mut file = String::from("request_id,row,actual\n");
+    for a in &actuals[10..] {
+        file += &format!("{},{},{}\n", s(&a["request_id"]), a["row"], s(&a["actual"]));
+    }
+    let (st, w) = post_file(&srv, &t, &dep, "text/csv", file.into_bytes()).await;
+    assert_eq!(st, 200, "{w}");
+    assert_eq!(w["data"]["recorded"], 20);
     let late = accuracy(&srv, &dep).await;
     let total = &late["total"];
     assert_eq!(total["rows"], 30);
@@ -195,6 +220,31 @@ async fn bad_actuals_are_refused_and_append_nothing() {
             "{actuals}: {e}"
         );
         assert!(!s(&e["detail"]).is_empty());
+    }
+    for (file, status, code) in [
+        (
+            format!("request_id,actual\n{id},1\n"),
+            400,
+            "missing_columns",
+        ),
+        (
+            format!("request_id,row,actual\n{id},first,1\n"),
+            400,
+            "invalid_file",
+        ),
+        (
+            "request_id,row,actual\nnot-an-id,0,1\n".to_string(),
+            400,
+            "invalid_file",
+        ),
+        (
+            format!("request_id,row,actual\n{id},9,1\n"),
+            422,
+            "invalid_field",
+        ),
+    ] {
+        let (st, e) = post_file(&srv, &t, &dep, "text/csv", file.clone().into_bytes()).await;
+        assert_eq!((st, s(&e["code"]).as_str()), (status, code), "{file}: {e}");
     }
     let (st, e) = post_actuals(
         &srv,

@@ -5,7 +5,9 @@
 use std::collections::{BTreeMap, HashMap};
 
 use axum::Json;
-use axum::extract::State;
+use axum::body::Body;
+use axum::extract::{FromRequest, Query, Request, State};
+use axum::http::{StatusCode, header};
 use chrono::DateTime;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -16,14 +18,16 @@ use super::command::Written;
 use super::deployments::readable;
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath, ApiQuery};
-use super::jobs::internal;
+use super::jobs::{bad_file, internal, upload};
 use super::metrics::seconds;
 use crate::accuracy::{self, Metrics};
 use crate::domain::actuals::{self, Actual, Scored};
 use crate::domain::deployment::Retention;
 use crate::domain::event::{InferenceRunRecorded, RegistryEvent};
+use crate::domain::job::FileFormat;
 use crate::log::envelope::{Digest, format_time};
 use crate::projections::monitoring::Resolution;
+use crate::runtime::batch::Table;
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -47,16 +51,99 @@ fn run_at(s: &AppState, position: u64) -> Result<(String, InferenceRunRecorded),
     }
 }
 
+/// The largest JSON body of actuals: 10,000 of them fit easily.
+const MAX_JSON_BYTES: usize = 4 << 20;
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ActualsOptions {
+    /// `csv` or `parquet` for a file of columns `request_id`, `row`, `actual`; else the
+    /// Content-Type says (JSON by default).
+    pub format: Option<FileFormat>,
+}
+
+/// Actuals from a CSV or Parquet file with columns `request_id`, `row` and `actual`.
+fn actuals_file(bytes: Vec<u8>, format: FileFormat) -> Result<Vec<Actual>, ApiError> {
+    let (names, table) = Table::read_all(bytes, format).map_err(bad_file)?;
+    let column = |name: &str| -> Result<Vec<String>, ApiError> {
+        let i = names.iter().position(|n| n == name).ok_or_else(|| {
+            ApiError::bad_request(
+                "missing_columns",
+                format!("the file lacks the column {name:?} (request_id, row, actual)"),
+            )
+        })?;
+        table.column(i).map_err(bad_file)
+    };
+    let (requests, rows, values) = (column("request_id")?, column("row")?, column("actual")?);
+    requests
+        .iter()
+        .zip(&rows)
+        .zip(values)
+        .enumerate()
+        .map(|(i, ((request, row), actual))| {
+            let bad = |what: &str, cell: &str| {
+                ApiError::bad_request(
+                    "invalid_file",
+                    format!("data row {}: {cell:?} is not {what}", i + 1),
+                )
+            };
+            Ok(Actual {
+                request_id: request
+                    .trim()
+                    .parse()
+                    .map_err(|_| bad("a request id", request))?,
+                row: row.trim().parse().map_err(|_| bad("a row number", row))?,
+                actual,
+            })
+        })
+        .collect()
+}
+
 /// `POST /api/v1/deployments/{deployment_id}/actuals`: true outcomes of scored rows
-/// (editors), at most 10,000 per request; each must name a request the deployment answered
-/// and one of its rows.
-#[utoipa::path(post, path = "/api/v1/deployments/{deployment_id}/actuals", tag = "deployments", request_body = ActualsBody, responses((status = 200, body = Written), (status = 403, description = "not an editor of the deployment's project"), (status = 404, description = "`deployment_not_found`"), (status = 422, description = "`invalid_field`: an unknown request or row, a bad value")))]
+/// (editors), at most 10,000 per request, as JSON or as a CSV or Parquet file; each must name
+/// a request the deployment answered and one of its rows.
+#[utoipa::path(post, path = "/api/v1/deployments/{deployment_id}/actuals", tag = "deployments", params(ActualsOptions), request_body(content = ActualsBody, description = "JSON; or a CSV (text/csv) or Parquet (application/vnd.apache.parquet) file of columns request_id, row, actual"), responses((status = 200, body = Written), (status = 400, description = "`invalid_file`, `missing_columns`"), (status = 403, description = "not an editor of the deployment's project"), (status = 404, description = "`deployment_not_found`"), (status = 422, description = "`invalid_field`: an unknown request or row, a bad value")))]
 pub async fn record(
     State(s): State<AppState>,
     p: Principal,
     ApiPath(id): ApiPath<Uuid>,
-    ApiJson(body): ApiJson<ActualsBody>,
+    options: Result<Query<ActualsOptions>, axum::extract::rejection::QueryRejection>,
+    req: Request,
 ) -> Result<Json<Written>, ApiError> {
+    let Query(options) =
+        options.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let file = options.format.is_some()
+        || content_type.starts_with("text/csv")
+        || content_type.starts_with("application/vnd.apache.parquet");
+    let body = if file {
+        let headers = req.headers().clone();
+        let (format, bytes) = upload(&s, options.format, &headers, req.into_body()).await?;
+        let actuals = tokio::task::spawn_blocking(move || actuals_file(bytes, format))
+            .await
+            .map_err(|e| internal("internal", e))??;
+        ActualsBody { actuals }
+    } else {
+        // This route takes files, so its body is not bounded by the router: bound JSON here.
+        let bytes = axum::body::to_bytes(req.into_body(), MAX_JSON_BYTES)
+            .await
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body_too_large",
+                    format!(
+                        "a JSON body of actuals is at most {MAX_JSON_BYTES} bytes; send a file"
+                    ),
+                )
+            })?;
+        ApiJson::<ActualsBody>::from_request(Request::new(Body::from(bytes)), &())
+            .await?
+            .0
+    };
     s.registry.wait_for(s.ledger.head().size).await?;
     // What the ledger says of each named request, read before the command gate.
     let mut scored: HashMap<Uuid, Scored> = HashMap::new();

@@ -167,7 +167,6 @@ fn documented() -> OpenApiRouter<AppState> {
         .routes(routes!(deployments::get, deployments::action))
         .routes(routes!(metrics::get))
         .routes(routes!(drift::get))
-        .routes(routes!(accuracy::record))
         .routes(routes!(accuracy::get))
         .routes(routes!(alerts::put_policy))
         .routes(routes!(alerts::list))
@@ -192,6 +191,7 @@ pub fn router(state: AppState) -> axum::Router {
         .routes(routes!(registry::import_experiment))
         .routes(routes!(jobs::create))
         .routes(routes!(drift::put_reference))
+        .routes(routes!(accuracy::record))
         .layer(DefaultBodyLimit::disable())
         .split_for_parts();
     let (api, mut doc) = documented().split_for_parts();
