@@ -2,7 +2,7 @@
 //! by one five-row request and eight concurrent one-row requests (coalesced into shared runs)
 //! and one through an endpoint that is then re-pointed and removed, a second deployment whose
 //! runs are purged under its retention policy, a batch job, the version's reference data for
-//! drift, actuals, an alert raised and resolved, and a stop. The
+//! drift, drift thresholds, actuals, an alert raised and resolved, and a stop. The
 //! folder keeps the log, the registry it folds to, and the run blobs that were kept
 //! (`blobs/<blake3>.json`); the test reproduces every kept run bit for bit from them.
 
@@ -304,6 +304,13 @@ async fn record_story() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
+    // The demo's own drift thresholds.
+    call(
+        reqwest::Method::PUT,
+        format!("/api/v1/deployments/{demo}/drift-thresholds"),
+        json!({"p_value": 0.01, "dataset_share": 0.6}),
+    )
+    .await;
     // Actuals for the first request's five rows (the fixture's cultivars), one of them wrong.
     let (first, _) = state
         .registry

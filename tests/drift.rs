@@ -120,6 +120,37 @@ async fn a_shifted_input_drifts_and_an_unshifted_one_does_not() {
     let share = all["inputs"]["drift_share"].as_f64().unwrap();
     assert!((share - 10.0 / fields.len() as f64).abs() < 1e-12, "{all}");
 
+    // Stricter thresholds for this deployment: the same columns drift, but ten of thirteen
+    // no longer make the dataset drift, and PSI no longer alerts.
+    let path = format!("/api/v1/deployments/{dep}/drift-thresholds");
+    let strict = json!({"dataset_share": 0.9, "psi_warn": 50.0, "psi_alert": 100.0});
+    let (st, w) = srv.call("PUT", &path, Some(&t), strict).await;
+    assert_eq!(st, 200, "{w}");
+    assert_eq!(
+        w["data"]["p_value"], 0.05,
+        "left out, kept at the default: {w}"
+    );
+    let (_, judged) = drift(&srv, &dep, "").await;
+    assert_eq!(judged["inputs"]["dataset_drift"], false, "{judged}");
+    assert_eq!(judged["thresholds"]["dataset_share"], 0.9);
+    assert_eq!(column(&judged["inputs"], &fields[0])["drifted"], true);
+    assert_eq!(column(&judged["inputs"], &fields[0])["psi_level"], "ok");
+    for bad in [
+        json!({"p_value": 1.5}),
+        json!({"psi_warn": 0.3, "psi_alert": 0.2}),
+        json!({"dataset_share": 0.0}),
+        json!({"distance": -1.0}),
+    ] {
+        let (st, e) = srv.call("PUT", &path, Some(&t), bad.clone()).await;
+        assert_eq!(
+            (st, s(&e["code"]).as_str()),
+            (422, "invalid_field"),
+            "{bad}: {e}"
+        );
+    }
+    let (st, _) = srv.call("PUT", &path, Some(&t), json!({})).await;
+    assert_eq!(st, 200);
+
     // GraphQL answers the same report.
     let (st, g) = srv
         .graphql(

@@ -699,6 +699,12 @@ async fn the_full_registry_story() {
         fields.len()
     );
     assert_eq!(drift["predictions"]["dataset_drift"], false, "{drift}");
+    // Its own drift thresholds: the defaults but for the dataset share.
+    let path = format!("/api/v1/deployments/{dep}/drift-thresholds");
+    let (st, th) = srv
+        .call("PUT", &path, Some(&bob_t), json!({"dataset_share": 0.6}))
+        .await;
+    assert_eq!(st, 200, "{th}");
     // The scored request's actual, and the accuracy it gives.
     let path = format!("/api/v1/deployments/{dep}/actuals");
     let actual = json!({"actuals": [{"request_id": r_id, "row": 0, "actual": "1"}]});
@@ -1299,6 +1305,12 @@ async fn authorization_matrix_every_route_and_role() {
             format!("/api/v1/deployments/{dep}/alerts"),
             n.clone(),
             ProjectRead,
+        ),
+        (
+            "PUT",
+            format!("/api/v1/deployments/{dep}/drift-thresholds"),
+            json!({}),
+            ProjectEdit,
         ),
         (
             "POST",

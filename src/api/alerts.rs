@@ -124,7 +124,7 @@ impl AppState {
                             out.push(Observation {
                                 metric,
                                 value: report.drift_share,
-                                threshold: crate::drift::DATASET_DRIFT_SHARE,
+                                threshold: r.thresholds.dataset_share,
                                 crossed: report.dataset_drift,
                             });
                         }

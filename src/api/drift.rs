@@ -17,14 +17,16 @@ use super::auth::Principal;
 use super::command::Written;
 use super::deployments::{not_found, readable, session_settings};
 use super::error::ApiError;
-use super::extract::{ApiPath, ApiQuery};
+use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::jobs::{bad_file, upload};
 use super::metrics::seconds;
 use crate::blobs::BlobError;
 use crate::domain::deployment::Retention;
 use crate::domain::event::RegistryEvent;
 use crate::domain::job::FileFormat;
-use crate::domain::reference::{self, ColumnProfile, RecordReference, ReferenceProfile};
+use crate::domain::reference::{
+    self, ColumnProfile, DriftThresholds, RecordReference, ReferenceProfile,
+};
 use crate::domain::schema::Column;
 
 use crate::drift::{Gather, Kind, Report, Sample, profile};
@@ -165,6 +167,8 @@ pub struct DriftReport {
     /// comparison, and counted here so a reader knows what the report did not see.
     pub unretained_runs: u64,
     pub unretained_rows: u64,
+    /// What drift was judged by: the deployment's thresholds, or the defaults.
+    pub thresholds: DriftThresholds,
     /// Each input column against the reference data.
     pub inputs: Report,
     /// Prediction drift: each output column against the deployment's model's predictions
@@ -368,7 +372,7 @@ pub async fn compute(
     q: DriftQuery,
 ) -> Result<DriftReport, ApiError> {
     s.registry.wait_for(s.ledger.head().size).await?;
-    let (spec, found, retained): (_, Option<ReferenceProfile>, _) = {
+    let (spec, found, retained, thresholds): (_, Option<ReferenceProfile>, _, _) = {
         let reg = s.registry.read();
         let d = reg.deployments.get(&id).ok_or_else(|| not_found(id))?;
         let found = reg
@@ -380,7 +384,8 @@ pub async fn compute(
             any: d.spec.retention != Retention::Hashes,
             from: d.purged_before,
         };
-        (d.spec.clone(), found, retained)
+        let thresholds = d.drift_thresholds.clone().unwrap_or_default();
+        (d.spec.clone(), found, retained, thresholds)
     };
     let reference = found.ok_or_else(|| {
         ApiError::not_found(
@@ -430,10 +435,44 @@ pub async fn compute(
             rows: current.rows,
             unretained_runs: current.unretained_runs,
             unretained_rows: current.unretained_rows,
-            inputs: Report::new(&reference.columns, &reference_inputs, &current.inputs),
-            predictions: Report::new(&output_profiles, &reference_outputs, &current.outputs),
+            inputs: Report::new(
+                &reference.columns,
+                &reference_inputs,
+                &current.inputs,
+                &thresholds,
+            ),
+            predictions: Report::new(
+                &output_profiles,
+                &reference_outputs,
+                &current.outputs,
+                &thresholds,
+            ),
+            thresholds,
         })
     })
     .await
     .map_err(internal)?
+}
+
+/// `PUT /api/v1/deployments/{deployment_id}/drift-thresholds`: how the deployment's drift is
+/// judged (editors); fields left out keep their defaults.
+#[utoipa::path(put, path = "/api/v1/deployments/{deployment_id}/drift-thresholds", tag = "deployments", request_body = DriftThresholds, responses((status = 200, body = Written), (status = 403, description = "not an editor of the deployment's project"), (status = 404, description = "`deployment_not_found`"), (status = 422, description = "`invalid_field`, `invalid_body`")))]
+pub async fn put_thresholds(
+    State(s): State<AppState>,
+    p: Principal,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(thresholds): ApiJson<DriftThresholds>,
+) -> Result<Json<Written>, ApiError> {
+    let written = s
+        .run(
+            p.user_id,
+            |r| reference::set_thresholds(r, p.user_id, id, thresholds),
+            |r| {
+                r.deployments
+                    .get(&id)
+                    .and_then(|d| d.drift_thresholds.clone())
+            },
+        )
+        .await?;
+    Ok(Json(written))
 }

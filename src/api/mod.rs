@@ -167,6 +167,7 @@ fn documented() -> OpenApiRouter<AppState> {
         .routes(routes!(deployments::get, deployments::action))
         .routes(routes!(metrics::get))
         .routes(routes!(drift::get))
+        .routes(routes!(drift::put_thresholds))
         .routes(routes!(accuracy::get))
         .routes(routes!(alerts::put_policy))
         .routes(routes!(alerts::list))

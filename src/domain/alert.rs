@@ -28,9 +28,10 @@ use super::{Decision, DomainError, may};
 )]
 #[serde(rename_all = "snake_case")]
 pub enum Metric {
-    /// Dataset drift of the inputs: the share of drifted input columns (crossed at 0.5).
+    /// Dataset drift of the inputs: the share of drifted input columns, crossed at the
+    /// deployment's `dataset_share` (0.5 by default).
     InputDrift,
-    /// Dataset drift of the predictions: the share of drifted output columns (crossed at 0.5).
+    /// Dataset drift of the predictions, likewise.
     PredictionDrift,
     /// The 95th percentile of request latency, in milliseconds, above the policy's limit.
     LatencyP95Ms,

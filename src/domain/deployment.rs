@@ -107,6 +107,9 @@ pub struct Deployment {
     /// What to alert on, if anything.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub alert_policy: Option<super::alert::AlertPolicy>,
+    /// How its drift is judged, if not by the defaults.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drift_thresholds: Option<super::reference::DriftThresholds>,
 }
 
 pub fn stream(deployment_id: Uuid) -> String {
@@ -411,12 +414,18 @@ pub fn apply(deployments: &mut BTreeMap<Uuid, Deployment>, event: &RegistryEvent
                     created: stamp.clone(),
                     purged_before: 0,
                     alert_policy: None,
+                    drift_thresholds: None,
                 },
             );
         }
         RegistryEvent::PredictionDataPurged(e) => {
             if let Some(d) = deployments.get_mut(&e.deployment_id) {
                 d.purged_before = d.purged_before.max(e.runs_before);
+            }
+        }
+        RegistryEvent::DriftThresholdsSet(e) => {
+            if let Some(d) = deployments.get_mut(&e.deployment_id) {
+                d.drift_thresholds = Some(e.thresholds.clone());
             }
         }
         RegistryEvent::AlertPolicySet(e) => {

@@ -14,7 +14,7 @@ use super::actuals::Actual;
 use super::alert::{AlertPolicy, Evidence, Metric};
 use super::deployment::{DeploymentSpec, DeploymentState};
 use super::job::{FileFormat, JobOutcome};
-use super::reference::ColumnProfile;
+use super::reference::{ColumnProfile, DriftThresholds};
 use super::runtime::{
     ArtifactTypeSpec, EntityRef, ImageSpec, ImageVersionSpec, RuntimeSpec, RuntimeState, Source,
 };
@@ -279,6 +279,8 @@ events! {
     /// True outcomes of rows the deployment scored, by request id and row; a later actual for
     /// the same row replaces an earlier one.
     ActualsRecorded { deployment_id: Uuid, project_id: Uuid, actuals: Vec<Actual> }
+    /// How a deployment's drift is judged, replacing any thresholds before.
+    DriftThresholdsSet { deployment_id: Uuid, project_id: Uuid, thresholds: DriftThresholds }
     /// What to alert on for a deployment, replacing any policy before it.
     AlertPolicySet { deployment_id: Uuid, project_id: Uuid, policy: AlertPolicy }
     /// A watched metric crossed its threshold over the window in the evidence.

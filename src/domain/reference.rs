@@ -6,7 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::event::{ReferenceProfileRecorded, RegistryEvent};
+use super::event::{DriftThresholdsSet, ReferenceProfileRecorded, RegistryEvent};
 use super::job::FileFormat;
 use super::schema::{Column, stored_schema};
 use super::state::{Registry, Stamp};
@@ -54,6 +54,97 @@ pub enum Summary {
 pub struct ValueCount {
     pub value: String,
     pub count: u64,
+}
+
+/// What drift is judged by, per deployment: Evidently's and H2O's defaults unless set.
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+    utoipa::ToSchema,
+    async_graphql::SimpleObject,
+)]
+#[serde(default, deny_unknown_fields)]
+pub struct DriftThresholds {
+    /// A p-value test (KS, chi-square, Z) drifts below this.
+    pub p_value: f64,
+    /// A distance (normed Wasserstein, Jensen–Shannon) drifts at or above this.
+    pub distance: f64,
+    /// PSI warns at or above this, and alerts at or above `psi_alert`.
+    pub psi_warn: f64,
+    pub psi_alert: f64,
+    /// The dataset drifts when at least this share of its columns does.
+    pub dataset_share: f64,
+}
+
+impl Default for DriftThresholds {
+    fn default() -> Self {
+        DriftThresholds {
+            p_value: 0.05,
+            distance: 0.1,
+            psi_warn: 0.1,
+            psi_alert: 0.25,
+            dataset_share: 0.5,
+        }
+    }
+}
+
+impl DriftThresholds {
+    fn check(&self) -> Result<(), DomainError> {
+        let invalid = |field, detail: &str| {
+            Err(DomainError::Invalid {
+                field,
+                detail: detail.to_string(),
+            })
+        };
+        let within = |v: f64, lo: f64, hi: f64| v.is_finite() && v > lo && v <= hi;
+        if !within(self.p_value, 0.0, 1.0) || self.p_value == 1.0 {
+            return invalid("p_value", "must be above 0 and below 1");
+        }
+        if !within(self.distance, 0.0, f64::MAX) {
+            return invalid("distance", "must be above 0");
+        }
+        if !within(self.psi_warn, 0.0, f64::MAX) || !within(self.psi_alert, 0.0, f64::MAX) {
+            return invalid("psi_warn", "PSI levels must be above 0");
+        }
+        if self.psi_warn > self.psi_alert {
+            return invalid("psi_warn", "must not exceed psi_alert");
+        }
+        if !within(self.dataset_share, 0.0, 1.0) {
+            return invalid("dataset_share", "must be above 0 and at most 1");
+        }
+        Ok(())
+    }
+}
+
+/// Editors set how a deployment's drift is judged, replacing any thresholds before.
+pub fn set_thresholds(
+    state: &Registry,
+    actor: Uuid,
+    deployment_id: Uuid,
+    thresholds: DriftThresholds,
+) -> Result<Decision, DomainError> {
+    let d = super::deployment::find(state, deployment_id)?;
+    let project_id = d.spec.project_id;
+    if !super::may(state, actor, project_id, super::event::ProjectRole::Editor) {
+        return Err(DomainError::Forbidden(format!(
+            "drift thresholds need the editor role in project {project_id}"
+        )));
+    }
+    thresholds.check()?;
+    let stream = super::deployment::stream(deployment_id);
+    Ok(Decision {
+        expected: state.stream_versions.get(&stream).copied(),
+        stream,
+        events: vec![RegistryEvent::DriftThresholdsSet(DriftThresholdsSet {
+            deployment_id,
+            project_id,
+            thresholds,
+        })],
+    })
 }
 
 /// A model version's current reference data.

@@ -241,6 +241,7 @@ fn project_of(state: &Registry, event: &RegistryEvent) -> Option<Uuid> {
         E::ScoringJobStarted(e) => Some(e.project_id),
         E::ScoringJobEnded(e) => Some(e.project_id),
         E::AlertPolicySet(e) => Some(e.project_id),
+        E::DriftThresholdsSet(e) => Some(e.project_id),
         E::ActualsRecorded(e) => Some(e.project_id),
         E::AlertRaised(e) => Some(e.project_id),
         E::AlertResolved(e) => Some(e.project_id),
@@ -275,7 +276,8 @@ fn apply(state: &mut Registry, event: &RegistryEvent, stamp: Stamp) {
         E::DeploymentCreated(_)
         | E::DeploymentStateChanged(_)
         | E::PredictionDataPurged(_)
-        | E::AlertPolicySet(_) => {
+        | E::AlertPolicySet(_)
+        | E::DriftThresholdsSet(_) => {
             super::deployment::apply(&mut state.deployments, event, &stamp);
         }
         E::AlertRaised(_) | E::AlertResolved(_) => {

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use super::{ColumnProfile, Kind, Report, Sample, profile};
 use crate::domain::job::FileFormat;
+use crate::domain::reference::DriftThresholds;
 use crate::runtime::batch::{BatchError, Table};
 
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +61,6 @@ pub fn compare_files(
         }
         refs.insert(name, sample);
     }
-    let report = Report::new(&profiles, &refs, &curs);
+    let report = Report::new(&profiles, &refs, &curs, &DriftThresholds::default());
     Ok((profiles, report))
 }

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::reference::{ColumnProfile, Summary, ValueCount};
+use crate::domain::reference::{ColumnProfile, DriftThresholds, Summary, ValueCount};
 use crate::domain::schema::ColumnType;
 
 /// Reference data of at most this many rows is judged by statistical tests (p-values),
@@ -23,11 +23,6 @@ pub const SMALL_REFERENCE: usize = 1000;
 pub const PROFILE_BINS: usize = 10;
 /// Categorical values a profile counts one by one; the rest count together as "other".
 pub const PROFILE_TOP_VALUES: usize = 20;
-/// PSI at or above this warns, at or above `PSI_ALERT` alerts.
-pub const PSI_WARN: f64 = 0.1;
-pub const PSI_ALERT: f64 = 0.25;
-/// A dataset drifts when at least this share of its columns does.
-pub const DATASET_DRIFT_SHARE: f64 = 0.5;
 
 #[derive(
     Debug,
@@ -331,16 +326,17 @@ impl Method {
         }
     }
 
-    /// p-values drift below their threshold, distances at or above it.
-    pub fn default_threshold(self) -> f64 {
-        match self {
-            Method::Ks | Method::ChiSquare | Method::ZTest => 0.05,
-            Method::WassersteinNormed | Method::JensenShannon => 0.1,
-        }
+    /// p-values drift below their threshold, distances at or above theirs.
+    fn is_p_value(self) -> bool {
+        matches!(self, Method::Ks | Method::ChiSquare | Method::ZTest)
     }
 
-    fn is_p_value(self) -> bool {
-        self.default_threshold() == 0.05
+    pub fn threshold(self, t: &DriftThresholds) -> f64 {
+        if self.is_p_value() {
+            t.p_value
+        } else {
+            t.distance
+        }
     }
 }
 
@@ -390,6 +386,7 @@ pub fn compare(
     profile: &ColumnProfile,
     reference: &Sample,
     current: &Sample,
+    thresholds: &DriftThresholds,
 ) -> Result<ColumnDrift, Undetermined> {
     let undetermined = |reason: &str| Undetermined {
         column: profile.name.clone(),
@@ -451,7 +448,7 @@ pub fn compare(
             stats::jensen_shannon(&p, &q)
         }
     };
-    let threshold = method.default_threshold();
+    let threshold = method.threshold(thresholds);
     let drifted = if method.is_p_value() {
         score < threshold
     } else {
@@ -469,8 +466,8 @@ pub fn compare(
         statistic,
         psi,
         psi_level: match psi {
-            p if p >= PSI_ALERT => PsiLevel::Alert,
-            p if p >= PSI_WARN => PsiLevel::Warn,
+            p if p >= thresholds.psi_alert => PsiLevel::Alert,
+            p if p >= thresholds.psi_warn => PsiLevel::Warn,
             _ => PsiLevel::Ok,
         },
         reference_values: reference.len() as u64,
@@ -510,12 +507,13 @@ impl Report {
         profiles: &[ColumnProfile],
         reference: &BTreeMap<String, Sample>,
         current: &BTreeMap<String, Sample>,
+        thresholds: &DriftThresholds,
     ) -> Report {
         let mut columns = Vec::new();
         let mut undetermined = Vec::new();
         for p in profiles {
             let found = match (reference.get(&p.name), current.get(&p.name)) {
-                (Some(r), Some(c)) => compare(p, r, c),
+                (Some(r), Some(c)) => compare(p, r, c, thresholds),
                 _ => Err(Undetermined {
                     column: p.name.clone(),
                     reason: "no current values".into(),
@@ -533,7 +531,7 @@ impl Report {
             drifted as f64 / columns.len() as f64
         };
         Report {
-            dataset_drift: !columns.is_empty() && drift_share >= DATASET_DRIFT_SHARE,
+            dataset_drift: !columns.is_empty() && drift_share >= thresholds.dataset_share,
             columns,
             undetermined,
             drift_share,
@@ -580,13 +578,13 @@ mod tests {
         assert_eq!(edges.len(), 11);
         assert_eq!(counts.iter().sum::<u64>(), 100);
         assert_eq!(counts, &vec![10; 10]);
-        let same = compare(&p, &reference, &reference).unwrap();
+        let same = compare(&p, &reference, &reference, &DriftThresholds::default()).unwrap();
         assert_eq!(
             (same.method, same.drifted, same.psi),
             (Method::Ks, false, 0.0)
         );
         let shifted = numeric(&(50..150).map(f64::from).collect::<Vec<_>>());
-        let d = compare(&p, &reference, &shifted).unwrap();
+        let d = compare(&p, &reference, &shifted, &DriftThresholds::default()).unwrap();
         assert!(d.drifted && d.score < 1e-6, "{d:?}");
         assert_eq!(d.psi_level, PsiLevel::Alert);
     }
