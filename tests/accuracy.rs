@@ -55,17 +55,9 @@ async fn post_file(
     content_type: &str,
     file: Vec<u8>,
 ) -> (u16, Value) {
-    let r = srv
-        .http
-        .post(format!("{}/api/v1/deployments/{dep}/actuals", srv.base))
-        .bearer_auth(token)
-        .header("content-type", content_type)
-        .body(file)
-        .send()
+    let path = format!("/api/v1/deployments/{dep}/actuals");
+    srv.send_file("POST", &path, token, Some(content_type), file)
         .await
-        .unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
 }
 
 async fn accuracy(srv: &Server, dep: &str) -> Value {

@@ -180,6 +180,29 @@ impl Server {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// Sends a file as the body, typed `content_type` if given; answers status and JSON body.
+    pub async fn send_file(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        content_type: Option<&str>,
+        file: Vec<u8>,
+    ) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .body(file);
+        if let Some(t) = content_type {
+            req = req.header("content-type", t);
+        }
+        let r = req.send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
     pub fn size(&self) -> u64 {
         self.ledger.head().size
     }
@@ -342,20 +365,8 @@ pub async fn put_reference(
     content_type: Option<&str>,
     file: Vec<u8>,
 ) -> (u16, Value) {
-    let mut req = srv
-        .http
-        .put(format!(
-            "{}/api/v1/models/{model}/versions/1/reference{query}",
-            srv.base
-        ))
-        .bearer_auth(token)
-        .body(file);
-    if let Some(t) = content_type {
-        req = req.header("content-type", t);
-    }
-    let r = req.send().await.unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
+    let path = format!("/api/v1/models/{model}/versions/1/reference{query}");
+    srv.send_file("PUT", &path, token, content_type, file).await
 }
 
 pub async fn drift(srv: &Server, dep: &str, query: &str) -> (u16, Value) {
