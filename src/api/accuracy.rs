@@ -20,12 +20,12 @@ use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::jobs::{bad_file, internal, upload};
 use super::metrics::seconds;
+use super::runs::{Retained, run_at};
 use crate::accuracy::{self, Metrics};
 use crate::domain::actuals::{self, Actual, Scored};
-use crate::domain::deployment::Retention;
-use crate::domain::event::{InferenceRunRecorded, RegistryEvent};
+
 use crate::domain::job::FileFormat;
-use crate::log::envelope::{Digest, format_time};
+use crate::log::envelope::format_time;
 use crate::projections::monitoring::Resolution;
 use crate::runtime::batch::Table;
 
@@ -33,22 +33,6 @@ use crate::runtime::batch::Table;
 #[serde(deny_unknown_fields)]
 pub struct ActualsBody {
     pub actuals: Vec<Actual>,
-}
-
-/// The inference run stored at `position`.
-fn run_at(s: &AppState, position: u64) -> Result<(String, InferenceRunRecorded), ApiError> {
-    let event = s
-        .ledger
-        .event(position)?
-        .ok_or_else(|| internal("internal", format!("no event at position {position}")))?;
-    let u = event.unsigned;
-    match RegistryEvent::decode(&u.event_type, u.schema_version, &u.payload) {
-        Ok(Some(RegistryEvent::InferenceRunRecorded(run))) => Ok((u.recorded_at, run)),
-        _ => Err(internal(
-            "internal",
-            format!("position {position} is not an inference run"),
-        )),
-    }
 }
 
 /// The largest JSON body of actuals: 10,000 of them fit easily.
@@ -213,13 +197,6 @@ pub struct AccuracyWindow {
     pub metrics: Metrics,
 }
 
-/// A stored run's outputs.
-#[derive(Deserialize)]
-struct Outputs {
-    fields: Vec<String>,
-    rows: Vec<Vec<String>>,
-}
-
 /// One window's joined rows: a classifier's (probabilities, actual class), a regressor's
 /// (prediction, actual).
 type Joined = (Vec<(Vec<f64>, usize)>, Vec<(f64, f64)>);
@@ -262,10 +239,10 @@ pub async fn get(
     );
     let resolution = q.resolution.unwrap_or(Resolution::Hour);
     s.registry.wait_for(s.ledger.head().size).await?;
-    let (spec, purged_before) = {
+    let (spec, retained) = {
         let reg = s.registry.read();
         let d = readable(&reg, &p, id, "reading the accuracy of deployment")?;
-        (d.spec.clone(), d.purged_before)
+        (d.spec.clone(), Retained::of(d))
     };
     let positions = s.registry.monitoring().run_positions(id, from, to);
     let state = s.clone();
@@ -292,14 +269,9 @@ pub async fn get(
             if rows.is_empty() {
                 continue;
             }
-            let kept = spec.retention != Retention::Hashes && position >= purged_before;
-            let outputs = match Digest::from_hex(&run.output_blob).map(|h| state.blobs.get(&h)) {
-                Some(Ok(bytes)) if kept => serde_json::from_slice::<Outputs>(&bytes)
-                    .map_err(|e| internal("internal", e))?,
-                _ => {
-                    unretained += rows.len() as u64;
-                    continue;
-                }
+            let Some(outputs) = retained.table(&state, position, &run.output_blob)? else {
+                unretained += rows.len() as u64;
+                continue;
             };
             let task = match &mut task_of {
                 Some(t) => t,

@@ -20,9 +20,7 @@ use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::jobs::{bad_file, upload};
 use super::metrics::seconds;
-use crate::blobs::BlobError;
-use crate::domain::deployment::Retention;
-use crate::domain::event::RegistryEvent;
+use super::runs::{Retained, run_at};
 use crate::domain::job::FileFormat;
 use crate::domain::reference::{
     self, ColumnProfile, DriftThresholds, RecordReference, ReferenceProfile,
@@ -176,13 +174,6 @@ pub struct DriftReport {
     pub predictions: Report,
 }
 
-/// A stored run's inputs or outputs, as the scorer stored them.
-#[derive(Deserialize)]
-struct RunTable {
-    fields: Vec<String>,
-    rows: Vec<Vec<String>>,
-}
-
 /// Columns of a schema gathered from tables that name them: runs' blobs, scored rows.
 struct Columns(Vec<(String, Gather)>);
 
@@ -229,23 +220,6 @@ struct Current {
     unretained_rows: u64,
 }
 
-/// What the deployment's retention policy lets a report read: no run's inputs under
-/// hash-only retention, and none purged. (A blob another deployment keeps is not this one's.)
-#[derive(Clone, Copy)]
-struct Retained {
-    any: bool,
-    from: u64,
-}
-
-fn run_table(s: &AppState, hash: &str) -> Result<Option<RunTable>, ApiError> {
-    let digest = Digest::from_hex(hash).ok_or_else(|| internal(format!("bad blob hash {hash}")))?;
-    match s.blobs.get(&digest) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(internal),
-        Err(BlobError::NotFound(_)) => Ok(None),
-        Err(e) => Err(internal(e)),
-    }
-}
-
 fn gather_runs(
     s: &AppState,
     positions: &[u64],
@@ -256,37 +230,24 @@ fn gather_runs(
     let (mut ins, mut outs) = (Columns::new(inputs), Columns::new(outputs));
     let (mut runs, mut rows, mut unretained_runs, mut unretained_rows) = (0, 0, 0, 0);
     for &position in positions {
-        let event = s
-            .ledger
-            .event(position)?
-            .ok_or_else(|| internal(format!("no event at position {position}")))?;
-        let u = &event.unsigned;
-        let Ok(Some(RegistryEvent::InferenceRunRecorded(run))) =
-            RegistryEvent::decode(&u.event_type, u.schema_version, &u.payload)
-        else {
-            return Err(internal(format!(
-                "position {position} is not an inference run"
-            )));
-        };
+        let (_, run) = run_at(s, position)?;
         runs += 1;
         rows += run.row_count;
+        let tables = retained
+            .table(s, position, &run.input_blob)?
+            .zip(retained.table(s, position, &run.output_blob)?);
+        let Some((i, o)) = tables else {
+            unretained_runs += 1;
+            unretained_rows += run.row_count;
+            continue;
+        };
+        // Only what is read counts toward the bound: unseen runs hold nothing in memory.
         if rows - unretained_rows > MAX_DRIFT_ROWS {
             return Err(ApiError::bad_request(
                 "too_many_rows",
                 format!("the range holds more than {MAX_DRIFT_ROWS} scored rows; narrow from/to"),
             ));
         }
-        let kept = retained.any && position >= retained.from;
-        let tables = if kept {
-            run_table(s, &run.input_blob)?.zip(run_table(s, &run.output_blob)?)
-        } else {
-            None
-        };
-        let Some((i, o)) = tables else {
-            unretained_runs += 1;
-            unretained_rows += run.row_count;
-            continue;
-        };
         ins.add(&i.fields, &i.rows);
         outs.add(&o.fields, &o.rows);
     }
@@ -380,10 +341,7 @@ pub async fn compute(
             .get(&d.spec.model_id)
             .and_then(|m| m.versions.get(&d.spec.version))
             .and_then(|v| v.reference.as_deref().cloned());
-        let retained = Retained {
-            any: d.spec.retention != Retention::Hashes,
-            from: d.purged_before,
-        };
+        let retained = Retained::of(d);
         let thresholds = d.drift_thresholds.clone().unwrap_or_default();
         (d.spec.clone(), found, retained, thresholds)
     };

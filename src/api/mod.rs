@@ -17,6 +17,7 @@ pub(crate) mod ledger;
 pub mod metrics;
 pub mod predictions;
 mod registry;
+mod runs;
 mod runtimes;
 mod scoring;
 
