@@ -8,7 +8,7 @@
 pub mod files;
 pub mod stats;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -165,6 +165,41 @@ impl Sample {
         self.len() == 0
     }
 
+    /// How many distinct values this sample and `other` hold together.
+    fn distinct_with(&self, other: &Sample) -> usize {
+        match (&self.values, &other.values) {
+            (Values::Numeric(a), Values::Numeric(b)) => {
+                let (mut i, mut j, mut last, mut n) = (0, 0, None, 0);
+                while i < a.len() || j < b.len() {
+                    let x = if j == b.len() || (i < a.len() && a[i] <= b[j]) {
+                        i += 1;
+                        a[i - 1]
+                    } else {
+                        j += 1;
+                        b[j - 1]
+                    };
+                    if last != Some(x) {
+                        n += 1;
+                        last = Some(x);
+                    }
+                }
+                n
+            }
+            (Values::Categorical(a), Values::Categorical(b)) => a
+                .iter()
+                .chain(b)
+                .map(String::as_str)
+                .collect::<BTreeSet<_>>()
+                .len(),
+            // Samples of two kinds (`compare` never asks): their values as text.
+            _ => {
+                let mut all = self.counts();
+                all.extend(other.counts());
+                all.len()
+            }
+        }
+    }
+
     /// Each distinct value's count; numbers keyed by their shortest text.
     fn counts(&self) -> BTreeMap<String, u64> {
         let mut out = BTreeMap::new();
@@ -193,11 +228,12 @@ pub fn profile(name: &str, sample: &Sample) -> Option<ColumnProfile> {
     if sample.is_empty() {
         return None;
     }
-    let counts = sample.counts();
+    let unique;
     let summary = match &sample.values {
         Values::Numeric(v) => {
             let mut distinct = v.clone();
             distinct.dedup();
+            unique = distinct.len();
             // Few distinct values: a bin each, so PSI sees their shares move.
             let (edges, bins) = if distinct.len() <= PROFILE_BINS {
                 let bins = distinct.len();
@@ -223,6 +259,8 @@ pub fn profile(name: &str, sample: &Sample) -> Option<ColumnProfile> {
             }
         }
         Values::Categorical(_) => {
+            let counts = sample.counts();
+            unique = counts.len();
             let mut by_count: Vec<(&String, &u64)> = counts.iter().collect();
             by_count.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
             let top: Vec<ValueCount> = by_count
@@ -244,7 +282,7 @@ pub fn profile(name: &str, sample: &Sample) -> Option<ColumnProfile> {
         name: name.to_string(),
         count: sample.len() as u64,
         missing: sample.missing,
-        unique: counts.len() as u64,
+        unique: unique as u64,
         summary,
     })
 }
@@ -270,7 +308,11 @@ fn bin_counts(cuts: &[f64], values: &[f64]) -> Vec<u64> {
 
 /// A profile's PSI bins as shares of its values, and `current`'s shares in the same bins;
 /// for categories, the profile's top values and "other".
-fn psi_shares(profile: &ColumnProfile, current: &Sample) -> (Vec<f64>, Vec<f64>) {
+fn psi_shares(
+    profile: &ColumnProfile,
+    current: &Sample,
+    current_counts: Option<&BTreeMap<String, u64>>,
+) -> (Vec<f64>, Vec<f64>) {
     let share = |counts: &[u64], n: usize| -> Vec<f64> {
         counts.iter().map(|c| *c as f64 / n as f64).collect()
     };
@@ -281,7 +323,14 @@ fn psi_shares(profile: &ColumnProfile, current: &Sample) -> (Vec<f64>, Vec<f64>)
             share(&bin_counts(cuts(edges, counts.len()), v), v.len()),
         ),
         (Summary::Categorical { top, other }, _) => {
-            let current_counts = current.counts();
+            let counted;
+            let current_counts = match current_counts {
+                Some(c) => c,
+                None => {
+                    counted = current.counts();
+                    &counted
+                }
+            };
             let mut reference: Vec<u64> = top.iter().map(|t| t.count).collect();
             reference.push(*other);
             let mut cur: Vec<u64> = top
@@ -398,12 +447,15 @@ pub fn compare(
     if reference.kind() != current.kind() || reference.is_empty() {
         return Err(undetermined("the reference column differs in kind"));
     }
-    let (ref_counts, cur_counts) = (reference.counts(), current.counts());
-    let mut keys = ref_counts.clone();
-    keys.extend(cur_counts.keys().map(|k| (k.clone(), 0)));
-    let method = Method::choose(reference.kind(), reference.len(), keys.len());
-    let count = |m: &BTreeMap<String, u64>, k: &str| m.get(k).copied().unwrap_or(0) as f64;
+    let method = Method::choose(
+        reference.kind(),
+        reference.len(),
+        reference.distinct_with(current),
+    );
     let mut statistic = None;
+    // Each value's count, only where a test (and a categorical PSI) reads them: a numeric
+    // column of many values is judged on its sorted values alone.
+    let mut current_counts = None;
     let score = match method {
         Method::Ks => {
             let (Values::Numeric(r), Values::Numeric(c)) = (&reference.values, &current.values)
@@ -414,28 +466,6 @@ pub fn compare(
             statistic = Some(d);
             p
         }
-        Method::ChiSquare => {
-            let k_norm = current.len() as f64 / reference.len() as f64;
-            let (observed, expected): (Vec<f64>, Vec<f64>) = keys
-                .keys()
-                .map(|k| (count(&cur_counts, k), count(&ref_counts, k) * k_norm))
-                .unzip();
-            stats::chisquare(&observed, &expected)
-        }
-        Method::ZTest => {
-            if ref_counts.len() == 1 && ref_counts.keys().eq(cur_counts.keys()) {
-                1.0
-            } else {
-                let first = keys.keys().next().map(String::as_str).unwrap_or("");
-                let ones = |m: &BTreeMap<String, u64>, n: usize| n as u64 - count(m, first) as u64;
-                stats::proportions_z(
-                    ones(&ref_counts, reference.len()),
-                    reference.len() as u64,
-                    ones(&cur_counts, current.len()),
-                    current.len() as u64,
-                )
-            }
-        }
         Method::WassersteinNormed => {
             let (Values::Numeric(r), Values::Numeric(c)) = (&reference.values, &current.values)
             else {
@@ -443,9 +473,11 @@ pub fn compare(
             };
             stats::wasserstein(r, c) / stats::std(r).max(0.001)
         }
-        Method::JensenShannon => {
-            let (p, q) = binned(&ref_counts, &cur_counts, &keys);
-            stats::jensen_shannon(&p, &q)
+        Method::ChiSquare | Method::ZTest | Method::JensenShannon => {
+            let counts = current.counts();
+            let score = by_counts(method, reference, current, &reference.counts(), &counts);
+            current_counts = Some(counts);
+            score
         }
     };
     let threshold = method.threshold(thresholds);
@@ -454,7 +486,7 @@ pub fn compare(
     } else {
         score >= threshold
     };
-    let (r, c) = psi_shares(profile, current);
+    let (r, c) = psi_shares(profile, current, current_counts.as_ref());
     let psi = stats::psi(&r, &c);
     Ok(ColumnDrift {
         column: profile.name.clone(),
@@ -474,6 +506,45 @@ pub fn compare(
         current_values: current.len() as u64,
         current_missing: current.missing,
     })
+}
+
+/// The chi-square and Z-test p-values and the Jensen–Shannon distance, from each value's
+/// count in the two samples.
+fn by_counts(
+    method: Method,
+    reference: &Sample,
+    current: &Sample,
+    ref_counts: &BTreeMap<String, u64>,
+    cur_counts: &BTreeMap<String, u64>,
+) -> f64 {
+    let mut keys = ref_counts.clone();
+    keys.extend(cur_counts.keys().map(|k| (k.clone(), 0)));
+    let count = |m: &BTreeMap<String, u64>, k: &str| m.get(k).copied().unwrap_or(0) as f64;
+    match method {
+        Method::ChiSquare => {
+            let k_norm = current.len() as f64 / reference.len() as f64;
+            let (observed, expected): (Vec<f64>, Vec<f64>) = keys
+                .keys()
+                .map(|k| (count(cur_counts, k), count(ref_counts, k) * k_norm))
+                .unzip();
+            stats::chisquare(&observed, &expected)
+        }
+        Method::ZTest if ref_counts.len() == 1 && ref_counts.keys().eq(cur_counts.keys()) => 1.0,
+        Method::ZTest => {
+            let first = keys.keys().next().map(String::as_str).unwrap_or("");
+            let ones = |m: &BTreeMap<String, u64>, n: usize| n as u64 - count(m, first) as u64;
+            stats::proportions_z(
+                ones(ref_counts, reference.len()),
+                reference.len() as u64,
+                ones(cur_counts, current.len()),
+                current.len() as u64,
+            )
+        }
+        _ => {
+            let (p, q) = binned(ref_counts, cur_counts, &keys);
+            stats::jensen_shannon(&p, &q)
+        }
+    }
 }
 
 /// Evidently's `get_binned_data` without zero filling, for the columns it is chosen for here
