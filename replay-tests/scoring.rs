@@ -111,7 +111,8 @@ fn reproduce_kept_runs(story: &str, events: &[Event], registry: &Registry) {
             continue;
         };
         assert_eq!(run.model_blob, model.hash.to_hex());
-        let spec = &registry.deployments[&run.deployment_id].spec;
+        let d = &registry.deployments[&run.deployment_id];
+        let spec = d.spec_of_run(&run).unwrap();
         let target = Recorded {
             position: e.unsigned.position,
             run: &run,

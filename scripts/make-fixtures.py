@@ -3,7 +3,11 @@
 
     python3 -m venv /tmp/fixenv
     /tmp/fixenv/bin/pip install scikit-learn skl2onnx onnx onnxruntime==1.32.0 mlflow-skinny pandas
-    /tmp/fixenv/bin/python scripts/make-fixtures.py
+    /tmp/fixenv/bin/python scripts/make-fixtures.py            # every fixture
+    /tmp/fixenv/bin/python scripts/make-fixtures.py lifecycle  # only the lifecycle ones
+
+The lifecycle fixtures are derived from the committed wine classifier, so they can be made
+again without changing the models the golden logs name by hash.
 
 Every model takes one input tensor per feature column ([N, 1] each), the way H2O scorers see
 columns, and its expected outputs on a few rows come from the onnxruntime Python package.
@@ -103,5 +107,49 @@ def main():
     shutil.rmtree(work)
 
 
+def lifecycle():
+    """A second wine model (another regularization, so its probabilities differ) for updates,
+    rollbacks and A/B splits, and a challenger that loads and scores one row but fails on any
+    run of more: the wine classifier with its first input reshaped to [1, 1]."""
+    import sys
+
+    from onnx import helper, numpy_helper
+
+    wine = load_wine()
+    wine_cols = [column_name(c) for c in wine.feature_names]
+    clf = make_pipeline(StandardScaler(), LogisticRegression(C=0.05, max_iter=1000))
+    clf.fit(wine.data, wine.target)
+    onx = convert(clf, wine_cols, options={id(clf): {"zipmap": False}})
+    save(onx, "wine_classifier_v2.onnx", wine_cols, wine.data, {"classes": [0, 1, 2]})
+
+    model = onnx.load(os.path.join(OUT, "wine_classifier.onnx"))
+    first = model.graph.input[0].name
+    reshaped = first + "_one_row"
+    for node in model.graph.node:
+        node.input[:] = [reshaped if i == first else i for i in node.input]
+    shape = numpy_helper.from_array(np.array([1, 1], dtype=np.int64), name="one_row_shape")
+    model.graph.initializer.append(shape)
+    model.graph.node.insert(0, helper.make_node("Reshape", [first, "one_row_shape"], [reshaped]))
+    onnx.checker.check_model(model)
+    path = os.path.join(OUT, "wine_challenger_one_row.onnx")
+    onnx.save_model(model, path)
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    x = wine.data.astype(np.float32)
+    feeds = lambda n: {c: x[:n, i : i + 1] for i, c in enumerate(wine_cols)}
+    sess.run(None, feeds(1))
+    try:
+        sess.run(None, feeds(2))
+    except Exception:  # the point of this model
+        pass
+    else:
+        sys.exit("the one-row challenger scored two rows")
+
+
 if __name__ == "__main__":
-    main()
+    import sys
+
+    if sys.argv[1:] == ["lifecycle"]:
+        lifecycle()
+    else:
+        main()
+        lifecycle()

@@ -86,12 +86,8 @@ pub async fn seed(state: &AppState, admin: Uuid) -> Result<(Uuid, Uuid), ApiErro
     }
     // Open to anyone who can reach it, so the first curl works; real deployments default to tokens.
     let request = NewDeployment {
-        model_id,
-        version: 1,
-        environment: "DEV".into(),
         security: Some(SecurityRequest::None),
-        runtime_id: None,
-        retention: None,
+        ..NewDeployment::single(model_id, 1, "DEV")
     };
     let deployed = state.deploy(admin, request).await?;
     let deployment = deployed.data["deployment_id"]

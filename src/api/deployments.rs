@@ -1,29 +1,33 @@
 //! Deployments over REST, and the loading that moves them Preparing → Launching → Healthy
 //! (or Failed, with the reason), each step an event.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::AppState;
 use super::auth::{Principal, forbidden};
-use super::command::{Written, commit};
+use super::command::Written;
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath, uuid_action};
 use crate::blobs::BlobStore;
 use crate::domain::deployment::{
-    Deploy, Deployment, DeploymentSpec, DeploymentState, Retention, Security, decide_deploy,
-    decide_transition,
+    Deploy, Deployment, DeploymentSpec, DeploymentState, Mode, PRIMARY, Placement, Retention,
+    Security, UpdateOutcome, Variant, VariantRequest, Variants, decide_deploy, decide_transition,
+    primary,
 };
 use crate::domain::event::{PredictionDataPurged, ProjectRole, RegistryEvent};
+use crate::domain::lifecycle::{
+    Change, Promote, decide_delete, decide_promote, decide_update, decide_update_end,
+};
 use crate::domain::schema::Column;
 use crate::domain::{Kind, Registry, can_read_project};
 use crate::log::ExpectedVersion;
@@ -32,9 +36,12 @@ use crate::projections::replay::Until;
 use crate::runtime::onnx::Onnx;
 use crate::runtime::scorer::{Model, SessionSettings};
 
-/// What scoring a deployment needs: its spec, model and run slots.
+/// What scoring one variant of a deployment needs: its spec, model and run slots.
 pub struct Scoring {
     pub deployment_id: Uuid,
+    /// The variant it scores for, and whether that is a challenger (its runs are shadows).
+    pub variant: String,
+    pub shadow: bool,
     pub spec: DeploymentSpec,
     pub model: Arc<Model>,
     /// Bounds concurrent session runs (SCORING_CONCURRENCY).
@@ -44,11 +51,35 @@ pub struct Scoring {
     pub waiting: std::sync::atomic::AtomicUsize,
 }
 
-/// A Healthy deployment: its scoring, and the batching workers' queue when it batches. The
-/// workers hold the scoring but not the queue's sender, so dropping this stops them.
-pub struct Loaded {
-    scoring: Arc<Scoring>,
+/// A variant as served: its scoring, and the batching workers' queue when it batches. The
+/// workers hold the scoring but not the queue's sender, so dropping this stops them once
+/// they have answered what was queued.
+pub struct Arm {
+    pub scoring: Arc<Scoring>,
     pub queue: Option<tokio::sync::mpsc::Sender<super::scoring::Job>>,
+    pub weight: u32,
+}
+
+/// A challenger as served, with what became of the copies of rows it was given.
+pub struct Shadow {
+    pub arm: Arm,
+    /// Bounds the copies in flight: when the challenger falls behind, copies are dropped
+    /// (and counted) rather than queued without end.
+    pub inflight: Arc<tokio::sync::Semaphore>,
+    pub scored: std::sync::atomic::AtomicU64,
+    pub failed: std::sync::atomic::AtomicU64,
+    pub dropped: std::sync::atomic::AtomicU64,
+}
+
+/// Copies of rows one challenger may score at once before more are dropped.
+const SHADOW_INFLIGHT: usize = 64;
+
+/// A Healthy deployment's configuration as served: the answering variants in name order
+/// (the A/B draw's intervals) and the challengers.
+pub struct Loaded {
+    pub mode: Mode,
+    pub arms: Vec<Arm>,
+    pub shadows: Vec<Shadow>,
     /// blake3 of passphrases already verified against the argon2 hash, so each is checked
     /// slowly once per process.
     pub accepted: std::sync::Mutex<std::collections::HashSet<[u8; 32]>>,
@@ -57,10 +88,25 @@ pub struct Loaded {
     pub paused: std::sync::atomic::AtomicBool,
 }
 
+impl Loaded {
+    /// The variant that answers `request_id`, and its A/B draw when there are several.
+    pub fn route(&self, request_id: Uuid) -> (&Arm, Option<u64>) {
+        if self.arms.len() < 2 {
+            return (&self.arms[0], None);
+        }
+        let total = self.arms.iter().map(|a| u64::from(a.weight)).sum();
+        let draw = crate::domain::routing::draw(request_id, total);
+        let i = crate::domain::routing::chosen(self.arms.iter().map(|a| a.weight), draw);
+        (&self.arms[i.unwrap_or(0)], Some(draw))
+    }
+}
+
+/// The primary variant's scoring: the one that stands for the deployment (its schema, its
+/// sample request, batch jobs).
 impl std::ops::Deref for Loaded {
     type Target = Scoring;
     fn deref(&self) -> &Scoring {
-        &self.scoring
+        &self.arms[0].scoring
     }
 }
 
@@ -83,11 +129,31 @@ impl Serving {
             .cloned()
     }
 
-    fn insert(&self, loaded: Loaded) {
+    fn insert(&self, id: Uuid, loaded: Loaded) {
         self.deployments
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(loaded.deployment_id, Arc::new(loaded));
+            .insert(id, Arc::new(loaded));
+    }
+
+    /// Puts `loaded` in the place of the deployment's configuration, if it is still served;
+    /// requests holding the old one finish on it. Answers whether it did.
+    fn replace(&self, id: Uuid, loaded: Loaded) -> bool {
+        let mut map = self.deployments.write().unwrap_or_else(|p| p.into_inner());
+        let Some(old) = map.get(&id) else {
+            return false;
+        };
+        loaded
+            .paused
+            .store(old.paused.load(Ordering::Relaxed), Ordering::Relaxed);
+        let accepted = old
+            .accepted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        *loaded.accepted.lock().unwrap_or_else(|p| p.into_inner()) = accepted;
+        map.insert(id, Arc::new(loaded));
+        true
     }
 
     fn remove(&self, id: &Uuid) {
@@ -153,20 +219,21 @@ impl AppState {
         .await
     }
 
-    /// Launching, then Healthy once the model is loaded, or Failed with the reason.
+    /// Launching, then Healthy once every variant is loaded and warmed, or Failed with the
+    /// reason.
     pub async fn launch(&self, id: Uuid, reason: &str) -> Result<Written, ApiError> {
         self.transition(None, id, DeploymentState::Launching, reason)
             .await?;
-        let spec = self
+        let (mode, variants) = self
             .registry
             .read()
             .deployments
             .get(&id)
-            .map(|d| d.spec.clone())
+            .map(|d| (d.mode, d.variants.clone()))
             .ok_or_else(|| not_found(id))?;
-        match self.load(id, spec).await {
-            Ok(scoring) => {
-                self.serving.insert(self.start_workers(scoring));
+        match self.load(id, mode, &variants).await {
+            Ok(loaded) => {
+                self.serving.insert(id, loaded);
                 self.transition(None, id, DeploymentState::Healthy, "model loaded")
                     .await
             }
@@ -177,16 +244,15 @@ impl AppState {
         }
     }
 
-    /// Starts the batching workers a deployment's settings ask for (none: the direct path).
-    fn start_workers(&self, scoring: Scoring) -> Loaded {
+    /// Starts the batching workers a variant's settings ask for (none: the direct path).
+    fn start_workers(&self, scoring: Scoring, weight: u32) -> Arm {
         let scoring = Arc::new(scoring);
         let workers = scoring.spec.settings.batch_workers;
         if workers == 0 {
-            return Loaded {
+            return Arm {
                 scoring,
                 queue: None,
-                accepted: Default::default(),
-                paused: Default::default(),
+                weight,
             };
         }
         let depth = (scoring.spec.settings.max_batch_size as usize).max(1) * 4;
@@ -199,15 +265,53 @@ impl AppState {
                 rx.clone(),
             ));
         }
-        Loaded {
+        Arm {
             scoring,
             queue: Some(tx),
-            accepted: Default::default(),
-            paused: Default::default(),
+            weight,
         }
     }
 
-    async fn load(&self, id: Uuid, spec: DeploymentSpec) -> Result<Scoring, String> {
+    /// Loads and warms every variant of a configuration (models already loaded are shared),
+    /// with their workers; the reason when one does not load or does not score its sample
+    /// request.
+    async fn load(&self, id: Uuid, mode: Mode, variants: &Variants) -> Result<Loaded, String> {
+        let mut loaded = Loaded {
+            mode,
+            arms: Vec::new(),
+            shadows: Vec::new(),
+            accepted: Default::default(),
+            paused: Default::default(),
+        };
+        for (name, v) in variants {
+            let scoring =
+                self.load_variant(id, name, v)
+                    .await
+                    .map_err(|e| match variants.len() {
+                        1 => e,
+                        _ => format!("variant {name}: {e}"),
+                    })?;
+            let arm = self.start_workers(scoring, v.weight);
+            if v.shadow {
+                loaded.shadows.push(Shadow {
+                    arm,
+                    inflight: Arc::new(tokio::sync::Semaphore::new(SHADOW_INFLIGHT)),
+                    scored: Default::default(),
+                    failed: Default::default(),
+                    dropped: Default::default(),
+                });
+            } else {
+                loaded.arms.push(arm);
+            }
+        }
+        if loaded.arms.is_empty() {
+            return Err("no variant answers requests".into());
+        }
+        Ok(loaded)
+    }
+
+    async fn load_variant(&self, id: Uuid, name: &str, v: &Variant) -> Result<Scoring, String> {
+        let spec = v.spec.clone();
         let (blobs, onnx) = (self.blobs.clone(), self.onnx);
         if spec.runtime.onnxruntime_version != onnx.version {
             return Err(format!(
@@ -216,6 +320,7 @@ impl AppState {
             ));
         }
         let serving = self.serving.clone();
+        let (variant, shadow) = (name.to_string(), v.shadow);
         tokio::task::spawn_blocking(move || {
             let model = serving.model(
                 onnx,
@@ -225,10 +330,17 @@ impl AppState {
                 spec.target_column.as_deref(),
                 session_settings(&spec),
             )?;
+            // Warm-up: the sample request the scorer offers must score before traffic comes.
+            let sample = vec![super::scoring::sample_row(model.schema())];
+            model
+                .score(&sample)
+                .map_err(|e| format!("the sample request does not score: {e}"))?;
             let slots =
                 tokio::sync::Semaphore::new(spec.settings.scoring_concurrency.max(1) as usize);
             Ok(Scoring {
                 deployment_id: id,
+                variant,
+                shadow,
                 spec,
                 model,
                 slots,
@@ -391,26 +503,42 @@ impl AppState {
     }
 
     /// Loads every deployment that was Healthy or Paused when the server last stopped; a
-    /// Paused one stays paused (no event), or fails if it no longer loads.
+    /// Paused one stays paused (no event), or fails if it no longer loads. An update the
+    /// stop interrupted ends RolledBack first: the configuration before it loads.
     pub async fn relaunch(&self) -> Result<usize, ApiError> {
-        let serving: Vec<(Uuid, DeploymentState, DeploymentSpec)> = self
+        let interrupted: Vec<(Uuid, Uuid)> = self
+            .registry
+            .read()
+            .deployments
+            .values()
+            .filter_map(|d| d.pending_update().map(|u| (d.deployment_id, u.update_id)))
+            .collect();
+        for (id, update_id) in interrupted {
+            self.end_update(
+                id,
+                update_id,
+                UpdateOutcome::RolledBack,
+                "the server stopped before the update was applied",
+            )
+            .await?;
+        }
+        let serving: Vec<(Uuid, DeploymentState, Mode, Variants)> = self
             .registry
             .read()
             .deployments
             .values()
             .filter(|d| matches!(d.state, DeploymentState::Healthy | DeploymentState::Paused))
-            .map(|d| (d.deployment_id, d.state, d.spec.clone()))
+            .map(|d| (d.deployment_id, d.state, d.mode, d.variants.clone()))
             .collect();
-        for (id, state, spec) in &serving {
+        for (id, state, mode, variants) in &serving {
             if *state == DeploymentState::Healthy {
                 self.launch(*id, "server restart").await?;
                 continue;
             }
-            match self.load(*id, spec.clone()).await {
-                Ok(scoring) => {
-                    let loaded = self.start_workers(scoring);
+            match self.load(*id, *mode, variants).await {
+                Ok(loaded) => {
                     loaded.paused.store(true, Ordering::Relaxed);
-                    self.serving.insert(loaded);
+                    self.serving.insert(*id, loaded);
                 }
                 Err(reason) => {
                     self.transition(None, *id, DeploymentState::Failed, &reason)
@@ -426,21 +554,120 @@ impl AppState {
     /// CLI's batch jobs on a stopped server's data dir (where the ledger says Healthy
     /// already). Other deployments are left to the job's own checks to refuse.
     pub async fn load_offline(&self, id: Uuid) -> Result<(), ApiError> {
-        let spec = self
+        let config = self
             .registry
             .read()
             .deployments
             .get(&id)
             .filter(|d| d.state == DeploymentState::Healthy)
-            .map(|d| d.spec.clone());
-        if let Some(spec) = spec {
-            let scoring = self
-                .load(id, spec)
+            .map(|d| (d.mode, d.variants.clone()));
+        if let Some((mode, variants)) = config {
+            let loaded = self
+                .load(id, mode, &variants)
                 .await
                 .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "load_failed", e))?;
-            self.serving.insert(self.start_workers(scoring));
+            self.serving.insert(id, loaded);
         }
         Ok(())
+    }
+
+    /// Updates a serving deployment in place: records the update, loads and warms the new
+    /// configuration beside the old one, and only then records it Applied and switches the
+    /// traffic; requests already on the old configuration finish there. When it does not load,
+    /// the old one keeps serving and the update ends RolledBack, with the reason.
+    pub async fn update(
+        &self,
+        actor: Uuid,
+        id: Uuid,
+        change: Change,
+        reason: String,
+    ) -> Result<Written, ApiError> {
+        let update_id = Uuid::now_v7();
+        let mut written = self
+            .run(
+                actor,
+                |r| decide_update(r, actor, id, update_id, change, reason),
+                |_| None::<()>,
+            )
+            .await?;
+        let (mode, variants) = self
+            .registry
+            .read()
+            .deployments
+            .get(&id)
+            .and_then(|d| d.pending_update().map(|u| (u.mode, u.variants.clone())))
+            .ok_or_else(|| not_found(id))?;
+        let ended = match self.load(id, mode, &variants).await {
+            Ok(loaded) => {
+                let ended = self
+                    .end_update(
+                        id,
+                        update_id,
+                        UpdateOutcome::Applied,
+                        "loaded and warmed with the sample request; traffic switched",
+                    )
+                    .await?;
+                // A deployment stopped meanwhile is not brought back.
+                self.serving.replace(id, loaded);
+                ended
+            }
+            Err(reason) => {
+                self.end_update(id, update_id, UpdateOutcome::RolledBack, &reason)
+                    .await?
+            }
+        };
+        written.events.extend(ended.events);
+        written.checkpoint_size = ended.checkpoint_size;
+        written.data = ended.data;
+        Ok(written)
+    }
+
+    /// Records the end of an update as `system:scorer`.
+    async fn end_update(
+        &self,
+        id: Uuid,
+        update_id: Uuid,
+        outcome: UpdateOutcome,
+        detail: &str,
+    ) -> Result<Written, ApiError> {
+        self.run_as(
+            "system:scorer",
+            |r| decide_update_end(r, id, update_id, outcome, detail.to_string()),
+            |r| r.deployments.get(&id).map(view),
+        )
+        .await
+    }
+
+    /// Promotes a deployment into another environment and launches the copy; answers once it
+    /// is Healthy or Failed.
+    pub async fn promote(&self, actor: Uuid, request: Promote) -> Result<Written, ApiError> {
+        let id = request.deployment_id;
+        let created = self
+            .run(actor, |r| decide_promote(r, actor, request), |_| None::<()>)
+            .await?;
+        self.launched(created, id).await
+    }
+
+    /// `created` (a deployment's creation), launched.
+    async fn launched(&self, mut created: Written, id: Uuid) -> Result<Written, ApiError> {
+        let launched = self.launch(id, "deployed").await?;
+        created.events.extend(launched.events);
+        created.checkpoint_size = launched.checkpoint_size;
+        created.data = launched.data;
+        Ok(created)
+    }
+
+    /// Deletes a deployment (stopping it first if it serves).
+    async fn delete(&self, actor: Uuid, id: Uuid, reason: String) -> Result<Written, ApiError> {
+        let written = self
+            .run(
+                actor,
+                |r| decide_delete(r, actor, id, reason),
+                |r| r.deployments.get(&id).map(view),
+            )
+            .await?;
+        self.serving.remove(&id);
+        Ok(written)
     }
 
     /// Pauses a Healthy deployment or resumes a Paused one (editors, with a reason).
@@ -478,19 +705,115 @@ fn view(d: &Deployment) -> Value {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewDeployment {
-    pub model_id: Uuid,
-    pub version: u32,
-    /// `DEV`, `PROD`, or any name of letters, digits, `_` and `-`.
+    /// One model (single mode): its id and version. Leave out with `variants`.
+    #[serde(default)]
+    pub model_id: Option<Uuid>,
+    #[serde(default)]
+    pub version: Option<u32>,
+    /// A runtime serving the model type (default: the most permissive one that does).
+    #[serde(default)]
+    pub runtime_id: Option<String>,
+    /// A version of the runtime's image (default: its newest that is not DISABLED).
+    #[serde(default)]
+    pub image_version: Option<String>,
+    /// `single` (the default), `ab` or `champion_challenger`.
+    #[serde(default)]
+    pub mode: Option<Mode>,
+    /// The variants by name (lowercase), for `ab` and `champion_challenger`.
+    #[serde(default)]
+    pub variants: Option<BTreeMap<String, VariantBody>>,
+    /// An environment of this installation (`GET /api/v1/environments`): DEV, PROD, ...
     pub environment: String,
     /// Default: Provenant tokens of project viewers and up.
     #[serde(default)]
     pub security: Option<SecurityRequest>,
-    /// A runtime serving the model type (default: the most permissive one that does).
-    #[serde(default)]
-    pub runtime_id: Option<String>,
     /// `{"mode": "full", "days": N}` (default 183) or `{"mode": "hashes"}`.
     #[serde(default)]
     pub retention: Option<Retention>,
+}
+
+impl NewDeployment {
+    /// One model version to `environment`, every other choice at its default.
+    pub fn single(model_id: Uuid, version: u32, environment: &str) -> NewDeployment {
+        NewDeployment {
+            model_id: Some(model_id),
+            version: Some(version),
+            runtime_id: None,
+            image_version: None,
+            mode: None,
+            variants: None,
+            environment: environment.into(),
+            security: None,
+            retention: None,
+        }
+    }
+}
+
+/// One variant: a model version, its share of the traffic, or a challenger in the shadow.
+#[derive(Deserialize, Serialize, ToSchema, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct VariantBody {
+    pub model_id: Uuid,
+    pub version: u32,
+    #[serde(default)]
+    pub runtime_id: Option<String>,
+    #[serde(default)]
+    pub image_version: Option<String>,
+    /// The A/B weight (default 1); a challenger's is 0.
+    #[serde(default)]
+    pub weight: Option<u32>,
+    /// A challenger: scores a copy of every request's rows; recorded, never returned.
+    #[serde(default)]
+    pub shadow: bool,
+}
+
+impl VariantBody {
+    fn request(self) -> VariantRequest {
+        VariantRequest {
+            model_id: self.model_id,
+            version: self.version,
+            runtime_id: self.runtime_id,
+            image_version: self.image_version,
+            weight: self.weight.unwrap_or(u32::from(!self.shadow)),
+            shadow: self.shadow,
+        }
+    }
+}
+
+/// The variants a request names: the one model of `model_id` and `version` (named
+/// `primary`), or `variants`; not both.
+fn variant_requests(
+    single: Option<(Uuid, u32)>,
+    runtime_id: Option<String>,
+    image_version: Option<String>,
+    variants: Option<BTreeMap<String, VariantBody>>,
+) -> Result<BTreeMap<String, VariantRequest>, ApiError> {
+    let invalid = |d: &str| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", d);
+    match (single, variants) {
+        (Some((model_id, version)), None) => Ok(BTreeMap::from([(
+            PRIMARY.to_string(),
+            VariantRequest {
+                model_id,
+                version,
+                runtime_id,
+                image_version,
+                weight: 1,
+                shadow: false,
+            },
+        )])),
+        (None, Some(v)) if runtime_id.is_none() && image_version.is_none() => {
+            Ok(v.into_iter().map(|(k, b)| (k, b.request())).collect())
+        }
+        (None, Some(_)) => Err(invalid(
+            "runtime_id and image_version go inside each variant when variants are given",
+        )),
+        (Some(_), Some(_)) => Err(invalid(
+            "give model_id and version for one model, or variants; not both",
+        )),
+        (None, None) => Err(invalid(
+            "model_id and version (one model), or variants, are required",
+        )),
+    }
 }
 
 /// Who may score: `{"mode": "none"}`, `{"mode": "passphrase", "passphrase": "…"}` (kept
@@ -534,16 +857,32 @@ impl SecurityRequest {
 }
 
 impl AppState {
-    /// Deploys a model version as `actor` and launches it; answers once it is Healthy or Failed.
+    /// Deploys model versions as `actor` and launches them; answers once the deployment is
+    /// Healthy or Failed.
     pub async fn deploy(&self, actor: Uuid, request: NewDeployment) -> Result<Written, ApiError> {
         let NewDeployment {
             model_id,
             version,
+            runtime_id,
+            image_version,
+            mode,
+            variants,
             environment,
             security,
-            runtime_id,
             retention,
         } = request;
+        let single = match (model_id, version) {
+            (Some(m), Some(v)) => Some((m, v)),
+            (None, None) => None,
+            _ => {
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_field",
+                    "model_id and version go together",
+                ));
+            }
+        };
+        let variants = variant_requests(single, runtime_id, image_version, variants)?;
         let security = security.map_or(
             Ok(Security::Token {
                 role: ProjectRole::Viewer,
@@ -551,32 +890,20 @@ impl AppState {
             SecurityRequest::into_security,
         )?;
         let id = Uuid::now_v7();
-        let mut created = {
-            let _turn = self.gate.lock().await;
-            self.registry.wait_for(self.ledger.head().size).await?;
-            let request = Deploy {
-                deployment_id: id,
-                model_id,
-                version,
+        let request = Deploy {
+            deployment_id: id,
+            placement: Placement {
                 environment,
                 security,
                 retention: retention.unwrap_or_default(),
-                runtime_id,
-            };
-            let decision = decide_deploy(&self.registry.read(), actor, request)?;
-            let (events, checkpoint_size) =
-                commit(&self.ledger, &self.registry, &actor.to_string(), decision).await?;
-            Written {
-                data: Value::Null,
-                events,
-                checkpoint_size,
-            }
+            },
+            mode: mode.unwrap_or(Mode::Single),
+            variants,
         };
-        let launched = self.launch(id, "deployed").await?;
-        created.events.extend(launched.events);
-        created.checkpoint_size = launched.checkpoint_size;
-        created.data = launched.data;
-        Ok(created)
+        let created = self
+            .run(actor, |r| decide_deploy(r, actor, request), |_| None::<()>)
+            .await?;
+        self.launched(created, id).await
     }
 }
 
@@ -591,14 +918,14 @@ pub async fn deploy(
     Ok((StatusCode::CREATED, Json(written)))
 }
 
-/// The deployments the caller may read.
+/// The deployments the caller may read (deleted ones are found by id only).
 #[utoipa::path(get, path = "/api/v1/deployments", tag = "deployments", responses((status = 200, description = "deployments")))]
 pub async fn list(State(s): State<AppState>, p: Principal) -> Json<Vec<Value>> {
     let reg = s.registry.read();
     Json(
         reg.deployments
             .values()
-            .filter(|d| can_read_project(&reg, p.user_id, d.spec.project_id))
+            .filter(|d| d.deleted.is_none() && can_read_project(&reg, p.user_id, d.spec.project_id))
             .map(view)
             .collect(),
     )
@@ -635,48 +962,156 @@ pub(super) fn readable<'a>(
     Ok(d)
 }
 
+/// The body of a deployment action; each action takes the fields its line names.
 #[derive(Deserialize, ToSchema, Default)]
 #[serde(deny_unknown_fields)]
 pub struct ActionBody {
-    /// Why; required for `:stop`, `:pause` and `:resume`.
+    /// Why; required for every action but `:purge` and `:reproduce`.
     #[serde(default)]
     reason: Option<String>,
-    /// For `:reproduce`: the first run, a position or an RFC 3339 time (included).
+    /// `:reproduce`: the first run, a position or an RFC 3339 time (included).
     #[serde(default)]
     from: Option<String>,
-    /// For `:reproduce`: the last run, a position or an RFC 3339 time (included).
+    /// `:reproduce`: the last run, a position or an RFC 3339 time (included).
     #[serde(default)]
     to: Option<String>,
+    /// `:update`: another model version for `variant` (by default the primary one).
+    #[serde(default)]
+    model_id: Option<Uuid>,
+    #[serde(default)]
+    version: Option<u32>,
+    /// `:update`: another runtime for `variant`.
+    #[serde(default)]
+    runtime_id: Option<String>,
+    /// `:update` and `:upgrade`: the runtime image version to move to.
+    #[serde(default)]
+    image_version: Option<String>,
+    /// `:update`: the variant `model_id`, `version`, `runtime_id` and `image_version` change.
+    #[serde(default)]
+    variant: Option<String>,
+    /// `:update`: the whole configuration to serve next, instead of one variant's change.
+    #[serde(default)]
+    mode: Option<Mode>,
+    #[serde(default)]
+    variants: Option<BTreeMap<String, VariantBody>>,
+    /// `:rollback`: a ledger position; the configuration in effect there is restored.
+    #[serde(default)]
+    position: Option<u64>,
+    /// `:promote`: the environment to promote into.
+    #[serde(default)]
+    environment: Option<String>,
+    /// `:promote`: the copy's security (default: the same).
+    #[serde(default)]
+    security: Option<SecurityRequest>,
+    /// `:promote`: the copy's retention (default: the same).
+    #[serde(default)]
+    retention: Option<Retention>,
+}
+
+/// The fields of `ActionBody` each action reads; others are refused.
+fn action_fields(verb: &str) -> &'static [&'static str] {
+    match verb {
+        "stop" | "pause" | "resume" | "purge" => &["reason"],
+        "reproduce" => &["from", "to"],
+        "update" => &[
+            "reason",
+            "model_id",
+            "version",
+            "runtime_id",
+            "image_version",
+            "variant",
+            "mode",
+            "variants",
+        ],
+        "rollback" => &["reason", "position"],
+        "upgrade" => &["reason", "image_version"],
+        // "promote"
+        _ => &["reason", "environment", "security", "retention"],
+    }
 }
 
 /// `POST /api/v1/deployments/{deployment_id}:stop`, `:pause` (a Healthy deployment answers
-/// 503 until resumed), `:resume` (editors, with a reason); `:purge`
-/// (admins): apply the retention policy now; `:reproduce` (project readers): reproduce every
-/// run recorded between `from` and `to` and answer the counts and every exception.
-#[utoipa::path(post, path = "/api/v1/deployments/{deployment_id}", tag = "deployments", params(("deployment_id" = String, Path, description = "`<deployment id>:stop`, `:pause`, `:resume`, `:purge` or `:reproduce`")), request_body = ActionBody, responses((status = 200, body = Written, description = "`:stop`, `:pause`, `:resume` and `:purge`; `:reproduce` answers the range report"), (status = 409, description = "`conflict`: not a move from the deployment's state")))]
+/// 503 until resumed), `:resume`; `:update` in place (another model version or runtime image
+/// version of one variant, or a whole new configuration: mode, variants, weights), `:rollback`
+/// to the configuration in effect at a position, `:upgrade` onto a newer runtime image
+/// version, `:promote` into another environment (a new deployment); all with a reason, by
+/// whom the environment's rule allows. `:purge` (admins): apply the retention policy now;
+/// `:reproduce` (project readers): reproduce every run recorded between `from` and `to`.
+#[utoipa::path(post, path = "/api/v1/deployments/{deployment_id}", tag = "deployments", params(("deployment_id" = String, Path, description = "`<deployment id>:stop`, `:pause`, `:resume`, `:update`, `:rollback`, `:upgrade`, `:promote`, `:purge` or `:reproduce`")), request_body = ActionBody, responses((status = 200, body = Written, description = "the deployment after the action (`:update`, `:rollback` and `:upgrade`: with `update.outcome` Applied or RolledBack); `:reproduce` answers the range report"), (status = 201, body = Written, description = "`:promote`: the new deployment"), (status = 409, description = "`conflict`: not a move from the deployment's state")))]
 pub async fn action(
     State(s): State<AppState>,
     p: Principal,
     ApiPath(target): ApiPath<String>,
-    ApiJson(b): ApiJson<ActionBody>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+    ApiJson(raw): ApiJson<Value>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
     let (id, verb) = uuid_action(
         &target,
         "<deployment id>",
-        &["stop", "pause", "resume", "purge", "reproduce"],
+        &[
+            "stop",
+            "pause",
+            "resume",
+            "update",
+            "rollback",
+            "upgrade",
+            "promote",
+            "purge",
+            "reproduce",
+        ],
     )?;
+    let b: ActionBody = body_of(raw, action_fields(verb), verb)?;
+    let reason = b.reason.clone().unwrap_or_default();
     let written = match verb {
-        "pause" | "resume" => {
-            let reason = b.reason.unwrap_or_default();
-            s.pause(p.user_id, id, verb == "pause", &reason).await?
-        }
+        "pause" | "resume" => s.pause(p.user_id, id, verb == "pause", &reason).await?,
         "stop" => {
-            let reason = b.reason.unwrap_or_default();
             let written = s
                 .transition(Some(p.user_id), id, DeploymentState::Stopped, &reason)
                 .await?;
             s.serving.remove(&id);
             written
+        }
+        "update" => {
+            let change = change_of(&s.registry.read(), id, b)?;
+            s.update(p.user_id, id, change, reason).await?
+        }
+        "rollback" => {
+            let position = b.position.ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_field",
+                    "position: the ledger position whose configuration to restore is required",
+                )
+            })?;
+            s.update(p.user_id, id, Change::Rollback { position }, reason)
+                .await?
+        }
+        "upgrade" => {
+            let change = Change::RuntimeUpgrade {
+                image_version: b.image_version,
+            };
+            s.update(p.user_id, id, change, reason).await?
+        }
+        "promote" => {
+            let environment = b.environment.ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_field",
+                    "environment: the environment to promote into is required",
+                )
+            })?;
+            let request = Promote {
+                deployment_id: Uuid::now_v7(),
+                from: id,
+                environment,
+                security: b.security.map(SecurityRequest::into_security).transpose()?,
+                retention: b.retention,
+                reason,
+            };
+            let written = s.promote(p.user_id, request).await?;
+            return Ok((
+                StatusCode::CREATED,
+                Json(serde_json::to_value(written).unwrap_or_default()),
+            ));
         }
         "purge" => {
             if !p.admin {
@@ -710,10 +1145,120 @@ pub async fn action(
             let report = s
                 .reproduce_range(id, bound(b.from)?, bound(b.to)?, &|_, _| {})
                 .await?;
-            return Ok(Json(serde_json::to_value(report).unwrap_or_default()));
+            return Ok((
+                StatusCode::OK,
+                Json(serde_json::to_value(report).unwrap_or_default()),
+            ));
         }
     };
-    Ok(Json(serde_json::to_value(written).unwrap_or_default()))
+    Ok((
+        StatusCode::OK,
+        Json(serde_json::to_value(written).unwrap_or_default()),
+    ))
+}
+
+/// An action's body: only the fields the action reads.
+fn body_of<T: serde::de::DeserializeOwned>(
+    raw: Value,
+    allowed: &[&str],
+    verb: &str,
+) -> Result<T, ApiError> {
+    let invalid = |d: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", d);
+    let Value::Object(map) = &raw else {
+        return Err(invalid("the body must be a JSON object".into()));
+    };
+    if let Some(k) = map.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(invalid(format!(
+            "{k:?} does not apply to :{verb}, which takes {allowed:?}"
+        )));
+    }
+    serde_json::from_value(raw).map_err(|e| invalid(e.to_string()))
+}
+
+/// What an `:update` body changes: the whole configuration (`variants`, or `mode` alone for
+/// today's variants), or one variant's model version, runtime or image version.
+fn change_of(reg: &Registry, id: Uuid, b: ActionBody) -> Result<Change, ApiError> {
+    let d = reg.deployments.get(&id).ok_or_else(|| not_found(id))?;
+    let invalid = |m: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", m);
+    let one = b.model_id.is_some()
+        || b.version.is_some()
+        || b.runtime_id.is_some()
+        || b.image_version.is_some()
+        || b.variant.is_some();
+    let mut requests: BTreeMap<String, VariantRequest> = d
+        .variants
+        .iter()
+        .map(|(k, v)| (k.clone(), VariantRequest::of(v)))
+        .collect();
+    match (b.variants, one) {
+        (Some(_), true) => {
+            return Err(invalid(
+                "give variants for a whole configuration, or one variant's change; not both".into(),
+            ));
+        }
+        (Some(v), false) => {
+            requests = v.into_iter().map(|(k, b)| (k, b.request())).collect();
+        }
+        (None, true) => {
+            let name = match b.variant {
+                Some(n) => n,
+                None => primary(&d.variants)
+                    .map(|(n, _)| n.clone())
+                    .unwrap_or_else(|| PRIMARY.into()),
+            };
+            let r = requests.get_mut(&name).ok_or_else(|| {
+                invalid(format!("variant: deployment {id} has no variant {name:?}"))
+            })?;
+            let runtime_changed = b
+                .runtime_id
+                .as_ref()
+                .is_some_and(|w| Some(w) != r.runtime_id.as_ref());
+            if let Some(m) = b.model_id {
+                r.model_id = m;
+            }
+            if let Some(v) = b.version {
+                r.version = v;
+            }
+            if let Some(rt) = b.runtime_id {
+                r.runtime_id = Some(rt);
+            }
+            // Another runtime starts on its own newest image version unless one is named.
+            if runtime_changed || b.image_version.is_some() {
+                r.image_version = b.image_version;
+            }
+        }
+        (None, false) if b.mode.is_none() => {
+            return Err(invalid(
+                "say what to change: model_id, version, runtime_id or image_version (of variant), or mode and variants".into(),
+            ));
+        }
+        (None, false) => {}
+    }
+    Ok(Change::Variants {
+        mode: b.mode.unwrap_or(d.mode),
+        variants: requests,
+    })
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteBody {
+    /// Why the deployment is deleted.
+    #[serde(default)]
+    reason: String,
+}
+
+/// Deletes a deployment for good (stopping it first if it serves), with a reason, by whom its
+/// environment's rule allows; not while an endpoint points at it. Its record stays: `GET` by
+/// id still answers it, marked deleted.
+#[utoipa::path(delete, path = "/api/v1/deployments/{deployment_id}", tag = "deployments", request_body = DeleteBody, responses((status = 200, body = Written), (status = 409, description = "`conflict`: an endpoint points at it, an update is loading, or it was deleted already")))]
+pub async fn delete(
+    State(s): State<AppState>,
+    p: Principal,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(b): ApiJson<DeleteBody>,
+) -> Result<Json<Written>, ApiError> {
+    Ok(Json(s.delete(p.user_id, id, b.reason).await?))
 }
 
 /// The ONNX Runtime session a deployment's model runs with, from its runtime image.

@@ -39,8 +39,8 @@ impl std::str::FromStr for RunRef {
     }
 }
 
-/// A located run: its stored event, decoded payload, the request asked about, and the
-/// deployment it was scored for.
+/// A located run: its stored event, decoded payload, the request asked about, and the spec
+/// of the deployment's variant that scored it.
 pub(crate) struct Located {
     pub event: Event,
     pub run: InferenceRunRecorded,
@@ -126,7 +126,7 @@ impl AppState {
             .read()
             .deployments
             .get(&run.deployment_id)
-            .map(|d| d.spec.clone())
+            .map(|d| d.spec_of_run(&run).unwrap_or(&d.spec).clone())
             .ok_or_else(missing)?;
         Ok(Located {
             event,

@@ -3,6 +3,7 @@
 //! before the response leaves, which carries the event's receipt in its headers.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use axum::Json;
@@ -14,7 +15,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::AppState;
-use super::deployments::{Loaded, Scoring};
+use super::deployments::{Arm, Loaded, Scoring};
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath};
 use crate::domain::deployment::{DeploymentState, Retention, Security};
@@ -237,15 +238,24 @@ pub async fn sample_request(
     let l = loaded(&s, &d)?;
     authorize(&s, &l, &headers).await?;
     let schema = l.model.schema();
+    Ok(Json(json!({
+        "fields": schema.iter().map(|c| &c.name).collect::<Vec<_>>(),
+        "rows": [sample_row(schema)],
+    })))
+}
+
+/// The sample request's row: zero for numbers, false, an empty string. Every variant is
+/// warmed with it before it takes traffic.
+pub(super) fn sample_row(schema: &[Column]) -> Vec<String> {
     let example = |t: ColumnType| match t {
         ColumnType::Boolean => "false",
         ColumnType::String => "",
         _ => "0",
     };
-    Ok(Json(json!({
-        "fields": schema.iter().map(|c| &c.name).collect::<Vec<_>>(),
-        "rows": [schema.iter().map(|c| example(c.column_type)).collect::<Vec<_>>()],
-    })))
+    schema
+        .iter()
+        .map(|c| example(c.column_type).to_string())
+        .collect()
 }
 
 pub async fn readyz(
@@ -435,35 +445,19 @@ pub async fn score(
     // Refuse bad cells here, so one request's mistake never fails a batch it would share.
     l.model.check(&rows).map_err(score_error)?;
 
-    let (scored, headers) = match &l.queue {
-        None => direct(&s, &l, rows, caller, received).await?,
-        Some(queue) => {
-            let _waiting = Waiting::enter(&l.waiting);
-            let (reply, answer) = tokio::sync::oneshot::channel();
-            queue
-                .send(Job {
-                    rows,
-                    caller,
-                    received,
-                    reply,
-                })
-                .await
-                .map_err(|_| {
-                    ApiError::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "not_ready",
-                        "the deployment is stopping",
-                    )
-                })?;
-            answer.await.map_err(|_| {
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "not_ready",
-                    "the deployment is stopping",
-                )
-            })??
-        }
+    let request_id = Uuid::now_v7();
+    let (arm, draw) = l.route(request_id);
+    let copy = (!l.shadows.is_empty()).then(|| rows.clone());
+    let who = Caller {
+        request_id,
+        draw,
+        caller,
+        received,
     };
+    let (scored, headers) = answer(&s, arm, rows, who.clone()).await?;
+    if let Some(rows) = copy {
+        shadow(&s, &l, rows, who);
+    }
     let score_rows = scored
         .into_iter()
         .zip(&req.rows)
@@ -477,6 +471,67 @@ pub async fn score(
         })
         .collect();
     Ok(respond(&l, &req, out_fields, score_rows, headers))
+}
+
+/// Who a request is and when it came: what its run's record says of it.
+#[derive(Clone)]
+pub struct Caller {
+    pub request_id: Uuid,
+    /// Its A/B draw, in a deployment of several answering variants.
+    pub draw: Option<u64>,
+    pub caller: String,
+    pub received: Instant,
+}
+
+/// Scores `rows` on a variant: on the direct path, or through its batching workers.
+async fn answer(s: &AppState, arm: &Arm, rows: Vec<Vec<String>>, who: Caller) -> Answer {
+    let Some(queue) = &arm.queue else {
+        return direct(s, &arm.scoring, rows, who).await;
+    };
+    let stopping = || {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "the deployment is stopping",
+        )
+    };
+    let _waiting = Waiting::enter(&arm.scoring.waiting);
+    let (reply, answered) = tokio::sync::oneshot::channel();
+    queue
+        .send(Job { rows, who, reply })
+        .await
+        .map_err(|_| stopping())?;
+    answered.await.map_err(|_| stopping())?
+}
+
+/// Gives each challenger a copy of a request's rows to score in the background. Its run is
+/// recorded as a shadow of the request; whatever becomes of it, the request has its answer
+/// already. A challenger that has fallen behind drops the copy (counted).
+fn shadow(s: &AppState, l: &Arc<Loaded>, rows: Vec<Vec<String>>, who: Caller) {
+    for i in 0..l.shadows.len() {
+        let Ok(permit) = l.shadows[i].inflight.clone().try_acquire_owned() else {
+            l.shadows[i].dropped.fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
+        let (s, l, rows, who) = (s.clone(), l.clone(), rows.clone(), who.clone());
+        tokio::spawn(async move {
+            let challenger = &l.shadows[i];
+            match answer(&s, &challenger.arm, rows, who).await {
+                Ok(_) => challenger.scored.fetch_add(1, Ordering::Relaxed),
+                Err(e) => {
+                    eprintln!(
+                        "deployment {} challenger {}: {}: {}",
+                        challenger.arm.scoring.deployment_id,
+                        challenger.arm.scoring.variant,
+                        e.code,
+                        e.detail
+                    );
+                    challenger.failed.fetch_add(1, Ordering::Relaxed)
+                }
+            };
+            drop(permit);
+        });
+    }
 }
 
 fn score_error(e: ScoreError) -> ApiError {
@@ -511,8 +566,7 @@ impl Drop for Waiting<'_> {
 /// A request waiting for a batching worker.
 pub struct Job {
     rows: Vec<Vec<String>>,
-    caller: String,
-    received: Instant,
+    who: Caller,
     reply: tokio::sync::oneshot::Sender<Answer>,
 }
 
@@ -581,26 +635,21 @@ pub(super) async fn run(
 }
 
 /// The direct path: this request is one session run and one recorded event.
-async fn direct(
-    s: &AppState,
-    l: &Loaded,
-    rows: Vec<Vec<String>>,
-    caller: String,
-    received: Instant,
-) -> Answer {
+async fn direct(s: &AppState, l: &Scoring, rows: Vec<Vec<String>>, who: Caller) -> Answer {
     let permit = slot(l).await?;
-    let queue_wait = received.elapsed();
+    let queue_wait = who.received.elapsed();
     let (rows, out_rows, out_fields) = run(l, rows, false).await?;
     drop(permit);
     let request = RunRequest {
-        request_id: Uuid::now_v7(),
+        request_id: who.request_id,
         row_offset: 0,
         row_count: rows.len() as u64,
-        caller,
+        caller: who.caller,
         queue_wait_us: queue_wait.as_micros() as u64,
-        latency_us: received.elapsed().as_micros() as u64,
+        latency_us: who.received.elapsed().as_micros() as u64,
+        draw: who.draw,
     };
-    if !s.recording.load(std::sync::atomic::Ordering::Relaxed) {
+    if !s.recording.load(Ordering::Relaxed) {
         return Ok((out_rows, HeaderMap::new()));
     }
     let receipt = record(
@@ -731,16 +780,17 @@ async fn record_batch(s: AppState, l: Arc<Scoring>, jobs: Vec<Job>, run: BatchRu
         .map(|(i, (job, &offset))| {
             let end = run.offsets.get(i + 1).copied().unwrap_or(total);
             RunRequest {
-                request_id: Uuid::now_v7(),
+                request_id: job.who.request_id,
                 row_offset: offset as u64,
                 row_count: (end - offset) as u64,
-                caller: job.caller.clone(),
-                queue_wait_us: run.started.duration_since(job.received).as_micros() as u64,
-                latency_us: job.received.elapsed().as_micros() as u64,
+                caller: job.who.caller.clone(),
+                queue_wait_us: run.started.duration_since(job.who.received).as_micros() as u64,
+                latency_us: job.who.received.elapsed().as_micros() as u64,
+                draw: job.who.draw,
             }
         })
         .collect();
-    let receipt = if s.recording.load(std::sync::atomic::Ordering::Relaxed) {
+    let receipt = if s.recording.load(Ordering::Relaxed) {
         match record(
             &s,
             &l,
@@ -855,6 +905,8 @@ pub(super) async fn record(
     let event = RegistryEvent::InferenceRunRecorded(InferenceRunRecorded {
         run_id: Uuid::now_v7(),
         deployment_id: l.deployment_id,
+        variant: l.variant.clone(),
+        shadow: l.shadow,
         model_id: spec.model_id,
         version: spec.version,
         model_blob: spec.model_blob.clone(),

@@ -76,12 +76,8 @@ pub async fn batch(rows: usize, as_json: bool) -> Result<(), Failure> {
         .deploy(
             admin,
             NewDeployment {
-                model_id: model,
-                version: 1,
-                environment: "PROD".into(),
-                security: None,
-                runtime_id: None,
                 retention: Some(Retention::Hashes),
+                ..NewDeployment::single(model, 1, "PROD")
             },
         )
         .await

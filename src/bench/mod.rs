@@ -425,6 +425,8 @@ pub(crate) fn run(i: u64, deployment: u64, requests: u64, rows_each: u64) -> Inf
     InferenceRunRecorded {
         run_id: Uuid::from_u128(u128::from(i) << 1),
         deployment_id: Uuid::from_u128(u128::from(deployment)),
+        variant: "primary".into(),
+        shadow: false,
         model_id: Uuid::from_u128(9),
         version: 1,
         model_blob: "ab".repeat(32),
@@ -448,6 +450,7 @@ pub(crate) fn run(i: u64, deployment: u64, requests: u64, rows_each: u64) -> Inf
                     caller: "anonymous".into(),
                     queue_wait_us: k.wrapping_mul(2_654_435_761) % 5_000,
                     latency_us: 300 + k.wrapping_mul(40_503) % 250_000,
+                    draw: None,
                 }
             })
             .collect(),

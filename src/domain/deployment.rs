@@ -1,8 +1,9 @@
-//! Deployments (single-model mode): a registered model version deployed to an environment on
-//! a runtime resolved from the artifact's model type and the runtime catalog. Everything a
-//! prediction depends on — the model blob, the schema, the runtime image version with its
-//! ONNX Runtime version, provider and thread settings, the scorer settings — is fixed in the
-//! `DeploymentCreated` event.
+//! Deployments: registered model versions deployed to an environment, each as a variant on a
+//! runtime resolved from the artifact's model type and the runtime catalog — one model, an
+//! A/B split, or a champion with challengers in the shadow. Everything a prediction depends
+//! on — the model blob, the schema, the runtime image version with its ONNX Runtime version,
+//! provider and thread settings, the scorer settings — is fixed in the `DeploymentCreated`
+//! event, and in each update in place after it (`lifecycle`).
 
 use std::collections::BTreeMap;
 
@@ -11,9 +12,11 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::event::*;
-use super::runtime::{ImageVersionSpec, RuntimeState, ScorerSettings, version_key};
+use super::runtime::{
+    DeployRole, Environment, ImageVersionSpec, RuntimeState, ScorerSettings, version_key,
+};
 use super::schema::{Column, stored_schema};
-use super::state::{ModelVersion, RegisteredModel, Registry, Stamp};
+use super::state::{Deletion, ModelVersion, RegisteredModel, Registry, Stamp};
 use super::{Decision, DomainError, Kind, may};
 
 #[derive(
@@ -95,13 +98,114 @@ pub struct Transition {
     pub changed: Stamp,
 }
 
+/// How a deployment's traffic is served.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// One model answers every request.
+    Single,
+    /// Each request is drawn to one of several variants by weight (an A/B test).
+    Ab,
+    /// The champion answers; each challenger scores the same rows in the shadow.
+    ChampionChallenger,
+}
+
+/// One model a deployment serves, under a name unique in the deployment. Every variant's
+/// spec carries the deployment's own project, environment, security and retention.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Variant {
+    /// Its share of the requests: an A/B weight; 1 for a single model or a champion; 0 for a
+    /// challenger.
+    pub weight: u32,
+    /// A challenger: scores a copy of the champion's rows; recorded, never returned.
+    pub shadow: bool,
+    pub spec: DeploymentSpec,
+}
+
+/// A deployment's variants by name; name order is the order of the A/B draw's intervals.
+pub type Variants = BTreeMap<String, Variant>;
+
+/// The name a single model's variant has (and every deployment's from before variants).
+pub const PRIMARY: &str = "primary";
+
+/// The variant whose spec stands for the deployment: the one answering (a single model, the
+/// champion), or the first answering A/B variant by name.
+pub fn primary(variants: &Variants) -> Option<(&String, &Variant)> {
+    variants.iter().find(|(_, v)| !v.shadow)
+}
+
+/// A configuration the deployment served, from the event at `position` on.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Revision {
+    pub position: u64,
+    pub mode: Mode,
+    pub variants: Variants,
+}
+
+/// Why a deployment's configuration changed.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum UpdateKind {
+    /// Other model versions, weights, mode or runtime image versions, as asked.
+    Update,
+    /// Back to the configuration in effect at an earlier position.
+    Rollback,
+    /// Each variant to a newer image version of its runtime's image.
+    RuntimeUpgrade,
+}
+
+/// How an update in place ended.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, utoipa::ToSchema,
+)]
+pub enum UpdateOutcome {
+    /// The new configuration loaded, warmed and took the traffic.
+    Applied,
+    /// It did not load or warm; the deployment kept serving its configuration before.
+    RolledBack,
+}
+
+/// An update in place: asked for, then (once the scorer is done) ended.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Update {
+    pub update_id: Uuid,
+    pub kind: UpdateKind,
+    pub mode: Mode,
+    pub variants: Variants,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollback_to: Option<u64>,
+    pub reason: String,
+    pub started: Stamp,
+    /// None while the scorer is loading it.
+    pub outcome: Option<UpdateOutcome>,
+    pub detail: Option<String>,
+    pub ended: Option<Stamp>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Deployment {
     pub deployment_id: Uuid,
+    /// The primary variant's spec (see `primary`); the deployment-level fields (project,
+    /// environment, security, retention) are every variant's.
     pub spec: DeploymentSpec,
+    pub mode: Mode,
+    pub variants: Variants,
     pub state: DeploymentState,
     pub history: Vec<Transition>,
     pub created: Stamp,
+    /// The deployment this one was promoted from, in another environment.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub promoted_from: Option<Uuid>,
+    /// Every configuration it served, oldest first; the last is the current one.
+    pub revisions: Vec<Revision>,
+    /// The update in progress, or the last one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub update: Option<Update>,
     /// Runs before this position have had their blobs purged under the retention policy.
     pub purged_before: u64,
     /// What to alert on, if anything.
@@ -110,26 +214,85 @@ pub struct Deployment {
     /// How its drift is judged, if not by the defaults.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub drift_thresholds: Option<super::reference::DriftThresholds>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deleted: Option<Deletion>,
+}
+
+impl Deployment {
+    /// The update the scorer has not ended yet.
+    pub fn pending_update(&self) -> Option<&Update> {
+        self.update.as_ref().filter(|u| u.outcome.is_none())
+    }
+
+    /// The spec a recorded run was scored with: the variant of that name in the newest
+    /// configuration that ran the same model blob, version and image version.
+    pub fn spec_of_run(&self, run: &InferenceRunRecorded) -> Option<&DeploymentSpec> {
+        self.revisions
+            .iter()
+            .rev()
+            .filter_map(|r| r.variants.get(&run.variant))
+            .map(|v| &v.spec)
+            .find(|s| {
+                s.model_blob == run.model_blob
+                    && s.version == run.version
+                    && s.image_version == run.image_version
+            })
+    }
 }
 
 pub fn stream(deployment_id: Uuid) -> String {
     stream_of("deployment", deployment_id)
 }
 
-/// A request to deploy a model version.
-#[derive(Debug, Clone)]
-pub struct Deploy {
-    pub deployment_id: Uuid,
+/// What a variant asks for: a model version, and optionally the runtime serving it and the
+/// runtime image version (by default the most permissive runtime serving the model type, on
+/// its newest image version that is not DISABLED).
+#[derive(Debug, Clone, PartialEq)]
+pub struct VariantRequest {
     pub model_id: Uuid,
     pub version: u32,
+    pub runtime_id: Option<String>,
+    pub image_version: Option<String>,
+    pub weight: u32,
+    pub shadow: bool,
+}
+
+impl VariantRequest {
+    /// The request that `variant` answers as it is.
+    pub fn of(variant: &Variant) -> VariantRequest {
+        VariantRequest {
+            model_id: variant.spec.model_id,
+            version: variant.spec.version,
+            runtime_id: Some(variant.spec.runtime_id.clone()),
+            image_version: Some(variant.spec.image_version.clone()),
+            weight: variant.weight,
+            shadow: variant.shadow,
+        }
+    }
+}
+
+/// The deployment-level part of every variant's spec.
+#[derive(Debug, Clone)]
+pub struct Placement {
     pub environment: String,
     pub security: Security,
     pub retention: Retention,
-    /// A runtime serving the model type; by default the most permissive one that does.
-    pub runtime_id: Option<String>,
 }
 
-/// Deploys a live model version: editors of its project.
+/// A request to deploy model versions.
+#[derive(Debug, Clone)]
+pub struct Deploy {
+    pub deployment_id: Uuid,
+    pub placement: Placement,
+    pub mode: Mode,
+    pub variants: BTreeMap<String, VariantRequest>,
+}
+
+/// The most variants one deployment serves.
+pub const MAX_VARIANTS: usize = 8;
+
+/// Deploys live model versions: editors of their project, or whom the environment's rule
+/// names.
 pub fn decide_deploy(
     state: &Registry,
     actor: Uuid,
@@ -137,15 +300,294 @@ pub fn decide_deploy(
 ) -> Result<Decision, DomainError> {
     let Deploy {
         deployment_id,
+        placement,
+        mode,
+        variants,
+    } = request;
+    let environment = configured_environment(state, &placement.environment)?;
+    let variants = resolve_variants(state, actor, mode, &variants, &placement, None)?;
+    let (_, first) = primary(&variants).ok_or_else(no_answering)?;
+    may_change(
+        state,
+        actor,
+        first.spec.project_id,
+        environment,
+        "deploying",
+    )?;
+    Ok(Decision {
+        stream: stream(deployment_id),
+        expected: None,
+        events: vec![RegistryEvent::DeploymentCreated(DeploymentCreated {
+            deployment_id,
+            mode,
+            variants,
+            promoted_from: None,
+            reason: None,
+        })],
+    })
+}
+
+fn no_answering() -> DomainError {
+    DomainError::Invalid {
+        field: "variants",
+        detail: "no variant answers requests".into(),
+    }
+}
+
+/// The named environment, if this installation configures it.
+pub(super) fn configured_environment<'a>(
+    state: &'a Registry,
+    name: &str,
+) -> Result<&'a Environment, DomainError> {
+    state.runtimes.environments.get(name).ok_or_else(|| {
+        let known: Vec<&str> = state
+            .runtimes
+            .environments
+            .keys()
+            .map(String::as_str)
+            .collect();
+        DomainError::Invalid {
+            field: "environment",
+            detail: format!(
+                "{name:?} is not an environment of this installation (configured: {})",
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ),
+        }
+    })
+}
+
+/// Whether `actor` may change what runs in `environment` for `project_id`: the environment's
+/// rule (editors, owners, or admins only); `what` says what needs it.
+pub(super) fn may_change(
+    state: &Registry,
+    actor: Uuid,
+    project_id: Uuid,
+    environment: &Environment,
+    what: &str,
+) -> Result<(), DomainError> {
+    let allowed = match environment.deploy_role {
+        DeployRole::Editor => may(state, actor, project_id, ProjectRole::Editor),
+        DeployRole::Owner => may(state, actor, project_id, ProjectRole::Owner),
+        DeployRole::Admin => state
+            .users
+            .get(&actor)
+            .is_some_and(|u| u.roles.contains(&GlobalRole::Admin)),
+    };
+    if allowed {
+        return Ok(());
+    }
+    let who = match environment.deploy_role {
+        DeployRole::Editor => format!("the editor role in project {project_id}"),
+        DeployRole::Owner => format!("the owner role in project {project_id}"),
+        DeployRole::Admin => "the admin role".to_string(),
+    };
+    Err(DomainError::Forbidden(format!(
+        "{what} in environment {} needs {who}",
+        environment.name
+    )))
+}
+
+/// The environment rule for changes to deployment `d`: its environment's, or the editor role
+/// when the installation no longer configures it.
+pub(super) fn may_change_deployment(
+    state: &Registry,
+    actor: Uuid,
+    d: &Deployment,
+    what: &str,
+) -> Result<(), DomainError> {
+    let fallback = Environment {
+        name: d.spec.environment.clone(),
+        description: String::new(),
+        deploy_role: DeployRole::Editor,
+    };
+    let environment = state
+        .runtimes
+        .environments
+        .get(&d.spec.environment)
+        .unwrap_or(&fallback);
+    may_change(state, actor, d.spec.project_id, environment, what)
+}
+
+/// Resolves and checks a deployment's variants for `mode`. A variant asking for exactly what
+/// a variant of `current` runs keeps that variant's spec as it is (its runtime settings
+/// included); the others are resolved against today's registry and catalog.
+pub(super) fn resolve_variants(
+    state: &Registry,
+    actor: Uuid,
+    mode: Mode,
+    requests: &BTreeMap<String, VariantRequest>,
+    placement: &Placement,
+    current: Option<&Variants>,
+) -> Result<Variants, DomainError> {
+    check_shape(mode, requests)?;
+    let mut variants = Variants::new();
+    for (name, request) in requests {
+        let kept = current.and_then(|c| c.get(name)).filter(|v| {
+            let same = VariantRequest::of(v);
+            (
+                same.model_id,
+                same.version,
+                same.runtime_id,
+                same.image_version,
+            ) == (
+                request.model_id,
+                request.version,
+                request.runtime_id.clone(),
+                request.image_version.clone(),
+            )
+        });
+        let spec = match kept {
+            Some(v) => {
+                // Still a live version the actor edits, on an image version not DISABLED.
+                editable_version(state, actor, request.model_id, request.version, "deploying")?;
+                state
+                    .runtimes
+                    .usable(&v.spec.runtime_id, &v.spec.image_version)?;
+                v.spec.clone()
+            }
+            None => resolve(state, actor, request, placement)
+                .map_err(|e| in_variant(name, requests.len(), e))?,
+        };
+        variants.insert(
+            name.clone(),
+            Variant {
+                weight: request.weight,
+                shadow: request.shadow,
+                spec,
+            },
+        );
+    }
+    check_compatible(&variants)?;
+    Ok(variants)
+}
+
+/// Names the variant in an error, when there are several.
+fn in_variant(name: &str, count: usize, e: DomainError) -> DomainError {
+    if count < 2 {
+        return e;
+    }
+    match e {
+        DomainError::NotDeployable(m) => DomainError::NotDeployable(format!("variant {name}: {m}")),
+        DomainError::Conflict(m) => DomainError::Conflict(format!("variant {name}: {m}")),
+        other => other,
+    }
+}
+
+/// The counts, names, weights and shadows each mode allows.
+fn check_shape(mode: Mode, requests: &BTreeMap<String, VariantRequest>) -> Result<(), DomainError> {
+    let invalid = |detail: String| DomainError::Invalid {
+        field: "variants",
+        detail,
+    };
+    if requests.is_empty() || requests.len() > MAX_VARIANTS {
+        return Err(invalid(format!(
+            "1 to {MAX_VARIANTS} variants, got {}",
+            requests.len()
+        )));
+    }
+    for name in requests.keys() {
+        let ok = (1..=32).contains(&name.len())
+            && name.starts_with(|c: char| c.is_ascii_lowercase())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+        if !ok {
+            return Err(invalid(format!(
+                "variant name {name:?}: 1 to 32 lowercase letters, digits, '_' or '-', starting with a letter"
+            )));
+        }
+    }
+    let answering: Vec<&VariantRequest> = requests.values().filter(|v| !v.shadow).collect();
+    let shadows = requests.len() - answering.len();
+    let weights: u64 = answering.iter().map(|v| u64::from(v.weight)).sum();
+    if answering.iter().any(|v| v.weight == 0) {
+        return Err(invalid(
+            "an answering variant needs a weight of at least 1".into(),
+        ));
+    }
+    if requests.values().any(|v| v.shadow && v.weight != 0) {
+        return Err(invalid(
+            "a challenger (shadow) takes no traffic: weight 0".into(),
+        ));
+    }
+    match mode {
+        Mode::Single if answering.len() != 1 || shadows != 0 => Err(invalid(
+            "single mode serves exactly one variant, not a shadow".into(),
+        )),
+        Mode::Ab if answering.len() < 2 || shadows != 0 => Err(invalid(
+            "A/B mode splits traffic between at least two variants, none a shadow".into(),
+        )),
+        Mode::Ab if weights > MAX_WEIGHT => Err(invalid(format!(
+            "the weights add up to {weights}, more than {MAX_WEIGHT}"
+        ))),
+        Mode::ChampionChallenger if answering.len() != 1 || shadows == 0 => Err(invalid(
+            "champion/challenger mode has one champion and at least one challenger (shadow)".into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The largest sum of A/B weights.
+pub const MAX_WEIGHT: u64 = 1_000_000;
+
+/// One scoring API serves every variant: the same project and inputs for all, the same
+/// outputs for those that answer.
+fn check_compatible(variants: &Variants) -> Result<(), DomainError> {
+    let (first_name, first) = primary(variants).ok_or_else(no_answering)?;
+    let sorted = |c: &[Column]| {
+        let mut c: Vec<(String, super::schema::ColumnType)> = c
+            .iter()
+            .map(|c| (c.name.to_lowercase(), c.column_type))
+            .collect();
+        c.sort();
+        c
+    };
+    for (name, v) in variants {
+        if v.spec.project_id != first.spec.project_id {
+            return Err(DomainError::Invalid {
+                field: "variants",
+                detail: format!(
+                    "variant {name} is a model of another project than variant {first_name}"
+                ),
+            });
+        }
+        if sorted(&v.spec.input_schema) != sorted(&first.spec.input_schema) {
+            return Err(DomainError::NotDeployable(format!(
+                "variant {name} takes other inputs than variant {first_name}; one scoring API serves both"
+            )));
+        }
+        let outputs = |s: &DeploymentSpec| (s.target_column.clone(), sorted(&s.output_schema));
+        if !v.shadow && outputs(&v.spec) != outputs(&first.spec) {
+            return Err(DomainError::NotDeployable(format!(
+                "variant {name} answers other outputs than variant {first_name}; callers would see their fields change"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Everything scoring one model version needs, resolved against the registry and the
+/// runtime catalog: the deployable artifact, the schema, the runtime and image version.
+fn resolve(
+    state: &Registry,
+    actor: Uuid,
+    request: &VariantRequest,
+    placement: &Placement,
+) -> Result<DeploymentSpec, DomainError> {
+    let VariantRequest {
         model_id,
         version,
-        environment,
-        security,
-        retention,
         runtime_id,
+        image_version,
+        ..
     } = request;
+    let (model_id, version) = (*model_id, *version);
     let (model, v) = editable_version(state, actor, model_id, version, "deploying")?;
-    let environment = check_environment(environment)?;
+    let environment = check_environment(placement.environment.clone())?;
     let x = state
         .experiments
         .get(&v.experiment_id)
@@ -223,27 +665,23 @@ pub fn decide_deploy(
             "runtime {runtime_id} is not available in this installation"
         )));
     }
-    // The newest version of the runtime's image that is not DISABLED, by declaration order.
-    let prefix = format!("{}@", runtime.spec.image_id);
-    let image_version = catalog
-        .versions
-        .iter()
-        .filter(|(k, v)| {
-            k.starts_with(&prefix) && v.deleted.is_none() && v.effective != RuntimeState::Disabled
+    let image_version = match image_version {
+        Some(wanted) => wanted.clone(),
+        None => newest_image_version(catalog, &runtime.spec.image_id, |s| {
+            s != RuntimeState::Disabled
         })
-        .max_by_key(|(_, v)| v.declared.position)
-        .map(|(k, _)| k[prefix.len()..].to_string())
         .ok_or_else(|| {
             DomainError::Conflict(format!(
                 "runtime image {} has no version that is not DISABLED",
                 runtime.spec.image_id
             ))
-        })?;
+        })?,
+    };
     let warnings = catalog.usable(runtime_id, &image_version)?;
     let runtime_spec = catalog.versions[&version_key(&runtime.spec.image_id, &image_version)]
         .spec
         .clone();
-    let spec = DeploymentSpec {
+    Ok(DeploymentSpec {
         project_id: model.project_id,
         model_id,
         version,
@@ -252,8 +690,8 @@ pub fn decide_deploy(
         model_blob,
         model_type,
         environment,
-        security,
-        retention,
+        security: placement.security.clone(),
+        retention: placement.retention.clone(),
         runtime_id: runtime_id.clone(),
         image_id: runtime.spec.image_id.clone(),
         image_version,
@@ -263,15 +701,22 @@ pub fn decide_deploy(
         output_schema,
         target_column: x.parameters.target_column.clone(),
         warnings,
-    };
-    Ok(Decision {
-        stream: stream(deployment_id),
-        expected: None,
-        events: vec![RegistryEvent::DeploymentCreated(DeploymentCreated {
-            deployment_id,
-            spec: Box::new(spec),
-        })],
     })
+}
+
+/// The newest version of `image_id` (by declaration order) whose effective state `fits`.
+pub(super) fn newest_image_version(
+    catalog: &super::runtime::Catalog,
+    image_id: &str,
+    fits: impl Fn(RuntimeState) -> bool,
+) -> Option<String> {
+    let prefix = format!("{image_id}@");
+    catalog
+        .versions
+        .iter()
+        .filter(|(k, v)| k.starts_with(&prefix) && v.deleted.is_none() && fits(v.effective))
+        .max_by_key(|(_, v)| v.declared.position)
+        .map(|(k, _)| k[prefix.len()..].to_string())
 }
 
 /// The deployment `id`, or `NotFound`.
@@ -311,9 +756,20 @@ pub fn find(state: &Registry, id: Uuid) -> Result<&Deployment, DomainError> {
     })
 }
 
+/// The deployment `id` unless deleted; a deleted one stays in the registry for the record.
+pub fn live(state: &Registry, id: Uuid) -> Result<&Deployment, DomainError> {
+    let d = find(state, id)?;
+    if d.deleted.is_some() {
+        return Err(DomainError::Conflict(format!(
+            "deployment {id} was deleted; its record stays, nothing can change it"
+        )));
+    }
+    Ok(d)
+}
+
 /// Moves a deployment along its life cycle. The scorer (`system:scorer`) reports loading;
-/// people (editors of the project) pause a Healthy deployment, resume a Paused one, and stop
-/// any; each move needs a reason.
+/// people (editors of the project, or whom its environment's rule names) pause a Healthy
+/// deployment, resume a Paused one, and stop any; each move needs a reason.
 pub fn decide_transition(
     state: &Registry,
     actor: Option<Uuid>,
@@ -322,14 +778,9 @@ pub fn decide_transition(
     reason: String,
 ) -> Result<Decision, DomainError> {
     use DeploymentState as S;
-    let d = find(state, deployment_id)?;
-    if let Some(actor) = actor
-        && !may(state, actor, d.spec.project_id, ProjectRole::Editor)
-    {
-        return Err(DomainError::Forbidden(format!(
-            "changing a deployment needs the editor role in project {}",
-            d.spec.project_id
-        )));
+    let d = live(state, deployment_id)?;
+    if let Some(actor) = actor {
+        may_change_deployment(state, actor, d, "changing a deployment")?;
     }
     // People pause, resume and stop; the scorer reports loading and its outcome.
     let by_people = matches!(
@@ -380,7 +831,7 @@ pub fn decide_transition(
     })
 }
 
-fn check_environment(env: String) -> Result<String, DomainError> {
+pub(super) fn check_environment(env: String) -> Result<String, DomainError> {
     let ok = (1..=32).contains(&env.len())
         && env
             .chars()
@@ -399,24 +850,84 @@ fn check_environment(env: String) -> Result<String, DomainError> {
 pub fn apply(deployments: &mut BTreeMap<Uuid, Deployment>, event: &RegistryEvent, stamp: &Stamp) {
     match event {
         RegistryEvent::DeploymentCreated(e) => {
+            let Some((_, first)) = primary(&e.variants) else {
+                return;
+            };
             deployments.insert(
                 e.deployment_id,
                 Deployment {
                     deployment_id: e.deployment_id,
-                    spec: (*e.spec).clone(),
+                    spec: first.spec.clone(),
+                    mode: e.mode,
+                    variants: e.variants.clone(),
                     state: DeploymentState::Preparing,
                     history: vec![Transition {
                         from: None,
                         to: DeploymentState::Preparing,
-                        reason: "deployed".into(),
+                        reason: e.reason.clone().unwrap_or_else(|| "deployed".into()),
                         changed: stamp.clone(),
                     }],
                     created: stamp.clone(),
+                    promoted_from: e.promoted_from,
+                    revisions: vec![Revision {
+                        position: stamp.position,
+                        mode: e.mode,
+                        variants: e.variants.clone(),
+                    }],
+                    update: None,
                     purged_before: 0,
                     alert_policy: None,
                     drift_thresholds: None,
+                    deleted: None,
                 },
             );
+        }
+        RegistryEvent::DeploymentUpdateStarted(e) => {
+            if let Some(d) = deployments.get_mut(&e.deployment_id) {
+                d.update = Some(Update {
+                    update_id: e.update_id,
+                    kind: e.kind,
+                    mode: e.mode,
+                    variants: e.variants.clone(),
+                    rollback_to: e.rollback_to,
+                    reason: e.reason.clone(),
+                    started: stamp.clone(),
+                    outcome: None,
+                    detail: None,
+                    ended: None,
+                });
+            }
+        }
+        RegistryEvent::DeploymentUpdateEnded(e) => {
+            let Some(d) = deployments.get_mut(&e.deployment_id) else {
+                return;
+            };
+            let Some(u) = d.update.as_mut().filter(|u| u.update_id == e.update_id) else {
+                return;
+            };
+            u.outcome = Some(e.outcome);
+            u.detail = Some(e.detail.clone());
+            u.ended = Some(stamp.clone());
+            if e.outcome == UpdateOutcome::Applied
+                && let Some((_, first)) = primary(&u.variants)
+            {
+                d.spec = first.spec.clone();
+                d.mode = u.mode;
+                d.variants = u.variants.clone();
+                d.revisions.push(Revision {
+                    position: stamp.position,
+                    mode: u.mode,
+                    variants: u.variants.clone(),
+                });
+            }
+        }
+        RegistryEvent::DeploymentDeleted(e) => {
+            if let Some(d) = deployments.get_mut(&e.deployment_id) {
+                d.deleted = Some(Deletion {
+                    reason: Some(e.reason.clone()),
+                    deleted: stamp.clone(),
+                });
+            }
         }
         RegistryEvent::PredictionDataPurged(e) => {
             if let Some(d) = deployments.get_mut(&e.deployment_id) {

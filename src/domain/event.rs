@@ -12,11 +12,12 @@ use uuid::Uuid;
 
 use super::actuals::Actual;
 use super::alert::{AlertPolicy, Evidence, Metric};
-use super::deployment::{DeploymentSpec, DeploymentState};
+use super::deployment::{DeploymentState, Mode, UpdateKind, UpdateOutcome, Variants};
 use super::job::{FileFormat, JobOutcome};
 use super::reference::{ColumnProfile, DriftThresholds};
 use super::runtime::{
-    ArtifactTypeSpec, EntityRef, ImageSpec, ImageVersionSpec, RuntimeSpec, RuntimeState, Source,
+    ArtifactTypeSpec, EntityRef, Environment, ImageSpec, ImageVersionSpec, RuntimeSpec,
+    RuntimeState, Source,
 };
 use super::schema::{Column, MetadataValue};
 use super::upcast::{self, UpcastError};
@@ -238,19 +239,37 @@ events! {
     RuntimeEntityDeleted { entity: EntityRef, reason: String }
     /// The artifact type catalog, replaced whole.
     ArtifactTypesDeclared { artifact_types: Vec<ArtifactTypeSpec> }
+    /// The environments deployments go to, each with who may change what runs there;
+    /// replaced whole, from the bootstrap file.
+    EnvironmentsDeclared { environments: Vec<Environment> }
     /// A bootstrap file was applied at start; `changes` events preceded this one in the append.
     RuntimeBootstrapApplied { file_hash: String, changes: u32 }
 
-    /// A model version deployed, with everything its predictions depend on; it starts Preparing.
-    DeploymentCreated { deployment_id: Uuid, spec: Box<DeploymentSpec> }
+    /// Model versions deployed as named variants, with everything their predictions depend on;
+    /// it starts Preparing. Schema version 2; version 1 (one `spec`) reads as one variant
+    /// named `primary`. `promoted_from` names the deployment in another environment it copies.
+    DeploymentCreated { deployment_id: Uuid, mode: Mode, variants: Variants, promoted_from: Option<Uuid>, reason: Option<String> }
     DeploymentStateChanged { deployment_id: Uuid, from: DeploymentState, to: DeploymentState, reason: String }
+    /// An update in place asked for: the configuration to serve next (every variant's full
+    /// spec), for a rollback the position of the configuration it restores.
+    DeploymentUpdateStarted { deployment_id: Uuid, update_id: Uuid, kind: UpdateKind, mode: Mode, variants: Variants, rollback_to: Option<u64>, reason: String }
+    /// The scorer's end of an update: Applied (loaded, warmed, serving) or RolledBack (the
+    /// configuration before it kept serving), and why.
+    DeploymentUpdateEnded { deployment_id: Uuid, update_id: Uuid, outcome: UpdateOutcome, detail: String }
+    /// A stopped deployment removed from service for good; its events and runs stay.
+    DeploymentDeleted { deployment_id: Uuid, project_id: Uuid, reason: String }
     /// One ONNX Runtime session run and the requests it answered: everything needed to run it
     /// again the same way. Inputs and outputs are blobs in canonical JSON
     /// (`{"fields": [...], "rows": [[...]]}`, RFC 8785), named by their blake3 hash.
-    /// Schema version 3; versions 1 and 2 are read through `upcast`.
+    /// Schema version 4; versions 1 to 3 are read through `upcast`.
     InferenceRunRecorded {
         run_id: Uuid,
         deployment_id: Uuid,
+        /// The deployment's variant that ran it.
+        variant: String,
+        /// A challenger's run on a copy of the champion's rows: recorded, never returned.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        shadow: bool,
         model_id: Uuid,
         version: u32,
         model_blob: String,
@@ -350,6 +369,10 @@ pub struct RunRequest {
     pub caller: String,
     pub queue_wait_us: u64,
     pub latency_us: u64,
+    /// In an A/B deployment, the request's draw in `0..` the sum of the weights (see
+    /// `routing::draw`), which chose the variant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draw: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -437,6 +460,8 @@ mod tests {
         let run = InferenceRunRecorded {
             run_id: Uuid::nil(),
             deployment_id: Uuid::nil(),
+            variant: "primary".into(),
+            shadow: false,
             model_id: Uuid::nil(),
             version: 1,
             model_blob: "00".repeat(32),
@@ -450,8 +475,11 @@ mod tests {
             job: None,
         };
         let event = RegistryEvent::InferenceRunRecorded(run);
-        assert_eq!(event.schema_version(), 3);
-        let mut v1 = event.payload();
+        assert_eq!(event.schema_version(), 4);
+        // Versions 1 to 3 had no variant: their runs were the primary one's.
+        let mut v3 = event.payload();
+        v3.as_object_mut().unwrap().remove("variant");
+        let mut v1 = v3.clone();
         let map = v1.as_object_mut().unwrap();
         let session = map.remove("session").unwrap();
         map.extend(session.as_object().unwrap().clone());
@@ -461,15 +489,17 @@ mod tests {
             RegistryEvent::decode("InferenceRunRecorded", version, payload)
         };
         assert_eq!(decode(1, &v1).unwrap(), Some(event.clone()));
-        assert_eq!(decode(2, &event.payload()).unwrap(), Some(event.clone()));
-        assert_eq!(decode(3, &event.payload()).unwrap(), Some(event.clone()));
+        assert_eq!(decode(2, &v3).unwrap(), Some(event.clone()));
+        assert_eq!(decode(3, &v3).unwrap(), Some(event.clone()));
+        assert_eq!(decode(4, &event.payload()).unwrap(), Some(event.clone()));
         // A payload stamped with the wrong version does not decode as another shape.
         assert!(matches!(decode(2, &v1), Err(DecodeError::Payload { .. })));
+        assert!(matches!(decode(1, &v3), Err(DecodeError::Upcast(_))));
         assert!(matches!(
-            decode(1, &event.payload()),
+            decode(3, &event.payload()),
             Err(DecodeError::Upcast(_))
         ));
-        let newer = decode(4, &event.payload()).unwrap_err();
+        let newer = decode(5, &event.payload()).unwrap_err();
         assert!(
             newer.to_string().contains("newer than this build"),
             "{newer}"

@@ -9,7 +9,11 @@ pub mod deployment;
 pub mod endpoint;
 pub mod event;
 pub mod job;
+pub mod lifecycle;
+#[cfg(test)]
+mod lifecycle_tests;
 pub mod reference;
+pub mod routing;
 pub mod runtime;
 #[cfg(test)]
 mod runtime_tests;

@@ -241,6 +241,47 @@ pub struct ArtifactTypeSpec {
     pub model_type: String,
 }
 
+/// Who may change what runs in an environment, besides admins (who always may).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum DeployRole {
+    /// Editors and owners of the project.
+    Editor,
+    /// Owners of the project.
+    Owner,
+    /// Admins only.
+    Admin,
+}
+
+/// An environment deployments go to (DEV, PROD, …) and its access rule: who may deploy to it,
+/// promote into it, and update, roll back, pause, resume, stop or delete what runs there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Environment {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    pub deploy_role: DeployRole,
+}
+
+/// The environments of a bootstrap file that names none: DEV for editors, PROD for owners.
+pub fn default_environments() -> Vec<Environment> {
+    vec![
+        Environment {
+            name: "DEV".into(),
+            description: "Development: editors deploy".into(),
+            deploy_role: DeployRole::Editor,
+        },
+        Environment {
+            name: "PROD".into(),
+            description: "Production: only project owners and admins change what runs".into(),
+            deploy_role: DeployRole::Owner,
+        },
+    ]
+}
+
 /// One source's state of an entity, and who set it, when, why.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct SourceState {
@@ -307,6 +348,8 @@ pub struct Catalog {
     pub versions: BTreeMap<String, VersionEntry>,
     pub runtimes: BTreeMap<String, RuntimeEntry>,
     pub artifact_types: BTreeMap<String, ArtifactTypeSpec>,
+    /// By name.
+    pub environments: BTreeMap<String, Environment>,
     /// The last bootstrap application: file hash and when.
     pub bootstrap: Option<(String, Stamp)>,
 }
@@ -456,6 +499,9 @@ pub enum RuntimeCommand {
 pub struct Bootstrap {
     #[serde(default)]
     pub artifact_types: Vec<ArtifactTypeSpec>,
+    /// None: DEV and PROD (`default_environments`).
+    #[serde(default)]
+    pub environments: Option<Vec<Environment>>,
     #[serde(default)]
     pub runtime_images: Vec<BootstrapImage>,
     #[serde(default)]
@@ -864,6 +910,16 @@ pub fn decide_bootstrap(state: &Registry, file: &Bootstrap, file_hash: &str) -> 
             },
         ));
     }
+    let mut environments = file
+        .environments
+        .clone()
+        .unwrap_or_else(default_environments);
+    environments.sort_by(|a, b| a.name.cmp(&b.name));
+    if c.environments.values().cloned().collect::<Vec<_>>() != environments {
+        events.push(RegistryEvent::EnvironmentsDeclared(EnvironmentsDeclared {
+            environments,
+        }));
+    }
     let changes = u32::try_from(events.len()).unwrap_or(u32::MAX);
     events.push(RegistryEvent::RuntimeBootstrapApplied(
         RuntimeBootstrapApplied {
@@ -943,6 +999,25 @@ pub fn check_bootstrap(file: &Bootstrap) -> Result<(), DomainError> {
             });
         }
         types.push(t.artifact_type.clone());
+    }
+    let environments = file.environments.as_deref().unwrap_or_default();
+    if file.environments.is_some() && environments.is_empty() {
+        return Err(DomainError::Invalid {
+            field: "environments",
+            detail: "name at least one environment, or leave the key out for DEV and PROD".into(),
+        });
+    }
+    let mut names: Vec<&str> = Vec::new();
+    for (i, e) in environments.iter().enumerate() {
+        let at = |detail: String| DomainError::Invalid {
+            field: "environments",
+            detail: format!("entry {i} ({:?}): {detail}", e.name),
+        };
+        super::deployment::check_environment(e.name.clone()).map_err(|d| at(d.to_string()))?;
+        if names.contains(&e.name.as_str()) {
+            return Err(at("the name appears twice".into()));
+        }
+        names.push(&e.name);
     }
     Ok(())
 }
@@ -1148,6 +1223,13 @@ pub fn apply(c: &mut Catalog, event: &RegistryEvent, stamp: &Stamp) {
                 .artifact_types
                 .iter()
                 .map(|t| (t.artifact_type.clone(), t.clone()))
+                .collect();
+        }
+        E::EnvironmentsDeclared(e) => {
+            c.environments = e
+                .environments
+                .iter()
+                .map(|x| (x.name.clone(), x.clone()))
                 .collect();
         }
         E::RuntimeBootstrapApplied(e) => c.bootstrap = Some((e.file_hash.clone(), stamp.clone())),

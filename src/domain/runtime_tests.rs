@@ -16,6 +16,7 @@ fn image(id: &str, state: RuntimeState, runtimes: &[(&str, RuntimeState)]) -> Bo
     };
     Bootstrap {
         artifact_types: vec![],
+        environments: None,
         runtime_images: vec![BootstrapImage {
             id: id.into(),
             spec: ImageSpec {

@@ -11,7 +11,17 @@ use super::DomainError;
 
 /// The column types of H2O's model schema; parsed case-insensitively, stored canonical.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, utoipa::ToSchema,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+    utoipa::ToSchema,
 )]
 pub enum ColumnType {
     Boolean,

@@ -161,6 +161,9 @@ pub struct Registry {
     /// Every scored request → the position of the inference run that answered it.
     #[serde(skip)]
     pub predictions: HashMap<Uuid, u64>,
+    /// A request a champion answered → the positions of its challengers' runs of its rows.
+    #[serde(skip)]
+    pub shadow_predictions: HashMap<Uuid, Vec<u64>>,
     /// (request, row) → its latest recorded actual.
     #[serde(skip)]
     pub actuals: HashMap<(Uuid, u64), String>,
@@ -229,12 +232,17 @@ fn project_of(state: &Registry, event: &RegistryEvent) -> Option<Uuid> {
         E::ModelVersionDeleted(e) => model(&e.model_id),
         E::ReferenceProfileRecorded(e) => model(&e.model_id),
         // ProjectCreated pushes its own position when it creates the project.
-        E::DeploymentCreated(e) => Some(e.spec.project_id),
+        E::DeploymentCreated(e) => {
+            super::deployment::primary(&e.variants).map(|(_, v)| v.spec.project_id)
+        }
+        E::DeploymentDeleted(e) => Some(e.project_id),
         // Predictions are listed per deployment, not in the project's governance events.
         E::InferenceRunRecorded(_) | E::PredictionDataPurged(_) => None,
-        E::DeploymentStateChanged(e) => state
+        E::DeploymentStateChanged(DeploymentStateChanged { deployment_id, .. })
+        | E::DeploymentUpdateStarted(DeploymentUpdateStarted { deployment_id, .. })
+        | E::DeploymentUpdateEnded(DeploymentUpdateEnded { deployment_id, .. }) => state
             .deployments
-            .get(&e.deployment_id)
+            .get(deployment_id)
             .map(|d| d.spec.project_id),
         E::EndpointSet(e) => Some(e.project_id),
         E::EndpointRemoved(e) => Some(e.project_id),
@@ -251,6 +259,7 @@ fn project_of(state: &Registry, event: &RegistryEvent) -> Option<Uuid> {
         | E::RuntimeStateChanged(_)
         | E::RuntimeEntityDeleted(_)
         | E::ArtifactTypesDeclared(_)
+        | E::EnvironmentsDeclared(_)
         | E::RuntimeBootstrapApplied(_)
         | E::ProjectCreated(_)
         | E::UserCreated(_)
@@ -270,11 +279,15 @@ fn apply(state: &mut Registry, event: &RegistryEvent, stamp: Stamp) {
         | E::RuntimeStateChanged(_)
         | E::RuntimeEntityDeleted(_)
         | E::ArtifactTypesDeclared(_)
+        | E::EnvironmentsDeclared(_)
         | E::RuntimeBootstrapApplied(_) => {
             super::runtime::apply(&mut state.runtimes, event, &stamp);
         }
         E::DeploymentCreated(_)
         | E::DeploymentStateChanged(_)
+        | E::DeploymentUpdateStarted(_)
+        | E::DeploymentUpdateEnded(_)
+        | E::DeploymentDeleted(_)
         | E::PredictionDataPurged(_)
         | E::AlertPolicySet(_)
         | E::DriftThresholdsSet(_) => {
@@ -300,8 +313,18 @@ fn apply(state: &mut Registry, event: &RegistryEvent, stamp: Stamp) {
             if e.job.is_some() {
                 super::job::apply(&mut state.jobs, event, &stamp);
             }
+            // A challenger's run answered no one: a request names the run that answered it,
+            // and apart from it the challengers' runs of its rows.
             for r in &e.requests {
-                state.predictions.insert(r.request_id, stamp.position);
+                if e.shadow {
+                    state
+                        .shadow_predictions
+                        .entry(r.request_id)
+                        .or_default()
+                        .push(stamp.position);
+                } else {
+                    state.predictions.insert(r.request_id, stamp.position);
+                }
             }
         }
         E::UserCreated(e) => {

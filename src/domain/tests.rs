@@ -66,7 +66,7 @@ impl World {
         }
     }
 
-    fn run(&mut self, actor: Uuid, c: Command) -> Result<Decision, DomainError> {
+    pub(super) fn run(&mut self, actor: Uuid, c: Command) -> Result<Decision, DomainError> {
         let d = decide(&self.state, actor, c)?;
         self.apply(&d.stream.clone(), d.events.clone());
         Ok(d)
@@ -87,7 +87,7 @@ impl World {
         user_id
     }
 
-    fn project(&mut self, owner: Uuid) -> Uuid {
+    pub(super) fn project(&mut self, owner: Uuid) -> Uuid {
         let project_id = self.fresh();
         self.run(
             owner,
@@ -753,7 +753,18 @@ fn deployment(w: &mut World, project_id: Uuid) -> Uuid {
         &stream,
         vec![RegistryEvent::DeploymentCreated(DeploymentCreated {
             deployment_id,
-            spec: Box::new(spec),
+            mode: deployment::Mode::Single,
+            variants: [(
+                deployment::PRIMARY.to_string(),
+                deployment::Variant {
+                    weight: 1,
+                    shadow: false,
+                    spec,
+                },
+            )]
+            .into(),
+            promoted_from: None,
+            reason: None,
         })],
     );
     deployment_id
@@ -1012,6 +1023,8 @@ fn jobs_start_on_healthy_deployments_for_editors_and_end_once() {
     let run = RegistryEvent::InferenceRunRecorded(InferenceRunRecorded {
         run_id: w.fresh(),
         deployment_id: d,
+        variant: "primary".into(),
+        shadow: false,
         model_id: w.fresh(),
         version: 1,
         model_blob: "00".repeat(32),

@@ -16,6 +16,8 @@ type Step = fn(&mut Map<String, Value>) -> Result<(), String>;
 const STEPS: &[(&str, u32, Step)] = &[
     ("InferenceRunRecorded", 1, run_session_v2),
     ("InferenceRunRecorded", 2, run_job_v3),
+    ("InferenceRunRecorded", 3, run_variant_v4),
+    ("DeploymentCreated", 1, deployment_variants_v2),
 ];
 
 /// The schema version writers stamp on `event_type` today.
@@ -128,6 +130,36 @@ fn run_job_v3(run: &mut Map<String, Value>) -> Result<(), String> {
     }
 }
 
+/// `InferenceRunRecorded` v4 names the deployment's variant that ran it, and marks a
+/// challenger's shadow run. A v3 run came from a deployment of one model, which reads as the
+/// variant `primary` (see `deployment_variants_v2`), and answered its requests.
+fn run_variant_v4(run: &mut Map<String, Value>) -> Result<(), String> {
+    if run.contains_key("variant") || run.contains_key("shadow") {
+        return Err("a version 3 run cannot name a variant".into());
+    }
+    run.insert("variant".into(), super::deployment::PRIMARY.into());
+    Ok(())
+}
+
+/// `DeploymentCreated` v2 deploys named variants in a mode; a v1 deployment served its one
+/// `spec` alone: the single variant `primary`, of weight 1, not promoted, with no reason.
+fn deployment_variants_v2(created: &mut Map<String, Value>) -> Result<(), String> {
+    let spec = created
+        .remove("spec")
+        .ok_or_else(|| "spec is missing".to_string())?;
+    let mut variant = Map::new();
+    variant.insert("weight".into(), 1.into());
+    variant.insert("shadow".into(), false.into());
+    variant.insert("spec".into(), spec);
+    let mut variants = Map::new();
+    variants.insert(super::deployment::PRIMARY.into(), Value::Object(variant));
+    created.insert("mode".into(), "single".into());
+    created.insert("variants".into(), Value::Object(variants));
+    created.insert("promoted_from".into(), Value::Null);
+    created.insert("reason".into(), Value::Null);
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,16 +182,17 @@ mod tests {
 
     #[test]
     fn versions_follow_the_steps() {
-        assert_eq!(current("InferenceRunRecorded"), 3);
+        assert_eq!(current("InferenceRunRecorded"), 4);
+        assert_eq!(current("DeploymentCreated"), 2);
         assert_eq!(current("ProjectCreated"), 1);
         assert_eq!(current("NoSuchEvent"), 1);
     }
 
     #[test]
-    fn a_v1_run_reads_as_v2() {
-        let v2 = upcast("InferenceRunRecorded", 1, v1_run()).unwrap();
+    fn a_v1_run_reads_as_the_current_version() {
+        let v4 = upcast("InferenceRunRecorded", 1, v1_run()).unwrap();
         assert_eq!(
-            v2,
+            v4,
             json!({
                 "run_id": "0190a0a0-0000-7000-8000-000000000001",
                 "image_id": "onnx-cpu",
@@ -174,15 +207,42 @@ mod tests {
                     "cpu_class": "x86_64+avx2",
                 },
                 "row_count": 3,
+                "variant": "primary",
             })
         );
-        // Version 2 reads as 3 unchanged: v3 only adds an optional field.
-        assert_eq!(upcast("InferenceRunRecorded", 2, v2.clone()).unwrap(), v2);
-        assert_eq!(upcast("InferenceRunRecorded", 3, v2.clone()).unwrap(), v2);
+        // Version 2 reads as 3 unchanged (v3 only adds an optional field), and as 4 with the
+        // one variant a deployment of version 1 had.
+        let mut v2 = v4.clone();
+        v2.as_object_mut().unwrap().remove("variant");
+        assert_eq!(upcast("InferenceRunRecorded", 2, v2.clone()).unwrap(), v4);
+        assert_eq!(upcast("InferenceRunRecorded", 3, v2.clone()).unwrap(), v4);
+        assert_eq!(upcast("InferenceRunRecorded", 4, v4.clone()).unwrap(), v4);
+        let mut named = v2.clone();
+        named["variant"] = json!("b");
+        let e = upcast("InferenceRunRecorded", 3, named).unwrap_err();
+        assert!(e.to_string().contains("cannot name a variant"), "{e}");
         let mut with_job = v2;
         with_job["job"] = json!({"job_id": "0190a0a0-0000-7000-8000-000000000002"});
         let e = upcast("InferenceRunRecorded", 2, with_job).unwrap_err();
         assert!(e.to_string().contains("cannot name a job"), "{e}");
+    }
+
+    #[test]
+    fn a_v1_deployment_reads_as_one_primary_variant() {
+        let spec = json!({"model_id": "m", "environment": "DEV"});
+        let v1 = json!({"deployment_id": "d", "spec": spec});
+        assert_eq!(
+            upcast("DeploymentCreated", 1, v1).unwrap(),
+            json!({
+                "deployment_id": "d",
+                "mode": "single",
+                "variants": {"primary": {"weight": 1, "shadow": false, "spec": spec}},
+                "promoted_from": null,
+                "reason": null,
+            })
+        );
+        let e = upcast("DeploymentCreated", 1, json!({"deployment_id": "d"})).unwrap_err();
+        assert!(e.to_string().contains("spec is missing"), "{e}");
     }
 
     #[test]

@@ -103,25 +103,10 @@ impl Resolution {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct Monitoring {
-    deployments: BTreeMap<Uuid, Served>,
-}
-
-impl Monitoring {
-    /// Folds one stored event; only inference runs count.
-    pub fn apply(&mut self, r: &Recorded) {
-        let Some(RegistryEvent::InferenceRunRecorded(run)) = &r.event else {
-            return;
-        };
-        // The commit time of the run's event; a time the log could not have written is left
-        // in minute 0 rather than dropped, so totals and windows still agree.
-        let minute = DateTime::parse_from_rfc3339(&r.recorded_at)
-            .map_or(0, |t| t.timestamp().div_euclid(60));
-        let served = self.deployments.entry(run.deployment_id).or_default();
-        served.runs.entry(minute).or_default().push(r.position);
-        let window = served.minutes.entry(minute).or_default();
-        let totals = &mut served.totals;
+impl Served {
+    fn fold(&mut self, minute: i64, run: &crate::domain::event::InferenceRunRecorded) {
+        let window = self.minutes.entry(minute).or_default();
+        let totals = &mut self.totals;
         window.runs += 1;
         window.rows += run.row_count;
         window.batch_rows.record(run.row_count);
@@ -139,24 +124,19 @@ impl Monitoring {
         }
     }
 
-    /// A deployment's windows of `resolution` that overlap `from..to` (Unix seconds, either
-    /// open), oldest first, at most `limit` of them; only windows with runs.
-    pub fn windows(
+    /// Its windows of `resolution` that overlap `from..to` (see `Monitoring::windows`).
+    fn windows(
         &self,
-        deployment: Uuid,
         resolution: Resolution,
         from: Option<i64>,
         to: Option<i64>,
         limit: usize,
     ) -> Vec<(i64, Window)> {
-        let Some(served) = self.deployments.get(&deployment) else {
-            return Vec::new();
-        };
         let length = resolution.seconds();
         let start_of = |second: i64| second.div_euclid(length) * length;
         let minutes = match from {
-            Some(f) => served.minutes.range(start_of(f).div_euclid(60)..),
-            None => served.minutes.range(..),
+            Some(f) => self.minutes.range(start_of(f).div_euclid(60)..),
+            None => self.minutes.range(..),
         };
         let mut out: Vec<(i64, Window)> = Vec::new();
         for (minute, w) in minutes {
@@ -172,6 +152,99 @@ impl Monitoring {
             }
         }
         out
+    }
+}
+
+/// What one variant of a deployment served with one model version: A/B arms and versions
+/// before and after an update side by side, a challenger's shadow runs apart from the
+/// requests the deployment answered.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VersionServed {
+    pub variant: String,
+    pub model_id: Uuid,
+    pub version: u32,
+    pub shadow: bool,
+    #[serde(flatten)]
+    served: Served,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Monitoring {
+    /// What each deployment answered (challengers' shadow runs are not answers).
+    deployments: BTreeMap<Uuid, Served>,
+    /// Per deployment, each variant and model version on its own, shadows included.
+    versions: BTreeMap<Uuid, Vec<VersionServed>>,
+}
+
+impl Monitoring {
+    /// Folds one stored event; only inference runs count.
+    pub fn apply(&mut self, r: &Recorded) {
+        let Some(RegistryEvent::InferenceRunRecorded(run)) = &r.event else {
+            return;
+        };
+        // The commit time of the run's event; a time the log could not have written is left
+        // in minute 0 rather than dropped, so totals and windows still agree.
+        let minute = DateTime::parse_from_rfc3339(&r.recorded_at)
+            .map_or(0, |t| t.timestamp().div_euclid(60));
+        let versions = self.versions.entry(run.deployment_id).or_default();
+        let same = |v: &VersionServed| {
+            v.variant == run.variant
+                && v.model_id == run.model_id
+                && v.version == run.version
+                && v.shadow == run.shadow
+        };
+        let i = match versions.iter().position(same) {
+            Some(i) => i,
+            None => {
+                versions.push(VersionServed {
+                    variant: run.variant.clone(),
+                    model_id: run.model_id,
+                    version: run.version,
+                    shadow: run.shadow,
+                    served: Served::default(),
+                });
+                versions.len() - 1
+            }
+        };
+        versions[i].served.fold(minute, run);
+        if !run.shadow {
+            let served = self.deployments.entry(run.deployment_id).or_default();
+            served.runs.entry(minute).or_default().push(r.position);
+            served.fold(minute, run);
+        }
+    }
+
+    /// Each variant and model version a deployment ran, with its windows of `resolution`
+    /// in `from..to` (as `windows`).
+    pub fn version_windows(
+        &self,
+        deployment: Uuid,
+        resolution: Resolution,
+        from: Option<i64>,
+        to: Option<i64>,
+        limit: usize,
+    ) -> Vec<(&VersionServed, Vec<(i64, Window)>)> {
+        self.versions
+            .get(&deployment)
+            .into_iter()
+            .flatten()
+            .map(|v| (v, v.served.windows(resolution, from, to, limit)))
+            .collect()
+    }
+
+    /// A deployment's windows of `resolution` that overlap `from..to` (Unix seconds, either
+    /// open), oldest first, at most `limit` of them; only windows with runs.
+    pub fn windows(
+        &self,
+        deployment: Uuid,
+        resolution: Resolution,
+        from: Option<i64>,
+        to: Option<i64>,
+        limit: usize,
+    ) -> Vec<(i64, Window)> {
+        self.deployments
+            .get(&deployment)
+            .map_or_else(Vec::new, |s| s.windows(resolution, from, to, limit))
     }
 
     /// The ledger positions of a deployment's runs committed in the minutes that start in
@@ -238,6 +311,7 @@ mod tests {
                 caller: "anonymous".into(),
                 queue_wait_us: l / 10,
                 latency_us: *l,
+                draw: None,
             })
             .collect();
         Recorded {
@@ -249,6 +323,8 @@ mod tests {
             event: Some(RegistryEvent::InferenceRunRecorded(InferenceRunRecorded {
                 run_id: Uuid::nil(),
                 deployment_id: Uuid::from_u128(deployment),
+                variant: "primary".into(),
+                shadow: false,
                 model_id: Uuid::nil(),
                 version: 1,
                 model_blob: String::new(),

@@ -428,6 +428,8 @@ mod tests {
         InferenceRunRecorded {
             run_id: Uuid::nil(),
             deployment_id: Uuid::nil(),
+            variant: "primary".into(),
+            shadow: false,
             model_id: Uuid::nil(),
             version: 1,
             model_blob: "00".repeat(32),

@@ -52,7 +52,7 @@ r = requests.post(
     f"{base}/api/v1/deployments",
     headers=auth,
     json={
-        "model_id": demo["model_id"], "version": demo["version"], "environment": "CONTRACT",
+        "model_id": demo["model_id"], "version": demo["version"], "environment": "DEV",
         "security": {"mode": "passphrase", "passphrase": passphrase},
     },
 )
