@@ -52,6 +52,7 @@ fn the_golden_logs_cover_every_event_type() {
         super::scoring::STORY,
         super::scoring::STORY_V1,
         super::scoring::STORY_V2,
+        super::scoring::STORY_V3,
         STORY,
     ] {
         seen.extend(

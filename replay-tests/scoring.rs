@@ -2,9 +2,11 @@
 //! by one five-row request and eight concurrent one-row requests (coalesced into shared runs)
 //! and one through an endpoint that is then re-pointed and removed, a second deployment whose
 //! runs are purged under its retention policy, a batch job, the version's reference data for
-//! drift, drift thresholds, actuals, an alert raised and resolved, and a stop. The
-//! folder keeps the log, the registry it folds to, and the run blobs that were kept
-//! (`blobs/<blake3>.json`); the test reproduces every kept run bit for bit from them.
+//! drift, drift thresholds, actuals, an alert raised and resolved; then the lifecycle: a
+//! second version updated in place and rolled back, a promotion to PROD deleted again, an A/B
+//! split and a champion with a challenger in the shadow; and a stop. The folder keeps the
+//! log, the registry it folds to, and the run blobs that were kept (`blobs/<blake3>.json`);
+//! the test reproduces every kept run bit for bit from them.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -37,16 +39,23 @@ fn scoring_story_replays_and_every_kept_run_reproduces() {
         e.unsigned.schema_version == provenant::domain::upcast::current(&e.unsigned.event_type)
     }));
     reproduce_kept_runs(STORY, &events, &registry);
-    check_monitoring(STORY, &events);
+    check_monitoring(STORY, &events, 5);
+    // Shadow runs are recorded and reproduce like any other, but answered no request.
+    assert!(events.iter().any(|e| e.unsigned.payload["shadow"] == true));
+    assert!(!registry.shadow_predictions.is_empty());
 }
 
 /// The same story as recorded with schema version 2 of `InferenceRunRecorded` (before runs
 /// could name a batch job); frozen too.
 pub const STORY_V2: &str = "replay-tests/scoring-story-v2";
 
+/// The same story as recorded with version 3 of `InferenceRunRecorded` and version 1 of
+/// `DeploymentCreated` (before deployments had variants); frozen too.
+pub const STORY_V3: &str = "replay-tests/scoring-story-v3";
+
 #[test]
 fn stories_recorded_at_older_schema_versions_still_replay_and_reproduce() {
-    for (story, version) in [(STORY_V1, 1), (STORY_V2, 2)] {
+    for (story, version) in [(STORY_V1, 1), (STORY_V2, 2), (STORY_V3, 3)] {
         let (events, registry) = replay_recorded(story);
         let old_runs = events
             .iter()
@@ -57,13 +66,13 @@ fn stories_recorded_at_older_schema_versions_still_replay_and_reproduce() {
             .count();
         assert!(old_runs >= 3, "{story} holds version {version} runs");
         reproduce_kept_runs(story, &events, &registry);
-        check_monitoring(story, &events);
+        check_monitoring(story, &events, 2);
     }
 }
 
 /// The monitoring windows a story folds to equal its `monitoring.json` (rewritten with the
-/// registry when `PROVENANT_UPDATE_GOLDEN` is set).
-fn check_monitoring(story: &str, events: &[Event]) {
+/// registry when `PROVENANT_UPDATE_GOLDEN` is set), for its `deployments` that scored.
+fn check_monitoring(story: &str, events: &[Event], deployments: usize) {
     let mut monitoring = Monitoring::default();
     for e in events {
         monitoring.apply(&recorded(e).unwrap());
@@ -75,10 +84,9 @@ fn check_monitoring(story: &str, events: &[Event]) {
     }
     let expected: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     assert_eq!(folded, expected);
-    assert!(
-        folded["deployments"]
-            .as_object()
-            .is_some_and(|d| d.len() == 2)
+    assert_eq!(
+        folded["deployments"].as_object().map(|d| d.len()),
+        Some(deployments)
     );
 }
 
@@ -88,9 +96,17 @@ fn reproduce_kept_runs(story: &str, events: &[Event], registry: &Registry) {
     // The kept blobs and the model go into a fresh store, each under the hash it must have.
     let dir = tempfile::tempdir().unwrap();
     let blobs = BlobStore::new(dir.path(), provenant::blobs::DEFAULT_MAX_BYTES);
-    let model = blobs
-        .put(&std::fs::read("fixtures/models/wine_classifier.onnx").unwrap())
-        .unwrap();
+    let models: Vec<String> = [
+        "wine_classifier.onnx",
+        "wine_classifier_v2.onnx",
+        "wine_challenger_one_row.onnx",
+    ]
+    .iter()
+    .map(|f| {
+        let bytes = std::fs::read(format!("fixtures/models/{f}")).unwrap();
+        blobs.put(&bytes).unwrap().hash.to_hex()
+    })
+    .collect();
     for entry in std::fs::read_dir(format!("{story}/blobs")).unwrap() {
         let path = entry.unwrap().path();
         let stored = blobs.put(&std::fs::read(&path).unwrap()).unwrap();
@@ -110,7 +126,7 @@ fn reproduce_kept_runs(story: &str, events: &[Event], registry: &Registry) {
         .unwrap() else {
             continue;
         };
-        assert_eq!(run.model_blob, model.hash.to_hex());
+        assert!(models.contains(&run.model_blob), "{}", run.model_blob);
         let d = &registry.deployments[&run.deployment_id];
         let spec = d.spec_of_run(&run).unwrap();
         let target = Recorded {
@@ -119,7 +135,8 @@ fn reproduce_kept_runs(story: &str, events: &[Event], registry: &Registry) {
             request: None,
         };
         let outcome = reproduce(onnx, &blobs, &target, None, &Overrides::default(), |s| {
-            let bytes = blobs.get(&model.hash).unwrap();
+            let hash = provenant::log::envelope::Digest::from_hex(&run.model_blob).unwrap();
+            let bytes = blobs.get(&hash).unwrap();
             let m = Model::load(
                 onnx,
                 bytes,
@@ -353,6 +370,8 @@ async fn record_story() {
             "{e}"
         );
     }
+    let server = (&http, base.as_str(), token.as_str());
+    lifecycle(&state, server, &call, &score, model_id, demo).await;
     call(
         reqwest::Method::POST,
         format!("/api/v1/deployments/{demo}:stop"),
@@ -376,6 +395,133 @@ async fn record_story() {
             }
         }
     }
+}
+
+/// The story's lifecycle part: version 2 updated in place and rolled back, a promotion to PROD
+/// scored and deleted, an A/B split, and a champion whose challenger scores in the shadow.
+async fn lifecycle<C, CF, S, SF>(
+    state: &provenant::api::AppState,
+    (http, base, token): (&reqwest::Client, &str, &str),
+    call: &C,
+    score: &S,
+    model_id: uuid::Uuid,
+    demo: uuid::Uuid,
+) where
+    C: Fn(reqwest::Method, String, Value) -> CF,
+    CF: std::future::Future<Output = Value>,
+    S: Fn(String, Vec<Value>) -> SF,
+    SF: std::future::Future<Output = Value>,
+{
+    use reqwest::Method as M;
+    let fixture: Value = serde_json::from_str(
+        &std::fs::read_to_string("fixtures/models/wine_classifier.expected.json").unwrap(),
+    )
+    .unwrap();
+    let rows = fixture["rows"].as_array().unwrap().clone();
+    // Version 2: an experiment imported with its artifact, registered.
+    let project = state.registry.read().models[&model_id].project_id;
+    let file = "wine_classifier_v2.onnx";
+    let spec = json!({"display_name": "wine, stronger regularization",
+        "parameters": {"target_column": "cultivar"}, "artifacts": [{"file": file, "type": "onnx"}]});
+    let form = reqwest::multipart::Form::new()
+        .text("experiment", spec.to_string())
+        .part(
+            "artifact",
+            reqwest::multipart::Part::bytes(
+                std::fs::read(format!("fixtures/models/{file}")).unwrap(),
+            )
+            .file_name(file),
+        );
+    let imported: Value = http
+        .post(format!("{base}/api/v1/projects/{project}/experiments"))
+        .bearer_auth(token)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let registered = call(
+        M::POST,
+        format!("/api/v1/models/{model_id}/versions"),
+        json!({"experiment_id": imported["data"]["experiment_id"], "annotation": "C=0.05"}),
+    )
+    .await;
+    let v2 = registered["data"]["version"].as_u64().unwrap();
+    let d = format!("/api/v1/deployments/{demo}");
+    call(
+        M::POST,
+        format!("{d}:update"),
+        json!({"version": v2, "reason": "version 2 passed validation"}),
+    )
+    .await;
+    // Rows no earlier run scored alone, so the purged run's input stays the only copy.
+    score(demo.to_string(), rows[2..4].to_vec()).await;
+    let first = state.registry.read().deployments[&demo].revisions[0].position;
+    call(
+        M::POST,
+        format!("{d}:rollback"),
+        json!({"position": first, "reason": "version 2 misjudges old vintages"}),
+    )
+    .await;
+    let promoted = call(
+        M::POST,
+        format!("{d}:promote"),
+        json!({"environment": "PROD", "reason": "signed off by the cellar master"}),
+    )
+    .await;
+    let prod = promoted["data"]["deployment_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    score(prod.clone(), rows[..1].to_vec()).await;
+    call(
+        M::DELETE,
+        format!("/api/v1/deployments/{prod}"),
+        json!({"reason": "production moves to the A/B deployment"}),
+    )
+    .await;
+    let variants = |second: Value| {
+        json!({"environment": "DEV", "mode": second["mode"], "security": {"mode": "none"}, "variants": {
+            "a": {"model_id": model_id, "version": 1},
+            second["name"].as_str().unwrap(): second["variant"],
+        }})
+    };
+    let ab = call(
+        M::POST,
+        "/api/v1/deployments".into(),
+        variants(json!({"mode": "ab", "name": "b", "variant": {"model_id": model_id, "version": v2, "weight": 1}})),
+    )
+    .await;
+    let ab = ab["data"]["deployment_id"].as_str().unwrap().to_string();
+    for row in rows.iter().take(4) {
+        score(ab.clone(), vec![row.clone()]).await;
+    }
+    let cc = call(
+        M::POST,
+        "/api/v1/deployments".into(),
+        variants(json!({"mode": "champion_challenger", "name": "challenger", "variant": {"model_id": model_id, "version": v2, "shadow": true}})),
+    )
+    .await;
+    let cc: uuid::Uuid = cc["data"]["deployment_id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    score(cc.to_string(), rows[..1].to_vec()).await;
+    // The challenger's run is recorded after the answer; wait for it.
+    for _ in 0..500 {
+        if !state.registry.read().shadow_predictions.is_empty() {
+            return;
+        }
+        state
+            .registry
+            .wait_for(state.ledger.head().size + 1)
+            .await
+            .ok();
+    }
+    panic!("the challenger's shadow run was not recorded");
 }
 
 /// The frozen story's events appended again to a fresh ledger, as written (version 1 runs

@@ -931,15 +931,39 @@ pub async fn list(State(s): State<AppState>, p: Principal) -> Json<Vec<Value>> {
     )
 }
 
+/// The deployment, with `live` (when this process serves it): whether it is paused and what
+/// became of each challenger's copies of rows since it was loaded (scored, failed, dropped).
 #[utoipa::path(get, path = "/api/v1/deployments/{deployment_id}", tag = "deployments", responses((status = 200, description = "the deployment")))]
 pub async fn get(
     State(s): State<AppState>,
     p: Principal,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Json<Value>, ApiError> {
-    let reg = s.registry.read();
-    let d = readable(&reg, &p, id, "reading deployment")?;
-    Ok(Json(view(d)))
+    let mut v = {
+        let reg = s.registry.read();
+        view(readable(&reg, &p, id, "reading deployment")?)
+    };
+    if let Some(l) = s.serving.get(&id) {
+        v["live"] = live(&l);
+    }
+    Ok(Json(v))
+}
+
+/// What this process sees of a served deployment that the ledger does not hold: what became
+/// of the challengers' copies since the configuration was loaded.
+fn live(l: &Loaded) -> Value {
+    let count = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    let shadows: serde_json::Map<String, Value> = l
+        .shadows
+        .iter()
+        .map(|sh| {
+            (
+                sh.arm.scoring.variant.clone(),
+                json!({"scored": count(&sh.scored), "failed": count(&sh.failed), "dropped": count(&sh.dropped)}),
+            )
+        })
+        .collect();
+    json!({"paused": l.paused.load(Ordering::Relaxed), "shadows": shadows})
 }
 
 pub(super) fn not_found(id: Uuid) -> ApiError {

@@ -100,11 +100,25 @@ pub struct MetricsQuery {
 pub struct Metrics {
     pub deployment_id: Uuid,
     pub resolution: String,
-    /// Oldest first; windows without runs are left out.
+    /// Oldest first; windows without runs are left out. Requests the deployment answered:
+    /// a challenger's shadow runs are not among them.
     pub windows: Vec<WindowReport>,
+    /// The same per variant and model version it ran (A/B arms, the versions before and
+    /// after an update, challengers), in the order each first ran.
+    pub versions: Vec<VersionReport>,
     /// Refused scoring requests by status, since `errors_since` (not in the ledger).
     pub errors: Vec<StatusCount>,
     pub errors_since: String,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema, async_graphql::SimpleObject)]
+pub struct VersionReport {
+    pub variant: String,
+    pub model_id: Uuid,
+    pub version: u32,
+    /// A challenger's runs on copies of the answered requests' rows.
+    pub shadow: bool,
+    pub windows: Vec<WindowReport>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema, async_graphql::SimpleObject)]
@@ -217,13 +231,30 @@ pub fn report(
         ));
     }
     let length = resolution.seconds();
+    let reports = |windows: &[(i64, Window)]| {
+        windows
+            .iter()
+            .map(|(start, w)| window_report(*start, length, w))
+            .collect()
+    };
+    let versions = s
+        .registry
+        .monitoring()
+        .version_windows(id, resolution, from, to, MAX_WINDOWS)
+        .into_iter()
+        .map(|(v, windows)| VersionReport {
+            variant: v.variant.clone(),
+            model_id: v.model_id,
+            version: v.version,
+            shadow: v.shadow,
+            windows: reports(&windows),
+        })
+        .collect();
     Ok(Metrics {
         deployment_id: id,
         resolution: resolution.name().into(),
-        windows: windows
-            .iter()
-            .map(|(start, w)| window_report(*start, length, w))
-            .collect(),
+        windows: reports(&windows),
+        versions,
         errors: s.errors.of(id),
         errors_since: s.errors.since.clone(),
     })

@@ -14,6 +14,7 @@ mod extract;
 pub mod graphql;
 pub mod jobs;
 pub(crate) mod ledger;
+mod lifecycle;
 pub mod metrics;
 pub mod predictions;
 mod registry;
@@ -165,7 +166,13 @@ fn documented() -> OpenApiRouter<AppState> {
         .routes(routes!(rt::catalog))
         .routes(routes!(rt::experiment_runtimes))
         .routes(routes!(deployments::deploy, deployments::list))
-        .routes(routes!(deployments::get, deployments::action))
+        .routes(routes!(
+            deployments::get,
+            deployments::action,
+            deployments::delete
+        ))
+        .routes(routes!(lifecycle::environments))
+        .routes(routes!(lifecycle::list, lifecycle::upgrade))
         .routes(routes!(metrics::get))
         .routes(routes!(drift::get))
         .routes(routes!(drift::put_thresholds))

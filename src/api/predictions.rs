@@ -293,6 +293,10 @@ pub struct Prediction {
     pub key_id: String,
     /// The `InferenceRunRecorded` payload.
     pub run: Value,
+    /// The positions of challengers' shadow runs of the request's rows (champion/challenger
+    /// deployments), which it was never answered with.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shadow_runs: Vec<u64>,
 }
 
 /// `GET /api/v1/predictions/{request_id}`: the run that answered a scored request (readers of
@@ -312,7 +316,15 @@ pub async fn get(
     let request = found.request.ok_or_else(|| {
         ApiError::not_found("prediction_not_found", format!("no request {request_id}"))
     })?;
+    let shadow_runs = s
+        .registry
+        .read()
+        .shadow_predictions
+        .get(&request_id)
+        .cloned()
+        .unwrap_or_default();
     Ok(Json(Prediction {
+        shadow_runs,
         request,
         run_position: found.event.unsigned.position,
         recorded_at: found.event.unsigned.recorded_at,
