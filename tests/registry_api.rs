@@ -740,6 +740,38 @@ async fn the_full_registry_story() {
     let (st, _) = srv
         .call(
             "POST",
+            &format!("/api/v1/runtime-images/onnx-scorer/versions"),
+            Some(&root),
+            json!({"version": "0.2.0-ort1.32.0", "scorer_version": "0.2.0", "onnxruntime_version": "1.32.0"}),
+        )
+        .await;
+    assert_eq!(st, 201);
+    // Upgraded in place onto the newer image, then rolled back to where it started.
+    let created = d["events"][0]["position"].as_u64().unwrap();
+    for (verb, body) in [
+        ("upgrade", json!({"reason": "monthly image"})),
+        (
+            "rollback",
+            json!({"position": created, "reason": "back to the tested image"}),
+        ),
+    ] {
+        let (st, u) = srv
+            .call(
+                "POST",
+                &format!("/api/v1/deployments/{dep}:{verb}"),
+                Some(&bob_t),
+                body,
+            )
+            .await;
+        assert_eq!(
+            (st, u["data"]["update"]["outcome"].as_str()),
+            (200, Some("Applied")),
+            "{u}"
+        );
+    }
+    let (st, _) = srv
+        .call(
+            "POST",
             &format!("/api/v1/deployments/{dep}:stop"),
             Some(&bob_t),
             json!({"reason": "story over"}),
@@ -756,6 +788,17 @@ async fn the_full_registry_story() {
         .await;
     // The scored request's input and output, and the job's run's.
     assert_eq!((st, r["data"]["purged"].as_u64()), (200, Some(4)), "{r}");
+    // Deleted for good: it was stopped already, so one event.
+    let (st, r) = srv
+        .call(
+            "DELETE",
+            &format!("/api/v1/deployments/{dep}"),
+            Some(&bob_t),
+            json!({"reason": "the story is over"}),
+        )
+        .await;
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(r["events"].as_array().map(Vec::len), Some(1));
 
     // Every event type was appended, and each stored payload matches its schema.
     srv.ledger.rotate_key("system:test").await.unwrap();
@@ -1371,6 +1414,22 @@ async fn authorization_matrix_every_route_and_role() {
         (
             "POST",
             format!("/api/v1/deployments/{dep}:stop"),
+            json!({"reason": "why"}),
+            ProjectEdit,
+        ),
+        ("GET", "/api/v1/environments".into(), n.clone(), Anyone),
+        ("GET", "/api/v1/runtime-upgrades".into(), n.clone(), Anyone),
+        // Each deployment's upgrade is judged on its own, inside the answer.
+        (
+            "POST",
+            "/api/v1/runtime-upgrades".into(),
+            json!({"deployment_ids": [dep], "reason": "why"}),
+            Anyone,
+        ),
+        // Last: once deleted, the deployment refuses every change.
+        (
+            "DELETE",
+            format!("/api/v1/deployments/{dep}"),
             json!({"reason": "why"}),
             ProjectEdit,
         ),

@@ -12,7 +12,7 @@ use super::error::ApiError;
 use crate::domain::runtime::{self, Bootstrap, RuntimeCommand};
 use crate::domain::{self, Command, Decision, DomainError, Registry, RegistryEvent};
 use crate::log::envelope::Digest;
-use crate::log::{AppendError, ExpectedVersion, Ledger, NewEvent};
+use crate::log::{AppendError, Ledger, NewEvent};
 use crate::projections::registry::{ProjectionError, RegistryProjection};
 
 /// An event a command appended.
@@ -92,11 +92,8 @@ pub async fn commit(
         .iter()
         .map(|e| new_event(e, actor))
         .collect();
-    let expected = decision
-        .expected
-        .map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact);
     let appended = ledger
-        .append(&decision.stream, expected, events)
+        .append(&decision.stream, decision.expected, events)
         .await
         .map_err(|e| match e {
             // The gate makes this a sign of a writer outside it, not a user's mistake.

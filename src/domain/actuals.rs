@@ -81,14 +81,12 @@ pub fn record(
         }
         checked.push(Actual { actual, ..a });
     }
-    let stream = super::deployment::stream(deployment_id);
-    Ok(Decision {
-        expected: state.stream_versions.get(&stream).copied(),
-        stream,
-        events: vec![RegistryEvent::ActualsRecorded(ActualsRecorded {
+    Ok(super::deployment::decision(
+        deployment_id,
+        vec![RegistryEvent::ActualsRecorded(ActualsRecorded {
             deployment_id,
             project_id,
             actuals: checked,
         })],
-    })
+    ))
 }

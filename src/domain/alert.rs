@@ -143,18 +143,14 @@ pub fn set_policy(
             "must be http://host[:port][/path] (no TLS, no credentials)",
         ));
     }
-    Ok(Decision {
-        stream: super::deployment::stream(deployment_id),
-        expected: state
-            .stream_versions
-            .get(&super::deployment::stream(deployment_id))
-            .copied(),
-        events: vec![RegistryEvent::AlertPolicySet(AlertPolicySet {
+    Ok(super::deployment::decision(
+        deployment_id,
+        vec![RegistryEvent::AlertPolicySet(AlertPolicySet {
             deployment_id,
             project_id,
             policy,
         })],
-    })
+    ))
 }
 
 /// A webhook URL's host, port and path; None unless a plain `http://` URL.
@@ -242,12 +238,7 @@ pub fn evaluate(
     if events.is_empty() {
         return Ok(None);
     }
-    let stream = super::deployment::stream(deployment_id);
-    Ok(Some(Decision {
-        expected: state.stream_versions.get(&stream).copied(),
-        stream,
-        events,
-    }))
+    Ok(Some(super::deployment::decision(deployment_id, events)))
 }
 
 /// Folds alert events into the registry's alerts.

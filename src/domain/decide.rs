@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 
 use uuid::Uuid;
 
+use crate::log::ExpectedVersion;
+
 use super::event::*;
 use super::schema::{MetadataValue, normalize_metadata};
 use super::state::{Experiment, ModelVersion, RegisteredModel, Registry};
@@ -129,11 +131,11 @@ pub enum Command {
     },
 }
 
-/// What to append: events on one stream, expected to be at `expected` (`None`: new stream).
+/// What to append: events on one stream, expected to be at `expected`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decision {
     pub stream: String,
-    pub expected: Option<u64>,
+    pub expected: ExpectedVersion,
     pub events: Vec<RegistryEvent>,
 }
 
@@ -962,7 +964,7 @@ fn decision(
     }
     Ok(Decision {
         stream,
-        expected,
+        expected: ExpectedVersion::after(expected),
         events,
     })
 }

@@ -18,6 +18,7 @@ use super::runtime::{
 use super::schema::{Column, stored_schema};
 use super::state::{Deletion, ModelVersion, RegisteredModel, Registry, Stamp};
 use super::{Decision, DomainError, Kind, may};
+use crate::log::ExpectedVersion;
 
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, utoipa::ToSchema,
@@ -316,7 +317,7 @@ pub fn decide_deploy(
     )?;
     Ok(Decision {
         stream: stream(deployment_id),
-        expected: None,
+        expected: ExpectedVersion::NoStream,
         events: vec![RegistryEvent::DeploymentCreated(DeploymentCreated {
             deployment_id,
             mode,
@@ -817,10 +818,9 @@ pub fn decide_transition(
             detail: "a reason is required".into(),
         });
     }
-    Ok(Decision {
-        stream: stream(deployment_id),
-        expected: state.stream_versions.get(&stream(deployment_id)).copied(),
-        events: vec![RegistryEvent::DeploymentStateChanged(
+    Ok(decision(
+        deployment_id,
+        vec![RegistryEvent::DeploymentStateChanged(
             DeploymentStateChanged {
                 deployment_id,
                 from: d.state,
@@ -828,7 +828,19 @@ pub fn decide_transition(
                 reason,
             },
         )],
-    })
+    ))
+}
+
+/// A decision on a deployment's stream. The scorer appends its runs there outside the
+/// command gate, so the stream's version guards nothing: the decision expects any version.
+/// The gate (registry commands one at a time) keeps it consistent, and runs change nothing a
+/// decision on a deployment depends on.
+pub(super) fn decision(deployment_id: Uuid, events: Vec<RegistryEvent>) -> Decision {
+    Decision {
+        stream: stream(deployment_id),
+        expected: ExpectedVersion::Any,
+        events,
+    }
 }
 
 pub(super) fn check_environment(env: String) -> Result<String, DomainError> {

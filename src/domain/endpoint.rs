@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use uuid::Uuid;
 
+use crate::log::ExpectedVersion;
+
 use super::decide::text;
 use super::deployment::DeploymentState;
 use super::event::{EndpointRemoved, EndpointSet, ProjectRole, RegistryEvent};
@@ -131,7 +133,7 @@ pub fn decide(
     };
     Ok(Decision {
         stream: stream(&name),
-        expected: state.stream_versions.get(&stream(&name)).copied(),
+        expected: ExpectedVersion::after(state.stream_versions.get(&stream(&name)).copied()),
         events: vec![event],
     })
 }

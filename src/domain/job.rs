@@ -9,6 +9,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::log::ExpectedVersion;
+
 use super::deployment::DeploymentState;
 use super::event::{ProjectRole, RegistryEvent, ScoringJobEnded, ScoringJobStarted};
 use super::state::{Registry, Stamp};
@@ -136,7 +138,7 @@ pub fn start(state: &Registry, actor: Uuid, job: StartJob) -> Result<Decision, D
     }
     Ok(Decision {
         stream: stream(job.job_id),
-        expected: None,
+        expected: ExpectedVersion::NoStream,
         events: vec![RegistryEvent::ScoringJobStarted(ScoringJobStarted {
             job_id: job.job_id,
             deployment_id: job.deployment_id,
@@ -199,7 +201,7 @@ pub fn end(state: &Registry, job: EndJob) -> Result<Decision, DomainError> {
     }
     Ok(Decision {
         stream: stream(job.job_id),
-        expected: Some(0),
+        expected: ExpectedVersion::Exact(0),
         events: vec![RegistryEvent::ScoringJobEnded(ScoringJobEnded {
             job_id: job.job_id,
             deployment_id: started.deployment_id,

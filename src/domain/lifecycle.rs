@@ -12,13 +12,14 @@ use uuid::Uuid;
 use super::decide::text;
 use super::deployment::{
     Deployment, DeploymentState, Mode, Placement, Retention, Security, UpdateKind, UpdateOutcome,
-    Variant, VariantRequest, Variants, configured_environment, editable_version, live, may_change,
-    may_change_deployment, newest_image_version, resolve_variants, stream,
+    Variant, VariantRequest, Variants, configured_environment, decision, editable_version, live,
+    may_change, may_change_deployment, newest_image_version, resolve_variants, stream,
 };
 use super::event::*;
 use super::runtime::{Catalog, RuntimeState, version_key};
 use super::state::Registry;
 use super::{Decision, DomainError};
+use crate::log::ExpectedVersion;
 
 /// What an update in place changes.
 #[derive(Debug, Clone)]
@@ -81,10 +82,9 @@ pub fn decide_update(
             "deployment {deployment_id} already serves this configuration"
         )));
     }
-    Ok(Decision {
-        stream: stream(deployment_id),
-        expected: state.stream_versions.get(&stream(deployment_id)).copied(),
-        events: vec![RegistryEvent::DeploymentUpdateStarted(
+    Ok(decision(
+        deployment_id,
+        vec![RegistryEvent::DeploymentUpdateStarted(
             DeploymentUpdateStarted {
                 deployment_id,
                 update_id,
@@ -95,7 +95,7 @@ pub fn decide_update(
                 reason,
             },
         )],
-    })
+    ))
 }
 
 fn placement_of(d: &Deployment) -> Placement {
@@ -214,10 +214,9 @@ pub fn decide_update_end(
             "update {update_id} of deployment {deployment_id} is not in progress"
         )));
     }
-    Ok(Decision {
-        stream: stream(deployment_id),
-        expected: state.stream_versions.get(&stream(deployment_id)).copied(),
-        events: vec![RegistryEvent::DeploymentUpdateEnded(
+    Ok(decision(
+        deployment_id,
+        vec![RegistryEvent::DeploymentUpdateEnded(
             DeploymentUpdateEnded {
                 deployment_id,
                 update_id,
@@ -225,7 +224,7 @@ pub fn decide_update_end(
                 detail,
             },
         )],
-    })
+    ))
 }
 
 /// A request to promote a deployment into another environment.
@@ -292,7 +291,7 @@ pub fn decide_promote(
     }
     Ok(Decision {
         stream: stream(deployment_id),
-        expected: None,
+        expected: ExpectedVersion::NoStream,
         events: vec![RegistryEvent::DeploymentCreated(DeploymentCreated {
             deployment_id,
             mode: source.mode,
@@ -348,11 +347,7 @@ pub fn decide_delete(
         project_id: d.spec.project_id,
         reason,
     }));
-    Ok(Decision {
-        stream: stream(deployment_id),
-        expected: state.stream_versions.get(&stream(deployment_id)).copied(),
-        events,
-    })
+    Ok(decision(deployment_id, events))
 }
 
 /// A variant of a serving deployment whose runtime image has a newer ACTIVE version.

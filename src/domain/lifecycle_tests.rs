@@ -368,6 +368,17 @@ fn updates_start_once_and_the_scorer_ends_them() {
         update(&mut s, o, id, version_change(m, 1)),
         Err(DomainError::Conflict(msg)) if msg.contains("already serves")
     ));
+    // Runs land on the deployment's stream outside the command gate: its decisions cannot
+    // expect an exact version of it.
+    let d = decide_update(
+        &s.w.state,
+        o,
+        id,
+        Uuid::nil(),
+        version_change(m, 2),
+        "x".into(),
+    );
+    assert_eq!(d.unwrap().expected, crate::log::ExpectedVersion::Any);
     let first = update(&mut s, o, id, version_change(m, 2)).unwrap();
     assert!(matches!(
         update(&mut s, o, id, version_change(m, 2)),

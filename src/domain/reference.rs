@@ -6,6 +6,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::log::ExpectedVersion;
+
 use super::event::{DriftThresholdsSet, ReferenceProfileRecorded, RegistryEvent};
 use super::job::FileFormat;
 use super::schema::{Column, stored_schema};
@@ -135,16 +137,14 @@ pub fn set_thresholds(
         )));
     }
     thresholds.check()?;
-    let stream = super::deployment::stream(deployment_id);
-    Ok(Decision {
-        expected: state.stream_versions.get(&stream).copied(),
-        stream,
-        events: vec![RegistryEvent::DriftThresholdsSet(DriftThresholdsSet {
+    Ok(super::deployment::decision(
+        deployment_id,
+        vec![RegistryEvent::DriftThresholdsSet(DriftThresholdsSet {
             deployment_id,
             project_id,
             thresholds,
         })],
-    })
+    ))
 }
 
 /// A model version's current reference data.
@@ -210,7 +210,7 @@ pub fn record(state: &Registry, actor: Uuid, r: RecordReference) -> Result<Decis
     }
     let stream = super::event::stream_of("model", r.model_id);
     Ok(Decision {
-        expected: state.stream_versions.get(&stream).copied(),
+        expected: ExpectedVersion::after(state.stream_versions.get(&stream).copied()),
         stream,
         events: vec![RegistryEvent::ReferenceProfileRecorded(
             ReferenceProfileRecorded {

@@ -14,6 +14,8 @@ use std::fmt;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::log::ExpectedVersion;
+
 use super::event::*;
 use super::state::{Registry, Stamp};
 use super::{Decision, DomainError};
@@ -547,7 +549,7 @@ fn active() -> RuntimeState {
 fn decision(state: &Registry, events: Vec<RegistryEvent>) -> Decision {
     Decision {
         stream: STREAM.to_string(),
-        expected: state.stream_versions.get(STREAM).copied(),
+        expected: ExpectedVersion::after(state.stream_versions.get(STREAM).copied()),
         events,
     }
 }

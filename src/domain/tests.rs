@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use serde_json::json;
 use uuid::Uuid;
 
+use crate::log::ExpectedVersion;
+
 use super::event::*;
 use super::schema::{Column, ColumnType, MetadataValue};
 use super::*;
@@ -204,7 +206,10 @@ fn only_an_empty_registry_gets_a_bootstrap_admin() {
         "cd".repeat(32),
     )
     .unwrap();
-    assert_eq!((first.expected, first.events.len()), (None, 2));
+    assert_eq!(
+        (first.expected, first.events.len()),
+        (ExpectedVersion::NoStream, 2)
+    );
 }
 
 #[test]
@@ -510,7 +515,7 @@ fn import_fills_the_schema_and_registration_is_once_per_experiment() {
         d.events[0],
         RegistryEvent::ModelVersionRegistered(ModelVersionRegistered { version: 2, .. })
     ));
-    assert_eq!(d.expected, Some(1));
+    assert_eq!(d.expected, ExpectedVersion::Exact(1));
 
     // A registered experiment cannot be deleted while its version lives.
     let del = decide(
@@ -722,7 +727,10 @@ fn decisions_expect_the_stream_version_they_were_made_on() {
         },
     )
     .unwrap();
-    assert_eq!((d.stream, d.expected), (format!("project-{p}"), Some(0)));
+    assert_eq!(
+        (d.stream, d.expected),
+        (format!("project-{p}"), ExpectedVersion::Exact(0))
+    );
     let dup = decide(
         &w.state,
         alice,
@@ -1011,7 +1019,7 @@ fn jobs_start_on_healthy_deployments_for_editors_and_end_once() {
     let decision = job::start(&w.state, editor, start(j, d, 5, 2)).unwrap();
     assert_eq!(
         (decision.stream.as_str(), decision.expected),
-        (job::stream(j).as_str(), None)
+        (job::stream(j).as_str(), ExpectedVersion::NoStream)
     );
     w.apply(&decision.stream.clone(), decision.events);
     assert!(matches!(
@@ -1086,7 +1094,7 @@ fn jobs_start_on_healthy_deployments_for_editors_and_end_once() {
         })
     ));
     let decision = job::end(&w.state, end(JobOutcome::Cancelled, None, Some(editor), 1)).unwrap();
-    assert_eq!(decision.expected, Some(0));
+    assert_eq!(decision.expected, ExpectedVersion::Exact(0));
     w.apply(&decision.stream.clone(), decision.events);
     let ended = w.state.jobs[&j].ended.as_ref().unwrap();
     assert_eq!(

@@ -83,6 +83,12 @@ pub enum ExpectedVersion {
 }
 
 impl ExpectedVersion {
+    /// What a decision made on a stream read at `version` expects: that version still, or
+    /// no stream when there was none.
+    pub fn after(version: Option<u64>) -> ExpectedVersion {
+        version.map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact)
+    }
+
     pub fn matches(&self, current: Option<u64>) -> bool {
         match self {
             ExpectedVersion::Any => true,

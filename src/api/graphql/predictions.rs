@@ -253,6 +253,18 @@ impl PredictionNode {
     async fn request_id(&self) -> ID {
         ID(self.request().request_id.to_string())
     }
+    /// The deployment's variant that scored it.
+    async fn variant(&self) -> &str {
+        &self.run.variant
+    }
+    /// A challenger's run on a copy of the request's rows: recorded, never returned.
+    async fn shadow(&self) -> bool {
+        self.run.shadow
+    }
+    /// In an A/B deployment, the request's draw that chose the variant (`docs/lifecycle.md`).
+    async fn draw(&self) -> Option<u64> {
+        self.request().draw
+    }
     /// The caller the request was scored for.
     async fn caller(&self) -> &str {
         &self.request().caller

@@ -666,9 +666,40 @@ impl DeploymentNode {
     async fn id(&self) -> ID {
         id(self.d.deployment_id)
     }
-    /// `Preparing`, `Launching`, `Healthy`, `Failed` or `Stopped`.
+    /// `Preparing`, `Launching`, `Healthy`, `Paused`, `Failed` or `Stopped`.
     async fn state(&self) -> String {
         name(&self.d.state)
+    }
+    /// `single`, `ab` or `champion_challenger`.
+    async fn mode(&self) -> String {
+        name(&self.d.mode)
+    }
+    /// The variants it serves by name: weight, shadow, and the full spec of each.
+    async fn variants(&self) -> Json<Value> {
+        Json(serde_json::to_value(&self.d.variants).unwrap_or_default())
+    }
+    /// Every configuration it served, oldest first: the position each took effect at, its
+    /// mode and variants.
+    async fn revisions(&self) -> Json<Value> {
+        Json(serde_json::to_value(&self.d.revisions).unwrap_or_default())
+    }
+    /// The update in place in progress, or the last one (kind, outcome, reason, detail).
+    async fn last_update(&self) -> Option<Json<Value>> {
+        self.d
+            .update
+            .as_ref()
+            .map(|u| Json(serde_json::to_value(u).unwrap_or_default()))
+    }
+    /// The deployment this one was promoted from.
+    async fn promoted_from(&self) -> Option<ID> {
+        self.d.promoted_from.map(id)
+    }
+    /// Who deleted it, when and why.
+    async fn deleted(&self) -> Option<Json<Value>> {
+        self.d
+            .deleted
+            .as_ref()
+            .map(|x| Json(serde_json::to_value(x).unwrap_or_default()))
     }
     async fn environment(&self) -> &str {
         &self.d.spec.environment
