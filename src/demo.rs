@@ -16,58 +16,12 @@ const WINE_MODEL: &[u8] = include_bytes!("../fixtures/models/wine_classifier.onn
 /// Seeds the demo as `admin` and deploys it to DEV; returns the registered model's and the
 /// deployment's ids.
 pub async fn seed(state: &AppState, admin: Uuid) -> Result<(Uuid, Uuid), ApiError> {
-    let stored = state.blobs.put(WINE_MODEL).map_err(|e| {
-        ApiError::new(
-            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-            "blob_store_failed",
-            e.to_string(),
-        )
-    })?;
-    let (onnx, blobs) = (state.onnx, state.blobs.clone());
-    let ingestion =
-        tokio::task::spawn_blocking(move || ingest::ingest(onnx, &blobs, "onnx", &stored.hash))
-            .await
-            .map_err(|e| {
-                ApiError::new(
-                    axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-                    "ingestion_failed",
-                    e.to_string(),
-                )
-            })?
-            .map_err(|e| {
-                ApiError::new(
-                    axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-                    "ingestion_failed",
-                    e.to_string(),
-                )
-            })?;
-    let (project_id, experiment_id, model_id) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    let (project_id, model_id) = (Uuid::now_v7(), Uuid::now_v7());
     let commands = [
         Command::CreateProject {
             project_id,
             name: "Demo".into(),
             description: "Seeded on first start: sklearn's wine data, three cultivars".into(),
-        },
-        Command::ImportExperiment {
-            experiment_id,
-            project_id,
-            display_name: "wine logistic regression".into(),
-            metadata: Default::default(),
-            parameters: Parameters {
-                target_column: Some("cultivar".into()),
-                datasets: vec!["sklearn.datasets.load_wine".into()],
-            },
-            tags: vec!["demo".into()],
-            artifacts: vec![(
-                Artifact {
-                    artifact_id: Uuid::now_v7(),
-                    artifact_type: "onnx".into(),
-                    file_name: "wine_classifier.onnx".into(),
-                    blob_hash: stored.hash.to_hex(),
-                    size: stored.size,
-                },
-                ingestion,
-            )],
         },
         Command::CreateModel {
             model_id,
@@ -75,15 +29,18 @@ pub async fn seed(state: &AppState, admin: Uuid) -> Result<(Uuid, Uuid), ApiErro
             name: "wine-classifier".into(),
             description: "Demo model".into(),
         },
-        Command::RegisterVersion {
-            model_id,
-            experiment_id,
-            annotation: Some("demo seed".into()),
-        },
     ];
     for command in commands {
         state.execute(admin, command, |_| None::<()>).await?;
     }
+    register(
+        state,
+        admin,
+        (project_id, model_id),
+        ("wine logistic regression", "wine_classifier.onnx"),
+        WINE_MODEL,
+    )
+    .await?;
     // Open to anyone who can reach it, so the first curl works; real deployments default to tokens.
     let request = NewDeployment {
         security: Some(SecurityRequest::None),
@@ -101,4 +58,62 @@ pub async fn seed(state: &AppState, admin: Uuid) -> Result<(Uuid, Uuid), ApiErro
             )
         })?;
     Ok((model_id, deployment))
+}
+
+/// Imports an ONNX model of the wine data (target `cultivar`) into `project` as an experiment
+/// named `name` with the artifact `file`, through the artifact processor, and registers it as
+/// the next version of `model`.
+pub async fn register(
+    state: &AppState,
+    admin: Uuid,
+    (project_id, model_id): (Uuid, Uuid),
+    (name, file): (&str, &str),
+    bytes: &[u8],
+) -> Result<(), ApiError> {
+    let failed = |code: &'static str, e: String| {
+        ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, code, e)
+    };
+    let stored = state
+        .blobs
+        .put(bytes)
+        .map_err(|e| failed("blob_store_failed", e.to_string()))?;
+    let (onnx, blobs) = (state.onnx, state.blobs.clone());
+    let ingestion =
+        tokio::task::spawn_blocking(move || ingest::ingest(onnx, &blobs, "onnx", &stored.hash))
+            .await
+            .map_err(|e| failed("ingestion_failed", e.to_string()))?
+            .map_err(|e| failed("ingestion_failed", e.to_string()))?;
+    let experiment_id = Uuid::now_v7();
+    let commands = [
+        Command::ImportExperiment {
+            experiment_id,
+            project_id,
+            display_name: name.into(),
+            metadata: Default::default(),
+            parameters: Parameters {
+                target_column: Some("cultivar".into()),
+                datasets: vec!["sklearn.datasets.load_wine".into()],
+            },
+            tags: vec!["demo".into()],
+            artifacts: vec![(
+                Artifact {
+                    artifact_id: Uuid::now_v7(),
+                    artifact_type: "onnx".into(),
+                    file_name: file.into(),
+                    blob_hash: stored.hash.to_hex(),
+                    size: stored.size,
+                },
+                ingestion,
+            )],
+        },
+        Command::RegisterVersion {
+            model_id,
+            experiment_id,
+            annotation: Some("demo seed".into()),
+        },
+    ];
+    for command in commands {
+        state.execute(admin, command, |_| None::<()>).await?;
+    }
+    Ok(())
 }

@@ -305,6 +305,19 @@ enum BenchWhat {
         #[arg(long)]
         json: bool,
     },
+    /// An A/B split and a champion with a challenger beside a single deployment of the
+    /// same model, and updates in place under load.
+    Lifecycle {
+        /// Seconds per load measurement.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+        /// Updates in place to time.
+        #[arg(long, default_value_t = 20)]
+        updates: usize,
+        /// Print the figures as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// A batch job, Parquet to Parquet, beside raw ONNX Runtime on the same rows.
     Batch {
         /// Rows in the file.
@@ -538,6 +551,16 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
             what: BenchWhat::Ledger { seconds, json },
         } => {
             provenant::bench::ledger(seconds, json).await?;
+        }
+        Command::Bench {
+            what:
+                BenchWhat::Lifecycle {
+                    seconds,
+                    updates,
+                    json,
+                },
+        } => {
+            provenant::bench::lifecycle(seconds, updates, json).await?;
         }
         Command::Bench {
             what: BenchWhat::Batch { rows, json },

@@ -1056,3 +1056,64 @@ async fn bad_lifecycle_requests_are_refused_and_append_nothing() {
     }
     assert_eq!(srv.size(), before);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_ends_an_interrupted_update_and_serves_what_was_applied() {
+    use provenant::domain::event::{DeploymentUpdateStarted, RegistryEvent};
+    let srv = Server::start().await;
+    let t = &srv.admin_token;
+    let (pid, mid, d) = deployed_wine(&srv, "restart").await;
+    let dep = s(&d["data"]["deployment_id"]);
+    let v2 = add_version(&srv, &pid, &mid, "wine_classifier_v2.onnx").await;
+    let (st, u) = act(
+        &srv,
+        t,
+        &dep,
+        "update",
+        json!({"version": v2, "reason": "v2"}),
+    )
+    .await;
+    assert_eq!(
+        (st, u["data"]["update"]["outcome"].as_str()),
+        (200, Some("Applied"))
+    );
+    // A rollback asked for, its loading cut short by a stop: the Started event alone.
+    let first = get_deployment(&srv, &dep).await["revisions"][0].clone();
+    let started = RegistryEvent::DeploymentUpdateStarted(DeploymentUpdateStarted {
+        deployment_id: dep.parse().unwrap(),
+        update_id: uuid::Uuid::now_v7(),
+        kind: provenant::domain::deployment::UpdateKind::Rollback,
+        mode: provenant::domain::deployment::Mode::Single,
+        variants: serde_json::from_value(first["variants"].clone()).unwrap(),
+        rollback_to: first["position"].as_u64(),
+        reason: "back to v1".into(),
+    });
+    let new = provenant::api::command::new_event(&started, "system:test");
+    srv.ledger
+        .append(
+            &format!("deployment-{dep}"),
+            provenant::log::ExpectedVersion::Any,
+            vec![new],
+        )
+        .await
+        .unwrap();
+    srv.state.registry.wait_for(srv.size()).await.unwrap();
+    assert!(get_deployment(&srv, &dep).await["update"]["outcome"].is_null());
+    // What `serve` does at start.
+    srv.state.relaunch().await.unwrap();
+    let d = get_deployment(&srv, &dep).await;
+    assert_eq!(d["update"]["outcome"], "RolledBack", "{d}");
+    assert_eq!(
+        d["update"]["detail"],
+        "the server stopped before the update was applied"
+    );
+    assert_eq!(
+        (d["state"].as_str(), d["spec"]["version"].as_u64()),
+        (Some("Healthy"), Some(u64::from(v2)))
+    );
+    let (fields, rows, _) = expected("wine_classifier.expected.json");
+    let (_, _, v2_probs) = expected("wine_classifier_v2.expected.json");
+    let (st, _, b) = score(&srv, &dep, json!({"fields": fields, "rows": [rows[0]]})).await;
+    assert_eq!(st, 200);
+    assert!(close(&probabilities(&b)[0], &v2_probs[0]));
+}

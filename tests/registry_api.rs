@@ -740,7 +740,7 @@ async fn the_full_registry_story() {
     let (st, _) = srv
         .call(
             "POST",
-            &format!("/api/v1/runtime-images/onnx-scorer/versions"),
+            "/api/v1/runtime-images/onnx-scorer/versions",
             Some(&root),
             json!({"version": "0.2.0-ort1.32.0", "scorer_version": "0.2.0", "onnxruntime_version": "1.32.0"}),
         )

@@ -912,11 +912,11 @@ pub(super) async fn record(
         model_blob: spec.model_blob.clone(),
         image_id: spec.image_id.clone(),
         image_version: spec.image_version.clone(),
-        session: RunSession::of(
+        session: Box::new(RunSession::of(
             &spec.runtime,
             &s.onnx.version,
             Some(s.onnx.cpu_class.clone()),
-        ),
+        )),
         row_count: rows.len() as u64,
         input_blob,
         output_blob,

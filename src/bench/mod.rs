@@ -2,15 +2,17 @@
 //! this machine allows (raw redb inserts, raw ed25519 signing and batch verification).
 //! `provenant bench score` is in `score.rs`, `provenant bench replay` in `replay.rs`,
 //! `provenant bench graphql` in `graphql.rs`, `provenant bench monitoring` in `monitoring.rs`,
-//! `provenant bench batch` in `batch.rs`.
+//! `provenant bench batch` in `batch.rs`, `provenant bench lifecycle` in `lifecycle.rs`.
 
 mod batch;
 mod graphql;
+mod lifecycle;
 mod monitoring;
 mod replay;
 mod score;
 pub use batch::{batch, wine_rows};
 pub use graphql::graphql;
+pub use lifecycle::lifecycle;
 pub use monitoring::monitoring;
 pub use replay::replay;
 pub use score::score;
@@ -432,11 +434,11 @@ pub(crate) fn run(i: u64, deployment: u64, requests: u64, rows_each: u64) -> Inf
         model_blob: "ab".repeat(32),
         image_id: "onnx-scorer".into(),
         image_version: "0.1.0".into(),
-        session: RunSession::of(
+        session: Box::new(RunSession::of(
             &ImageVersionSpec::default(),
             "1.32.0",
             Some("x86_64+avx2+fma".into()),
-        ),
+        )),
         row_count: requests * rows_each,
         input_blob: "cd".repeat(32),
         output_blob: "ef".repeat(32),

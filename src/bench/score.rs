@@ -17,15 +17,15 @@ use crate::runtime::scorer::{Model, SessionSettings};
 
 const FIXTURE: &str = include_str!("../../fixtures/models/wine_classifier.expected.json");
 
-struct Load {
-    requests: u64,
-    per_sec: f64,
-    p50_ms: f64,
-    p99_ms: f64,
+pub(super) struct Load {
+    pub requests: u64,
+    pub per_sec: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
 }
 
-/// `concurrency` connections posting `body` for `seconds`.
-async fn load(
+/// `concurrency` connections posting `body` for `seconds`; an answer other than 200 fails it.
+pub(super) async fn load(
     addr: std::net::SocketAddr,
     path: &str,
     body: Arc<Vec<u8>>,

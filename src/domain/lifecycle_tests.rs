@@ -417,7 +417,7 @@ fn updates_start_once_and_the_scorer_ends_them() {
         model_blob: "01".repeat(32),
         image_id: d.spec.image_id.clone(),
         image_version: d.spec.image_version.clone(),
-        session: RunSession::of(&ImageVersionSpec::default(), "1.32.0", None),
+        session: Box::new(RunSession::of(&ImageVersionSpec::default(), "1.32.0", None)),
         row_count: 1,
         input_blob: String::new(),
         output_blob: String::new(),

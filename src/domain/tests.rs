@@ -1038,7 +1038,7 @@ fn jobs_start_on_healthy_deployments_for_editors_and_end_once() {
         model_blob: "00".repeat(32),
         image_id: "onnx-scorer".into(),
         image_version: "1".into(),
-        session: RunSession::of(&Default::default(), "1.32.0", None),
+        session: Box::new(RunSession::of(&Default::default(), "1.32.0", None)),
         row_count: 1,
         input_blob: "11".repeat(32),
         output_blob: "22".repeat(32),

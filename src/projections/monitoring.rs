@@ -330,7 +330,7 @@ mod tests {
                 model_blob: String::new(),
                 image_id: "i".into(),
                 image_version: "1".into(),
-                session: RunSession::of(&ImageVersionSpec::default(), "1.32.0", None),
+                session: Box::new(RunSession::of(&ImageVersionSpec::default(), "1.32.0", None)),
                 row_count: latencies.len() as u64,
                 input_blob: String::new(),
                 output_blob: String::new(),

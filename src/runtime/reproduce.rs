@@ -435,7 +435,7 @@ mod tests {
             model_blob: "00".repeat(32),
             image_id: "img".into(),
             image_version: "1".into(),
-            session: RunSession::of(&ImageVersionSpec::default(), "1.32.0", None),
+            session: Box::new(RunSession::of(&ImageVersionSpec::default(), "1.32.0", None)),
             row_count: 8,
             input_blob: "11".repeat(32),
             output_blob: "22".repeat(32),
