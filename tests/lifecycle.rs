@@ -620,50 +620,30 @@ async fn promotion_and_every_change_follow_the_environment_rules() {
     let dev = s(&d["data"]["deployment_id"]);
     // Promotion: owners only into PROD, with a reason; the copy names its source.
     let before = srv.size();
-    let (st, e) = act(
-        &srv,
-        &editor,
-        &dev,
-        "promote",
-        json!({"environment": "PROD", "reason": "ok"}),
-    )
-    .await;
-    assert_eq!(st, 403, "{e}");
-    let (st, e) = act(
-        &srv,
-        &owner,
-        &dev,
-        "promote",
-        json!({"environment": "PROD"}),
-    )
-    .await;
-    assert_eq!(
-        (st, e["code"].as_str()),
-        (422, Some("invalid_field")),
-        "{e}"
-    );
-    let (st, e) = act(
-        &srv,
-        &owner,
-        &dev,
-        "promote",
-        json!({"reason": "no target"}),
-    )
-    .await;
-    assert_eq!(
-        (st, e["code"].as_str()),
-        (422, Some("invalid_field")),
-        "{e}"
-    );
-    let (st, e) = act(
-        &srv,
-        &owner,
-        &dev,
-        "promote",
-        json!({"environment": "PROD", "reason": "x", "version": 2}),
-    )
-    .await;
-    assert_eq!((st, e["code"].as_str()), (422, Some("invalid_body")), "{e}");
+    let refused = [
+        (
+            &editor,
+            json!({"environment": "PROD", "reason": "ok"}),
+            403,
+            "forbidden",
+        ),
+        (&owner, json!({"environment": "PROD"}), 422, "invalid_field"),
+        (&owner, json!({"reason": "no target"}), 422, "invalid_field"),
+        (
+            &owner,
+            json!({"environment": "PROD", "reason": "x", "version": 2}),
+            422,
+            "invalid_body",
+        ),
+    ];
+    for (token, body, status, code) in refused {
+        let (st, e) = act(&srv, token, &dev, "promote", body.clone()).await;
+        assert_eq!(
+            (st, e["code"].as_str()),
+            (status, Some(code)),
+            "{body}: {e}"
+        );
+    }
     assert_eq!(srv.size(), before);
     let (st, p) = act(
         &srv,

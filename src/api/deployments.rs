@@ -8,7 +8,7 @@ use std::sync::{Arc, RwLock};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -750,7 +750,7 @@ impl NewDeployment {
 }
 
 /// One variant: a model version, its share of the traffic, or a challenger in the shadow.
-#[derive(Deserialize, Serialize, ToSchema, Clone)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VariantBody {
     pub model_id: Uuid,
@@ -1099,13 +1099,10 @@ pub async fn action(
             s.update(p.user_id, id, change, reason).await?
         }
         "rollback" => {
-            let position = b.position.ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "invalid_field",
-                    "position: the ledger position whose configuration to restore is required",
-                )
-            })?;
+            let position = required(
+                b.position,
+                "position: the ledger position whose configuration to restore",
+            )?;
             s.update(p.user_id, id, Change::Rollback { position }, reason)
                 .await?
         }
@@ -1116,13 +1113,10 @@ pub async fn action(
             s.update(p.user_id, id, change, reason).await?
         }
         "promote" => {
-            let environment = b.environment.ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "invalid_field",
-                    "environment: the environment to promote into is required",
-                )
-            })?;
+            let environment = required(
+                b.environment,
+                "environment: the environment to promote into",
+            )?;
             let request = Promote {
                 deployment_id: Uuid::now_v7(),
                 from: id,
@@ -1179,6 +1173,17 @@ pub async fn action(
         StatusCode::OK,
         Json(serde_json::to_value(written).unwrap_or_default()),
     ))
+}
+
+/// A field an action cannot go without; `what` names it.
+fn required<T>(value: Option<T>, what: &str) -> Result<T, ApiError> {
+    value.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            format!("{what} is required"),
+        )
+    })
 }
 
 /// An action's body: only the fields the action reads.

@@ -1,8 +1,6 @@
 //! The production lifecycle as pure decisions: environments and their rules, variant shapes,
 //! updates in place, rollbacks, runtime upgrades, promotion and deletion.
 
-use std::collections::BTreeMap;
-
 use serde_json::json;
 use uuid::Uuid;
 
@@ -15,7 +13,6 @@ use super::lifecycle::{
     Change, Promote, decide_delete, decide_promote, decide_update, decide_update_end, upgrades,
 };
 use super::runtime::{ImageVersionSpec, RuntimeCommand, RuntimeState, STREAM, decide_runtime};
-use super::schema::{Column, ColumnType};
 use super::tests::World;
 use super::{Command, DomainError};
 
@@ -81,49 +78,10 @@ fn setup() -> Setup {
     }
 }
 
-/// Imports a deployable experiment whose model blob is `blob` repeated and whose input is
-/// `input`; answers its id.
+/// Imports a deployable experiment (see `World::experiment_of`); answers its id.
 fn import(w: &mut World, actor: Uuid, project_id: Uuid, blob: &str, input: &str) -> Uuid {
-    let experiment_id = w.fresh();
-    let artifact_id = w.fresh();
-    let column = |name: &str| Column {
-        name: name.into(),
-        column_type: ColumnType::Float32,
-    };
-    w.run(
-        actor,
-        Command::ImportExperiment {
-            experiment_id,
-            project_id,
-            display_name: "wine".into(),
-            metadata: BTreeMap::new(),
-            parameters: Parameters {
-                target_column: Some("cultivar".into()),
-                datasets: vec![],
-            },
-            tags: vec![],
-            artifacts: vec![(
-                Artifact {
-                    artifact_id,
-                    artifact_type: "onnx".into(),
-                    file_name: "m.onnx".into(),
-                    blob_hash: blob.repeat(32),
-                    size: 10,
-                },
-                Ingestion {
-                    model_type: "onnx".into(),
-                    deployable: true,
-                    reason: None,
-                    model_blob: Some(blob.repeat(32)),
-                    input_schema: Some(vec![column(input)]),
-                    output_schema: Some(vec![column("y")]),
-                    details: BTreeMap::new(),
-                },
-            )],
-        },
-    )
-    .unwrap();
-    experiment_id
+    w.experiment_of(actor, project_id, blob, input, "cultivar")
+        .unwrap()
 }
 
 fn variant(model: Uuid, version: u32, weight: u32, shadow: bool) -> VariantRequest {

@@ -104,8 +104,25 @@ impl World {
     }
 
     fn experiment(&mut self, actor: Uuid, project_id: Uuid) -> Result<Uuid, DomainError> {
+        self.experiment_of(actor, project_id, "00", "x", "quality")
+    }
+
+    /// An experiment with a deployable ONNX artifact whose model blob is `blob` repeated, its
+    /// one input `input`, its one output `y` and its target `target`.
+    pub(super) fn experiment_of(
+        &mut self,
+        actor: Uuid,
+        project_id: Uuid,
+        blob: &str,
+        input: &str,
+        target: &str,
+    ) -> Result<Uuid, DomainError> {
         let experiment_id = self.fresh();
         let artifact_id = self.fresh();
+        let column = |name: &str| Column {
+            name: name.into(),
+            column_type: ColumnType::Float32,
+        };
         self.run(
             actor,
             Command::ImportExperiment {
@@ -114,7 +131,7 @@ impl World {
                 display_name: "wine".into(),
                 metadata: BTreeMap::new(),
                 parameters: Parameters {
-                    target_column: Some("quality".into()),
+                    target_column: Some(target.into()),
                     datasets: vec![],
                 },
                 tags: vec!["b".into(), "a".into(), "a".into()],
@@ -123,22 +140,16 @@ impl World {
                         artifact_id,
                         artifact_type: "onnx".into(),
                         file_name: "m.onnx".into(),
-                        blob_hash: "00".repeat(32),
+                        blob_hash: blob.repeat(32),
                         size: 10,
                     },
                     Ingestion {
                         model_type: "onnx".into(),
                         deployable: true,
                         reason: None,
-                        model_blob: Some("00".repeat(32)),
-                        input_schema: Some(vec![Column {
-                            name: "x".into(),
-                            column_type: ColumnType::Float32,
-                        }]),
-                        output_schema: Some(vec![Column {
-                            name: "y".into(),
-                            column_type: ColumnType::Float32,
-                        }]),
+                        model_blob: Some(blob.repeat(32)),
+                        input_schema: Some(vec![column(input)]),
+                        output_schema: Some(vec![column("y")]),
                         details: BTreeMap::new(),
                     },
                 )],
