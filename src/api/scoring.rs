@@ -447,15 +447,15 @@ pub async fn score(
 
     let request_id = Uuid::now_v7();
     let (arm, draw) = l.route(request_id);
-    let copy = (!l.shadows.is_empty()).then(|| rows.clone());
     let who = Caller {
         request_id,
         draw,
         caller,
         received,
     };
-    let (scored, headers) = answer(&s, arm, rows, who.clone()).await?;
-    if let Some(rows) = copy {
+    let copy = (!l.shadows.is_empty()).then(|| (rows.clone(), who.clone()));
+    let (scored, headers) = answer(&s, arm, rows, who).await?;
+    if let Some((rows, who)) = copy {
         shadow(&s, &l, rows, who);
     }
     let score_rows = scored
@@ -505,9 +505,14 @@ async fn answer(s: &AppState, arm: &Arm, rows: Vec<Vec<String>>, who: Caller) ->
 }
 
 /// Gives each challenger a copy of a request's rows to score in the background. Its run is
-/// recorded as a shadow of the request; whatever becomes of it, the request has its answer
-/// already. A challenger that has fallen behind drops the copy (counted).
+/// recorded as a shadow of the request, timed from the copy's start; whatever becomes of it,
+/// the request has its answer already. A challenger that has fallen behind drops the copy
+/// (counted).
 fn shadow(s: &AppState, l: &Arc<Loaded>, rows: Vec<Vec<String>>, who: Caller) {
+    let who = Caller {
+        received: Instant::now(),
+        ..who
+    };
     for i in 0..l.shadows.len() {
         let Ok(permit) = l.shadows[i].inflight.clone().try_acquire_owned() else {
             l.shadows[i].dropped.fetch_add(1, Ordering::Relaxed);
