@@ -53,6 +53,7 @@ fn the_golden_logs_cover_every_event_type() {
         super::scoring::STORY_V1,
         super::scoring::STORY_V2,
         super::scoring::STORY_V3,
+        super::scoring::STORY_V4,
         STORY,
     ] {
         seen.extend(

@@ -39,9 +39,15 @@ fn scoring_story_replays_and_every_kept_run_reproduces() {
         e.unsigned.schema_version == provenant::domain::upcast::current(&e.unsigned.event_type)
     }));
     reproduce_kept_runs(STORY, &events, &registry);
-    check_monitoring(STORY, &events, 5);
+    check_monitoring(STORY, &events, 6);
     // Shadow runs are recorded and reproduce like any other, but answered no request.
     assert!(events.iter().any(|e| e.unsigned.payload["shadow"] == true));
+    // A hash-only deployment's runs carry their inputs' bins.
+    assert!(
+        events
+            .iter()
+            .any(|e| e.unsigned.payload["profile"].is_object())
+    );
     assert!(!registry.shadow_predictions.is_empty());
 }
 
@@ -53,9 +59,18 @@ pub const STORY_V2: &str = "replay-tests/scoring-story-v2";
 /// `DeploymentCreated` (before deployments had variants); frozen too.
 pub const STORY_V3: &str = "replay-tests/scoring-story-v3";
 
+/// The same story as recorded with version 4 of `InferenceRunRecorded` (before hash-only
+/// runs carried their inputs' bins); frozen too.
+pub const STORY_V4: &str = "replay-tests/scoring-story-v4";
+
 #[test]
 fn stories_recorded_at_older_schema_versions_still_replay_and_reproduce() {
-    for (story, version) in [(STORY_V1, 1), (STORY_V2, 2), (STORY_V3, 3)] {
+    for (story, version, scored) in [
+        (STORY_V1, 1, 2),
+        (STORY_V2, 2, 2),
+        (STORY_V3, 3, 2),
+        (STORY_V4, 4, 5),
+    ] {
         let (events, registry) = replay_recorded(story);
         let old_runs = events
             .iter()
@@ -66,7 +81,7 @@ fn stories_recorded_at_older_schema_versions_still_replay_and_reproduce() {
             .count();
         assert!(old_runs >= 3, "{story} holds version {version} runs");
         reproduce_kept_runs(story, &events, &registry);
-        check_monitoring(story, &events, 2);
+        check_monitoring(story, &events, scored);
     }
 }
 
@@ -322,6 +337,22 @@ async fn record_story() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
+    // A deployment that keeps hashes only: its runs record their inputs' bins by that
+    // reference instead.
+    let hashes = call(
+        reqwest::Method::POST,
+        "/api/v1/deployments".into(),
+        json!({"model_id": model_id, "version": 1, "environment": "DEV", "retention": {"mode": "hashes"}}),
+    )
+    .await;
+    score(
+        hashes["data"]["deployment_id"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+        rows[1..4].to_vec(),
+    )
+    .await;
     // The demo's own drift thresholds.
     call(
         reqwest::Method::PUT,

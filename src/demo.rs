@@ -36,7 +36,7 @@ pub async fn seed(state: &AppState, admin: Uuid) -> Result<(Uuid, Uuid), ApiErro
     register(
         state,
         admin,
-        (project_id, model_id),
+        model_id,
         ("wine logistic regression", "wine_classifier.onnx"),
         WINE_MODEL,
     )
@@ -60,19 +60,26 @@ pub async fn seed(state: &AppState, admin: Uuid) -> Result<(Uuid, Uuid), ApiErro
     Ok((model_id, deployment))
 }
 
-/// Imports an ONNX model of the wine data (target `cultivar`) into `project` as an experiment
-/// named `name` with the artifact `file`, through the artifact processor, and registers it as
-/// the next version of `model`.
+/// Imports an ONNX model of the wine data (target `cultivar`) into the project of `model_id`
+/// as an experiment named `name` with the artifact `file`, through the artifact processor,
+/// and registers it as the model's next version.
 pub async fn register(
     state: &AppState,
     admin: Uuid,
-    (project_id, model_id): (Uuid, Uuid),
+    model_id: Uuid,
     (name, file): (&str, &str),
     bytes: &[u8],
 ) -> Result<(), ApiError> {
     let failed = |code: &'static str, e: String| {
         ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, code, e)
     };
+    let project_id = state
+        .registry
+        .read()
+        .models
+        .get(&model_id)
+        .map(|m| m.project_id)
+        .ok_or_else(|| failed("model_not_found", format!("no model {model_id}")))?;
     let stored = state
         .blobs
         .put(bytes)

@@ -163,6 +163,24 @@ async fn a_shifted_distribution_raises_drift_alerts_and_an_unshifted_one_does_no
     assert!(calm["written"].is_null());
     assert!(alerts(&srv, &calm_dep).await.is_empty());
 
+    // A hash-only deployment of the same rows: its inputs are judged by their bins' PSI.
+    let blind_dep = deploy_again(&srv, &model, json!({"mode": "hashes"})).await;
+    let inputs_only = json!({"window_minutes": 60, "input_drift": true});
+    assert_eq!(set_policy(&srv, &t, &blind_dep, inputs_only).await.0, 200);
+    score_rows(&srv, &blind_dep, &fields, &shifted).await;
+    let (st, blind) = evaluate(&srv, &t, &blind_dep).await;
+    assert_eq!(st, 200, "{blind}");
+    let observed = blind["observations"].as_array().unwrap();
+    assert_eq!(observed.len(), 1, "{blind}");
+    assert_eq!(
+        (&observed[0]["metric"], &observed[0]["crossed"]),
+        (&json!("input_drift"), &json!(true)),
+        "{blind}"
+    );
+    let share = observed[0]["value"].as_f64().unwrap();
+    assert!((share - 10.0 / 13.0).abs() < 1e-12, "{blind}");
+    assert_eq!(blind["written"]["events"][0]["event_type"], "AlertRaised");
+
     // The webhook failed the first delivery; the retry brings both alerts.
     let mut bodies = Vec::new();
     while bodies.len() < 2 {

@@ -178,10 +178,15 @@ async fn a_shifted_input_drifts_and_an_unshifted_one_does_not() {
     let (st, none) = drift(&srv, &dep, &format!("?from={later}")).await;
     assert_eq!((st, &none["runs"]), (200, &json!(0)), "{none}");
 
-    // A hash-only deployment of the same version: its inputs are not kept, and the report
-    // says what it could not see.
+    // A hash-only deployment of the same version: its inputs are not kept, so the exact
+    // tests cannot see them, and the report says so; but its runs' inputs were binned at
+    // scoring time, and PSI over those bins is exactly what a deployment that keeps the same
+    // rows gets from their values.
     let dep2 = deploy_again(&srv, &model, json!({"mode": "hashes"})).await;
-    score_rows(&srv, &dep2, &fields, &shifted[..200]).await;
+    let kept = deploy_again(&srv, &model, Value::Null).await;
+    for d in [&dep2, &kept] {
+        score_rows(&srv, d, &fields, &shifted[..200]).await;
+    }
     let (st, blind) = drift(&srv, &dep2, "").await;
     assert_eq!(st, 200, "{blind}");
     assert_eq!(
@@ -199,6 +204,46 @@ async fn a_shifted_input_drifts_and_an_unshifted_one_does_not() {
             .as_array()
             .unwrap()
             .is_empty()
+    );
+    let binned = &blind["binned"];
+    assert_eq!(
+        (&binned["runs"], &binned["rows"], &binned["unbinned_runs"]),
+        (&json!(2), &json!(200), &json!(0)),
+        "{blind}"
+    );
+    let (_, exact) = drift(&srv, &kept, "").await;
+    assert_eq!(exact["binned"]["runs"], 0, "{exact}");
+    for (j, name) in fields.iter().enumerate() {
+        let b = column(binned, name);
+        let e = column(&exact["inputs"], name);
+        assert_eq!(b["psi"], e["psi"], "{name}: {b} against {e}");
+        assert_eq!(b["psi_level"], e["psi_level"], "{name}");
+        assert_eq!(b["current_values"], e["current_values"], "{name}");
+        assert_eq!(b["psi_level"] != "ok", j < 10, "{b}");
+    }
+    // Ten of thirteen columns at PSI's alert level: the inputs drift by their bins.
+    assert_eq!(binned["dataset_drift"], true, "{binned}");
+    let share = binned["drift_share"].as_f64().unwrap();
+    assert!((share - 10.0 / 13.0).abs() < 1e-12, "{binned}");
+    // Binned by a reference that is no longer the version's: counted, not compared.
+    let (st, _) = put_reference(
+        &srv,
+        &t,
+        &model,
+        "",
+        Some("text/csv"),
+        csv(&fields, &reference[..300]),
+    )
+    .await;
+    assert_eq!(st, 200);
+    let (_, rebinned) = drift(&srv, &dep2, "").await;
+    assert_eq!(
+        (
+            &rebinned["binned"]["runs"],
+            &rebinned["binned"]["unbinned_runs"]
+        ),
+        (&json!(0), &json!(2)),
+        "{rebinned}"
     );
 }
 

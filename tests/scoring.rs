@@ -129,7 +129,7 @@ async fn a_deployed_classifier_scores_like_onnxruntime_and_every_prediction_is_r
         ),
         ("InferenceRunRecorded", Some(5))
     );
-    assert_eq!(event.unsigned.schema_version, 4);
+    assert_eq!(event.unsigned.schema_version, 5);
     assert_eq!(run["variant"], "primary");
     assert_eq!(s(&run["session"]["ort_version"]), "1.32.0");
     // The recorded input is the canonical encoding of exactly the rows the session saw.

@@ -116,16 +116,31 @@ impl AppState {
             };
             match compute(self, id, range, q).await {
                 Ok(r) => {
-                    for (metric, report) in [
-                        (Metric::InputDrift, &r.inputs),
-                        (Metric::PredictionDrift, &r.predictions),
-                    ] {
-                        if policy.watches(metric) && !report.columns.is_empty() {
+                    // Inputs not kept are judged by their bins' PSI when nothing else is.
+                    let binned = r.inputs.columns.is_empty() && !r.binned.columns.is_empty();
+                    let inputs = match binned {
+                        true => (r.binned.drift_share, r.binned.dataset_drift),
+                        false => (r.inputs.drift_share, r.inputs.dataset_drift),
+                    };
+                    let judged = [
+                        (
+                            Metric::InputDrift,
+                            inputs,
+                            binned || !r.inputs.columns.is_empty(),
+                        ),
+                        (
+                            Metric::PredictionDrift,
+                            (r.predictions.drift_share, r.predictions.dataset_drift),
+                            !r.predictions.columns.is_empty(),
+                        ),
+                    ];
+                    for (metric, (value, crossed), seen) in judged {
+                        if policy.watches(metric) && seen {
                             out.push(Observation {
                                 metric,
-                                value: report.drift_share,
+                                value,
                                 threshold: r.thresholds.dataset_share,
-                                crossed: report.dataset_drift,
+                                crossed,
                             });
                         }
                     }

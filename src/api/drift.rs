@@ -27,7 +27,8 @@ use crate::domain::reference::{
 };
 use crate::domain::schema::Column;
 
-use crate::drift::{Gather, Kind, Report, Sample, profile};
+use crate::domain::event::InferenceRunRecorded;
+use crate::drift::{Gather, Kind, PsiLevel, Report, Sample, bin_count, profile, psi_of_bins};
 use crate::log::envelope::Digest;
 use crate::runtime::batch::Table;
 use crate::runtime::scorer::Model;
@@ -108,6 +109,20 @@ pub async fn put_reference(
     let Query(options) =
         options.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
     let (format, bytes) = upload(&s, options.format, &headers, body).await?;
+    record_reference(&s, p.user_id, (model_id, version), schema, (format, bytes))
+        .await
+        .map(Json)
+}
+
+/// Profiles a version's reference file against its input `schema`, keeps the file as a
+/// blob, and records the profile as `actor`.
+pub async fn record_reference(
+    s: &AppState,
+    actor: Uuid,
+    (model_id, version): (Uuid, u32),
+    schema: Vec<Column>,
+    (format, bytes): (FileFormat, Vec<u8>),
+) -> Result<Written, ApiError> {
     let blobs = s.blobs.clone();
     let (dataset_blob, rows, columns) = tokio::task::spawn_blocking(move || {
         let (rows, columns) = profile_file(bytes.clone(), format, &schema)?;
@@ -124,19 +139,17 @@ pub async fn put_reference(
         rows,
         columns,
     };
-    let written = s
-        .run(
-            p.user_id,
-            |r| reference::record(r, p.user_id, record),
-            |r| {
-                r.models
-                    .get(&model_id)
-                    .and_then(|m| m.versions.get(&version))
-                    .and_then(|v| v.reference.clone())
-            },
-        )
-        .await?;
-    Ok(Json(written))
+    s.run(
+        actor,
+        |r| reference::record(r, actor, record),
+        |r| {
+            r.models
+                .get(&model_id)
+                .and_then(|m| m.versions.get(&version))
+                .and_then(|v| v.reference.clone())
+        },
+    )
+    .await
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -165,6 +178,9 @@ pub struct DriftReport {
     /// comparison, and counted here so a reader knows what the report did not see.
     pub unretained_runs: u64,
     pub unretained_rows: u64,
+    /// What is seen of the unretained runs: PSI over the bins their inputs were counted in at
+    /// scoring time (hash-only retention records them).
+    pub binned: BinnedReport,
     /// What drift was judged by: the deployment's thresholds, or the defaults.
     pub thresholds: DriftThresholds,
     /// Each input column against the reference data.
@@ -172,6 +188,111 @@ pub struct DriftReport {
     /// Prediction drift: each output column against the deployment's model's predictions
     /// for the reference data.
     pub predictions: Report,
+}
+
+/// PSI of the inputs of runs that were not kept, from their scoring-time bins.
+#[derive(Debug, Serialize, utoipa::ToSchema, async_graphql::SimpleObject)]
+pub struct BinnedReport {
+    /// Unretained runs binned by this reference, and their rows.
+    pub runs: u64,
+    pub rows: u64,
+    /// Unretained runs without bins by this reference: purged runs of a deployment that kept
+    /// its inputs, or runs binned by an earlier reference or recorded before runs had bins.
+    pub unbinned_runs: u64,
+    pub columns: Vec<BinnedColumn>,
+    /// Share of the binned columns whose PSI reaches the alert level; the inputs drift (by
+    /// their bins) when it reaches the deployment's `dataset_share`.
+    pub drift_share: f64,
+    pub dataset_drift: bool,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema, async_graphql::SimpleObject)]
+pub struct BinnedColumn {
+    pub column: String,
+    pub psi: f64,
+    pub psi_level: PsiLevel,
+    pub current_values: u64,
+    pub current_missing: u64,
+}
+
+/// The unretained runs' bins, summed per profiled column: counts and missing cells.
+struct Binned {
+    sums: Vec<(Vec<u64>, u64)>,
+    runs: u64,
+    rows: u64,
+    unbinned_runs: u64,
+}
+
+impl Binned {
+    fn new(profiles: &[ColumnProfile]) -> Binned {
+        Binned {
+            sums: profiles
+                .iter()
+                .map(|p| (vec![0; bin_count(p)], 0))
+                .collect(),
+            runs: 0,
+            rows: 0,
+            unbinned_runs: 0,
+        }
+    }
+
+    /// Adds an unretained run's bins, if they are by `reference_blob` and fit its profile
+    /// (`[missing, bin, count, …]` per column, each bin one of the profile's).
+    fn add(&mut self, reference_blob: &str, run: &InferenceRunRecorded) {
+        let fits = run.profile.as_deref().filter(|p| {
+            p.reference_blob == reference_blob
+                && p.columns.len() == self.sums.len()
+                && p.columns.iter().zip(&self.sums).all(|(c, (sum, _))| {
+                    c.len() % 2 == 1 && c[1..].chunks(2).all(|b| (b[0] as usize) < sum.len())
+                })
+        });
+        let Some(profile) = fits else {
+            self.unbinned_runs += 1;
+            return;
+        };
+        for (column, (sum, missing)) in profile.columns.iter().zip(&mut self.sums) {
+            *missing += column[0];
+            for pair in column[1..].chunks(2) {
+                sum[pair[0] as usize] += pair[1];
+            }
+        }
+        self.runs += 1;
+        self.rows += run.row_count;
+    }
+
+    fn report(self, profiles: &[ColumnProfile], thresholds: &DriftThresholds) -> BinnedReport {
+        let columns = profiles
+            .iter()
+            .zip(&self.sums)
+            .filter(|(_, (sum, _))| sum.iter().any(|c| *c > 0))
+            .map(|(p, (sum, missing))| {
+                let psi = psi_of_bins(p, sum);
+                BinnedColumn {
+                    column: p.name.clone(),
+                    psi,
+                    psi_level: PsiLevel::of(psi, thresholds),
+                    current_values: sum.iter().sum(),
+                    current_missing: *missing,
+                }
+            })
+            .collect::<Vec<_>>();
+        let alerting = columns
+            .iter()
+            .filter(|c| c.psi_level == PsiLevel::Alert)
+            .count();
+        let drift_share = match columns.len() {
+            0 => 0.0,
+            n => alerting as f64 / n as f64,
+        };
+        BinnedReport {
+            runs: self.runs,
+            rows: self.rows,
+            unbinned_runs: self.unbinned_runs,
+            dataset_drift: !columns.is_empty() && drift_share >= thresholds.dataset_share,
+            drift_share,
+            columns,
+        }
+    }
 }
 
 /// Columns of a schema gathered from tables that name them: runs' blobs, scored rows.
@@ -210,7 +331,7 @@ impl Columns {
     }
 }
 
-/// The current side: every retained run's inputs and outputs.
+/// The current side: every retained run's inputs and outputs, the others' bins.
 struct Current {
     inputs: BTreeMap<String, Sample>,
     outputs: BTreeMap<String, Sample>,
@@ -218,16 +339,18 @@ struct Current {
     rows: u64,
     unretained_runs: u64,
     unretained_rows: u64,
+    binned: Binned,
 }
 
 fn gather_runs(
     s: &AppState,
     positions: &[u64],
-    inputs: &[Column],
-    outputs: &[Column],
+    (inputs, outputs): (&[Column], &[Column]),
+    reference: &ReferenceProfile,
     retained: Retained,
 ) -> Result<Current, ApiError> {
     let (mut ins, mut outs) = (Columns::new(inputs), Columns::new(outputs));
+    let mut binned = Binned::new(&reference.columns);
     let (mut runs, mut rows, mut unretained_runs, mut unretained_rows) = (0, 0, 0, 0);
     for &position in positions {
         let (_, run) = run_at(s, position)?;
@@ -239,6 +362,7 @@ fn gather_runs(
         let Some((i, o)) = tables else {
             unretained_runs += 1;
             unretained_rows += run.row_count;
+            binned.add(&reference.dataset_blob, &run);
             continue;
         };
         // Only what is read counts toward the bound: unseen runs hold nothing in memory.
@@ -258,6 +382,7 @@ fn gather_runs(
         rows,
         unretained_runs,
         unretained_rows,
+        binned,
     })
 }
 
@@ -370,7 +495,7 @@ pub async fn compute(
             )
             .map_err(internal)?;
         let outputs = model.output_schema();
-        let current = gather_runs(&state, &positions, schema, &outputs, retained)?;
+        let current = gather_runs(&state, &positions, (schema, &outputs), &reference, retained)?;
         let hash = Digest::from_hex(&reference.dataset_blob)
             .ok_or_else(|| internal("bad reference hash"))?;
         let bytes = state.blobs.get(&hash).map_err(internal)?;
@@ -393,6 +518,7 @@ pub async fn compute(
             rows: current.rows,
             unretained_runs: current.unretained_runs,
             unretained_rows: current.unretained_rows,
+            binned: current.binned.report(&reference.columns, &thresholds),
             inputs: Report::new(
                 &reference.columns,
                 &reference_inputs,

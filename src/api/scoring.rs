@@ -22,6 +22,7 @@ use crate::domain::deployment::{DeploymentState, Retention, Security};
 use crate::domain::event::{InferenceRunRecorded, RegistryEvent, RunJob, RunRequest, RunSession};
 use crate::domain::may;
 use crate::domain::schema::{Column, ColumnType};
+use crate::drift::sketch;
 use crate::log::ExpectedVersion;
 use crate::runtime::scorer::{ScoreError, table_bytes};
 
@@ -886,11 +887,23 @@ pub(super) async fn record(
     let names: Vec<&str> = l.model.schema().iter().map(|c| c.name.as_str()).collect();
     let input = table_bytes(&names, rows);
     let output = table_bytes(out_fields, out_rows);
+    let mut profile = None;
     let (input_blob, output_blob) = match l.spec.retention {
-        Retention::Hashes => (
-            blake3::hash(&input).to_hex().to_string(),
-            blake3::hash(&output).to_hex().to_string(),
-        ),
+        Retention::Hashes => {
+            // The inputs are not kept: their bins are what drift will see of them.
+            profile = s
+                .registry
+                .read()
+                .models
+                .get(&l.spec.model_id)
+                .and_then(|m| m.versions.get(&l.spec.version))
+                .and_then(|v| v.reference.as_deref())
+                .map(|r| Box::new(sketch(&r.dataset_blob, &r.columns, &names, rows)));
+            (
+                blake3::hash(&input).to_hex().to_string(),
+                blake3::hash(&output).to_hex().to_string(),
+            )
+        }
         Retention::Full { .. } => {
             let blobs = s.blobs.clone();
             tokio::task::spawn_blocking(move || {
@@ -927,6 +940,7 @@ pub(super) async fn record(
         output_blob,
         requests,
         job,
+        profile,
     });
     let new = crate::api::command::new_event(&event, "system:scorer");
     let stream = crate::domain::deployment::stream(l.deployment_id);

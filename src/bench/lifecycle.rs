@@ -58,17 +58,10 @@ fn variant(model_id: Uuid, version: u32, weight: u32, shadow: bool) -> VariantBo
 
 pub async fn lifecycle(seconds: f64, updates: usize, as_json: bool) -> Result<(), Failure> {
     let (_scratch, state, admin, model, single) = demo("lifecycle").await?;
-    let project = state
-        .registry
-        .read()
-        .models
-        .get(&model)
-        .map(|m| m.project_id)
-        .ok_or("no demo model")?;
     crate::demo::register(
         &state,
         admin,
-        (project, model),
+        model,
         ("wine, stronger regularization", "wine_classifier_v2.onnx"),
         V2,
     )

@@ -457,6 +457,7 @@ pub(crate) fn run(i: u64, deployment: u64, requests: u64, rows_each: u64) -> Inf
             })
             .collect(),
         job: None,
+        profile: None,
     }
 }
 

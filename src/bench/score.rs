@@ -116,11 +116,98 @@ pub(super) fn raw_ort(model: &Model, rows: &[Vec<String>], seconds: f64) -> f64 
     scored as f64 / started.elapsed().as_secs_f64()
 }
 
+/// What binning a hash-only deployment's inputs at scoring time costs: two hash-only
+/// deployments of the same model, one of a version with reference data (its runs are binned)
+/// and one of a version without, under the same loads in the same run.
+async fn binning(
+    state: &AppState,
+    addr: std::net::SocketAddr,
+    admin: Uuid,
+    model: Uuid,
+    (one, thousand): (&Arc<Vec<u8>>, &Arc<Vec<u8>>),
+    seconds: f64,
+    figures: &mut Figures,
+) -> Result<(), Failure> {
+    let wine = include_bytes!("../../fixtures/models/wine_classifier.onnx");
+    crate::demo::register(
+        state,
+        admin,
+        model,
+        ("wine, no reference data", "wine_classifier.onnx"),
+        wine,
+    )
+    .await
+    .map_err(|e| e.detail)?;
+    let (fields, rows) = super::wine_rows(600)?;
+    let mut csv = fields.join(",");
+    for r in &rows {
+        csv.push('\n');
+        csv.push_str(&r.iter().map(f64::to_string).collect::<Vec<_>>().join(","));
+    }
+    let (_, schema) = crate::domain::reference::check(&state.registry.read(), admin, model, 1)
+        .map_err(|e| e.to_string())?;
+    let format = crate::domain::job::FileFormat::Csv;
+    crate::api::drift::record_reference(state, admin, (model, 1), schema, (format, csv.into()))
+        .await
+        .map_err(|e| e.detail)?;
+    let mut rates = Vec::new();
+    for (mode, version) in [("binned", 1), ("unbinned", 2)] {
+        let request = crate::api::deployments::NewDeployment {
+            retention: Some(crate::domain::deployment::Retention::Hashes),
+            security: Some(crate::api::deployments::SecurityRequest::None),
+            ..crate::api::deployments::NewDeployment::single(model, version, "DEV")
+        };
+        let written = state.deploy(admin, request).await.map_err(|e| e.detail)?;
+        let id = written.data["deployment_id"]
+            .as_str()
+            .ok_or("no deployment id")?
+            .to_string();
+        let path = format!("/{id}/model/score");
+        let r = load(addr, &path, one.clone(), 64, seconds).await?;
+        figures.say(
+            &format!("hashes_{mode}_1row_c64_requests_per_s"),
+            r.per_sec,
+            format!(
+                "hashes only, {mode:>8}, 1-row requests, concurrency 64: {:>8.0} req/s  p99 {:.2} ms",
+                r.per_sec, r.p99_ms
+            ),
+        );
+        let k = load(addr, &path, thousand.clone(), 4, seconds).await?;
+        figures.say(
+            &format!("hashes_{mode}_1000row_rows_per_s"),
+            k.per_sec * 1000.0,
+            format!(
+                "hashes only, {mode:>8}, 1000-row requests, concurrency  4: {:>8.0} rows/s",
+                k.per_sec * 1000.0
+            ),
+        );
+        rates.push((r.per_sec, k.per_sec));
+    }
+    let ((b1, b1000), (u1, u1000)) = (rates[0], rates[1]);
+    figures.say(
+        "binning_cost_ratio_c64",
+        b1 / u1,
+        format!(
+            "binned / unbinned, 1-row at concurrency 64: {:.2}x",
+            b1 / u1
+        ),
+    );
+    figures.say(
+        "binning_cost_ratio_1000row",
+        b1000 / u1000,
+        format!(
+            "binned / unbinned, 1000-row requests:      {:.2}x",
+            b1000 / u1000
+        ),
+    );
+    Ok(())
+}
+
 /// Recorded predictions the bench reproduces.
 const REPRODUCTIONS: usize = 200;
 
 pub async fn score(seconds: f64, as_json: bool) -> Result<(), Failure> {
-    let (_scratch, state, _, _, deployment) = demo("score").await?;
+    let (_scratch, state, admin, model_id, deployment) = demo("score").await?;
     let onnx = state.onnx;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
@@ -282,6 +369,16 @@ pub async fn score(seconds: f64, as_json: bool) -> Result<(), Failure> {
         ),
     );
     figures.say("reproduce_p99_ms", p99, String::new());
+    binning(
+        &state,
+        addr,
+        admin,
+        model_id,
+        (&one, &thousand),
+        seconds,
+        &mut figures,
+    )
+    .await?;
     figures.finish();
     let _ = stop.send(());
     let _ = server.await;

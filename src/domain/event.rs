@@ -261,7 +261,7 @@ events! {
     /// One ONNX Runtime session run and the requests it answered: everything needed to run it
     /// again the same way. Inputs and outputs are blobs in canonical JSON
     /// (`{"fields": [...], "rows": [[...]]}`, RFC 8785), named by their blake3 hash.
-    /// Schema version 4; versions 1 to 3 are read through `upcast`.
+    /// Schema version 5; versions 1 to 4 are read through `upcast`.
     InferenceRunRecorded {
         run_id: Uuid,
         deployment_id: Uuid,
@@ -283,6 +283,10 @@ events! {
         /// The batch scoring job this run is part of; none for online scoring.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         job: Option<RunJob>,
+        /// The inputs binned at scoring time by the model version's reference profile, when
+        /// the deployment keeps hashes only: what drift still sees of inputs not kept.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        profile: Option<Box<RunProfile>>,
     }
     /// A batch scoring job started on a file, named by its blake3 hash. The file is not kept:
     /// its scored rows are in the runs' blobs, under the deployment's retention policy.
@@ -321,6 +325,21 @@ pub struct RunJob {
     pub first_row: u64,
     /// 0-based file rows of the span that were refused, ascending.
     pub skipped_rows: Vec<u64>,
+}
+
+/// A run's inputs binned by a reference profile (`drift::sketch`), compactly: every run of a
+/// hash-only deployment carries one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunProfile {
+    /// blake3 of the reference data whose recorded profile (`ReferenceProfileRecorded`)
+    /// holds the bins.
+    pub reference_blob: String,
+    /// Per profiled column, in the profile's order: `[missing, bin, count, bin, count, …]`,
+    /// the missing cells, then each bin that got values (ascending) with its count. A bin is
+    /// a numeric profile's bin, or for categories the index of a top value, the last index
+    /// being "other".
+    pub columns: Vec<Vec<u64>>,
 }
 
 /// What an inference run's session ran with: its outputs are bit-exact only under the same.
@@ -473,9 +492,10 @@ mod tests {
             output_blob: "22".repeat(32),
             requests: Vec::new(),
             job: None,
+            profile: None,
         };
         let event = RegistryEvent::InferenceRunRecorded(run);
-        assert_eq!(event.schema_version(), 4);
+        assert_eq!(event.schema_version(), 5);
         // Versions 1 to 3 had no variant: their runs were the primary one's.
         let mut v3 = event.payload();
         v3.as_object_mut().unwrap().remove("variant");
@@ -492,6 +512,7 @@ mod tests {
         assert_eq!(decode(2, &v3).unwrap(), Some(event.clone()));
         assert_eq!(decode(3, &v3).unwrap(), Some(event.clone()));
         assert_eq!(decode(4, &event.payload()).unwrap(), Some(event.clone()));
+        assert_eq!(decode(5, &event.payload()).unwrap(), Some(event.clone()));
         // A payload stamped with the wrong version does not decode as another shape.
         assert!(matches!(decode(2, &v1), Err(DecodeError::Payload { .. })));
         assert!(matches!(decode(1, &v3), Err(DecodeError::Upcast(_))));
@@ -499,7 +520,7 @@ mod tests {
             decode(3, &event.payload()),
             Err(DecodeError::Upcast(_))
         ));
-        let newer = decode(5, &event.payload()).unwrap_err();
+        let newer = decode(6, &event.payload()).unwrap_err();
         assert!(
             newer.to_string().contains("newer than this build"),
             "{newer}"

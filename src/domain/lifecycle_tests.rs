@@ -381,6 +381,7 @@ fn updates_start_once_and_the_scorer_ends_them() {
         output_blob: String::new(),
         requests: vec![],
         job: None,
+        profile: None,
     };
     assert_eq!(d.spec_of_run(&run).map(|s| s.version), Some(1));
     // A/B weights change in place; the mode may change too.

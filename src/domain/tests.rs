@@ -1059,6 +1059,7 @@ fn jobs_start_on_healthy_deployments_for_editors_and_end_once() {
             first_row: 0,
             skipped_rows: vec![1],
         }),
+        profile: None,
     });
     w.apply(&deployment::stream(d), vec![run]);
     let recorded = &w.state.jobs[&j].recorded;

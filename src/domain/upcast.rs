@@ -17,6 +17,7 @@ const STEPS: &[(&str, u32, Step)] = &[
     ("InferenceRunRecorded", 1, run_session_v2),
     ("InferenceRunRecorded", 2, run_job_v3),
     ("InferenceRunRecorded", 3, run_variant_v4),
+    ("InferenceRunRecorded", 4, run_profile_v5),
     ("DeploymentCreated", 1, deployment_variants_v2),
 ];
 
@@ -141,6 +142,15 @@ fn run_variant_v4(run: &mut Map<String, Value>) -> Result<(), String> {
     Ok(())
 }
 
+/// `InferenceRunRecorded` v5 may carry the inputs binned at scoring time (`profile`); a v4
+/// run had none, and reads as a v5 run without one.
+fn run_profile_v5(run: &mut Map<String, Value>) -> Result<(), String> {
+    match run.contains_key("profile") {
+        true => Err("a version 4 run cannot carry a profile".into()),
+        false => Ok(()),
+    }
+}
+
 /// `DeploymentCreated` v2 deploys named variants in a mode; a v1 deployment served its one
 /// `spec` alone: the single variant `primary`, of weight 1, not promoted, with no reason.
 fn deployment_variants_v2(created: &mut Map<String, Value>) -> Result<(), String> {
@@ -182,7 +192,7 @@ mod tests {
 
     #[test]
     fn versions_follow_the_steps() {
-        assert_eq!(current("InferenceRunRecorded"), 4);
+        assert_eq!(current("InferenceRunRecorded"), 5);
         assert_eq!(current("DeploymentCreated"), 2);
         assert_eq!(current("ProjectCreated"), 1);
         assert_eq!(current("NoSuchEvent"), 1);
@@ -217,6 +227,11 @@ mod tests {
         assert_eq!(upcast("InferenceRunRecorded", 2, v2.clone()).unwrap(), v4);
         assert_eq!(upcast("InferenceRunRecorded", 3, v2.clone()).unwrap(), v4);
         assert_eq!(upcast("InferenceRunRecorded", 4, v4.clone()).unwrap(), v4);
+        assert_eq!(upcast("InferenceRunRecorded", 5, v4.clone()).unwrap(), v4);
+        let mut binned = v4.clone();
+        binned["profile"] = json!({"reference_blob": "00", "columns": []});
+        let e = upcast("InferenceRunRecorded", 4, binned).unwrap_err();
+        assert!(e.to_string().contains("cannot carry a profile"), "{e}");
         let mut named = v2.clone();
         named["variant"] = json!("b");
         let e = upcast("InferenceRunRecorded", 3, named).unwrap_err();

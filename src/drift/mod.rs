@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::domain::event::RunProfile;
 use crate::domain::reference::{ColumnProfile, DriftThresholds, Summary, ValueCount};
 use crate::domain::schema::ColumnType;
 
@@ -306,23 +307,18 @@ fn bin_counts(cuts: &[f64], values: &[f64]) -> Vec<u64> {
     counts
 }
 
-/// A profile's PSI bins as shares of its values, and `current`'s shares in the same bins;
-/// for categories, the profile's top values and "other".
-fn psi_shares(
+/// `current` counted in a profile's PSI bins: its bins for numbers; for categories its top
+/// values, then "other". None when the kinds differ.
+fn psi_bins(
     profile: &ColumnProfile,
     current: &Sample,
     current_counts: Option<&BTreeMap<String, u64>>,
-) -> (Vec<f64>, Vec<f64>) {
-    let share = |counts: &[u64], n: usize| -> Vec<f64> {
-        counts.iter().map(|c| *c as f64 / n as f64).collect()
-    };
-    let reference_n = profile.count as usize;
+) -> Option<Vec<u64>> {
     match (&profile.summary, &current.values) {
-        (Summary::Numeric { edges, counts, .. }, Values::Numeric(v)) => (
-            share(counts, reference_n),
-            share(&bin_counts(cuts(edges, counts.len()), v), v.len()),
-        ),
-        (Summary::Categorical { top, other }, _) => {
+        (Summary::Numeric { edges, counts, .. }, Values::Numeric(v)) => {
+            Some(bin_counts(cuts(edges, counts.len()), v))
+        }
+        (Summary::Categorical { top, .. }, _) => {
             let counted;
             let current_counts = match current_counts {
                 Some(c) => c,
@@ -331,16 +327,112 @@ fn psi_shares(
                     &counted
                 }
             };
-            let mut reference: Vec<u64> = top.iter().map(|t| t.count).collect();
-            reference.push(*other);
             let mut cur: Vec<u64> = top
                 .iter()
                 .map(|t| current_counts.get(&t.value).copied().unwrap_or(0))
                 .collect();
             cur.push(current.len() as u64 - cur.iter().sum::<u64>());
-            (share(&reference, reference_n), share(&cur, current.len()))
+            Some(cur)
         }
-        (Summary::Numeric { .. }, Values::Categorical(_)) => (vec![], vec![]),
+        (Summary::Numeric { .. }, Values::Categorical(_)) => None,
+    }
+}
+
+/// PSI of a profile's bins (as shares of its values) against `current` counts in the same
+/// bins (see `psi_bins`), however they were counted: from a sample's values, or summed from
+/// runs' scoring-time bins.
+pub fn psi_of_bins(profile: &ColumnProfile, current: &[u64]) -> f64 {
+    let share = |counts: &[u64]| -> Vec<f64> {
+        let n: u64 = counts.iter().sum();
+        counts.iter().map(|c| *c as f64 / n as f64).collect()
+    };
+    let reference = reference_bins(profile);
+    stats::psi(&share(&reference), &share(current))
+}
+
+/// How many PSI bins a profile has.
+pub fn bin_count(profile: &ColumnProfile) -> usize {
+    match &profile.summary {
+        Summary::Numeric { counts, .. } => counts.len(),
+        Summary::Categorical { top, .. } => top.len() + 1,
+    }
+}
+
+/// The profile's own counts in its PSI bins.
+fn reference_bins(profile: &ColumnProfile) -> Vec<u64> {
+    match &profile.summary {
+        Summary::Numeric { counts, .. } => counts.clone(),
+        Summary::Categorical { top, other } => {
+            top.iter().map(|t| t.count).chain([*other]).collect()
+        }
+    }
+}
+
+/// A column's cells counted in its profile's PSI bins, read as `Gather::push` reads them
+/// (empty, NaN and infinite cells are missing; so is a cell of a numeric column that does
+/// not parse, as the drift report counts it): the bin counts and the missing cells.
+pub fn bin_cells<'a>(
+    profile: &ColumnProfile,
+    cells: impl Iterator<Item = &'a str>,
+) -> (Vec<u64>, u64) {
+    let mut counts = vec![0u64; bin_count(profile)];
+    let mut missing = 0u64;
+    for cell in cells {
+        let bin = match &profile.summary {
+            _ if cell.is_empty() => None,
+            Summary::Numeric { edges, counts, .. } => {
+                let cuts = cuts(edges, counts.len());
+                cell.trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|x| x.is_finite())
+                    .map(|x| cuts.partition_point(|c| *c <= x + 0.0))
+            }
+            Summary::Categorical { top, .. } => Some(
+                top.iter()
+                    .position(|t| t.value == cell)
+                    .unwrap_or(top.len()),
+            ),
+        };
+        match bin.and_then(|b| counts.get_mut(b)) {
+            Some(c) => *c += 1,
+            None => missing += 1,
+        }
+    }
+    (counts, missing)
+}
+
+/// A run's inputs (`rows` under `fields`) binned by a reference's column profiles, for the
+/// run's record: every profiled column, in the profile's order (one the rows lack is all
+/// missing).
+pub fn sketch(
+    reference_blob: &str,
+    profiles: &[ColumnProfile],
+    fields: &[&str],
+    rows: &[Vec<String>],
+) -> RunProfile {
+    let columns = profiles
+        .iter()
+        .map(|p| {
+            let at = fields.iter().position(|f| *f == p.name);
+            let cells = rows
+                .iter()
+                .map(|r| at.and_then(|i| r.get(i)).map_or("", String::as_str));
+            let (counts, missing) = bin_cells(p, cells);
+            std::iter::once(missing)
+                .chain(
+                    counts
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, c)| **c > 0)
+                        .flat_map(|(b, c)| [b as u64, *c]),
+                )
+                .collect()
+        })
+        .collect();
+    RunProfile {
+        reference_blob: reference_blob.to_string(),
+        columns,
     }
 }
 
@@ -397,6 +489,17 @@ pub enum PsiLevel {
     Ok,
     Warn,
     Alert,
+}
+
+impl PsiLevel {
+    /// H2O's convention, at the thresholds given.
+    pub fn of(psi: f64, thresholds: &DriftThresholds) -> PsiLevel {
+        match psi {
+            p if p >= thresholds.psi_alert => PsiLevel::Alert,
+            p if p >= thresholds.psi_warn => PsiLevel::Warn,
+            _ => PsiLevel::Ok,
+        }
+    }
 }
 
 /// One column's drift.
@@ -486,8 +589,9 @@ pub fn compare(
     } else {
         score >= threshold
     };
-    let (r, c) = psi_shares(profile, current, current_counts.as_ref());
-    let psi = stats::psi(&r, &c);
+    // The kinds agree here (checked above), so the current side always has bins.
+    let psi = psi_bins(profile, current, current_counts.as_ref())
+        .map_or(f64::NAN, |bins| psi_of_bins(profile, &bins));
     Ok(ColumnDrift {
         column: profile.name.clone(),
         kind: reference.kind(),
@@ -497,11 +601,7 @@ pub fn compare(
         drifted,
         statistic,
         psi,
-        psi_level: match psi {
-            p if p >= thresholds.psi_alert => PsiLevel::Alert,
-            p if p >= thresholds.psi_warn => PsiLevel::Warn,
-            _ => PsiLevel::Ok,
-        },
+        psi_level: PsiLevel::of(psi, thresholds),
         reference_values: reference.len() as u64,
         current_values: current.len() as u64,
         current_missing: current.missing,
@@ -658,6 +758,59 @@ mod tests {
         let d = compare(&p, &reference, &shifted, &DriftThresholds::default()).unwrap();
         assert!(d.drifted && d.score < 1e-6, "{d:?}");
         assert_eq!(d.psi_level, PsiLevel::Alert);
+    }
+
+    #[test]
+    fn cells_binned_one_by_one_give_the_psi_of_their_sample() {
+        // Numbers: repeated values, values on the edges, below and above the range, -0, NaN,
+        // empty and unparsable cells; categories beyond the top and empty ones.
+        let reference: Vec<String> = (0..200).map(|i| ((i * 7) % 50).to_string()).collect();
+        let current: Vec<String> = (0..150)
+            .map(|i| match i % 17 {
+                0 => String::new(),
+                1 => "NaN".into(),
+                2 => "x".into(),
+                3 => "-0".into(),
+                4 => "-100".into(),
+                5 => "1e9".into(),
+                _ => ((i * 3) % 60).to_string(),
+            })
+            .collect();
+        let sample = |kind, cells: &[String]| {
+            let mut g = Gather::new(kind);
+            for c in cells {
+                if g.push(c).is_err() {
+                    g.push("").ok();
+                }
+            }
+            g.finish()
+        };
+        for kind in [Kind::Numeric, Kind::Categorical] {
+            let r = sample(kind, &reference);
+            let c = sample(kind, &current);
+            let p = profile("x", &r).unwrap();
+            let exact = compare(&p, &r, &c, &DriftThresholds::default()).unwrap();
+            let (bins, missing) = bin_cells(&p, current.iter().map(String::as_str));
+            assert_eq!(bins.len(), bin_count(&p));
+            assert_eq!(Some(bins.clone()), psi_bins(&p, &c, None), "{kind:?}");
+            assert_eq!(missing, c.missing, "{kind:?}");
+            assert_eq!(
+                psi_of_bins(&p, &bins).to_bits(),
+                exact.psi.to_bits(),
+                "{kind:?}"
+            );
+            // Summed from runs' sparse bins, the same counts.
+            let mut summed = vec![0u64; bins.len()];
+            let fields = ["x"];
+            for run in current.chunks(7) {
+                let rows: Vec<Vec<String>> = run.iter().map(|c| vec![c.clone()]).collect();
+                let sketched = sketch("ref", std::slice::from_ref(&p), &fields, &rows);
+                for pair in sketched.columns[0][1..].chunks(2) {
+                    summed[pair[0] as usize] += pair[1];
+                }
+            }
+            assert_eq!(summed, bins, "{kind:?}");
+        }
     }
 
     #[test]

@@ -336,6 +336,7 @@ mod tests {
                 output_blob: String::new(),
                 requests,
                 job: None,
+                profile: None,
             })),
         }
     }

@@ -441,6 +441,7 @@ mod tests {
             output_blob: "22".repeat(32),
             requests: Vec::new(),
             job: None,
+            profile: None,
         }
     }
 
