@@ -318,3 +318,181 @@ async fn latency_alerts_resolve_and_bad_policies_append_nothing() {
     assert!(resolved["value"].as_f64().unwrap() < 1e6);
     assert_eq!(all[0]["raised"]["threshold"], 0.001);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_rate_and_accuracy_alerts_raise_and_resolve() {
+    let srv = Server::start().await;
+    let t = srv.admin_token.clone();
+    let (_, _, d) = deployed_wine(&srv, "errors").await;
+    let dep = s(&d["data"]["deployment_id"]);
+
+    // Limits out of range, and a regressor's limit on a classifier: refused, nothing appended.
+    let before = srv.size();
+    for (policy, field) in [
+        (
+            json!({"window_minutes": 5, "error_rate": 1.0}),
+            "error_rate",
+        ),
+        (
+            json!({"window_minutes": 5, "error_rate": 0.0}),
+            "error_rate",
+        ),
+        (
+            json!({"window_minutes": 5, "accuracy_min": 1.5}),
+            "accuracy_min",
+        ),
+        (json!({"window_minutes": 5, "rmse_max": 0.0}), "rmse_max"),
+        (
+            json!({"window_minutes": 5, "accuracy_min": 0.9, "rmse_max": 1.0}),
+            "rmse_max",
+        ),
+        (json!({"window_minutes": 5, "rmse_max": 1.0}), "rmse_max"),
+    ] {
+        let (st, e) = set_policy(&srv, &t, &dep, policy.clone()).await;
+        assert_eq!(
+            (st, s(&e["code"]).as_str()),
+            (422, "invalid_field"),
+            "{policy}: {e}"
+        );
+        assert!(s(&e["detail"]).starts_with(field), "{policy}: {e}");
+    }
+    assert_eq!(srv.size(), before, "a refused policy appended");
+    let (st, w) = set_policy(
+        &srv,
+        &t,
+        &dep,
+        json!({"window_minutes": 5, "error_rate": 0.2, "accuracy_min": 0.9}),
+    )
+    .await;
+    assert_eq!(st, 200, "{w}");
+
+    // Nothing scored yet: neither metric is observed, nothing is raised.
+    let (st, e) = evaluate(&srv, &t, &dep).await;
+    assert_eq!(st, 200, "{e}");
+    assert_eq!(e["observations"], json!([]), "{e}");
+
+    // Four answered, two refused as bad (the caller's), two refused while paused (the
+    // server's): two server errors in eight requests.
+    let (fields, rows) = wine(0, 4, &[]);
+    let mut answered = Vec::new();
+    for r in &rows {
+        let (st, headers, b) = score(&srv, &dep, json!({"fields": fields, "rows": [r]})).await;
+        assert_eq!(st, 200, "{b}");
+        let id = headers["provenant-request-id"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        let p: Vec<f64> = b["score"][0]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap().parse().unwrap())
+            .collect();
+        let predicted = (0..3).fold(0, |m, i| if p[i] > p[m] { i } else { m });
+        answered.push((id, predicted));
+    }
+    for _ in 0..2 {
+        let (st, _, _) = score(&srv, &dep, json!({"fields": ["nope"], "rows": [["1"]]})).await;
+        assert_eq!(st, 400);
+    }
+    let pause = |action: &'static str| {
+        let (srv, t, dep) = (&srv, &t, &dep);
+        async move {
+            let (st, b) = srv
+                .call(
+                    "POST",
+                    &format!("/api/v1/deployments/{dep}:{action}"),
+                    Some(t),
+                    json!({"reason": "maintenance"}),
+                )
+                .await;
+            assert_eq!(st, 200, "{b}");
+        }
+    };
+    pause("pause").await;
+    for r in &rows[..2] {
+        let (st, _, _) = score(&srv, &dep, json!({"fields": fields, "rows": [r]})).await;
+        assert_eq!(st, 503);
+    }
+    pause("resume").await;
+
+    // Every actual the other class than predicted: accuracy 0.
+    let wrong: Vec<Value> = answered
+        .iter()
+        .map(|(id, p)| json!({"request_id": id, "row": 0, "actual": ((p + 1) % 3).to_string()}))
+        .collect();
+    let (st, w) = srv
+        .call(
+            "POST",
+            &format!("/api/v1/deployments/{dep}/actuals"),
+            Some(&t),
+            json!({ "actuals": wrong }),
+        )
+        .await;
+    assert_eq!(st, 200, "{w}");
+
+    let (st, e) = evaluate(&srv, &t, &dep).await;
+    assert_eq!(st, 200, "{e}");
+    let observed = |e: &Value, metric: &str| {
+        e["observations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["metric"] == metric)
+            .cloned()
+            .unwrap_or_else(|| panic!("{metric} not observed: {e}"))
+    };
+    let rate = observed(&e, "error_rate");
+    assert_eq!(
+        (&rate["value"], &rate["threshold"], &rate["crossed"]),
+        (&json!(0.25), &json!(0.2), &json!(true)),
+        "{e}"
+    );
+    let acc = observed(&e, "accuracy");
+    assert_eq!(
+        (&acc["value"], &acc["threshold"], &acc["crossed"]),
+        (&json!(0.0), &json!(0.9), &json!(true)),
+        "{e}"
+    );
+    let raised: Vec<&str> = e["written"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["event_type"].as_str().unwrap())
+        .collect();
+    assert_eq!(raised, ["AlertRaised", "AlertRaised"], "{e}");
+    // Evaluated again with nothing changed: nothing more is raised.
+    let (_, again) = evaluate(&srv, &t, &dep).await;
+    assert!(again["written"].is_null(), "{again}");
+
+    // The actuals corrected (each replaces the last for its row), and a higher limit on
+    // errors: both resolve, each with the evidence that resolved it.
+    let right: Vec<Value> = answered
+        .iter()
+        .map(|(id, p)| json!({"request_id": id, "row": 0, "actual": p.to_string()}))
+        .collect();
+    let (st, _) = srv
+        .call(
+            "POST",
+            &format!("/api/v1/deployments/{dep}/actuals"),
+            Some(&t),
+            json!({ "actuals": right }),
+        )
+        .await;
+    assert_eq!(st, 200);
+    let (st, _) = set_policy(
+        &srv,
+        &t,
+        &dep,
+        json!({"window_minutes": 5, "error_rate": 0.5, "accuracy_min": 0.9}),
+    )
+    .await;
+    assert_eq!(st, 200);
+    let (_, e) = evaluate(&srv, &t, &dep).await;
+    assert_eq!(e["written"]["events"].as_array().unwrap().len(), 2, "{e}");
+    let all = alerts(&srv, &dep).await;
+    let by = |metric: &str| all.iter().find(|a| a["metric"] == metric).unwrap().clone();
+    assert_eq!(by("accuracy")["resolved"]["value"], 1.0);
+    assert_eq!(by("error_rate")["resolved"]["threshold"], 0.5);
+    assert!(all.iter().all(|a| !a["resolved"].is_null()));
+}

@@ -183,7 +183,7 @@ async fn a_shifted_input_drifts_and_an_unshifted_one_does_not() {
     // scoring time, and PSI over those bins is exactly what a deployment that keeps the same
     // rows gets from their values.
     let dep2 = deploy_again(&srv, &model, json!({"mode": "hashes"})).await;
-    let kept = deploy_again(&srv, &model, Value::Null).await;
+    let kept = deploy_again(&srv, &model, json!({"mode": "full", "days": 0})).await;
     for d in [&dep2, &kept] {
         score_rows(&srv, d, &fields, &shifted[..200]).await;
     }
@@ -225,6 +225,32 @@ async fn a_shifted_input_drifts_and_an_unshifted_one_does_not() {
     assert_eq!(binned["dataset_drift"], true, "{binned}");
     let share = binned["drift_share"].as_f64().unwrap();
     assert!((share - 10.0 / 13.0).abs() < 1e-12, "{binned}");
+    // The kept runs purged: their inputs are gone, their bins remain, and PSI over them is
+    // what the values gave.
+    let (st, purged) = srv
+        .call(
+            "POST",
+            &format!("/api/v1/deployments/{kept}:purge"),
+            Some(&t),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(
+        (st, &purged["data"]["purged"]),
+        (200, &json!(2)),
+        "{purged}"
+    );
+    let (_, gone) = drift(&srv, &kept, "").await;
+    assert!(gone["inputs"]["columns"].as_array().unwrap().is_empty());
+    assert_eq!(
+        (&gone["unretained_runs"], &gone["binned"]["runs"]),
+        (&json!(2), &json!(2)),
+        "{gone}"
+    );
+    for name in &fields {
+        let e = column(&exact["inputs"], name);
+        assert_eq!(column(&gone["binned"], name)["psi"], e["psi"], "{name}");
+    }
     // Binned by a reference that is no longer the version's: counted, not compared.
     let (st, _) = put_reference(
         &srv,

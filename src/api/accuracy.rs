@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::auth::Principal;
 use super::command::Written;
-use super::deployments::readable;
+use super::deployments::{not_found, readable};
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::jobs::{bad_file, internal, upload};
@@ -202,13 +202,13 @@ pub struct AccuracyWindow {
 type Joined = (Vec<(Vec<f64>, usize)>, Vec<(f64, f64)>);
 
 /// How a model's outputs read as a prediction.
-enum Task {
+pub(super) enum Task {
     /// Output column of each class, by class order.
     Classification(Vec<String>, Vec<String>),
     Regression(String),
 }
 
-fn task(fields: &[String], target: Option<&str>) -> Option<Task> {
+pub(super) fn task(fields: &[String], target: Option<&str>) -> Option<Task> {
     let prefix = target.map(|t| format!("{t}."));
     let classes: Vec<String> = fields
         .iter()
@@ -237,16 +237,33 @@ pub async fn get(
         seconds("from", q.from.as_deref())?,
         seconds("to", q.to.as_deref())?,
     );
+    readable(
+        &s.registry.read(),
+        &p,
+        id,
+        "reading the accuracy of deployment",
+    )?;
     let resolution = q.resolution.unwrap_or(Resolution::Hour);
+    compute(&s, id, (from, to), resolution).await.map(Json)
+}
+
+/// A deployment's accuracy over its predictions committed in the minutes that start in
+/// `from..to` (Unix seconds, either open), per window of `resolution`.
+pub async fn compute(
+    s: &AppState,
+    id: Uuid,
+    (from, to): (Option<i64>, Option<i64>),
+    resolution: Resolution,
+) -> Result<AccuracyReport, ApiError> {
     s.registry.wait_for(s.ledger.head().size).await?;
     let (spec, retained) = {
         let reg = s.registry.read();
-        let d = readable(&reg, &p, id, "reading the accuracy of deployment")?;
+        let d = reg.deployments.get(&id).ok_or_else(|| not_found(id))?;
         (d.spec.clone(), Retained::of(d))
     };
     let positions = s.registry.monitoring().run_positions(id, from, to);
     let state = s.clone();
-    let report = tokio::task::spawn_blocking(move || {
+    tokio::task::spawn_blocking(move || {
         let length = resolution.seconds();
         let mut task_of: Option<Task> = None;
         let mut windows: BTreeMap<i64, Joined> = BTreeMap::new();
@@ -352,6 +369,5 @@ pub async fn get(
         })
     })
     .await
-    .map_err(|e| internal("internal", e))??;
-    Ok(Json(report))
+    .map_err(|e| internal("internal", e))?
 }

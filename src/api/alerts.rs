@@ -13,6 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use uuid::Uuid;
 
 use super::AppState;
+use super::accuracy::{Task, task};
 use super::auth::{Principal, forbidden};
 use super::command::Written;
 use super::deployments::{not_found, readable};
@@ -20,10 +21,11 @@ use super::drift::{DriftQuery, compute};
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath};
 use crate::domain::alert::{self, Alert, AlertPolicy, Metric, Observation, webhook_parts};
-use crate::domain::deployment::DeploymentState;
+use crate::domain::deployment::{DeploymentSpec, DeploymentState};
 use crate::domain::event::ProjectRole;
 use crate::domain::{DomainError, may};
 use crate::log::envelope::format_time;
+use crate::projections::monitoring::Resolution;
 
 /// Who evaluates alerts.
 pub const MONITOR: &str = "system:monitor";
@@ -99,8 +101,9 @@ impl AppState {
         })
     }
 
-    /// The watched metrics over the window; a drift metric without reference data, or a
-    /// latency without requests, is not observed (and an open alert on it stays open).
+    /// The watched metrics over the window; a drift metric without reference data, a
+    /// latency or error rate without requests, or an accuracy without actuals, is not
+    /// observed (and an open alert on it stays open).
     async fn observe(
         &self,
         id: Uuid,
@@ -149,16 +152,53 @@ impl AppState {
                 Err(e) => return Err(e),
             }
         }
-        if let (Some(limit), (Some(from), Some(to))) = (policy.latency_p95_ms, range) {
-            let w = self.registry.monitoring().summary(id, from, to);
-            if let Some(p95) = w.latency_us.quantile(0.95).filter(|_| w.requests > 0) {
-                let ms = p95 as f64 / 1e3;
+        let (Some(from), Some(to)) = range else {
+            return Ok(out);
+        };
+        let w = self.registry.monitoring().summary(id, from, to);
+        if let Some(limit) = policy.latency_p95_ms
+            && let Some(p95) = w.latency_us.quantile(0.95).filter(|_| w.requests > 0)
+        {
+            let ms = p95 as f64 / 1e3;
+            out.push(Observation {
+                metric: Metric::LatencyP95Ms,
+                value: ms,
+                threshold: limit,
+                crossed: ms > limit,
+            });
+        }
+        if let Some(limit) = policy.error_rate {
+            // Answered requests are the projection's; refused ones are counted live.
+            let refused = self.errors.between(id, from, to);
+            let requests = w.requests + refused.all;
+            if requests > 0 {
+                let rate = refused.server as f64 / requests as f64;
                 out.push(Observation {
-                    metric: Metric::LatencyP95Ms,
-                    value: ms,
+                    metric: Metric::ErrorRate,
+                    value: rate,
                     threshold: limit,
-                    crossed: ms > limit,
+                    crossed: rate > limit,
                 });
+            }
+        }
+        if policy.accuracy_min.is_some() || policy.rmse_max.is_some() {
+            let r = super::accuracy::compute(self, id, range, Resolution::Day).await?;
+            let judged = [
+                (Metric::Accuracy, policy.accuracy_min, r.total.accuracy),
+                (Metric::Rmse, policy.rmse_max, r.total.rmse),
+            ];
+            for (metric, limit, value) in judged {
+                if let (Some(threshold), Some(value)) = (limit, value) {
+                    out.push(Observation {
+                        metric,
+                        value,
+                        threshold,
+                        crossed: match metric {
+                            Metric::Accuracy => value < threshold,
+                            _ => value > threshold,
+                        },
+                    });
+                }
             }
         }
         Ok(out)
@@ -247,6 +287,16 @@ pub async fn put_policy(
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(policy): ApiJson<AlertPolicy>,
 ) -> Result<Json<Written>, ApiError> {
+    // The decider's refusals come first; then what it cannot see: the model's outputs.
+    let spec = {
+        let reg = s.registry.read();
+        alert::set_policy(&reg, p.user_id, id, policy.clone())?;
+        reg.deployments.get(&id).map(|d| d.spec.clone())
+    };
+    if let Some(spec) = spec.filter(|_| policy.accuracy_min.is_some() || policy.rmse_max.is_some())
+    {
+        fits_outputs(&s, &policy, spec).await?;
+    }
     let written = s
         .run(
             p.user_id,
@@ -255,6 +305,48 @@ pub async fn put_policy(
         )
         .await?;
     Ok(Json(written))
+}
+
+/// An accuracy threshold must be the model's kind: `accuracy_min` a classifier's (one
+/// probability output per class of the target), `rmse_max` a regressor's (one output).
+async fn fits_outputs(
+    s: &AppState,
+    policy: &AlertPolicy,
+    spec: DeploymentSpec,
+) -> Result<(), ApiError> {
+    let state = s.clone();
+    let target = spec.target_column.clone();
+    let fields = tokio::task::spawn_blocking(move || {
+        state
+            .serving
+            .model_of(state.onnx, &state.blobs, &spec)
+            .map(|m| {
+                m.output_schema()
+                    .into_iter()
+                    .map(|c| c.name)
+                    .collect::<Vec<_>>()
+            })
+    })
+    .await
+    .map_err(|e| super::jobs::internal("internal", e))?
+    .map_err(|e| super::jobs::internal("model_unavailable", e))?;
+    let kind = match task(&fields, target.as_deref()) {
+        Some(Task::Classification(..)) => Some("classifier"),
+        Some(Task::Regression(_)) => Some("regressor"),
+        None => None,
+    };
+    let (field, needs) = match policy.accuracy_min {
+        Some(_) => ("accuracy_min", "classifier"),
+        None => ("rmse_max", "regressor"),
+    };
+    let detail = match kind {
+        Some(k) if k == needs => return Ok(()),
+        Some(k) => format!("needs a {needs}; the deployment's model is a {k} (outputs {fields:?})"),
+        None => format!(
+            "needs a {needs}; the deployment's outputs {fields:?} are neither one probability per class of the target nor one value"
+        ),
+    };
+    Err(ApiError::from(DomainError::Invalid { field, detail }))
 }
 
 /// `GET /api/v1/deployments/{deployment_id}/alerts`: its alerts, open and resolved, oldest

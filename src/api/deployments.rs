@@ -165,6 +165,23 @@ impl Serving {
 
     /// The model of these parts (everything that shapes it), shared with the live deployments
     /// and recent reproductions that loaded the same; loaded from the blob store otherwise.
+    /// The model a deployment's `spec` runs.
+    pub fn model_of(
+        &self,
+        onnx: &'static Onnx,
+        blobs: &BlobStore,
+        spec: &DeploymentSpec,
+    ) -> Result<Arc<Model>, String> {
+        self.model(
+            onnx,
+            blobs,
+            &spec.model_blob,
+            &spec.input_schema,
+            spec.target_column.as_deref(),
+            session_settings(spec),
+        )
+    }
+
     pub fn model(
         &self,
         onnx: &'static Onnx,
@@ -322,14 +339,7 @@ impl AppState {
         let serving = self.serving.clone();
         let (variant, shadow) = (name.to_string(), v.shadow);
         tokio::task::spawn_blocking(move || {
-            let model = serving.model(
-                onnx,
-                &blobs,
-                &spec.model_blob,
-                &spec.input_schema,
-                spec.target_column.as_deref(),
-                session_settings(&spec),
-            )?;
+            let model = serving.model_of(onnx, &blobs, &spec)?;
             // Warm-up: the sample request the scorer offers must score before traffic comes.
             let sample = vec![super::scoring::sample_row(model.schema())];
             model

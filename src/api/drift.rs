@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::auth::Principal;
 use super::command::Written;
-use super::deployments::{not_found, readable, session_settings};
+use super::deployments::{not_found, readable};
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::jobs::{bad_file, upload};
@@ -179,7 +179,7 @@ pub struct DriftReport {
     pub unretained_runs: u64,
     pub unretained_rows: u64,
     /// What is seen of the unretained runs: PSI over the bins their inputs were counted in at
-    /// scoring time (hash-only retention records them).
+    /// scoring time (every run of a version with reference data records them).
     pub binned: BinnedReport,
     /// What drift was judged by: the deployment's thresholds, or the defaults.
     pub thresholds: DriftThresholds,
@@ -196,8 +196,8 @@ pub struct BinnedReport {
     /// Unretained runs binned by this reference, and their rows.
     pub runs: u64,
     pub rows: u64,
-    /// Unretained runs without bins by this reference: purged runs of a deployment that kept
-    /// its inputs, or runs binned by an earlier reference or recorded before runs had bins.
+    /// Unretained runs without bins by this reference: runs binned by an earlier reference,
+    /// scored before the version had one, or recorded before runs had bins.
     pub unbinned_runs: u64,
     pub columns: Vec<BinnedColumn>,
     /// Share of the binned columns whose PSI reaches the alert level; the inputs drift (by
@@ -485,14 +485,7 @@ pub async fn compute(
         let schema = &spec.input_schema;
         let model = state
             .serving
-            .model(
-                state.onnx,
-                &state.blobs,
-                &spec.model_blob,
-                schema,
-                spec.target_column.as_deref(),
-                session_settings(&spec),
-            )
+            .model_of(state.onnx, &state.blobs, &spec)
             .map_err(internal)?;
         let outputs = model.output_schema();
         let current = gather_runs(&state, &positions, (schema, &outputs), &reference, retained)?;

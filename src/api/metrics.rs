@@ -30,8 +30,24 @@ pub const MAX_WINDOWS: usize = 7 * 24 * 60;
 /// appends nothing to the ledger (it must not: anyone can send one), so these are the one
 /// figure here that is not recomputed from the log; they count since the process started.
 pub struct ErrorCounts {
-    counts: Mutex<BTreeMap<(Uuid, u16), u64>>,
+    counts: Mutex<Counts>,
     since: String,
+}
+
+#[derive(Default)]
+struct Counts {
+    totals: BTreeMap<(Uuid, u16), u64>,
+    /// Per deployment and minute (Unix seconds / 60), the last day's refused requests and
+    /// how many of them were server errors: what an error-rate alert reads.
+    minutes: BTreeMap<Uuid, BTreeMap<i64, Refused>>,
+}
+
+/// One minute's refused requests of one deployment.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Refused {
+    pub all: u64,
+    /// Answered 5xx: the server's failures, not the caller's.
+    pub server: u64,
 }
 
 impl Default for ErrorCounts {
@@ -44,20 +60,50 @@ impl Default for ErrorCounts {
 }
 
 impl ErrorCounts {
-    fn add(&self, deployment: Uuid, status: u16) {
-        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        *counts.entry((deployment, status)).or_default() += 1;
+    fn lock(&self) -> std::sync::MutexGuard<'_, Counts> {
+        self.counts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn add(&self, deployment: Uuid, status: u16, minute: i64) {
+        let mut counts = self.lock();
+        *counts.totals.entry((deployment, status)).or_default() += 1;
+        let minutes = counts.minutes.entry(deployment).or_default();
+        let m = minutes.entry(minute).or_default();
+        m.all += 1;
+        m.server += u64::from(status >= 500);
+        let oldest = minute - i64::from(crate::domain::alert::MAX_WINDOW_MINUTES);
+        while minutes.first_key_value().is_some_and(|(m, _)| *m < oldest) {
+            minutes.pop_first();
+        }
     }
 
     fn of(&self, deployment: Uuid) -> Vec<StatusCount> {
-        let counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        counts
+        self.lock()
+            .totals
             .range((deployment, 0)..=(deployment, u16::MAX))
             .map(|((_, status), count)| StatusCount {
                 status: *status,
                 count: *count,
             })
             .collect()
+    }
+
+    /// A deployment's refused requests in the minutes that start in `from..to` (Unix
+    /// seconds), as far back as a day.
+    pub fn between(&self, deployment: Uuid, from: i64, to: i64) -> Refused {
+        let counts = self.lock();
+        let mut out = Refused::default();
+        let minutes = counts.minutes.get(&deployment).into_iter().flat_map(|m| {
+            m.range(crate::projections::monitoring::minutes_starting_in(
+                Some(from),
+                Some(to),
+            ))
+        });
+        for (_, m) in minutes {
+            out.all += m.all;
+            out.server += m.server;
+        }
+        out
     }
 }
 
@@ -80,7 +126,8 @@ pub async fn count_errors(State(s): State<AppState>, req: Request, next: Next) -
     if let Some(id) = deployment
         && s.registry.read().deployments.contains_key(&id)
     {
-        s.errors.add(id, status.as_u16());
+        s.errors
+            .add(id, status.as_u16(), Utc::now().timestamp().div_euclid(60));
     }
     response
 }
@@ -349,9 +396,8 @@ pub async fn prometheus(State(s): State<AppState>, p: Principal) -> Result<Respo
     );
     let errors: Vec<((Uuid, u16), u64)> = s
         .errors
-        .counts
         .lock()
-        .unwrap_or_else(|p| p.into_inner())
+        .totals
         .iter()
         .map(|(k, v)| (*k, *v))
         .collect();
@@ -380,4 +426,27 @@ fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refused_requests_count_by_minute_for_a_day() {
+        let counts = ErrorCounts::default();
+        let (d, other) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        for (status, minute) in [(503, 100), (400, 100), (500, 101), (401, 102)] {
+            counts.add(d, status, minute);
+        }
+        counts.add(other, 503, 101);
+        // Minutes 100 and 101 start in 6000..6061; 102 does not.
+        assert_eq!(counts.between(d, 6000, 6061), Refused { all: 3, server: 2 });
+        assert_eq!(counts.between(d, 6001, 6120), Refused { all: 1, server: 1 });
+        assert_eq!(counts.of(d).len(), 4);
+        // A day later the first minutes are gone from the windows, not from the totals.
+        counts.add(d, 503, 100 + 1440 + 1);
+        assert_eq!(counts.between(d, 0, 6120), Refused { all: 1, server: 0 });
+        assert_eq!(counts.of(d).iter().map(|c| c.count).sum::<u64>(), 5);
+    }
 }

@@ -887,23 +887,21 @@ pub(super) async fn record(
     let names: Vec<&str> = l.model.schema().iter().map(|c| c.name.as_str()).collect();
     let input = table_bytes(&names, rows);
     let output = table_bytes(out_fields, out_rows);
-    let mut profile = None;
+    // Every run's inputs are binned by its version's reference profile, so drift still sees
+    // them once their blobs are gone: never kept (hash-only retention) or purged.
+    let profile = s
+        .registry
+        .read()
+        .models
+        .get(&l.spec.model_id)
+        .and_then(|m| m.versions.get(&l.spec.version))
+        .and_then(|v| v.reference.as_deref())
+        .map(|r| Box::new(sketch(&r.dataset_blob, &r.columns, &names, rows)));
     let (input_blob, output_blob) = match l.spec.retention {
-        Retention::Hashes => {
-            // The inputs are not kept: their bins are what drift will see of them.
-            profile = s
-                .registry
-                .read()
-                .models
-                .get(&l.spec.model_id)
-                .and_then(|m| m.versions.get(&l.spec.version))
-                .and_then(|v| v.reference.as_deref())
-                .map(|r| Box::new(sketch(&r.dataset_blob, &r.columns, &names, rows)));
-            (
-                blake3::hash(&input).to_hex().to_string(),
-                blake3::hash(&output).to_hex().to_string(),
-            )
-        }
+        Retention::Hashes => (
+            blake3::hash(&input).to_hex().to_string(),
+            blake3::hash(&output).to_hex().to_string(),
+        ),
         Retention::Full { .. } => {
             let blobs = s.blobs.clone();
             tokio::task::spawn_blocking(move || {

@@ -35,6 +35,23 @@ pub enum Metric {
     PredictionDrift,
     /// The 95th percentile of request latency, in milliseconds, above the policy's limit.
     LatencyP95Ms,
+    /// The share of scoring requests answered with a server error (5xx), above the limit.
+    ErrorRate,
+    /// A classifier's accuracy against the recorded actuals, below the policy's minimum.
+    Accuracy,
+    /// A regressor's RMSE against the recorded actuals, above the policy's limit.
+    Rmse,
+}
+
+impl Metric {
+    pub const ALL: [Metric; 6] = [
+        Metric::InputDrift,
+        Metric::PredictionDrift,
+        Metric::LatencyP95Ms,
+        Metric::ErrorRate,
+        Metric::Accuracy,
+        Metric::Rmse,
+    ];
 }
 
 /// What to watch for one deployment, over the trailing `window_minutes`.
@@ -49,6 +66,17 @@ pub struct AlertPolicy {
     /// Alert while the window's p95 latency exceeds this many milliseconds.
     #[serde(default)]
     pub latency_p95_ms: Option<f64>,
+    /// Alert while more than this share (above 0, below 1) of the window's scoring requests
+    /// get a server error.
+    #[serde(default)]
+    pub error_rate: Option<f64>,
+    /// Alert while a classifier's accuracy over the window's predictions with actuals is
+    /// below this share (above 0, at most 1).
+    #[serde(default)]
+    pub accuracy_min: Option<f64>,
+    /// Alert while a regressor's RMSE over the window's predictions with actuals exceeds this.
+    #[serde(default)]
+    pub rmse_max: Option<f64>,
     /// `http://host[:port]/path` to POST each raised and resolved alert to, as JSON.
     #[serde(default)]
     pub webhook: Option<String>,
@@ -60,6 +88,9 @@ impl AlertPolicy {
             Metric::InputDrift => self.input_drift,
             Metric::PredictionDrift => self.prediction_drift,
             Metric::LatencyP95Ms => self.latency_p95_ms.is_some(),
+            Metric::ErrorRate => self.error_rate.is_some(),
+            Metric::Accuracy => self.accuracy_min.is_some(),
+            Metric::Rmse => self.rmse_max.is_some(),
         }
     }
 }
@@ -120,19 +151,42 @@ pub fn set_policy(
     if !(1..=MAX_WINDOW_MINUTES).contains(&policy.window_minutes) {
         return Err(invalid("window_minutes", "must be 1 to 1440"));
     }
-    if let Some(ms) = policy.latency_p95_ms
-        && !(ms.is_finite() && ms > 0.0)
-    {
-        return Err(invalid("latency_p95_ms", "must be a positive number"));
+    let positive = |x: f64| x.is_finite() && x > 0.0;
+    let limits: [(&'static str, Option<f64>, &dyn Fn(f64) -> bool, &str); 4] = [
+        (
+            "latency_p95_ms",
+            policy.latency_p95_ms,
+            &positive,
+            "a positive number",
+        ),
+        (
+            "error_rate",
+            policy.error_rate,
+            &|x| x > 0.0 && x < 1.0,
+            "a share above 0 and below 1",
+        ),
+        (
+            "accuracy_min",
+            policy.accuracy_min,
+            &|x| x > 0.0 && x <= 1.0,
+            "a share above 0, at most 1",
+        ),
+        ("rmse_max", policy.rmse_max, &positive, "a positive number"),
+    ];
+    for (field, limit, fits, what) in limits {
+        if let Some(x) = limit
+            && !fits(x)
+        {
+            return Err(invalid(field, &format!("must be {what}")));
+        }
     }
-    if ![
-        Metric::InputDrift,
-        Metric::PredictionDrift,
-        Metric::LatencyP95Ms,
-    ]
-    .iter()
-    .any(|m| policy.watches(*m))
-    {
+    if policy.accuracy_min.is_some() && policy.rmse_max.is_some() {
+        return Err(invalid(
+            "rmse_max",
+            "a model is a classifier (accuracy_min) or a regressor (rmse_max), not both",
+        ));
+    }
+    if !Metric::ALL.iter().any(|m| policy.watches(*m)) {
         return Err(invalid("policy", "watches nothing"));
     }
     if let Some(url) = &policy.webhook

@@ -1132,12 +1132,65 @@ fn alerts_are_raised_once_per_crossing_and_resolved_when_back_within() {
         input_drift: true,
         prediction_drift: false,
         latency_p95_ms: Some(250.0),
+        error_rate: None,
+        accuracy_min: None,
+        rmse_max: None,
         webhook: Some("http://hooks.internal:8080/provenant".into()),
     };
     assert!(matches!(
         alert::set_policy(&w.state, outsider, d, policy.clone()),
         Err(DomainError::Forbidden(_))
     ));
+    // Shares are shares, limits positive, and a model is a classifier or a regressor.
+    for (bad, field) in [
+        (
+            AlertPolicy {
+                error_rate: Some(1.0),
+                ..policy.clone()
+            },
+            "error_rate",
+        ),
+        (
+            AlertPolicy {
+                error_rate: Some(-0.1),
+                ..policy.clone()
+            },
+            "error_rate",
+        ),
+        (
+            AlertPolicy {
+                accuracy_min: Some(0.0),
+                ..policy.clone()
+            },
+            "accuracy_min",
+        ),
+        (
+            AlertPolicy {
+                rmse_max: Some(f64::INFINITY),
+                ..policy.clone()
+            },
+            "rmse_max",
+        ),
+        (
+            AlertPolicy {
+                accuracy_min: Some(0.8),
+                rmse_max: Some(2.0),
+                ..policy.clone()
+            },
+            "rmse_max",
+        ),
+    ] {
+        assert!(
+            matches!(alert::set_policy(&w.state, editor, d, bad), Err(DomainError::Invalid { field: f, .. }) if f == field),
+            "{field}"
+        );
+    }
+    let full = AlertPolicy {
+        error_rate: Some(0.05),
+        accuracy_min: Some(1.0),
+        ..policy.clone()
+    };
+    assert!(alert::set_policy(&w.state, editor, d, full).is_ok());
     let decision = alert::set_policy(&w.state, editor, d, policy.clone()).unwrap();
     w.apply(&decision.stream.clone(), decision.events);
     assert_eq!(w.state.deployments[&d].alert_policy, Some(policy.clone()));

@@ -19,6 +19,9 @@ const STEPS: &[(&str, u32, Step)] = &[
     ("InferenceRunRecorded", 3, run_variant_v4),
     ("InferenceRunRecorded", 4, run_profile_v5),
     ("DeploymentCreated", 1, deployment_variants_v2),
+    ("AlertPolicySet", 1, policy_metrics_v2),
+    ("AlertRaised", 1, alert_metric_v2),
+    ("AlertResolved", 1, alert_metric_v2),
 ];
 
 /// The schema version writers stamp on `event_type` today.
@@ -170,6 +173,31 @@ fn deployment_variants_v2(created: &mut Map<String, Value>) -> Result<(), String
     Ok(())
 }
 
+/// `AlertPolicySet` v2 may watch the error rate and accuracy (`error_rate`, `accuracy_min`,
+/// `rmse_max`); a v1 policy watched none of them, and reads as a v2 policy that does not.
+fn policy_metrics_v2(set: &mut Map<String, Value>) -> Result<(), String> {
+    let policy = set
+        .get("policy")
+        .and_then(Value::as_object)
+        .ok_or("policy is missing")?;
+    match ["error_rate", "accuracy_min", "rmse_max"]
+        .iter()
+        .find(|k| policy.contains_key(**k))
+    {
+        Some(k) => Err(format!("a version 1 policy cannot watch {k}")),
+        None => Ok(()),
+    }
+}
+
+/// `AlertRaised` and `AlertResolved` v2 may name the metrics v2 policies watch; a v1 alert's
+/// metric is one of the three before them, and reads unchanged.
+fn alert_metric_v2(alert: &mut Map<String, Value>) -> Result<(), String> {
+    match alert.get("metric").and_then(Value::as_str) {
+        Some("input_drift" | "prediction_drift" | "latency_p95_ms") => Ok(()),
+        other => Err(format!("{other:?} is not a version 1 metric")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,6 +222,7 @@ mod tests {
     fn versions_follow_the_steps() {
         assert_eq!(current("InferenceRunRecorded"), 5);
         assert_eq!(current("DeploymentCreated"), 2);
+        assert_eq!(current("AlertRaised"), 2);
         assert_eq!(current("ProjectCreated"), 1);
         assert_eq!(current("NoSuchEvent"), 1);
     }
@@ -258,6 +287,19 @@ mod tests {
         );
         let e = upcast("DeploymentCreated", 1, json!({"deployment_id": "d"})).unwrap_err();
         assert!(e.to_string().contains("spec is missing"), "{e}");
+    }
+
+    #[test]
+    fn a_v1_alert_reads_unchanged_and_cannot_name_a_later_metric() {
+        let policy = json!({"policy": {"window_minutes": 5, "input_drift": true}});
+        assert_eq!(upcast("AlertPolicySet", 1, policy.clone()).unwrap(), policy);
+        let later = json!({"policy": {"window_minutes": 5, "error_rate": 0.1}});
+        let e = upcast("AlertPolicySet", 1, later).unwrap_err();
+        assert!(e.to_string().contains("cannot watch error_rate"), "{e}");
+        let raised = json!({"metric": "latency_p95_ms"});
+        assert_eq!(upcast("AlertRaised", 1, raised.clone()).unwrap(), raised);
+        let e = upcast("AlertResolved", 1, json!({"metric": "rmse"})).unwrap_err();
+        assert!(e.to_string().contains("not a version 1 metric"), "{e}");
     }
 
     #[test]

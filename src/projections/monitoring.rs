@@ -253,15 +253,9 @@ impl Monitoring {
         let Some(served) = self.deployments.get(&deployment) else {
             return Vec::new();
         };
-        let first = from.map_or(i64::MIN, |f| {
-            f.div_euclid(60) + i64::from(f.rem_euclid(60) != 0)
-        });
-        let end = to.map_or(i64::MAX, |t| {
-            t.div_euclid(60) + i64::from(t.rem_euclid(60) != 0)
-        });
         served
             .runs
-            .range(first..end.max(first))
+            .range(minutes_starting_in(from, to))
             .flat_map(|(_, p)| p.iter().copied())
             .collect()
     }
@@ -288,7 +282,7 @@ impl Monitoring {
 }
 
 /// The minutes (Unix seconds / 60) that start in `from..to`, either open.
-fn minutes_starting_in(from: Option<i64>, to: Option<i64>) -> std::ops::Range<i64> {
+pub fn minutes_starting_in(from: Option<i64>, to: Option<i64>) -> std::ops::Range<i64> {
     let ceil = |s: i64| s.div_euclid(60) + i64::from(s.rem_euclid(60) != 0);
     let first = from.map_or(i64::MIN, ceil);
     first..to.map_or(i64::MAX, ceil).max(first)

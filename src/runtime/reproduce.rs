@@ -269,8 +269,10 @@ pub fn reproduce(
     let started = Instant::now();
     let run = target.run;
     let settings = settings(run, overrides)?;
-    let mut notes = check_machine(onnx, run)?;
+    // Without its input a run reproduces on no machine: that is said first, so an auditor
+    // learns to resubmit it before where to run it.
     let (input, input_source) = input_bytes(blobs, run, resubmitted)?;
+    let mut notes = check_machine(onnx, run)?;
     let model_hash = digest(&run.model_blob)?;
     if !blobs.contains(&model_hash) {
         return Err(Blocked::ArtifactMissing {
