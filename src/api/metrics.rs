@@ -446,7 +446,8 @@ mod tests {
         assert_eq!(counts.of(d).len(), 4);
         // A day later the first minutes are gone from the windows, not from the totals.
         counts.add(d, 503, 100 + 1440 + 1);
-        assert_eq!(counts.between(d, 0, 6120), Refused { all: 1, server: 0 });
+        assert_eq!(counts.between(d, 6000, 6060), Refused::default());
+        assert_eq!(counts.between(d, 0, 6120), Refused { all: 1, server: 1 });
         assert_eq!(counts.of(d).iter().map(|c| c.count).sum::<u64>(), 5);
     }
 }

@@ -68,14 +68,14 @@ pub struct AlertPolicy {
     pub latency_p95_ms: Option<f64>,
     /// Alert while more than this share (above 0, below 1) of the window's scoring requests
     /// get a server error.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_rate: Option<f64>,
     /// Alert while a classifier's accuracy over the window's predictions with actuals is
     /// below this share (above 0, at most 1).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accuracy_min: Option<f64>,
     /// Alert while a regressor's RMSE over the window's predictions with actuals exceeds this.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rmse_max: Option<f64>,
     /// `http://host[:port]/path` to POST each raised and resolved alert to, as JSON.
     #[serde(default)]
@@ -151,33 +151,22 @@ pub fn set_policy(
     if !(1..=MAX_WINDOW_MINUTES).contains(&policy.window_minutes) {
         return Err(invalid("window_minutes", "must be 1 to 1440"));
     }
-    let positive = |x: f64| x.is_finite() && x > 0.0;
-    let limits: [(&'static str, Option<f64>, &dyn Fn(f64) -> bool, &str); 4] = [
-        (
-            "latency_p95_ms",
-            policy.latency_p95_ms,
-            &positive,
-            "a positive number",
-        ),
-        (
-            "error_rate",
-            policy.error_rate,
-            &|x| x > 0.0 && x < 1.0,
-            "a share above 0 and below 1",
-        ),
-        (
-            "accuracy_min",
-            policy.accuracy_min,
-            &|x| x > 0.0 && x <= 1.0,
-            "a share above 0, at most 1",
-        ),
-        ("rmse_max", policy.rmse_max, &positive, "a positive number"),
+    // (field, limit, highest allowed, whether the highest is allowed itself)
+    let limits = [
+        ("latency_p95_ms", policy.latency_p95_ms, f64::MAX, true),
+        ("error_rate", policy.error_rate, 1.0, false),
+        ("accuracy_min", policy.accuracy_min, 1.0, true),
+        ("rmse_max", policy.rmse_max, f64::MAX, true),
     ];
-    for (field, limit, fits, what) in limits {
-        if let Some(x) = limit
-            && !fits(x)
-        {
-            return Err(invalid(field, &format!("must be {what}")));
+    for (field, limit, most, most_allowed) in limits {
+        let Some(x) = limit else { continue };
+        if !(x > 0.0 && (x < most || (most_allowed && x == most))) {
+            let detail = match (most, most_allowed) {
+                (f64::MAX, _) => "must be a positive number",
+                (_, true) => "must be a share above 0, at most 1",
+                (_, false) => "must be a share above 0 and below 1",
+            };
+            return Err(invalid(field, detail));
         }
     }
     if policy.accuracy_min.is_some() && policy.rmse_max.is_some() {
