@@ -59,6 +59,19 @@ async fn scored_requests_show_in_windows_counters_and_a_rebuilt_projection() {
     assert!(w["latency_ms"]["p50"].as_f64().unwrap() > 0.0, "{w}");
     assert!(w["latency_ms"]["p99"].as_f64().unwrap() <= w["latency_ms"]["max"].as_f64().unwrap());
     assert_eq!(m["errors"], json!(refused));
+    // By window too: the minutes they came in, summed by status, are the same counts.
+    let mut by_window = std::collections::BTreeMap::new();
+    for w in m["error_windows"].as_array().unwrap() {
+        for e in w["errors"].as_array().unwrap() {
+            *by_window.entry(e["status"].as_u64().unwrap()).or_insert(0) +=
+                e["count"].as_u64().unwrap();
+        }
+    }
+    let by_window: Vec<Value> = by_window
+        .iter()
+        .map(|(status, count)| json!({"status": status, "count": count}))
+        .collect();
+    assert_eq!(json!(by_window), json!(refused), "{m}");
 
     // Rolled up to a day, the same totals in one window.
     let (_, day) = srv
@@ -72,6 +85,8 @@ async fn scored_requests_show_in_windows_counters_and_a_rebuilt_projection() {
     assert_eq!(day["windows"].as_array().unwrap().len(), 1);
     assert_eq!(day["windows"][0]["requests"], 12);
     assert_eq!(day["windows"][0]["rows"], rows);
+    assert_eq!(day["error_windows"][0]["errors"], json!(refused));
+    assert_eq!(day["error_windows"][0]["start"], day["windows"][0]["start"]);
     // A range before any run holds nothing.
     let (_, none) = srv
         .call(
@@ -87,7 +102,7 @@ async fn scored_requests_show_in_windows_counters_and_a_rebuilt_projection() {
     let (st, g) = srv
         .graphql(
             &t,
-            "query($id: ID!) { deployment(id: $id) { metrics(resolution: \"day\") { windows { requests rows latencyMs { p50 max } } errors { status count } } } }",
+            "query($id: ID!) { deployment(id: $id) { metrics(resolution: \"day\") { windows { requests rows latencyMs { p50 max } } errors { status count } errorWindows { errors { status count } } } } }",
             json!({"id": dep}),
         )
         .await;
@@ -96,6 +111,7 @@ async fn scored_requests_show_in_windows_counters_and_a_rebuilt_projection() {
     assert_eq!(gm["windows"][0]["requests"], 12);
     assert_eq!(gm["windows"][0]["rows"], rows);
     assert_eq!(gm["errors"], json!(refused));
+    assert_eq!(gm["errorWindows"][0]["errors"], json!(refused));
 
     // Prometheus: counters and an exact latency histogram per deployment.
     let (st, text) = srv.call("GET", "/metrics", Some(&t), Value::Null).await;

@@ -37,9 +37,9 @@ pub struct ErrorCounts {
 #[derive(Default)]
 struct Counts {
     totals: BTreeMap<(Uuid, u16), u64>,
-    /// Per deployment and minute (Unix seconds / 60), the last day's refused requests and
-    /// how many of them were server errors: what an error-rate alert reads.
-    minutes: BTreeMap<Uuid, BTreeMap<i64, Refused>>,
+    /// Per deployment and minute (Unix seconds / 60), the last day's refused requests by
+    /// status: the windows of errors, and what an error-rate alert reads.
+    minutes: BTreeMap<Uuid, BTreeMap<i64, BTreeMap<u16, u64>>>,
 }
 
 /// One minute's refused requests of one deployment.
@@ -68,9 +68,11 @@ impl ErrorCounts {
         let mut counts = self.lock();
         *counts.totals.entry((deployment, status)).or_default() += 1;
         let minutes = counts.minutes.entry(deployment).or_default();
-        let m = minutes.entry(minute).or_default();
-        m.all += 1;
-        m.server += u64::from(status >= 500);
+        *minutes
+            .entry(minute)
+            .or_default()
+            .entry(status)
+            .or_default() += 1;
         let oldest = minute - i64::from(crate::domain::alert::MAX_WINDOW_MINUTES);
         while minutes.first_key_value().is_some_and(|(m, _)| *m < oldest) {
             minutes.pop_first();
@@ -99,11 +101,36 @@ impl ErrorCounts {
                 Some(to),
             ))
         });
-        for (_, m) in minutes {
-            out.all += m.all;
-            out.server += m.server;
+        for (status, count) in minutes.flat_map(|(_, m)| m) {
+            out.all += count;
+            if *status >= 500 {
+                out.server += count;
+            }
         }
         out
+    }
+
+    /// A deployment's refused requests by status in windows of `length` seconds that
+    /// overlap `from..to` (either open), oldest first; the last day's only.
+    fn windows(
+        &self,
+        deployment: Uuid,
+        length: i64,
+        (from, to): (Option<i64>, Option<i64>),
+    ) -> Vec<(i64, BTreeMap<u16, u64>)> {
+        let counts = self.lock();
+        let mut out: BTreeMap<i64, BTreeMap<u16, u64>> = BTreeMap::new();
+        for (minute, statuses) in counts.minutes.get(&deployment).into_iter().flatten() {
+            let start = (minute * 60).div_euclid(length) * length;
+            if from.is_some_and(|f| start + length <= f) || to.is_some_and(|t| start >= t) {
+                continue;
+            }
+            let window = out.entry(start).or_default();
+            for (status, count) in statuses {
+                *window.entry(*status).or_default() += count;
+            }
+        }
+        out.into_iter().collect()
     }
 }
 
@@ -156,6 +183,16 @@ pub struct Metrics {
     /// Refused scoring requests by status, since `errors_since` (not in the ledger).
     pub errors: Vec<StatusCount>,
     pub errors_since: String,
+    /// The same per window, oldest first, for the windows of the last day (and since
+    /// `errors_since`); windows without refusals are left out.
+    pub error_windows: Vec<ErrorWindow>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema, async_graphql::SimpleObject)]
+pub struct ErrorWindow {
+    pub start: String,
+    pub end: String,
+    pub errors: Vec<StatusCount>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema, async_graphql::SimpleObject)]
@@ -212,12 +249,13 @@ fn quantiles_ms(h: &Histogram) -> Quantiles {
     }
 }
 
+fn time(s: i64) -> String {
+    DateTime::from_timestamp(s, 0)
+        .map(format_time)
+        .unwrap_or_default()
+}
+
 fn window_report(start: i64, length: i64, w: &Window) -> WindowReport {
-    let time = |s: i64| {
-        DateTime::from_timestamp(s, 0)
-            .map(format_time)
-            .unwrap_or_default()
-    };
     WindowReport {
         start: time(start),
         end: time(start + length),
@@ -304,6 +342,19 @@ pub fn report(
         versions,
         errors: s.errors.of(id),
         errors_since: s.errors.since.clone(),
+        error_windows: s
+            .errors
+            .windows(id, length, (from, to))
+            .into_iter()
+            .map(|(start, statuses)| ErrorWindow {
+                start: time(start),
+                end: time(start + length),
+                errors: statuses
+                    .into_iter()
+                    .map(|(status, count)| StatusCount { status, count })
+                    .collect(),
+            })
+            .collect(),
     })
 }
 
@@ -444,6 +495,17 @@ mod tests {
         assert_eq!(counts.between(d, 6000, 6061), Refused { all: 3, server: 2 });
         assert_eq!(counts.between(d, 6001, 6120), Refused { all: 1, server: 1 });
         assert_eq!(counts.of(d).len(), 4);
+        // Minutes 100 to 102 in windows of two minutes: 6000..6120 and 6120..6240.
+        let windows = counts.windows(d, 120, (None, None));
+        assert_eq!(
+            windows,
+            [
+                (6000, BTreeMap::from([(400, 1), (500, 1), (503, 1)])),
+                (6120, BTreeMap::from([(401, 1)])),
+            ]
+        );
+        assert_eq!(counts.windows(d, 120, (Some(6120), None)).len(), 1);
+        assert_eq!(counts.windows(d, 120, (None, Some(6000))), []);
         // A day later the first minutes are gone from the windows, not from the totals.
         counts.add(d, 503, 100 + 1440 + 1);
         assert_eq!(counts.between(d, 6000, 6060), Refused::default());
