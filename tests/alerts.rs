@@ -416,19 +416,17 @@ async fn error_rate_and_accuracy_alerts_raise_and_resolve() {
     }
     pause("resume").await;
 
-    // Every actual the other class than predicted: accuracy 0.
-    let wrong: Vec<Value> = answered
-        .iter()
-        .map(|(id, p)| json!({"request_id": id, "row": 0, "actual": ((p + 1) % 3).to_string()}))
-        .collect();
-    let (st, w) = srv
-        .call(
-            "POST",
-            &format!("/api/v1/deployments/{dep}/actuals"),
-            Some(&t),
-            json!({ "actuals": wrong }),
-        )
-        .await;
+    // Every actual another class than predicted: accuracy 0.
+    // Each row's actual: its predicted class moved on by `shift`.
+    let actuals = |shift: usize| {
+        let rows: Vec<Value> = answered
+            .iter()
+            .map(|(id, p)| json!({"request_id": id, "row": 0, "actual": ((p + shift) % 3).to_string()}))
+            .collect();
+        json!({ "actuals": rows })
+    };
+    let path = format!("/api/v1/deployments/{dep}/actuals");
+    let (st, w) = srv.call("POST", &path, Some(&t), actuals(1)).await;
     assert_eq!(st, 200, "{w}");
 
     let (st, e) = evaluate(&srv, &t, &dep).await;
@@ -467,18 +465,7 @@ async fn error_rate_and_accuracy_alerts_raise_and_resolve() {
 
     // The actuals corrected (each replaces the last for its row), and a higher limit on
     // errors: both resolve, each with the evidence that resolved it.
-    let right: Vec<Value> = answered
-        .iter()
-        .map(|(id, p)| json!({"request_id": id, "row": 0, "actual": p.to_string()}))
-        .collect();
-    let (st, _) = srv
-        .call(
-            "POST",
-            &format!("/api/v1/deployments/{dep}/actuals"),
-            Some(&t),
-            json!({ "actuals": right }),
-        )
-        .await;
+    let (st, _) = srv.call("POST", &path, Some(&t), actuals(0)).await;
     assert_eq!(st, 200);
     let (st, _) = set_policy(
         &srv,
