@@ -135,11 +135,30 @@ async fn a_shifted_input_drifts_and_an_unshifted_one_does_not() {
     assert_eq!(judged["thresholds"]["dataset_share"], 0.9);
     assert_eq!(column(&judged["inputs"], &fields[0])["drifted"], true);
     assert_eq!(column(&judged["inputs"], &fields[0])["psi_level"], "ok");
+    // Judged by PSI instead of KS: each column's score is its PSI, held to `psi_alert`.
+    let by_psi = json!({"numeric_method": "psi"});
+    let (st, w) = srv.call("PUT", &path, Some(&t), by_psi).await;
+    assert_eq!(st, 200, "{w}");
+    let (_, psi) = drift(&srv, &dep, "").await;
+    for name in &fields {
+        let (c, exact) = (column(&psi["inputs"], name), column(&all["inputs"], name));
+        assert_eq!(
+            (&c["method"], &c["score"]),
+            (&json!("psi"), &exact["psi"]),
+            "{c}"
+        );
+        assert_eq!(c["threshold"], 0.25);
+        assert_eq!(c["drifted"], exact["psi_level"] == "alert", "{c}");
+    }
+    assert_eq!(psi["thresholds"]["numeric_method"], "psi");
     for bad in [
         json!({"p_value": 1.5}),
         json!({"psi_warn": 0.3, "psi_alert": 0.2}),
         json!({"dataset_share": 0.0}),
         json!({"distance": -1.0}),
+        json!({"numeric_method": "chi_square"}),
+        json!({"categorical_method": "ks"}),
+        json!({"categorical_method": "z_test"}),
     ] {
         let (st, e) = srv.call("PUT", &path, Some(&t), bad.clone()).await;
         assert_eq!(

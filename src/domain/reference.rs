@@ -58,6 +58,35 @@ pub struct ValueCount {
     pub count: u64,
 }
 
+/// A drift test, by Evidently's names, or PSI judged at the alert level.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+    utoipa::ToSchema,
+    async_graphql::Enum,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    /// Two-sample Kolmogorov–Smirnov p-value.
+    Ks,
+    /// Pearson chi-square p-value.
+    ChiSquare,
+    /// Two-proportion Z-test p-value.
+    ZTest,
+    /// Wasserstein distance over the reference's standard deviation.
+    WassersteinNormed,
+    /// Jensen–Shannon distance.
+    JensenShannon,
+    /// Population stability index over the profile's bins, drifted at `psi_alert`.
+    Psi,
+}
+
 /// What drift is judged by, per deployment: Evidently's and H2O's defaults unless set.
 #[derive(
     Debug,
@@ -80,6 +109,13 @@ pub struct DriftThresholds {
     pub psi_alert: f64,
     /// The dataset drifts when at least this share of its columns does.
     pub dataset_share: f64,
+    /// Every numeric column's test instead of Evidently's choice: `ks`,
+    /// `wasserstein_normed` or `psi`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub numeric_method: Option<Method>,
+    /// Every categorical column's: `chi_square`, `jensen_shannon` or `psi`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub categorical_method: Option<Method>,
 }
 
 impl Default for DriftThresholds {
@@ -90,6 +126,8 @@ impl Default for DriftThresholds {
             psi_warn: 0.1,
             psi_alert: 0.25,
             dataset_share: 0.5,
+            numeric_method: None,
+            categorical_method: None,
         }
     }
 }
@@ -117,6 +155,23 @@ impl DriftThresholds {
         }
         if !within(self.dataset_share, 0.0, 1.0) {
             return invalid("dataset_share", "must be above 0 and at most 1");
+        }
+        // Tests that read sorted values suit numbers; those that read each value's count suit
+        // categories (on continuous numbers every value is its own category). The Z-test is
+        // Evidently's for two categories only, and stays its choice.
+        use Method::*;
+        if let Some(m) = self.numeric_method
+            && !matches!(m, Ks | WassersteinNormed | Psi)
+        {
+            return invalid("numeric_method", "must be ks, wasserstein_normed or psi");
+        }
+        if let Some(m) = self.categorical_method
+            && !matches!(m, ChiSquare | JensenShannon | Psi)
+        {
+            return invalid(
+                "categorical_method",
+                "must be chi_square, jensen_shannon or psi",
+            );
         }
         Ok(())
     }

@@ -19,6 +19,7 @@ const STEPS: &[(&str, u32, Step)] = &[
     ("InferenceRunRecorded", 3, run_variant_v4),
     ("InferenceRunRecorded", 4, run_profile_v5),
     ("DeploymentCreated", 1, deployment_variants_v2),
+    ("DriftThresholdsSet", 1, thresholds_methods_v2),
     ("AlertPolicySet", 1, policy_metrics_v2),
     ("AlertRaised", 1, alert_metric_v2),
     ("AlertResolved", 1, alert_metric_v2),
@@ -173,6 +174,23 @@ fn deployment_variants_v2(created: &mut Map<String, Value>) -> Result<(), String
     Ok(())
 }
 
+/// `DriftThresholdsSet` v2 may set each kind of column's test (`numeric_method`,
+/// `categorical_method`); a v1 deployment's columns were judged by Evidently's choice, as a
+/// v2 event without them says.
+fn thresholds_methods_v2(set: &mut Map<String, Value>) -> Result<(), String> {
+    let thresholds = set
+        .get("thresholds")
+        .and_then(Value::as_object)
+        .ok_or("thresholds are missing")?;
+    match ["numeric_method", "categorical_method"]
+        .iter()
+        .find(|k| thresholds.contains_key(**k))
+    {
+        Some(k) => Err(format!("version 1 thresholds cannot set {k}")),
+        None => Ok(()),
+    }
+}
+
 /// `AlertPolicySet` v2 may watch the error rate and accuracy (`error_rate`, `accuracy_min`,
 /// `rmse_max`); a v1 policy watched none of them, and reads as a v2 policy that does not.
 fn policy_metrics_v2(set: &mut Map<String, Value>) -> Result<(), String> {
@@ -223,6 +241,7 @@ mod tests {
         assert_eq!(current("InferenceRunRecorded"), 5);
         assert_eq!(current("DeploymentCreated"), 2);
         assert_eq!(current("AlertRaised"), 2);
+        assert_eq!(current("DriftThresholdsSet"), 2);
         assert_eq!(current("ProjectCreated"), 1);
         assert_eq!(current("NoSuchEvent"), 1);
     }
@@ -290,12 +309,18 @@ mod tests {
     }
 
     #[test]
-    fn a_v1_alert_reads_unchanged_and_cannot_name_a_later_metric() {
+    fn v1_alerts_and_thresholds_read_unchanged_and_cannot_name_what_came_later() {
         let policy = json!({"policy": {"window_minutes": 5, "input_drift": true}});
         assert_eq!(upcast("AlertPolicySet", 1, policy.clone()).unwrap(), policy);
         let later = json!({"policy": {"window_minutes": 5, "error_rate": 0.1}});
         let e = upcast("AlertPolicySet", 1, later).unwrap_err();
         assert!(e.to_string().contains("cannot watch error_rate"), "{e}");
+        let thresholds = json!({"thresholds": {"p_value": 0.01}});
+        let read = upcast("DriftThresholdsSet", 1, thresholds.clone()).unwrap();
+        assert_eq!(read, thresholds);
+        let later = json!({"thresholds": {"numeric_method": "psi"}});
+        let e = upcast("DriftThresholdsSet", 1, later).unwrap_err();
+        assert!(e.to_string().contains("cannot set numeric_method"), "{e}");
         let raised = json!({"metric": "latency_p95_ms"});
         assert_eq!(upcast("AlertRaised", 1, raised.clone()).unwrap(), raised);
         let e = upcast("AlertResolved", 1, json!({"metric": "rmse"})).unwrap_err();

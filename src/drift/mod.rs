@@ -14,6 +14,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::event::RunProfile;
+pub use crate::domain::reference::Method;
 use crate::domain::reference::{ColumnProfile, DriftThresholds, Summary, ValueCount};
 use crate::domain::schema::ColumnType;
 
@@ -436,24 +437,6 @@ pub fn sketch(
     }
 }
 
-/// Evidently's default tests.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema, utoipa::ToSchema, async_graphql::Enum,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum Method {
-    /// Two-sample Kolmogorov–Smirnov p-value.
-    Ks,
-    /// Pearson chi-square p-value.
-    ChiSquare,
-    /// Two-proportion Z-test p-value.
-    ZTest,
-    /// Wasserstein distance over the reference's standard deviation.
-    WassersteinNormed,
-    /// Jensen–Shannon distance.
-    JensenShannon,
-}
-
 impl Method {
     /// Evidently's choice: by the reference's size, the column's kind and how many distinct
     /// values the two samples hold together.
@@ -473,10 +456,10 @@ impl Method {
     }
 
     pub fn threshold(self, t: &DriftThresholds) -> f64 {
-        if self.is_p_value() {
-            t.p_value
-        } else {
-            t.distance
+        match self {
+            Method::Psi => t.psi_alert,
+            m if m.is_p_value() => t.p_value,
+            _ => t.distance,
         }
     }
 }
@@ -550,11 +533,17 @@ pub fn compare(
     if reference.kind() != current.kind() || reference.is_empty() {
         return Err(undetermined("the reference column differs in kind"));
     }
-    let method = Method::choose(
-        reference.kind(),
-        reference.len(),
-        reference.distinct_with(current),
-    );
+    let set = match reference.kind() {
+        Kind::Numeric => thresholds.numeric_method,
+        Kind::Categorical => thresholds.categorical_method,
+    };
+    let method = set.unwrap_or_else(|| {
+        Method::choose(
+            reference.kind(),
+            reference.len(),
+            reference.distinct_with(current),
+        )
+    });
     let mut statistic = None;
     // Each value's count, only where a test (and a categorical PSI) reads them: a numeric
     // column of many values is judged on its sorted values alone.
@@ -582,16 +571,19 @@ pub fn compare(
             current_counts = Some(counts);
             score
         }
+        // Scored below, where every column gets its PSI.
+        Method::Psi => f64::NAN,
     };
+    // The kinds agree here (checked above), so the current side always has bins.
+    let psi = psi_bins(profile, current, current_counts.as_ref())
+        .map_or(f64::NAN, |bins| psi_of_bins(profile, &bins));
+    let score = if method == Method::Psi { psi } else { score };
     let threshold = method.threshold(thresholds);
     let drifted = if method.is_p_value() {
         score < threshold
     } else {
         score >= threshold
     };
-    // The kinds agree here (checked above), so the current side always has bins.
-    let psi = psi_bins(profile, current, current_counts.as_ref())
-        .map_or(f64::NAN, |bins| psi_of_bins(profile, &bins));
     Ok(ColumnDrift {
         column: profile.name.clone(),
         kind: reference.kind(),
@@ -758,6 +750,29 @@ mod tests {
         let d = compare(&p, &reference, &shifted, &DriftThresholds::default()).unwrap();
         assert!(d.drifted && d.score < 1e-6, "{d:?}");
         assert_eq!(d.psi_level, PsiLevel::Alert);
+
+        // A deployment's own choice of test replaces Evidently's for its kind of column.
+        let by = |numeric_method, psi_alert| DriftThresholds {
+            numeric_method: Some(numeric_method),
+            psi_alert,
+            ..DriftThresholds::default()
+        };
+        let psi = compare(&p, &reference, &shifted, &by(Method::Psi, 0.25)).unwrap();
+        assert_eq!(
+            (psi.method, psi.score, psi.threshold, psi.drifted),
+            (Method::Psi, d.psi, 0.25, true)
+        );
+        let lenient = compare(&p, &reference, &shifted, &by(Method::Psi, 1e9)).unwrap();
+        assert!(!lenient.drifted, "{lenient:?}");
+        let w = compare(
+            &p,
+            &reference,
+            &shifted,
+            &by(Method::WassersteinNormed, 0.25),
+        )
+        .unwrap();
+        assert_eq!((w.method, w.threshold), (Method::WassersteinNormed, 0.1));
+        assert!(w.drifted && w.score > 0.1, "{w:?}");
     }
 
     #[test]
