@@ -164,34 +164,64 @@ async fn binning(
             .to_string();
         paths.push(format!("/{id}/model/score"));
     }
-    // Recording is bound by the disk, whose speed drifts: the two take turns, and each
-    // round's ratio is of loads run side by side.
+    let rates = in_turns(addr, (one, thousand), seconds, |i| paths[i].clone()).await?;
+    say_turns(
+        figures,
+        "binning",
+        ("hashes only, ", "hashes_"),
+        ["binned", "unbinned"],
+        &rates,
+    );
+    Ok(())
+}
+
+/// Two arms under the same two loads (1-row requests at concurrency 64, 1000-row requests
+/// at 4), taking turns for `ROUNDS` rounds: recording is bound by a disk whose speed drifts,
+/// so each round's ratio is of loads run side by side. `arm(i)` readies arm `i` and names
+/// the path it scores. Each arm's (requests/s, rows/s) per round.
+async fn in_turns(
+    addr: std::net::SocketAddr,
+    (one, thousand): (&Arc<Vec<u8>>, &Arc<Vec<u8>>),
+    seconds: f64,
+    mut arm: impl FnMut(usize) -> String,
+) -> Result<[Vec<(f64, f64)>; 2], Failure> {
     let mut rates: [Vec<(f64, f64)>; 2] = [Vec::new(), Vec::new()];
-    for _ in 0..BINNING_ROUNDS {
-        for (path, rates) in paths.iter().zip(&mut rates) {
-            let r = load(addr, path, one.clone(), 64, seconds).await?;
-            let k = load(addr, path, thousand.clone(), 4, seconds).await?;
+    for _ in 0..ROUNDS {
+        for (i, rates) in rates.iter_mut().enumerate() {
+            let path = arm(i);
+            let r = load(addr, &path, one.clone(), 64, seconds).await?;
+            let k = load(addr, &path, thousand.clone(), 4, seconds).await?;
             rates.push((r.per_sec, k.per_sec * 1000.0));
         }
     }
+    Ok(rates)
+}
+
+/// Says each arm's median rates and the median of the rounds' ratios, first arm over second,
+/// as `{what}_cost_ratio_c64` and `{what}_cost_ratio_1000row`.
+fn say_turns(
+    figures: &mut Figures,
+    what: &str,
+    (label, key): (&str, &str),
+    names: [&str; 2],
+    rates: &[Vec<(f64, f64)>; 2],
+) {
     let median = |mut v: Vec<f64>| {
         v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
+        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
     };
-    for (mode, rates) in ["binned", "unbinned"].iter().zip(&rates) {
+    for (name, rates) in names.iter().zip(rates) {
         let one = median(rates.iter().map(|r| r.0).collect());
         let thousand = median(rates.iter().map(|r| r.1).collect());
         figures.say(
-            &format!("hashes_{mode}_1row_c64_requests_per_s"),
+            &format!("{key}{name}_1row_c64_requests_per_s"),
             one,
-            format!("hashes only, {mode:>8}, 1-row requests, concurrency 64: {one:>8.0} req/s"),
+            format!("{label}{name:>11}, 1-row requests, concurrency 64: {one:>8.0} req/s"),
         );
         figures.say(
-            &format!("hashes_{mode}_1000row_rows_per_s"),
+            &format!("{key}{name}_1000row_rows_per_s"),
             thousand,
-            format!(
-                "hashes only, {mode:>8}, 1000-row requests, concurrency  4: {thousand:>8.0} rows/s"
-            ),
+            format!("{label}{name:>11}, 1000-row requests, concurrency  4: {thousand:>8.0} rows/s"),
         );
     }
     let ratio = |f: fn(&(f64, f64)) -> f64| {
@@ -199,26 +229,26 @@ async fn binning(
             rates[0]
                 .iter()
                 .zip(&rates[1])
-                .map(|(b, u)| f(b) / f(u))
+                .map(|(a, b)| f(a) / f(b))
                 .collect(),
         )
     };
     let (c64, k1000) = (ratio(|r| r.0), ratio(|r| r.1));
+    let (a, b) = (names[0], names[1]);
     figures.say(
-        "binning_cost_ratio_c64",
+        &format!("{what}_cost_ratio_c64"),
         c64,
-        format!("binned / unbinned, 1-row at concurrency 64: {c64:.2}x (median of {BINNING_ROUNDS} rounds)"),
+        format!("{a} / {b}, 1-row at concurrency 64: {c64:.2}x (median of {ROUNDS} rounds)"),
     );
     figures.say(
-        "binning_cost_ratio_1000row",
+        &format!("{what}_cost_ratio_1000row"),
         k1000,
-        format!("binned / unbinned, 1000-row requests:      {k1000:.2}x (median of {BINNING_ROUNDS} rounds)"),
+        format!("{a} / {b}, 1000-row requests:      {k1000:.2}x (median of {ROUNDS} rounds)"),
     );
-    Ok(())
 }
 
-/// Turns each deployment takes under each load when binning's cost is measured.
-const BINNING_ROUNDS: usize = 3;
+/// Turns each arm takes under each load in a side-by-side comparison.
+const ROUNDS: usize = 3;
 
 /// Recorded predictions the bench reproduces.
 const REPRODUCTIONS: usize = 200;
@@ -308,22 +338,19 @@ pub async fn score(seconds: f64, as_json: bool) -> Result<(), Failure> {
         raw,
         format!("raw ONNX Runtime in process, 1000-row runs, all cores: {raw:>8.0} rows/s"),
     );
-    let (on, unmonitored, off) = (by_mode[0], by_mode[1], by_mode[2]);
-    figures.say(
-        "monitoring_cost_ratio_c64",
-        on.0 / unmonitored.0,
-        format!(
-            "monitored / unmonitored, 1-row at concurrency 64: {:.2}x",
-            on.0 / unmonitored.0
-        ),
-    );
-    figures.say(
-        "monitoring_cost_ratio_1000row",
-        on.1 / unmonitored.1,
-        format!(
-            "monitored / unmonitored, 1000-row requests:      {:.2}x",
-            on.1 / unmonitored.1
-        ),
+    let (on, off) = (by_mode[0], by_mode[2]);
+    let rates = in_turns(addr, (&one, &thousand), seconds, |i| {
+        state.registry.set_monitoring(i == 0);
+        path.clone()
+    })
+    .await?;
+    state.registry.set_monitoring(true);
+    say_turns(
+        &mut figures,
+        "monitoring",
+        ("", "turns_"),
+        ["monitored", "unmonitored"],
+        &rates,
     );
     figures.say(
         "recording_cost_ratio_c64",
