@@ -243,7 +243,21 @@ pub fn router(state: AppState) -> axum::Router {
             get(move || async move { Json(doc.as_ref().clone()) }),
         )
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .layer(axum::middleware::map_response(close_when_too_large))
         .with_state(state)
+}
+
+/// A body refused for its size is left unread on the connection, which the server then
+/// drops: the answer says `Connection: close`, so a client sends its next request down a new
+/// connection instead of the one being dropped.
+async fn close_when_too_large(mut response: axum::response::Response) -> axum::response::Response {
+    if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        response.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
+    response
 }
 
 /// Serves until `shutdown` resolves.
