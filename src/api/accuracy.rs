@@ -19,13 +19,12 @@ use super::deployments::{not_found, readable};
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::jobs::{bad_file, internal, upload};
-use super::metrics::seconds;
+use super::metrics::{seconds, time};
 use super::runs::{Retained, run_at};
 use crate::accuracy::{self, Metrics};
 use crate::domain::actuals::{self, Actual, Scored};
 
 use crate::domain::job::FileFormat;
-use crate::log::envelope::format_time;
 use crate::projections::monitoring::Resolution;
 use crate::runtime::batch::Table;
 
@@ -342,11 +341,6 @@ pub async fn compute(
             } else {
                 accuracy::regression(value_rows)
             }
-        };
-        let time = |s: i64| {
-            DateTime::from_timestamp(s, 0)
-                .map(format_time)
-                .unwrap_or_default()
         };
         let all_classes: Vec<_> = windows.values().flat_map(|w| w.0.clone()).collect();
         let all_values: Vec<_> = windows.values().flat_map(|w| w.1.clone()).collect();

@@ -42,7 +42,7 @@ struct Counts {
     minutes: BTreeMap<Uuid, BTreeMap<i64, BTreeMap<u16, u64>>>,
 }
 
-/// One minute's refused requests of one deployment.
+/// A deployment's refused requests over some minutes.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Refused {
     pub all: u64,
@@ -249,7 +249,8 @@ fn quantiles_ms(h: &Histogram) -> Quantiles {
     }
 }
 
-fn time(s: i64) -> String {
+/// A window bound (Unix seconds) as the reports print times.
+pub(super) fn time(s: i64) -> String {
     DateTime::from_timestamp(s, 0)
         .map(format_time)
         .unwrap_or_default()

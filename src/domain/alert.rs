@@ -151,24 +151,28 @@ pub fn set_policy(
     if !(1..=MAX_WINDOW_MINUTES).contains(&policy.window_minutes) {
         return Err(invalid("window_minutes", "must be 1 to 1440"));
     }
-    // (field, limit, highest allowed, whether the highest is allowed itself)
-    let limits = [
-        ("latency_p95_ms", policy.latency_p95_ms, f64::MAX, true),
-        ("error_rate", policy.error_rate, 1.0, false),
-        ("accuracy_min", policy.accuracy_min, 1.0, true),
-        ("rmse_max", policy.rmse_max, f64::MAX, true),
-    ];
-    for (field, limit, most, most_allowed) in limits {
-        let Some(x) = limit else { continue };
-        if !(x > 0.0 && (x < most || (most_allowed && x == most))) {
-            let detail = match (most, most_allowed) {
-                (f64::MAX, _) => "must be a positive number",
-                (_, true) => "must be a share above 0, at most 1",
-                (_, false) => "must be a share above 0 and below 1",
-            };
-            return Err(invalid(field, detail));
-        }
-    }
+    let positive = |x: f64| x.is_finite() && x > 0.0;
+    let share = |x: f64| x > 0.0 && x < 1.0;
+    let share_or_one = |x: f64| x > 0.0 && x <= 1.0;
+    limit(
+        "latency_p95_ms",
+        policy.latency_p95_ms,
+        positive,
+        "a positive number",
+    )?;
+    limit(
+        "error_rate",
+        policy.error_rate,
+        share,
+        "a share above 0 and below 1",
+    )?;
+    limit(
+        "accuracy_min",
+        policy.accuracy_min,
+        share_or_one,
+        "a share above 0, at most 1",
+    )?;
+    limit("rmse_max", policy.rmse_max, positive, "a positive number")?;
     if policy.accuracy_min.is_some() && policy.rmse_max.is_some() {
         return Err(invalid(
             "rmse_max",
@@ -194,6 +198,22 @@ pub fn set_policy(
             policy,
         })],
     ))
+}
+
+/// A policy's limit, when set, must be one `fits` accepts.
+fn limit(
+    field: &'static str,
+    value: Option<f64>,
+    fits: impl Fn(f64) -> bool,
+    what: &str,
+) -> Result<(), DomainError> {
+    match value {
+        Some(x) if !fits(x) => Err(DomainError::Invalid {
+            field,
+            detail: format!("must be {what}"),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// A webhook URL's host, port and path; None unless a plain `http://` URL.
