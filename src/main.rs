@@ -336,6 +336,28 @@ enum BenchWhat {
         #[arg(long)]
         json: bool,
     },
+    /// Drives any HTTP endpoint with the scorer bench's load generator: POSTs a JSON body at
+    /// each concurrency, so another server can be measured the same way as ours.
+    Http {
+        /// The endpoint, `http://HOST:PORT/PATH`.
+        #[arg(long)]
+        url: String,
+        /// The file whose bytes are POSTed as the JSON body.
+        #[arg(long)]
+        body: PathBuf,
+        /// Concurrencies to measure, in order.
+        #[arg(long, value_delimiter = ',', default_values_t = [1usize, 16, 64])]
+        concurrency: Vec<usize>,
+        /// Seconds per load measurement.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+        /// Rows in the body, to print rows/s beside requests/s.
+        #[arg(long, default_value_t = 1)]
+        rows: usize,
+        /// Print the figures as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Ledger append, verify and read throughput against raw redb and ed25519 ceilings.
     Ledger {
         /// Seconds per append measurement.
@@ -546,6 +568,20 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
             } else {
                 ExitCode::SUCCESS
             });
+        }
+        Command::Bench {
+            what:
+                BenchWhat::Http {
+                    url,
+                    body,
+                    concurrency,
+                    seconds,
+                    rows,
+                    json,
+                },
+        } => {
+            let body = std::fs::read(&body).map_err(|e| format!("{}: {e}", body.display()))?;
+            provenant::bench::http(&url, body, &concurrency, seconds, rows, json).await?;
         }
         Command::Bench {
             what: BenchWhat::Ledger { seconds, json },

@@ -1,8 +1,9 @@
 //! `provenant bench ledger`: append, verify and read rates, measured beside the ceilings
 //! this machine allows (raw redb inserts, raw ed25519 signing and batch verification).
-//! `provenant bench score` is in `score.rs`, `provenant bench replay` in `replay.rs`,
-//! `provenant bench graphql` in `graphql.rs`, `provenant bench monitoring` in `monitoring.rs`,
-//! `provenant bench batch` in `batch.rs`, `provenant bench lifecycle` in `lifecycle.rs`.
+//! `provenant bench score` and `provenant bench http` are in `score.rs`, `provenant bench
+//! replay` in `replay.rs`, `provenant bench graphql` in `graphql.rs`, `provenant bench
+//! monitoring` in `monitoring.rs`, `provenant bench batch` in `batch.rs`, `provenant bench
+//! lifecycle` in `lifecycle.rs`.
 
 mod batch;
 mod graphql;
@@ -15,7 +16,7 @@ pub use graphql::graphql;
 pub use lifecycle::lifecycle;
 pub use monitoring::monitoring;
 pub use replay::replay;
-pub use score::score;
+pub use score::{http, score};
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

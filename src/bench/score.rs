@@ -67,6 +67,58 @@ pub(super) async fn load(
     })
 }
 
+/// `provenant bench http`: the same load against any `http://HOST:PORT/PATH`, at each
+/// concurrency in turn.
+pub async fn http(
+    url: &str,
+    body: Vec<u8>,
+    concurrencies: &[usize],
+    seconds: f64,
+    rows: usize,
+    as_json: bool,
+) -> Result<(), Failure> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("{url}: only http://HOST:PORT/PATH URLs are supported"))?;
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let path = if path.is_empty() { "/" } else { path };
+    let addr = tokio::net::lookup_host(authority)
+        .await
+        .map_err(|e| format!("{authority}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{authority}: no address"))?;
+    let body = Arc::new(body);
+    let mut figures = Figures::new(
+        "http",
+        &format!("{seconds} s per run, {rows} row(s) per request, {url}"),
+        as_json,
+    );
+    for &c in concurrencies {
+        let r = load(addr, path, body.clone(), c, seconds).await?;
+        figures.say(
+            &format!("c{c}_requests_per_s"),
+            r.per_sec,
+            format!(
+                "concurrency {c:>3}: {:>8.0} req/s  {:>9.0} rows/s  p50 {:.2} ms  p99 {:.2} ms  ({} requests)",
+                r.per_sec,
+                r.per_sec * rows as f64,
+                r.p50_ms,
+                r.p99_ms,
+                r.requests
+            ),
+        );
+        figures.say(
+            &format!("c{c}_rows_per_s"),
+            r.per_sec * rows as f64,
+            String::new(),
+        );
+        figures.say(&format!("c{c}_p50_ms"), r.p50_ms, String::new());
+        figures.say(&format!("c{c}_p99_ms"), r.p99_ms, String::new());
+    }
+    figures.finish();
+    Ok(())
+}
+
 /// A fresh data dir with the runtime catalog, an admin and the demo deployment (the wine
 /// classifier on the shipped runtime's defaults): the state, its admin, the model and the
 /// deployment.
