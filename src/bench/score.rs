@@ -77,11 +77,7 @@ pub async fn http(
     rows: usize,
     as_json: bool,
 ) -> Result<(), Failure> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("{url}: only http://HOST:PORT/PATH URLs are supported"))?;
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let path = if path.is_empty() { "/" } else { path };
+    let (authority, path) = split_url(url)?;
     let addr = tokio::net::lookup_host(authority)
         .await
         .map_err(|e| format!("{authority}: {e}"))?
@@ -117,6 +113,18 @@ pub async fn http(
     }
     figures.finish();
     Ok(())
+}
+
+/// `http://HOST:PORT/PATH` as its authority and path (`/` when there is none).
+fn split_url(url: &str) -> Result<(&str, &str), String> {
+    let rest = url
+        .strip_prefix("http://")
+        .filter(|r| !r.is_empty() && !r.starts_with('/'))
+        .ok_or_else(|| format!("{url}: only http://HOST:PORT/PATH URLs are supported"))?;
+    Ok(match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, "/"),
+    })
 }
 
 /// A fresh data dir with the runtime catalog, an admin and the demo deployment (the wine
@@ -479,4 +487,24 @@ pub async fn score(seconds: f64, as_json: bool) -> Result<(), Failure> {
     let _ = stop.send(());
     let _ = server.await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_url;
+
+    #[test]
+    fn urls_split_into_authority_and_path() {
+        assert_eq!(
+            split_url("http://127.0.0.1:5000/invocations"),
+            Ok(("127.0.0.1:5000", "/invocations"))
+        );
+        assert_eq!(
+            split_url("http://localhost:8080"),
+            Ok(("localhost:8080", "/"))
+        );
+        for bad in ["https://host:1/x", "host:1/x", "http://", "http:///x"] {
+            assert!(split_url(bad).is_err(), "{bad}");
+        }
+    }
 }
