@@ -53,14 +53,10 @@ for name, body in [("mlflow-1", mlflow(rows[:1])), ("mlflow-1000", mlflow(thousa
     json.dump(body, open(f"{work}/{name}.json", "w"))
 PY
 
-"$BIN" serve --data "$WORK/data" --addr 127.0.0.1:0 > "$WORK/provenant.out" 2> "$WORK/provenant.err" &
-PIDS+=($!)
-for _ in $(seq 1 150); do
-  grep -q "demo scoring URL" "$WORK/provenant.out" 2>/dev/null && break
-  sleep 0.2
-done
-grep -q "demo scoring URL" "$WORK/provenant.out" || { cat "$WORK/provenant.err" >&2; echo "mlflow-serve: provenant did not start" >&2; exit 1; }
-PROVENANT_URL=$(sed -n 's|^demo scoring URL: \(http://[^ ]*\)$|\1|p' "$WORK/provenant.out")
+source scripts/serve-demo.sh
+serve_demo "$BIN" "$WORK" || exit 1
+PIDS+=("$SERVER")
+PROVENANT_URL=$(sed -n 's|^demo scoring URL: \(http://[^ ]*\)$|\1|p' "$WORK/serve.out")
 
 "$VENV/bin/python" - "$WORK" <<'PY'
 import io, sys, zipfile

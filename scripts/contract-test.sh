@@ -15,15 +15,10 @@ cargo build --locked --quiet --bin provenant
 BIN="${CARGO_TARGET_DIR:-target}/debug/provenant"
 DATA=$(mktemp -d)
 OUT="$DATA/serve.out"
-"$BIN" serve --data "$DATA/data" --addr 127.0.0.1:0 > "$OUT" 2> "$DATA/serve.err" &
-SERVER=$!
+SERVER=
 trap 'kill $SERVER 2>/dev/null || true; wait $SERVER 2>/dev/null || true; rm -rf "$DATA"' EXIT
-
-for _ in $(seq 1 100); do
-  grep -q "demo scoring URL" "$OUT" 2>/dev/null && break
-  sleep 0.2
-done
-grep -q "demo scoring URL" "$OUT" || { cat "$DATA/serve.err" >&2; echo "contract-test: the server did not start" >&2; exit 1; }
+source scripts/serve-demo.sh
+serve_demo "$BIN" "$DATA"
 BASE=$(sed -n 's|^provenant listening on \(http://[^ ]*\).*|\1|p' "$OUT")
 TOKEN=$(grep '^pvn_' "$OUT")
 DEPLOYMENT=$(sed -n 's|^demo scoring URL: http://[^/]*/\([^/]*\)/model/score|\1|p' "$OUT")
