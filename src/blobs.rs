@@ -4,6 +4,10 @@
 //! at `<dir>/<first two hex digits>/<hash>.zst`. Writes stream through a temporary file that
 //! is hashed and size-checked as it goes, synced, then renamed into place, so a blob either
 //! exists whole under its true hash or not at all.
+//!
+//! Small blobs that an event names (a scored run's inputs and outputs) can instead live in the
+//! ledger's own blob table, written in the transaction of that event, so one flush makes the
+//! record and its data durable together; [`BlobStore::with_ledger`] lets reads find them.
 
 use std::fs::{self, File};
 use std::io::{Read, Write};
@@ -21,6 +25,8 @@ pub enum BlobError {
     Corrupt(Digest),
     #[error("blob store I/O at {0}: {1}")]
     Io(PathBuf, std::io::Error),
+    #[error("the ledger's blob table could not be read: {0}")]
+    Ledger(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -31,12 +37,21 @@ pub struct BlobInfo {
     pub created: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct BlobStore {
     dir: PathBuf,
     max_bytes: u64,
     syncs: std::sync::Arc<GroupSync>,
+    /// Where blobs not in `dir` may be: the ledger's blob table.
+    ledger: Option<crate::log::Ledger>,
 }
+
+/// The zstd level of every stored blob, in files and in the ledger alike.
+const LEVEL: i32 = 3;
+
+/// The largest blob, uncompressed, that a run keeps in the ledger's blob table rather than
+/// in a file: bigger ones would make the writer's transaction carry bulk data.
+pub const INLINE_MAX_BYTES: usize = 256 << 10;
 
 /// Group sync: callers that wrote blobs without syncing them wait for one `syncfs` that
 /// started after their writes, so concurrent writers share one flush instead of an fsync
@@ -57,6 +72,46 @@ impl BlobStore {
             dir: dir.to_path_buf(),
             max_bytes,
             syncs: Default::default(),
+            ledger: None,
+        }
+    }
+
+    /// The same store, reading blobs it has no file for from `ledger`'s blob table.
+    pub fn with_ledger(self, ledger: crate::log::Ledger) -> BlobStore {
+        BlobStore {
+            ledger: Some(ledger),
+            ..self
+        }
+    }
+
+    /// A blob's name and its bytes compressed as the store keeps them, for the ledger's blob
+    /// table. One compression context per thread: creating one costs more than compressing
+    /// a small run.
+    pub fn encode(bytes: &[u8]) -> Result<(Digest, Vec<u8>), BlobError> {
+        thread_local! {
+            static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
+                const { std::cell::RefCell::new(None) };
+        }
+        let failed = |e| BlobError::Io(PathBuf::from("<memory>"), e);
+        let compressed = COMPRESSOR.with(|c| {
+            let mut c = c.borrow_mut();
+            let compressor = match c.as_mut() {
+                Some(compressor) => compressor,
+                None => c.insert(zstd::bulk::Compressor::new(LEVEL).map_err(failed)?),
+            };
+            compressor.compress(bytes).map_err(failed)
+        })?;
+        Ok((Digest(*blake3::hash(bytes).as_bytes()), compressed))
+    }
+
+    /// A blob's compressed bytes in the ledger's blob table, if it is there.
+    fn in_ledger(&self, hash: &Digest) -> Result<Option<Vec<u8>>, BlobError> {
+        match &self.ledger {
+            None => Ok(None),
+            Some(l) => l
+                .snapshot()
+                .and_then(|snap| snap.blob(hash))
+                .map_err(|e| BlobError::Ledger(e.to_string())),
         }
     }
 
@@ -71,7 +126,7 @@ impl BlobStore {
     }
 
     pub fn contains(&self, hash: &Digest) -> bool {
-        self.path(hash).exists()
+        self.path(hash).exists() || matches!(self.in_ledger(hash), Ok(Some(_)))
     }
 
     /// Starts a streaming write.
@@ -80,7 +135,7 @@ impl BlobStore {
         fs::create_dir_all(&tmp_dir).map_err(|e| BlobError::Io(tmp_dir.clone(), e))?;
         let tmp = tmp_dir.join(uuid::Uuid::now_v7().to_string());
         let file = File::create(&tmp).map_err(|e| BlobError::Io(tmp.clone(), e))?;
-        let encoder = zstd::Encoder::new(file, 3).map_err(|e| BlobError::Io(tmp.clone(), e))?;
+        let encoder = zstd::Encoder::new(file, LEVEL).map_err(|e| BlobError::Io(tmp.clone(), e))?;
         Ok(BlobWriter {
             store: self.clone(),
             tmp,
@@ -137,27 +192,28 @@ impl BlobStore {
         }
     }
 
-    /// Reads a blob whole and checks that it still hashes to its name.
+    /// Reads a blob whole, from its file or the ledger's blob table, and checks that it still
+    /// hashes to its name.
     pub fn get(&self, hash: &Digest) -> Result<Vec<u8>, BlobError> {
         let path = self.path(hash);
-        let file = match File::open(&path) {
-            Ok(f) => f,
+        let mut out = Vec::new();
+        let decoded = match File::open(&path) {
+            Ok(file) => zstd::Decoder::new(file).and_then(|mut d| d.read_to_end(&mut out)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(BlobError::NotFound(*hash));
+                let compressed = self.in_ledger(hash)?.ok_or(BlobError::NotFound(*hash))?;
+                zstd::Decoder::new(compressed.as_slice()).and_then(|mut d| d.read_to_end(&mut out))
             }
             Err(e) => return Err(BlobError::Io(path, e)),
         };
-        let mut out = Vec::new();
-        zstd::Decoder::new(file)
-            .and_then(|mut d| d.read_to_end(&mut out))
-            .map_err(|_| BlobError::Corrupt(*hash))?;
+        decoded.map_err(|_| BlobError::Corrupt(*hash))?;
         if blake3::hash(&out).as_bytes() != &hash.0 {
             return Err(BlobError::Corrupt(*hash));
         }
         Ok(out)
     }
 
-    /// Removes a blob; the caller records the deletion as an event first.
+    /// Removes a blob's file; the caller records the deletion as an event first, and that
+    /// event's append deletes the blob from the ledger's blob table.
     pub fn remove(&self, hash: &Digest) -> Result<bool, BlobError> {
         let path = self.path(hash);
         match fs::remove_file(&path) {

@@ -6,8 +6,9 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use common::{event, fill, fresh};
-use provenant::log::store::{Direction, EVENTS, META, STREAM_INDEX, TAIL_INDEX};
-use provenant::log::{self, AppendError, ExpectedVersion, Ledger, LogError, verify};
+use provenant::blobs::{BlobError, BlobStore};
+use provenant::log::store::{BLOBS, Direction, EVENTS, META, STREAM_INDEX, TAIL_INDEX};
+use provenant::log::{self, AppendError, BlobChanges, ExpectedVersion, Ledger, LogError, verify};
 use redb::{ReadableDatabase, ReadableTable};
 use serde_json::json;
 
@@ -571,6 +572,7 @@ async fn a_format_1_data_dir_is_upgraded_on_open() {
             }
         }
         txn.delete_table(TAIL_INDEX).unwrap();
+        txn.delete_table(BLOBS).unwrap();
         txn.open_table(META)
             .unwrap()
             .insert("format_version", b"1".as_slice())
@@ -603,7 +605,64 @@ async fn a_format_1_data_dir_is_upgraded_on_open() {
         .unwrap()
         .value()
         .to_vec();
-    assert_eq!(version, b"2");
+    assert_eq!(version, log::store::FORMAT_VERSION.to_string().as_bytes());
+    assert!(txn.open_table(BLOBS).is_ok(), "the blob table was added");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blobs_are_written_and_deleted_only_with_their_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = fresh(dir.path());
+    let store = BlobStore::new(&dir.path().join("blobs"), 1 << 20).with_ledger(ledger.clone());
+    let put = |bytes: &[u8]| {
+        let (hash, compressed) = BlobStore::encode(bytes).unwrap();
+        (
+            hash,
+            BlobChanges {
+                put: vec![(hash, compressed)],
+                delete: Vec::new(),
+            },
+        )
+    };
+    let append = |expected, changes| {
+        ledger.append_with_blobs("runs", expected, vec![event("Run", json!({}))], changes)
+    };
+    let (kept, changes) = put(b"the rows of a run");
+    append(ExpectedVersion::NoStream, changes).await.unwrap();
+    assert_eq!(store.get(&kept).unwrap(), b"the rows of a run");
+    assert!(store.contains(&kept));
+
+    let (refused, changes) = put(b"a conflicting run");
+    let err = append(ExpectedVersion::NoStream, changes)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AppendError::Conflict { .. }), "{err}");
+    assert!(matches!(store.get(&refused), Err(BlobError::NotFound(_))));
+
+    ledger.fail_commits(true);
+    let (failed, changes) = put(b"a run whose commit fails");
+    let err = append(ExpectedVersion::Any, changes).await.unwrap_err();
+    assert!(matches!(err, AppendError::Unavailable(_)), "{err}");
+    ledger.fail_commits(false);
+    assert!(!store.contains(&failed), "no blob without its event");
+
+    let delete = BlobChanges {
+        put: Vec::new(),
+        delete: vec![kept],
+    };
+    let mut deleted = false;
+    // The first append after a failed commit may still meet the failed epoch.
+    for _ in 0..5 {
+        if append(ExpectedVersion::Any, delete.clone()).await.is_ok() {
+            deleted = true;
+            break;
+        }
+    }
+    assert!(deleted);
+    assert!(matches!(store.get(&kept), Err(BlobError::NotFound(_))));
+    drop(store);
+    assert!(ledger.close().is_ok());
+    assert!(verify_dir(dir.path()).intact());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -452,26 +452,30 @@ impl AppState {
             reason: format!("retention policy: inputs and outputs kept {days} days"),
         });
         let new = crate::api::command::new_event(&event, actor.to_string());
+        let digests: Vec<Digest> = blobs.iter().filter_map(|h| Digest::from_hex(h)).collect();
+        // The blobs the ledger holds go in the purge event's own transaction; files after it.
         let appended = self
             .ledger
-            .append(
+            .append_with_blobs(
                 &crate::domain::deployment::stream(id),
                 ExpectedVersion::Any,
                 vec![new],
+                crate::log::BlobChanges {
+                    put: Vec::new(),
+                    delete: digests.clone(),
+                },
             )
             .await?;
         let size = appended.events.last().map_or(0, |e| e.position + 1);
         self.registry.wait_for(size).await?;
-        for hash in &blobs {
-            if let Some(d) = Digest::from_hex(hash) {
-                self.blobs.remove(&d).map_err(|e| {
-                    ApiError::new(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "blob_store_failed",
-                        e.to_string(),
-                    )
-                })?;
-            }
+        for d in &digests {
+            self.blobs.remove(d).map_err(|e| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "blob_store_failed",
+                    e.to_string(),
+                )
+            })?;
         }
         let events = appended
             .events

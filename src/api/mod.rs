@@ -66,9 +66,9 @@ impl AppState {
     ) -> Result<AppState, ProjectionError> {
         let registry = RegistryProjection::start(&ledger).await?;
         Ok(AppState {
+            blobs: blobs.with_ledger(ledger.clone()),
             ledger,
             registry,
-            blobs,
             onnx,
             serving: Arc::default(),
             recording: Arc::new(std::sync::atomic::AtomicBool::new(true)),

@@ -18,12 +18,13 @@ use super::AppState;
 use super::deployments::{Arm, Loaded, Scoring};
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath};
+use crate::blobs::BlobStore;
 use crate::domain::deployment::{DeploymentState, Retention, Security};
 use crate::domain::event::{InferenceRunRecorded, RegistryEvent, RunJob, RunRequest, RunSession};
 use crate::domain::may;
 use crate::domain::schema::{Column, ColumnType};
 use crate::drift::sketch;
-use crate::log::ExpectedVersion;
+use crate::log::{BlobChanges, ExpectedVersion};
 use crate::runtime::scorer::{ScoreError, table_bytes};
 
 /// The deployment a scorer path's first segment names: its id, or an endpoint pointing at it.
@@ -897,25 +898,13 @@ pub(super) async fn record(
         .and_then(|m| m.versions.get(&l.spec.version))
         .and_then(|v| v.reference.as_deref())
         .map(|r| Box::new(sketch(&r.dataset_blob, &r.columns, &names, rows)));
-    let (input_blob, output_blob) = match l.spec.retention {
+    let (input_blob, output_blob, blobs) = match l.spec.retention {
         Retention::Hashes => (
             blake3::hash(&input).to_hex().to_string(),
             blake3::hash(&output).to_hex().to_string(),
+            BlobChanges::default(),
         ),
-        Retention::Full { .. } => {
-            let blobs = s.blobs.clone();
-            tokio::task::spawn_blocking(move || {
-                // Both blobs become durable in one flush shared with concurrent runs,
-                // before the event that names them is appended.
-                let input = blobs.put_unsynced(&input).map_err(|e| e.to_string())?;
-                let output = blobs.put_unsynced(&output).map_err(|e| e.to_string())?;
-                blobs.sync().map_err(|e| e.to_string())?;
-                Ok::<_, String>((input.hash.to_hex(), output.hash.to_hex()))
-            })
-            .await
-            .map_err(|e| unrecorded(e.to_string()))?
-            .map_err(unrecorded)?
-        }
+        Retention::Full { .. } => keep(s, input, output).await.map_err(unrecorded)?,
     };
     let spec = &l.spec;
     let event = RegistryEvent::InferenceRunRecorded(InferenceRunRecorded {
@@ -944,7 +933,7 @@ pub(super) async fn record(
     let stream = crate::domain::deployment::stream(l.deployment_id);
     let appended = s
         .ledger
-        .append(&stream, ExpectedVersion::Any, vec![new])
+        .append_with_blobs(&stream, ExpectedVersion::Any, vec![new], blobs)
         .await
         .map_err(|e| unrecorded(e.to_string()))?;
     let event = appended
@@ -957,4 +946,36 @@ pub(super) async fn record(
         signature: hex::encode(event.signature),
         key_id: event.key_id.clone(),
     })
+}
+
+/// Keeps a run's input and output: small ones go into the ledger's blob table with the run's
+/// event, so one flush makes the record and its data durable; bigger ones become files,
+/// flushed (with concurrent runs' files) before the event that names them is appended.
+async fn keep(
+    s: &AppState,
+    input: Vec<u8>,
+    output: Vec<u8>,
+) -> Result<(String, String, BlobChanges), String> {
+    if input.len() + output.len() <= crate::blobs::INLINE_MAX_BYTES {
+        let (i, i_bytes) = BlobStore::encode(&input).map_err(|e| e.to_string())?;
+        let (o, o_bytes) = BlobStore::encode(&output).map_err(|e| e.to_string())?;
+        let blobs = BlobChanges {
+            put: vec![(i, i_bytes), (o, o_bytes)],
+            delete: Vec::new(),
+        };
+        return Ok((i.to_hex(), o.to_hex(), blobs));
+    }
+    let blobs = s.blobs.clone();
+    tokio::task::spawn_blocking(move || {
+        let input = blobs.put_unsynced(&input).map_err(|e| e.to_string())?;
+        let output = blobs.put_unsynced(&output).map_err(|e| e.to_string())?;
+        blobs.sync().map_err(|e| e.to_string())?;
+        Ok((
+            input.hash.to_hex(),
+            output.hash.to_hex(),
+            BlobChanges::default(),
+        ))
+    })
+    .await
+    .map_err(|e| e.to_string())?
 }

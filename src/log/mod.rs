@@ -128,6 +128,14 @@ pub enum AppendError {
     Unavailable(String),
 }
 
+/// Blobs an append stores in or deletes from the log's own blob table, by blake3 hash of
+/// their uncompressed bytes; `put` holds the compressed bytes (see `crate::blobs`).
+#[derive(Debug, Clone, Default)]
+pub struct BlobChanges {
+    pub put: Vec<(Digest, Vec<u8>)>,
+    pub delete: Vec<Digest>,
+}
+
 /// An event to append.
 #[derive(Debug, Clone)]
 pub struct NewEvent {
@@ -286,11 +294,13 @@ fn checked_snapshot(db: &Database) -> Result<(Snapshot, u64), LogError> {
     }
 }
 
-/// Format 1 → 2: the tail index table (empty: format 1 indexed every event directly).
+/// Format 1 → 2 → 3: the tables later formats added, empty (format 1 indexed every event
+/// directly; format 2 kept every blob in files).
 fn upgrade(db: &Database) -> Result<(), LogError> {
     let txn = db.begin_write().map_err(LogError::storage)?;
     txn.open_table(store::TAIL_INDEX)
         .map_err(LogError::storage)?;
+    txn.open_table(store::BLOBS).map_err(LogError::storage)?;
     txn.open_table(META)
         .map_err(LogError::storage)?
         .insert(
@@ -400,6 +410,7 @@ impl Ledger {
         txn.open_table(store::MERKLE).map_err(LogError::storage)?;
         txn.open_table(store::CHECKPOINTS)
             .map_err(LogError::storage)?;
+        txn.open_table(store::BLOBS).map_err(LogError::storage)?;
         txn.commit().map_err(LogError::storage)?;
 
         let genesis = NewEvent {
@@ -447,6 +458,7 @@ impl Ledger {
             expected: ExpectedVersion::NoStream,
             events: prepared,
             rotate_to: None,
+            blobs: BlobChanges::default(),
             reply,
         }]);
         match rx.try_recv() {
@@ -545,8 +557,22 @@ impl Ledger {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<Appended, AppendError> {
+        self.append_with_blobs(stream, expected, events, BlobChanges::default())
+            .await
+    }
+
+    /// Appends events and, in the same transaction, stores or deletes the blobs they name:
+    /// a blob stored this way is durable exactly when its event is, with one flush for both.
+    /// A refused append changes no blob.
+    pub async fn append_with_blobs(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        blobs: BlobChanges,
+    ) -> Result<Appended, AppendError> {
         let prepared = prepare(&self.inner.config, stream, events)?;
-        self.submit(stream, expected, prepared, None).await
+        self.submit(stream, expected, prepared, None, blobs).await
     }
 
     async fn submit(
@@ -555,6 +581,7 @@ impl Ledger {
         expected: ExpectedVersion,
         events: Vec<Prepared>,
         rotate_to: Option<LedgerKey>,
+        blobs: BlobChanges,
     ) -> Result<Appended, AppendError> {
         let (reply, rx) = oneshot::channel();
         let req = Request {
@@ -562,6 +589,7 @@ impl Ledger {
             expected,
             events,
             rotate_to,
+            blobs,
             reply,
         };
         self.inner
@@ -598,6 +626,7 @@ impl Ledger {
                 ExpectedVersion::Any,
                 prepared,
                 Some(next.clone()),
+                BlobChanges::default(),
             )
             .await
             .map_err(|e| LogError::Io(e.to_string()))?;

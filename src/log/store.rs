@@ -26,11 +26,16 @@ pub const EVENT_IDS: TableDefinition<u128, u64> = TableDefinition::new("event_id
 pub const MERKLE: TableDefinition<u64, [u8; 32]> = TableDefinition::new("merkle");
 /// tree size → signed checkpoint note, one per commit.
 pub const CHECKPOINTS: TableDefinition<u64, &str> = TableDefinition::new("checkpoints");
+/// blake3 hash of a blob's bytes → those bytes zstd-compressed: the small blobs that events
+/// name (a scored run's inputs and outputs), written in the transaction of the event that
+/// names them, so one flush makes both durable (see `Ledger::append_with_blobs`).
+pub const BLOBS: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("blobs");
 /// format version and ledger identity.
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
-/// 2 added `TAIL_INDEX`; a format 1 data dir is upgraded when the writer opens it.
-pub const FORMAT_VERSION: u64 = 2;
+/// 2 added `TAIL_INDEX`, 3 added `BLOBS`; an older data dir is upgraded when the writer
+/// opens it.
+pub const FORMAT_VERSION: u64 = 3;
 
 pub fn merkle_key(level: u8, index: u64) -> u64 {
     (u64::from(level) << 56) | index
@@ -223,6 +228,19 @@ impl Snapshot {
             }
         }
         Ok(out)
+    }
+
+    /// A blob's compressed bytes, when the log holds it; a data dir of format 2 or older
+    /// (read-only, not yet upgraded) holds none.
+    pub fn blob(&self, hash: &Digest) -> Result<Option<Vec<u8>>, LogError> {
+        let t = match self.txn.open_table(BLOBS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(LogError::storage(e)),
+        };
+        Ok(t.get(hash.0)
+            .map_err(LogError::storage)?
+            .map(|v| v.value().to_vec()))
     }
 
     pub fn position_of(&self, id: Uuid) -> Result<Option<u64>, LogError> {

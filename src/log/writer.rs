@@ -22,10 +22,12 @@ use super::envelope::{Digest, Fields, chain_hash, encode_record, format_time};
 use super::keys::LedgerKey;
 use super::merkle::Frontier;
 use super::store::{
-    CHECKPOINTS, EVENT_IDS, EVENTS, MERKLE, STREAM_HEADS, STREAM_INDEX, Snapshot, TAIL_INDEX,
-    TAIL_MERGE_AT, merkle_key,
+    BLOBS, CHECKPOINTS, EVENT_IDS, EVENTS, MERKLE, STREAM_HEADS, STREAM_INDEX, Snapshot,
+    TAIL_INDEX, TAIL_MERGE_AT, merkle_key,
 };
-use super::{AppendError, Appended, AppendedEvent, ExpectedVersion, Head, KeyInfo, LogError};
+use super::{
+    AppendError, Appended, AppendedEvent, BlobChanges, ExpectedVersion, Head, KeyInfo, LogError,
+};
 
 /// An event whose payload the appending task already put in canonical form.
 pub struct Prepared {
@@ -43,6 +45,7 @@ pub struct Request {
     /// Set on a key rotation: the request's events are signed by the old key, everything
     /// after them by this one.
     pub rotate_to: Option<LedgerKey>,
+    pub blobs: BlobChanges,
     pub reply: oneshot::Sender<Result<Appended, AppendError>>,
 }
 
@@ -463,6 +466,18 @@ fn persist(db: &Database, batch: &Batch) -> Result<(), LogError> {
             heads
                 .insert(stream.as_str(), *v)
                 .map_err(LogError::storage)?;
+        }
+        let mut blobs = txn.open_table(BLOBS).map_err(LogError::storage)?;
+        let accepted = batch.group.iter().zip(&batch.refused);
+        for (req, _) in accepted.filter(|(_, refused)| refused.is_none()) {
+            for (hash, bytes) in &req.blobs.put {
+                blobs
+                    .insert(hash.0, bytes.as_slice())
+                    .map_err(LogError::storage)?;
+            }
+            for hash in &req.blobs.delete {
+                blobs.remove(hash.0).map_err(LogError::storage)?;
+            }
         }
         if let Some(note) = &batch.checkpoint {
             let mut cps = txn.open_table(CHECKPOINTS).map_err(LogError::storage)?;
