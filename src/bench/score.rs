@@ -25,7 +25,31 @@ pub(super) struct Load {
 }
 
 /// `concurrency` connections posting `body` for `seconds`; an answer other than 200 fails it.
+/// The connections run on their own threads, as a client process would, so the server's
+/// runtime serves requests and nothing else.
 pub(super) async fn load(
+    addr: std::net::SocketAddr,
+    path: &str,
+    body: Arc<Vec<u8>>,
+    concurrency: usize,
+    seconds: f64,
+) -> Result<Load, Failure> {
+    let path = path.to_string();
+    tokio::task::spawn_blocking(move || {
+        let client = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(CLIENT_THREADS)
+            .thread_name("bench-client")
+            .enable_all()
+            .build()?;
+        client.block_on(drive(addr, &path, body, concurrency, seconds))
+    })
+    .await?
+}
+
+/// The load generator's threads: one per core of this 2-core machine.
+const CLIENT_THREADS: usize = 2;
+
+async fn drive(
     addr: std::net::SocketAddr,
     path: &str,
     body: Arc<Vec<u8>>,
