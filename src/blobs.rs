@@ -49,8 +49,8 @@ pub struct BlobStore {
 /// The zstd level of every stored blob, in files and in the ledger alike.
 const LEVEL: i32 = 3;
 
-/// The largest blob, uncompressed, that a run keeps in the ledger's blob table rather than
-/// in a file: bigger ones would make the writer's transaction carry bulk data.
+/// The most compressed bytes a run keeps in the ledger's blob table rather than in files:
+/// more would make the writer's transaction carry bulk data.
 pub const INLINE_MAX_BYTES: usize = 256 << 10;
 
 /// Group sync: callers that wrote blobs without syncing them wait for one `syncfs` that
@@ -131,9 +131,7 @@ impl BlobStore {
 
     /// Starts a streaming write.
     pub fn writer(&self) -> Result<BlobWriter, BlobError> {
-        let tmp_dir = self.dir.join("tmp");
-        fs::create_dir_all(&tmp_dir).map_err(|e| BlobError::Io(tmp_dir.clone(), e))?;
-        let tmp = tmp_dir.join(uuid::Uuid::now_v7().to_string());
+        let tmp = self.tmp_path()?;
         let file = File::create(&tmp).map_err(|e| BlobError::Io(tmp.clone(), e))?;
         let encoder = zstd::Encoder::new(file, LEVEL).map_err(|e| BlobError::Io(tmp.clone(), e))?;
         Ok(BlobWriter {
@@ -158,6 +156,61 @@ impl BlobStore {
         w.sync = false;
         w.write(bytes)?;
         w.finish()
+    }
+
+    /// Stores a blob `encode` made, as its file, not yet synced (see `put_unsynced`).
+    pub fn put_encoded_unsynced(
+        &self,
+        hash: &Digest,
+        compressed: &[u8],
+        size: u64,
+    ) -> Result<BlobInfo, BlobError> {
+        if size > self.max_bytes {
+            return Err(BlobError::TooLarge {
+                limit: self.max_bytes,
+            });
+        }
+        let tmp = self.tmp_path()?;
+        let placed = fs::write(&tmp, compressed)
+            .map_err(|e| BlobError::Io(tmp.clone(), e))
+            .and_then(|()| self.place(&tmp, hash, false));
+        if placed.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        Ok(BlobInfo {
+            hash: *hash,
+            size,
+            created: placed?,
+        })
+    }
+
+    fn tmp_path(&self) -> Result<PathBuf, BlobError> {
+        let tmp_dir = self.dir.join("tmp");
+        fs::create_dir_all(&tmp_dir).map_err(|e| BlobError::Io(tmp_dir.clone(), e))?;
+        Ok(tmp_dir.join(uuid::Uuid::now_v7().to_string()))
+    }
+
+    /// Moves a finished temporary file to its blob's name (dropping it when the blob is
+    /// there already); with `sync`, makes the name durable. Answers whether it was new.
+    fn place(&self, tmp: &Path, hash: &Digest, sync: bool) -> Result<bool, BlobError> {
+        let io = |p: &Path| {
+            let p = p.to_path_buf();
+            move |e| BlobError::Io(p, e)
+        };
+        let dest = self.path(hash);
+        let parent = dest.parent().unwrap_or(&self.dir).to_path_buf();
+        fs::create_dir_all(&parent).map_err(io(&parent))?;
+        if dest.exists() {
+            fs::remove_file(tmp).map_err(io(tmp))?;
+            return Ok(false);
+        }
+        fs::rename(tmp, &dest).map_err(io(&dest))?;
+        if sync {
+            File::open(&parent)
+                .and_then(|d| d.sync_all())
+                .map_err(io(&parent))?;
+        }
+        Ok(true)
     }
 
     /// Makes every blob written before this call durable, sharing one `syncfs` of the store's
@@ -282,20 +335,7 @@ impl BlobWriter {
         if self.sync {
             file.sync_all().map_err(io(&self.tmp))?;
         }
-        let dest = self.store.path(&hash);
-        let parent = dest.parent().unwrap_or(&self.store.dir).to_path_buf();
-        fs::create_dir_all(&parent).map_err(io(&parent))?;
-        let created = !dest.exists();
-        if !created {
-            fs::remove_file(&self.tmp).map_err(io(&self.tmp))?;
-        } else {
-            fs::rename(&self.tmp, &dest).map_err(io(&dest))?;
-            if self.sync {
-                File::open(&parent)
-                    .and_then(|d| d.sync_all())
-                    .map_err(io(&parent))?;
-            }
-        }
+        let created = self.store.place(&self.tmp, &hash, self.sync)?;
         Ok(BlobInfo {
             hash,
             size: self.size,

@@ -179,7 +179,19 @@ async fn a_deployed_classifier_scores_like_onnxruntime_and_every_prediction_is_r
         copied["fields"].as_array().unwrap()[..2],
         [json!("hue"), json!("ash")]
     );
+    // Number cells are read as JSON writes them: the same answer as their text.
+    let numbers: Vec<Value> = one_row
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| serde_json::from_str(c.as_str().unwrap()).unwrap())
+        .collect();
+    let (_, _, as_text) = score(&srv, &dep, json!({"fields": names, "rows": [one_row]})).await;
+    let (st, _, as_numbers) = score(&srv, &dep, json!({"fields": names, "rows": [numbers]})).await;
+    assert_eq!((st, &as_numbers["score"]), (200, &as_text["score"]));
     let before = srv.size();
+    let mut nested = one_row.as_array().unwrap().clone();
+    nested[3] = json!(["2.5"]);
     let mut short = one_row.as_array().unwrap().clone();
     short.pop();
     let mut dup = names.as_array().unwrap().clone();
@@ -194,6 +206,7 @@ async fn a_deployed_classifier_scores_like_onnxruntime_and_every_prediction_is_r
             400,
         ),
         (json!({"fields": names, "rows": [bad_value]}), 400),
+        (json!({"fields": names, "rows": [one_row, nested]}), 400),
         (
             json!({"fields": names, "rows": [one_row], "requestShapleyValueType": "ORIGINAL"}),
             501,

@@ -300,14 +300,22 @@ impl AppState {
             )));
         }
         let (table, model) = (job.table.clone(), l.model.clone());
-        let (rows, bad) = tokio::task::spawn_blocking(move || {
-            let rows = table.rows(from, to)?;
+        let (good, features, bad) = tokio::task::spawn_blocking(move || {
+            let rows = table.rows(from, to).map_err(|e| e.to_string())?;
             let bad = model.bad_rows(&rows, from);
-            Ok::<_, BatchError>((rows, bad))
+            let mut skip = bad.iter().map(|(r, _)| r - from).peekable();
+            let good: Vec<Vec<String>> = rows
+                .into_iter()
+                .enumerate()
+                .filter(|(i, _)| skip.next_if_eq(i).is_none())
+                .map(|(_, r)| r)
+                .collect();
+            let features = model.features(&good).map_err(|e| e.to_string())?;
+            Ok::<_, String>((good, features, bad))
         })
         .await
         .map_err(|e| failed(e.to_string()))?
-        .map_err(|e| failed(e.to_string()))?;
+        .map_err(failed)?;
         let skipped: Vec<usize> = bad.iter().map(|(r, _)| r - from).collect();
         let failed_rows =
             live.failed.fetch_add(bad.len() as u64, Ordering::Relaxed) + bad.len() as u64;
@@ -324,20 +332,14 @@ impl AppState {
                 job.max_failed_rows
             )));
         }
-        let mut skip = skipped.iter().peekable();
-        let good: Vec<Vec<String>> = rows
-            .into_iter()
-            .enumerate()
-            .filter(|(i, _)| skip.next_if_eq(&i).is_none())
-            .map(|(_, r)| r)
-            .collect();
         if good.is_empty() {
             output.push_span(to - from, &skipped, &[]);
             return Ok(());
         }
         let permit = slot(l).await.map_err(|e| failed(e.detail))?;
-        let (good, out_rows, out_fields) =
-            run(l, good, true).await.map_err(|e| failed(e.detail))?;
+        let (good, out_rows, out_fields) = run(l, good, features, true)
+            .await
+            .map_err(|e| failed(e.detail))?;
         drop(permit);
         output.push_span(to - from, &skipped, &out_rows);
         // One run records while the next is scored.

@@ -25,7 +25,7 @@ use crate::domain::may;
 use crate::domain::schema::{Column, ColumnType};
 use crate::drift::sketch;
 use crate::log::{BlobChanges, ExpectedVersion};
-use crate::runtime::scorer::{ScoreError, table_bytes};
+use crate::runtime::scorer::{Features, ScoreError, table_bytes};
 
 /// The deployment a scorer path's first segment names: its id, or an endpoint pointing at it.
 pub(super) fn resolve(s: &AppState, segment: &str) -> Option<Uuid> {
@@ -346,7 +346,7 @@ pub async fn docs(
 #[serde(rename_all = "camelCase")]
 pub struct ScoreRequest {
     fields: Vec<String>,
-    rows: Vec<Vec<Value>>,
+    rows: Vec<Vec<Cell>>,
     #[serde(default)]
     include_fields_in_output: Vec<String>,
     #[serde(default)]
@@ -363,13 +363,77 @@ fn bad(detail: String) -> ApiError {
     ApiError::bad_request("bad_request", detail)
 }
 
-/// A cell as text: strings as they are; numbers and booleans as JSON writes them; null is missing.
-fn cell(v: &Value) -> Result<String, ApiError> {
-    match v {
-        Value::String(s) => Ok(s.clone()),
-        Value::Null => Ok(String::new()),
-        Value::Number(_) | Value::Bool(_) => Ok(v.to_string()),
-        other => Err(bad(format!("a cell must be a string, got {other}"))),
+/// A request cell as text: strings as they are; numbers and booleans as JSON writes them;
+/// null is missing. Read straight from the body, without a `Value` tree in between; an array
+/// or object is kept as what it was, so the handler refuses it with its row.
+enum Cell {
+    Text(String),
+    Not(&'static str),
+}
+
+impl Cell {
+    fn take(&mut self, row: usize) -> Result<String, ApiError> {
+        match self {
+            Cell::Text(t) => Ok(std::mem::take(t)),
+            Cell::Not(what) => Err(bad(format!(
+                "row {row}: a cell must be a string, got {what}"
+            ))),
+        }
+    }
+
+    fn text(&self, row: usize) -> Result<String, ApiError> {
+        match self {
+            Cell::Text(t) => Ok(t.clone()),
+            Cell::Not(what) => Err(bad(format!(
+                "row {row}: a cell must be a string, got {what}"
+            ))),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Cell {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Cell, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Cell;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a cell")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Cell, E> {
+                Ok(Cell::Text(v.to_string()))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Cell, E> {
+                Ok(Cell::Text(v))
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<Cell, E> {
+                Ok(Cell::Text(v.to_string()))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Cell, E> {
+                Ok(Cell::Text(v.to_string()))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Cell, E> {
+                Ok(Cell::Text(v.to_string()))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Cell, E> {
+                // As serde_json writes a parsed number back.
+                Ok(Cell::Text(Value::from(v).to_string()))
+            }
+            fn visit_unit<E>(self) -> Result<Cell, E> {
+                Ok(Cell::Text(String::new()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Cell, A::Error> {
+                while a.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Cell::Not("an array"))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Cell, A::Error> {
+                while a
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(Cell::Not("an object"))
+            }
+        }
+        d.deserialize_any(Visit)
     }
 }
 
@@ -377,7 +441,7 @@ pub async fn score(
     State(s): State<AppState>,
     ApiPath(d): ApiPath<String>,
     headers: HeaderMap,
-    ApiJson(req): ApiJson<ScoreRequest>,
+    ApiJson(mut req): ApiJson<ScoreRequest>,
 ) -> Result<Response, ApiError> {
     let received = Instant::now();
     let l = loaded(&s, &d)?;
@@ -423,8 +487,11 @@ pub async fn score(
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
+    // Each row's cells to copy into its answer, then its model cells moved out in schema
+    // order (a field is at most one schema column, so each is taken once).
     let mut rows = Vec::with_capacity(req.rows.len());
-    for (i, row) in req.rows.iter().enumerate() {
+    let mut copies = Vec::with_capacity(req.rows.len());
+    for (i, mut row) in std::mem::take(&mut req.rows).into_iter().enumerate() {
         if row.len() != req.fields.len() {
             return Err(bad(format!(
                 "row {i} has {} values for {} fields",
@@ -432,20 +499,24 @@ pub async fn score(
                 req.fields.len()
             )));
         }
+        copies.push(
+            copied_at
+                .iter()
+                .map(|&c| row[c].text(i))
+                .collect::<Result<Vec<_>, _>>()?,
+        );
         rows.push(
             columns
                 .iter()
-                .map(|&c| cell(&row[c]))
+                .map(|&c| row[c].take(i))
                 .collect::<Result<Vec<_>, _>>()?,
         );
     }
-    let mut out_fields = copied.clone();
+    let mut out_fields = copied;
     out_fields.extend(l.model.output_names().iter().cloned());
     if rows.is_empty() {
-        return Ok(respond(&l, &req, out_fields, Vec::new(), HeaderMap::new()));
+        return Ok(respond(&l, &req, &out_fields, &[], HeaderMap::new()));
     }
-    // Refuse bad cells here, so one request's mistake never fails a batch it would share.
-    l.model.check(&rows).map_err(score_error)?;
 
     let request_id = Uuid::now_v7();
     let (arm, draw) = l.route(request_id);
@@ -460,19 +531,19 @@ pub async fn score(
     if let Some((rows, who)) = copy {
         shadow(&s, &l, rows, who);
     }
-    let score_rows = scored
-        .into_iter()
-        .zip(&req.rows)
-        .map(|(out, input)| {
-            let mut r: Vec<String> = copied_at
-                .iter()
-                .map(|&c| cell(&input[c]).unwrap_or_default())
-                .collect();
-            r.extend(out);
-            r
-        })
-        .collect();
-    Ok(respond(&l, &req, out_fields, score_rows, headers))
+    let score_rows: Vec<Vec<String>> = if copied_at.is_empty() {
+        scored
+    } else {
+        scored
+            .into_iter()
+            .zip(copies)
+            .map(|(out, mut r)| {
+                r.extend(out);
+                r
+            })
+            .collect()
+    };
+    Ok(respond(&l, &req, &out_fields, &score_rows, headers))
 }
 
 /// Who a request is and when it came: what its run's record says of it.
@@ -485,10 +556,13 @@ pub struct Caller {
     pub received: Instant,
 }
 
-/// Scores `rows` on a variant: on the direct path, or through its batching workers.
+/// Scores `rows` on a variant: on the direct path, or through its batching workers. The
+/// rows are parsed for the variant's model first, so one request's bad cell is its own 400
+/// and never fails a batch it would share.
 async fn answer(s: &AppState, arm: &Arm, rows: Vec<Vec<String>>, who: Caller) -> Answer {
+    let features = arm.scoring.model.features(&rows).map_err(score_error)?;
     let Some(queue) = &arm.queue else {
-        return direct(s, &arm.scoring, rows, who).await;
+        return direct(s, &arm.scoring, rows, features, who).await;
     };
     let stopping = || {
         ApiError::new(
@@ -500,7 +574,12 @@ async fn answer(s: &AppState, arm: &Arm, rows: Vec<Vec<String>>, who: Caller) ->
     let _waiting = Waiting::enter(&arm.scoring.waiting);
     let (reply, answered) = tokio::sync::oneshot::channel();
     queue
-        .send(Job { rows, who, reply })
+        .send(Job {
+            rows,
+            features,
+            who,
+            reply,
+        })
         .await
         .map_err(|_| stopping())?;
     answered.await.map_err(|_| stopping())?
@@ -573,6 +652,7 @@ impl Drop for Waiting<'_> {
 /// A request waiting for a batching worker.
 pub struct Job {
     rows: Vec<Vec<String>>,
+    features: Features,
     who: Caller,
     reply: tokio::sync::oneshot::Sender<Answer>,
 }
@@ -597,27 +677,26 @@ pub(super) async fn slot(l: &Scoring) -> Result<tokio::sync::SemaphorePermit<'_>
     })
 }
 
-/// Runs the model on `rows` off the async threads; checks the row count as configured.
+/// Runs the model on `rows`, parsed as `features`, off the async threads; checks the row
+/// count as configured.
 pub(super) async fn run(
     l: &Scoring,
     rows: Vec<Vec<String>>,
+    features: Features,
     always_strict: bool,
 ) -> Result<(Vec<Vec<String>>, Vec<Vec<String>>, Vec<String>), ApiError> {
     let model = l.model.clone();
     let warn_after = Duration::from_millis(l.spec.settings.scoring_warn_timeout_ms);
     let started = Instant::now();
-    let (rows, scored) = tokio::task::spawn_blocking(move || {
-        let scored = model.score(&rows);
-        (rows, scored)
-    })
-    .await
-    .map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "scoring_failed",
-            e.to_string(),
-        )
-    })?;
+    let scored = tokio::task::spawn_blocking(move || model.run(features))
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "scoring_failed",
+                e.to_string(),
+            )
+        })?;
     let scored = scored.map_err(score_error)?;
     if started.elapsed() > warn_after {
         eprintln!(
@@ -642,10 +721,16 @@ pub(super) async fn run(
 }
 
 /// The direct path: this request is one session run and one recorded event.
-async fn direct(s: &AppState, l: &Scoring, rows: Vec<Vec<String>>, who: Caller) -> Answer {
+async fn direct(
+    s: &AppState,
+    l: &Scoring,
+    rows: Vec<Vec<String>>,
+    features: Features,
+    who: Caller,
+) -> Answer {
     let permit = slot(l).await?;
     let queue_wait = who.received.elapsed();
-    let (rows, out_rows, out_fields) = run(l, rows, false).await?;
+    let (rows, out_rows, out_fields) = run(l, rows, features, false).await?;
     drop(permit);
     let request = RunRequest {
         request_id: who.request_id,
@@ -762,11 +847,13 @@ async fn score_batch(l: &Scoring, jobs: &mut [Job]) -> Result<BatchRun, ApiError
     let started = Instant::now();
     let mut offsets = Vec::with_capacity(jobs.len());
     let mut rows = Vec::new();
+    let mut features = Features::default();
     for job in jobs.iter_mut() {
         offsets.push(rows.len());
         rows.append(&mut job.rows);
+        features.append(std::mem::take(&mut job.features));
     }
-    let (rows, out_rows, out_fields) = run(l, rows, true).await?;
+    let (rows, out_rows, out_fields) = run(l, rows, features, true).await?;
     drop(permit);
     Ok(BatchRun {
         rows,
@@ -826,17 +913,28 @@ async fn record_batch(s: AppState, l: Arc<Scoring>, jobs: Vec<Job>, run: BatchRu
     }
 }
 
+/// The answer's body, written straight from the rows (keys in the order a JSON object
+/// with sorted keys has them, as earlier answers had).
+#[derive(serde::Serialize)]
+struct ScoreBody<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fields: Option<&'a [String]>,
+    id: Uuid,
+    score: &'a [Vec<String>],
+}
+
 fn respond(
     l: &Loaded,
     req: &ScoreRequest,
-    fields: Vec<String>,
-    score: Vec<Vec<String>>,
+    fields: &[String],
+    score: &[Vec<String>],
     headers: HeaderMap,
 ) -> Response {
-    let mut body = json!({"id": l.spec.experiment_id, "score": score});
-    if !req.no_field_names_in_output {
-        body["fields"] = json!(fields);
-    }
+    let body = ScoreBody {
+        fields: (!req.no_field_names_in_output).then_some(fields),
+        id: l.spec.experiment_id,
+        score,
+    };
     (headers, Json(body)).into_response()
 }
 
@@ -948,34 +1046,43 @@ pub(super) async fn record(
     })
 }
 
-/// Keeps a run's input and output: small ones go into the ledger's blob table with the run's
-/// event, so one flush makes the record and its data durable; bigger ones become files,
-/// flushed (with concurrent runs' files) before the event that names them is appended.
+/// Keeps a run's input and output: when they compress into little enough, they go into the
+/// ledger's blob table with the run's event, so one flush makes the record and its data
+/// durable; otherwise they become files, flushed (with concurrent runs' files) before the
+/// event that names them is appended. Big runs are compressed off the async threads.
 async fn keep(
     s: &AppState,
     input: Vec<u8>,
     output: Vec<u8>,
 ) -> Result<(String, String, BlobChanges), String> {
-    if input.len() + output.len() <= crate::blobs::INLINE_MAX_BYTES {
+    let blobs = s.blobs.clone();
+    let here = input.len() + output.len() <= COMPRESS_HERE_MAX_BYTES;
+    let work = move || {
         let (i, i_bytes) = BlobStore::encode(&input).map_err(|e| e.to_string())?;
         let (o, o_bytes) = BlobStore::encode(&output).map_err(|e| e.to_string())?;
-        let blobs = BlobChanges {
-            put: vec![(i, i_bytes), (o, o_bytes)],
-            delete: Vec::new(),
-        };
-        return Ok((i.to_hex(), o.to_hex(), blobs));
-    }
-    let blobs = s.blobs.clone();
-    tokio::task::spawn_blocking(move || {
-        let input = blobs.put_unsynced(&input).map_err(|e| e.to_string())?;
-        let output = blobs.put_unsynced(&output).map_err(|e| e.to_string())?;
+        if i_bytes.len() + o_bytes.len() <= crate::blobs::INLINE_MAX_BYTES {
+            let put = vec![(i, i_bytes), (o, o_bytes)];
+            let blobs = BlobChanges {
+                put,
+                delete: Vec::new(),
+            };
+            return Ok((i.to_hex(), o.to_hex(), blobs));
+        }
+        for (hash, bytes, size) in [(&i, &i_bytes, input.len()), (&o, &o_bytes, output.len())] {
+            blobs
+                .put_encoded_unsynced(hash, bytes, size as u64)
+                .map_err(|e| e.to_string())?;
+        }
         blobs.sync().map_err(|e| e.to_string())?;
-        Ok((
-            input.hash.to_hex(),
-            output.hash.to_hex(),
-            BlobChanges::default(),
-        ))
-    })
-    .await
-    .map_err(|e| e.to_string())?
+        Ok((i.to_hex(), o.to_hex(), BlobChanges::default()))
+    };
+    if here {
+        return work();
+    }
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| e.to_string())?
 }
+
+/// Runs bigger than this (uncompressed) are compressed on a blocking thread.
+const COMPRESS_HERE_MAX_BYTES: usize = 64 << 10;

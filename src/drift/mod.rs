@@ -383,7 +383,7 @@ pub fn bin_cells<'a>(
             _ if cell.is_empty() => None,
             Summary::Numeric { edges, counts, .. } => {
                 let cuts = cuts(edges, counts.len());
-                cell.trim()
+                crate::runtime::scorer::trim(cell)
                     .parse::<f64>()
                     .ok()
                     .filter(|x| x.is_finite())

@@ -208,11 +208,27 @@ impl Model {
         &self.settings
     }
 
-    /// Checks that rows fit the schema (count and cell types) without running the model.
-    pub fn check(&self, rows: &[Vec<String>]) -> Result<(), ScoreError> {
-        rows.iter()
-            .enumerate()
-            .try_for_each(|(r, row)| self.check_row(r, row))
+    /// Parses rows (in schema column order) into the session's input values, once: a
+    /// request's rows are checked and converted before it can share a batch, and the batch
+    /// runs on what they became. The first bad cell, row by row, is the error.
+    pub fn features(&self, rows: &[Vec<String>]) -> Result<Features, ScoreError> {
+        let mut values: Vec<Values> = self
+            .inputs
+            .iter()
+            .map(|i| Values::with_capacity(i.element, rows.len() * i.columns.len()))
+            .collect::<Result<_, _>>()?;
+        for (r, row) in rows.iter().enumerate() {
+            self.check_width(r, row)?;
+            for (input, values) in self.inputs.iter().zip(&mut values) {
+                for &c in &input.columns {
+                    values.push(&self.schema[c], r, &row[c])?;
+                }
+            }
+        }
+        Ok(Features {
+            rows: rows.len(),
+            values,
+        })
     }
 
     /// The rows that do not fit the schema, each with its first bad cell, numbered from
@@ -237,18 +253,9 @@ impl Model {
 
     fn check_row(&self, r: usize, row: &[String]) -> Result<(), ScoreError> {
         self.check_width(r, row)?;
-        use TensorElementType as T;
         for input in &self.inputs {
             for &c in &input.columns {
-                let (column, cell) = (&self.schema[c], row[c].as_str());
-                match input.element {
-                    T::Float32 => parse::<f32>(cell, column, r, Some(f32::NAN)).map(drop),
-                    T::Float64 => parse::<f64>(cell, column, r, Some(f64::NAN)).map(drop),
-                    T::Int32 => parse::<i32>(cell, column, r, None).map(drop),
-                    T::Int64 => parse::<i64>(cell, column, r, None).map(drop),
-                    T::Bool => parse_bool(cell, column, r).map(drop),
-                    _ => Ok(()),
-                }?;
+                Values::check(input.element, &self.schema[c], r, &row[c])?;
             }
         }
         Ok(())
@@ -256,34 +263,32 @@ impl Model {
 
     /// Scores rows given in schema column order, in one session run.
     pub fn score(&self, rows: &[Vec<String>]) -> Result<Scored, ScoreError> {
-        let n = rows.len();
+        self.run(self.features(rows)?)
+    }
+
+    /// One session run on parsed rows.
+    pub fn run(&self, features: Features) -> Result<Scored, ScoreError> {
+        let n = features.rows;
         if n == 0 {
             return Ok(Scored {
                 fields: self.output_names.clone(),
                 rows: Vec::new(),
             });
         }
-        rows.iter()
-            .enumerate()
-            .try_for_each(|(r, row)| self.check_width(r, row))?;
         let mut feeds: Vec<(
             std::borrow::Cow<'static, str>,
             ort::session::SessionInputValue<'static>,
-        )> = Vec::new();
-        for input in &self.inputs {
-            let value = tensor(input, &self.schema, rows)?;
+        )> = Vec::with_capacity(self.inputs.len());
+        for (input, values) in self.inputs.iter().zip(features.values) {
+            let value = values.tensor(n, input.columns.len())?;
             feeds.push((input.name.clone().into(), value.into()));
         }
         let mut session = self.checkout()?;
         let result = run(&mut session, feeds, &self.outputs, n);
         self.checkin(session);
-        let columns = result?;
-        let rows = (0..n)
-            .map(|r| columns.iter().map(|c| c[r].clone()).collect())
-            .collect();
         Ok(Scored {
             fields: self.output_names.clone(),
-            rows,
+            rows: result?,
         })
     }
 
@@ -345,7 +350,7 @@ fn parse<T: std::str::FromStr>(
     row: usize,
     missing: Option<T>,
 ) -> Result<T, ScoreError> {
-    let cell = cell.trim();
+    let cell = trim(cell);
     if cell.is_empty() {
         return missing.ok_or_else(|| {
             ScoreError::BadInput(format!(
@@ -362,8 +367,19 @@ fn parse<T: std::str::FromStr>(
     })
 }
 
+/// `str::trim`, without its Unicode scan for the usual cell that has nothing to trim.
+pub(crate) fn trim(cell: &str) -> &str {
+    let bytes = cell.as_bytes();
+    let plain = |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_graphic());
+    if plain(bytes.first()) && plain(bytes.last()) {
+        cell
+    } else {
+        cell.trim()
+    }
+}
+
 fn parse_bool(cell: &str, column: &Column, row: usize) -> Result<bool, ScoreError> {
-    match cell.trim().to_ascii_lowercase().as_str() {
+    match trim(cell).to_ascii_lowercase().as_str() {
         "true" | "1" => Ok(true),
         "false" | "0" => Ok(false),
         other => Err(ScoreError::BadInput(format!(
@@ -373,63 +389,109 @@ fn parse_bool(cell: &str, column: &Column, row: usize) -> Result<bool, ScoreErro
     }
 }
 
-/// The `[N, width]` tensor of one input.
-fn tensor(input: &Input, schema: &[Column], rows: &[Vec<String>]) -> Result<DynTensor, ScoreError> {
-    let shape = vec![rows.len() as i64, input.columns.len() as i64];
-    let cells = || {
-        rows.iter().enumerate().flat_map(move |(r, row)| {
-            input
-                .columns
-                .iter()
-                .map(move |&c| (r, &schema[c], row[c].as_str()))
+/// Rows parsed for a session run: per model input, its cells row by row.
+#[derive(Debug, Clone, Default)]
+pub struct Features {
+    rows: usize,
+    values: Vec<Values>,
+}
+
+impl Features {
+    /// Appends another request's rows of the same model, for one batched run.
+    pub fn append(&mut self, other: Features) {
+        if self.rows == 0 {
+            *self = other;
+            return;
+        }
+        self.rows += other.rows;
+        for (mine, theirs) in self.values.iter_mut().zip(other.values) {
+            mine.append(theirs);
+        }
+    }
+}
+
+/// One input's cells, in its element type.
+#[derive(Debug, Clone)]
+enum Values {
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+    I32(Vec<i32>),
+    I64(Vec<i64>),
+    Bool(Vec<bool>),
+    Str(Vec<String>),
+}
+
+impl Values {
+    fn with_capacity(element: TensorElementType, n: usize) -> Result<Values, ScoreError> {
+        use TensorElementType as T;
+        Ok(match element {
+            T::Float32 => Values::F32(Vec::with_capacity(n)),
+            T::Float64 => Values::F64(Vec::with_capacity(n)),
+            T::Int32 => Values::I32(Vec::with_capacity(n)),
+            T::Int64 => Values::I64(Vec::with_capacity(n)),
+            T::Bool => Values::Bool(Vec::with_capacity(n)),
+            T::String => Values::Str(Vec::with_capacity(n)),
+            other => {
+                return Err(ScoreError::Load(format!(
+                    "an input has element type {other}, which scoring does not support"
+                )));
+            }
         })
-    };
-    let run = |e: ort::Error| ScoreError::Run(e.to_string());
-    use TensorElementType as T;
-    Ok(match input.element {
-        T::Float32 => {
-            let v = cells()
-                .map(|(r, c, s)| parse(s, c, r, Some(f32::NAN)))
-                .collect::<Result<Vec<f32>, _>>()?;
-            Tensor::from_array((shape, v)).map_err(run)?.upcast()
+    }
+
+    /// Whether a cell parses as `element`, without keeping it.
+    fn check(
+        element: TensorElementType,
+        column: &Column,
+        r: usize,
+        cell: &str,
+    ) -> Result<(), ScoreError> {
+        match Values::with_capacity(element, 0) {
+            Ok(mut v) => v.push(column, r, cell),
+            Err(_) => Ok(()),
         }
-        T::Float64 => {
-            let v = cells()
-                .map(|(r, c, s)| parse(s, c, r, Some(f64::NAN)))
-                .collect::<Result<Vec<f64>, _>>()?;
-            Tensor::from_array((shape, v)).map_err(run)?.upcast()
+    }
+
+    fn push(&mut self, column: &Column, r: usize, cell: &str) -> Result<(), ScoreError> {
+        match self {
+            Values::F32(v) => v.push(parse(cell, column, r, Some(f32::NAN))?),
+            Values::F64(v) => v.push(parse(cell, column, r, Some(f64::NAN))?),
+            Values::I32(v) => v.push(parse(cell, column, r, None)?),
+            Values::I64(v) => v.push(parse(cell, column, r, None)?),
+            Values::Bool(v) => v.push(parse_bool(cell, column, r)?),
+            Values::Str(v) => v.push(cell.to_string()),
         }
-        T::Int32 => {
-            let v = cells()
-                .map(|(r, c, s)| parse(s, c, r, None))
-                .collect::<Result<Vec<i32>, _>>()?;
-            Tensor::from_array((shape, v)).map_err(run)?.upcast()
+        Ok(())
+    }
+
+    fn append(&mut self, other: Values) {
+        match (self, other) {
+            (Values::F32(a), Values::F32(mut b)) => a.append(&mut b),
+            (Values::F64(a), Values::F64(mut b)) => a.append(&mut b),
+            (Values::I32(a), Values::I32(mut b)) => a.append(&mut b),
+            (Values::I64(a), Values::I64(mut b)) => a.append(&mut b),
+            (Values::Bool(a), Values::Bool(mut b)) => a.append(&mut b),
+            (Values::Str(a), Values::Str(mut b)) => a.append(&mut b),
+            // Features of one model have one element type per input.
+            _ => {}
         }
-        T::Int64 => {
-            let v = cells()
-                .map(|(r, c, s)| parse(s, c, r, None))
-                .collect::<Result<Vec<i64>, _>>()?;
-            Tensor::from_array((shape, v)).map_err(run)?.upcast()
-        }
-        T::Bool => {
-            let v = cells()
-                .map(|(r, c, s)| parse_bool(s, c, r))
-                .collect::<Result<Vec<bool>, _>>()?;
-            Tensor::from_array((shape, v)).map_err(run)?.upcast()
-        }
-        T::String => {
-            let v: Vec<String> = cells().map(|(_, _, s)| s.to_string()).collect();
-            Tensor::from_string_array((shape, v.as_slice()))
+    }
+
+    /// The `[rows, width]` tensor, taking the values without a copy.
+    fn tensor(self, rows: usize, width: usize) -> Result<DynTensor, ScoreError> {
+        let shape = vec![rows as i64, width as i64];
+        let run = |e: ort::Error| ScoreError::Run(e.to_string());
+        Ok(match self {
+            Values::F32(v) => Tensor::from_array((shape, v)).map_err(run)?.upcast(),
+            Values::F64(v) => Tensor::from_array((shape, v)).map_err(run)?.upcast(),
+            Values::I32(v) => Tensor::from_array((shape, v)).map_err(run)?.upcast(),
+            Values::I64(v) => Tensor::from_array((shape, v)).map_err(run)?.upcast(),
+            Values::Bool(v) => Tensor::from_array((shape, v)).map_err(run)?.upcast(),
+            Values::Str(v) => Tensor::from_string_array((shape, v.as_slice()))
                 .map_err(run)?
-                .upcast()
-        }
-        other => {
-            return Err(ScoreError::Load(format!(
-                "input {:?} has element type {other}, which scoring does not support",
-                input.name
-            )));
-        }
-    })
+                .upcast(),
+        })
+    }
 }
 
 /// A numeric or boolean tensor's values as text, each by `show`.
@@ -443,7 +505,7 @@ fn texts<T: ort::value::PrimitiveTensorElementType>(
     Ok(values.iter().map(show).collect())
 }
 
-/// Runs the session and flattens every output into string columns of `n` rows. Floats are
+/// Runs the session and lays every output's columns side by side into `n` rows of text. Floats are
 /// written as their shortest round-trip text (JavaScript's rules), so a cell parses back to
 /// the exact value ONNX Runtime produced.
 fn run(
@@ -457,7 +519,8 @@ fn run(
 ) -> Result<Vec<Vec<String>>, ScoreError> {
     let err = |e: ort::Error| ScoreError::Run(e.to_string());
     let result = session.run(feeds).map_err(err)?;
-    let mut columns = Vec::new();
+    let width: usize = outputs.iter().map(|o| o.width).sum();
+    let mut rows: Vec<Vec<String>> = (0..n).map(|_| Vec::with_capacity(width)).collect();
     for out in outputs {
         let value = &result[out.name.as_str()];
         let cells: Vec<String> = match value.dtype() {
@@ -500,11 +563,11 @@ fn run(
                 out.width
             )));
         }
-        for j in 0..out.width {
-            columns.push((0..n).map(|r| cells[r * out.width + j].clone()).collect());
+        for (i, cell) in cells.into_iter().enumerate() {
+            rows[i / out.width].push(cell);
         }
     }
-    Ok(columns)
+    Ok(rows)
 }
 
 /// A run's rows as stored and hashed: the RFC 8785 canonical JSON of
@@ -582,6 +645,22 @@ mod tests {
             .fold(0.0, f64::max)
     }
 
+    /// A fixture model loaded with the default settings, and its expected outputs.
+    fn fixture_model(name: &str, target: &str) -> (Model, Value) {
+        let onnx = super::super::onnx::load(None).unwrap();
+        let (bytes, expected) = fixture(name);
+        let fields = schema(&expected["fields"]);
+        let model = Model::load(
+            onnx,
+            bytes,
+            fields,
+            Some(target),
+            SessionSettings::default(),
+        )
+        .unwrap();
+        (model, expected)
+    }
+
     #[test]
     fn the_classifier_scores_as_the_python_runtime_does() {
         let onnx = super::super::onnx::load(None).unwrap();
@@ -616,14 +695,7 @@ mod tests {
         );
 
         // H2O's naming: one probability column per class, `<target>.<class>`.
-        let model = Model::load(
-            onnx,
-            bytes,
-            schema(&expected["fields"]),
-            Some("cultivar"),
-            SessionSettings::default(),
-        )
-        .unwrap();
+        let (model, _) = fixture_model("wine_classifier", "cultivar");
         assert_eq!(
             model.output_names(),
             ["cultivar.0", "cultivar.1", "cultivar.2"]
@@ -648,16 +720,7 @@ mod tests {
 
     #[test]
     fn the_forest_regressor_scores_as_the_python_runtime_does() {
-        let onnx = super::super::onnx::load(None).unwrap();
-        let (bytes, expected) = fixture("diabetes_forest");
-        let model = Model::load(
-            onnx,
-            bytes,
-            schema(&expected["fields"]),
-            Some("progression"),
-            SessionSettings::default(),
-        )
-        .unwrap();
+        let (model, expected) = fixture_model("diabetes_forest", "progression");
         assert_eq!(model.output_names(), ["progression"]);
         let scored = model.score(&rows(&expected["rows"])).unwrap();
         let want = expected["outputs"]["variable"]
@@ -709,6 +772,25 @@ mod tests {
             matches!(&err, ScoreError::Load(m) if m.contains("hue")),
             "{err}"
         );
+    }
+
+    #[test]
+    fn appended_features_score_as_their_rows_together() {
+        let (model, expected) = fixture_model("wine_classifier", "cultivar");
+        let all = rows(&expected["rows"]);
+        let (a, b) = all.split_at(all.len() / 3);
+        let mut joined = Features::default();
+        joined.append(model.features(a).unwrap());
+        joined.append(model.features(b).unwrap());
+        assert_eq!(model.run(joined).unwrap(), model.score(&all).unwrap());
+        assert_eq!(model.run(Features::default()).unwrap().rows.len(), 0);
+    }
+
+    #[test]
+    fn trim_is_str_trim() {
+        for cell in ["1.5", " 1.5", "1.5\t", "", " ", "\u{a0}2\u{2003}", "x", "é"] {
+            assert_eq!(trim(cell), cell.trim(), "{cell:?}");
+        }
     }
 
     #[test]
