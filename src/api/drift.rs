@@ -396,21 +396,14 @@ fn reference_predictions(
     let mut columns = Columns::new(outputs);
     let step = 10_000;
     for from in (0..table.len()).step_by(step) {
-        let mut rows = table
+        let rows = table
             .rows(from, (from + step).min(table.len()))
             .map_err(bad_file)?;
-        let refused: Vec<usize> = model
-            .bad_rows(&rows, 0)
-            .into_iter()
-            .map(|(i, _)| i)
-            .collect();
-        for i in refused.into_iter().rev() {
-            rows.remove(i);
-        }
-        if rows.is_empty() {
+        let fitting = model.fitting(rows, 0).map_err(internal)?;
+        if fitting.rows.is_empty() {
             continue;
         }
-        let scored = model.score(&rows).map_err(internal)?;
+        let scored = model.run(fitting.features).map_err(internal)?;
         columns.add(&scored.fields, &scored.rows);
     }
     let samples = columns.finish();

@@ -28,6 +28,7 @@ use crate::domain::event::RunJob;
 use crate::domain::job::{self, EndJob, FileFormat, JobOutcome, ScoringJob, StartJob};
 use crate::domain::{Kind, can_read_project, may};
 use crate::runtime::batch::{BatchError, Output, Table};
+use crate::runtime::scorer::Fitting;
 
 /// Rows per run unless the job says otherwise.
 pub const DEFAULT_BATCH_ROWS: u32 = 10_000;
@@ -300,18 +301,13 @@ impl AppState {
             )));
         }
         let (table, model) = (job.table.clone(), l.model.clone());
-        let (good, features, bad) = tokio::task::spawn_blocking(move || {
+        let Fitting {
+            rows: good,
+            features,
+            refused: bad,
+        } = tokio::task::spawn_blocking(move || {
             let rows = table.rows(from, to).map_err(|e| e.to_string())?;
-            let bad = model.bad_rows(&rows, from);
-            let mut skip = bad.iter().map(|(r, _)| r - from).peekable();
-            let good: Vec<Vec<String>> = rows
-                .into_iter()
-                .enumerate()
-                .filter(|(i, _)| skip.next_if_eq(i).is_none())
-                .map(|(_, r)| r)
-                .collect();
-            let features = model.features(&good).map_err(|e| e.to_string())?;
-            Ok::<_, String>((good, features, bad))
+            model.fitting(rows, from).map_err(|e| e.to_string())
         })
         .await
         .map_err(|e| failed(e.to_string()))?

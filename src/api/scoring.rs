@@ -372,18 +372,10 @@ enum Cell {
 }
 
 impl Cell {
-    fn take(&mut self, row: usize) -> Result<String, ApiError> {
+    /// The cell's text, or why row `row` is refused.
+    fn text(&mut self, row: usize) -> Result<&mut String, ApiError> {
         match self {
-            Cell::Text(t) => Ok(std::mem::take(t)),
-            Cell::Not(what) => Err(bad(format!(
-                "row {row}: a cell must be a string, got {what}"
-            ))),
-        }
-    }
-
-    fn text(&self, row: usize) -> Result<String, ApiError> {
-        match self {
-            Cell::Text(t) => Ok(t.clone()),
+            Cell::Text(t) => Ok(t),
             Cell::Not(what) => Err(bad(format!(
                 "row {row}: a cell must be a string, got {what}"
             ))),
@@ -502,13 +494,13 @@ pub async fn score(
         copies.push(
             copied_at
                 .iter()
-                .map(|&c| row[c].text(i))
+                .map(|&c| row[c].text(i).map(|t| t.clone()))
                 .collect::<Result<Vec<_>, _>>()?,
         );
         rows.push(
             columns
                 .iter()
-                .map(|&c| row[c].take(i))
+                .map(|&c| row[c].text(i).map(std::mem::take))
                 .collect::<Result<Vec<_>, _>>()?,
         );
     }

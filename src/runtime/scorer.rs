@@ -212,18 +212,9 @@ impl Model {
     /// request's rows are checked and converted before it can share a batch, and the batch
     /// runs on what they became. The first bad cell, row by row, is the error.
     pub fn features(&self, rows: &[Vec<String>]) -> Result<Features, ScoreError> {
-        let mut values: Vec<Values> = self
-            .inputs
-            .iter()
-            .map(|i| Values::with_capacity(i.element, rows.len() * i.columns.len()))
-            .collect::<Result<_, _>>()?;
+        let mut values = self.empty_values(rows.len())?;
         for (r, row) in rows.iter().enumerate() {
-            self.check_width(r, row)?;
-            for (input, values) in self.inputs.iter().zip(&mut values) {
-                for &c in &input.columns {
-                    values.push(&self.schema[c], r, &row[c])?;
-                }
-            }
+            self.push_row(r, row, &mut values)?;
         }
         Ok(Features {
             rows: rows.len(),
@@ -231,16 +222,42 @@ impl Model {
         })
     }
 
-    /// The rows that do not fit the schema, each with its first bad cell, numbered from
-    /// `first` (a job's file row) in the reasons and the answer.
-    pub fn bad_rows(&self, rows: &[Vec<String>], first: usize) -> Vec<(usize, ScoreError)> {
-        rows.iter()
-            .enumerate()
-            .filter_map(|(i, row)| self.check_row(first + i, row).err().map(|e| (first + i, e)))
+    /// Parses the rows that fit the schema and sets aside the others, each with its first bad
+    /// cell, numbered from `first` (a job's file row) in the reasons and the answer.
+    pub fn fitting(&self, rows: Vec<Vec<String>>, first: usize) -> Result<Fitting, ScoreError> {
+        let mut values = self.empty_values(rows.len())?;
+        let (mut good, mut refused) = (Vec::with_capacity(rows.len()), Vec::new());
+        for (i, row) in rows.into_iter().enumerate() {
+            let lens: Vec<usize> = values.iter().map(Values::len).collect();
+            match self.push_row(first + i, &row, &mut values) {
+                Ok(()) => good.push(row),
+                Err(e) => {
+                    values.iter_mut().zip(lens).for_each(|(v, n)| v.truncate(n));
+                    refused.push((first + i, e));
+                }
+            }
+        }
+        let features = Features {
+            rows: good.len(),
+            values,
+        };
+        Ok(Fitting {
+            rows: good,
+            features,
+            refused,
+        })
+    }
+
+    fn empty_values(&self, rows: usize) -> Result<Vec<Values>, ScoreError> {
+        self.inputs
+            .iter()
+            .map(|i| Values::with_capacity(i.element, rows * i.columns.len()))
             .collect()
     }
 
-    fn check_width(&self, r: usize, row: &[String]) -> Result<(), ScoreError> {
+    /// Parses row `r` onto the end of every input's values; on an error some may have taken
+    /// its first cells.
+    fn push_row(&self, r: usize, row: &[String], values: &mut [Values]) -> Result<(), ScoreError> {
         if row.len() != self.schema.len() {
             return Err(ScoreError::BadInput(format!(
                 "row {r} has {} values, the schema {} columns",
@@ -248,14 +265,9 @@ impl Model {
                 self.schema.len()
             )));
         }
-        Ok(())
-    }
-
-    fn check_row(&self, r: usize, row: &[String]) -> Result<(), ScoreError> {
-        self.check_width(r, row)?;
-        for input in &self.inputs {
+        for (input, values) in self.inputs.iter().zip(values) {
             for &c in &input.columns {
-                Values::check(input.element, &self.schema[c], r, &row[c])?;
+                values.push(&self.schema[c], r, &row[c])?;
             }
         }
         Ok(())
@@ -389,6 +401,15 @@ fn parse_bool(cell: &str, column: &Column, row: usize) -> Result<bool, ScoreErro
     }
 }
 
+/// A batch of rows sorted by whether they fit the schema (see `Model::fitting`).
+pub struct Fitting {
+    /// The rows that fit, in order, and what they parsed into.
+    pub rows: Vec<Vec<String>>,
+    pub features: Features,
+    /// The others: row number and first bad cell.
+    pub refused: Vec<(usize, ScoreError)>,
+}
+
 /// Rows parsed for a session run: per model input, its cells row by row.
 #[derive(Debug, Clone, Default)]
 pub struct Features {
@@ -439,16 +460,25 @@ impl Values {
         })
     }
 
-    /// Whether a cell parses as `element`, without keeping it.
-    fn check(
-        element: TensorElementType,
-        column: &Column,
-        r: usize,
-        cell: &str,
-    ) -> Result<(), ScoreError> {
-        match Values::with_capacity(element, 0) {
-            Ok(mut v) => v.push(column, r, cell),
-            Err(_) => Ok(()),
+    fn len(&self) -> usize {
+        match self {
+            Values::F32(v) => v.len(),
+            Values::F64(v) => v.len(),
+            Values::I32(v) => v.len(),
+            Values::I64(v) => v.len(),
+            Values::Bool(v) => v.len(),
+            Values::Str(v) => v.len(),
+        }
+    }
+
+    fn truncate(&mut self, n: usize) {
+        match self {
+            Values::F32(v) => v.truncate(n),
+            Values::F64(v) => v.truncate(n),
+            Values::I32(v) => v.truncate(n),
+            Values::I64(v) => v.truncate(n),
+            Values::Bool(v) => v.truncate(n),
+            Values::Str(v) => v.truncate(n),
         }
     }
 
@@ -505,9 +535,9 @@ fn texts<T: ort::value::PrimitiveTensorElementType>(
     Ok(values.iter().map(show).collect())
 }
 
-/// Runs the session and lays every output's columns side by side into `n` rows of text. Floats are
-/// written as their shortest round-trip text (JavaScript's rules), so a cell parses back to
-/// the exact value ONNX Runtime produced.
+/// Runs the session and lays every output's columns side by side into `n` rows of text.
+/// Floats are written as their shortest round-trip text (JavaScript's rules), so a cell
+/// parses back to the exact value ONNX Runtime produced.
 fn run(
     session: &mut Session,
     feeds: Vec<(
@@ -784,6 +814,30 @@ mod tests {
         joined.append(model.features(b).unwrap());
         assert_eq!(model.run(joined).unwrap(), model.score(&all).unwrap());
         assert_eq!(model.run(Features::default()).unwrap().rows.len(), 0);
+    }
+
+    #[test]
+    fn fitting_rows_are_parsed_and_the_others_set_aside() {
+        let (model, expected) = fixture_model("wine_classifier", "cultivar");
+        let all = rows(&expected["rows"]);
+        let mut mixed = all.clone();
+        // A bad cell after good ones in its row: those must not stay in the features.
+        mixed[1][5] = "five".into();
+        mixed[3].pop();
+        let fitting = model.fitting(mixed, 100).unwrap();
+        let refused: Vec<usize> = fitting.refused.iter().map(|(r, _)| *r).collect();
+        assert_eq!(refused, [101, 103]);
+        let good: Vec<Vec<String>> = all
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| ![1, 3].contains(i))
+            .map(|(_, r)| r.clone())
+            .collect();
+        assert_eq!(fitting.rows, good);
+        assert_eq!(
+            model.run(fitting.features).unwrap(),
+            model.score(&good).unwrap()
+        );
     }
 
     #[test]
