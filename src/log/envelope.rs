@@ -20,7 +20,12 @@ impl Digest {
     pub const ZERO: Digest = Digest([0; 32]);
 
     pub fn to_hex(&self) -> String {
-        hex::encode(self.0)
+        let mut out = [0u8; 64];
+        // encode_to_slice writes through a lookup table; `hex::encode` goes char by char.
+        match hex::encode_to_slice(self.0, &mut out) {
+            Ok(()) => String::from_utf8_lossy(&out).into_owned(),
+            Err(_) => hex::encode(self.0),
+        }
     }
 
     pub fn from_hex(s: &str) -> Option<Digest> {
