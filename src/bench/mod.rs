@@ -266,12 +266,23 @@ fn raw_redb(dir: &Path, records: &[Vec<u8>], per_txn: usize) -> Result<f64, Fail
     Ok(records.len() as f64 / started.elapsed().as_secs_f64())
 }
 
-fn on_all_cores<F: Fn() -> u64 + Sync>(f: F) -> u64 {
+/// Runs `step` (which returns how many items it did) on every core for `budget`: items/s.
+fn rate_on_all_cores<F: Fn() -> u64 + Sync>(budget: Duration, step: F) -> f64 {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    std::thread::scope(|s| {
-        let handles: Vec<_> = (0..cores).map(|_| s.spawn(&f)).collect();
+    let started = Instant::now();
+    let run = || {
+        let t0 = Instant::now();
+        let mut n = 0u64;
+        while t0.elapsed() < budget {
+            n += step();
+        }
+        n
+    };
+    let done: u64 = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..cores).map(|_| s.spawn(run)).collect();
         handles.into_iter().map(|h| h.join().unwrap_or(0)).sum()
-    })
+    });
+    done as f64 / started.elapsed().as_secs_f64()
 }
 
 /// Per second on every core: lone ed25519 signatures, the writer's grouped signatures
@@ -284,45 +295,25 @@ fn raw_ed25519(seconds: f64) -> (f64, f64, f64) {
     let messages: Vec<[u8; 50]> = hashes.iter().map(log::envelope::signing_message).collect();
     let signatures: Vec<Signature> = messages.iter().map(|m| key.sign(m)).collect();
     let budget = Duration::from_secs_f64(seconds);
-    let started = Instant::now();
-    let signed = on_all_cores(|| {
-        let t0 = Instant::now();
-        let mut n = 0u64;
-        while t0.elapsed() < budget {
-            for m in &messages[..64] {
-                std::hint::black_box(key.sign(m));
-            }
-            n += 64;
+    let sign_rate = rate_on_all_cores(budget, || {
+        for m in &messages[..64] {
+            std::hint::black_box(key.sign(m));
         }
-        n
+        64
     });
-    let sign_rate = signed as f64 / started.elapsed().as_secs_f64();
     let ledger_key = log::keys::LedgerKey::from_seed([7; 32]);
-    let started = Instant::now();
-    let grouped = on_all_cores(|| {
-        let t0 = Instant::now();
-        let mut n = 0u64;
-        while t0.elapsed() < budget {
-            std::hint::black_box(ledger_key.sign_events(hashes[..64].iter()));
-            n += 64;
-        }
-        n
+    let group_rate = rate_on_all_cores(budget, || {
+        std::hint::black_box(ledger_key.sign_events(hashes[..64].iter()));
+        64
     });
-    let group_rate = grouped as f64 / started.elapsed().as_secs_f64();
     let refs: Vec<&[u8]> = messages.iter().map(|m| m.as_slice()).collect();
     let keys = vec![key.verifying_key(); messages.len()];
-    let started = Instant::now();
-    let verified = on_all_cores(|| {
-        let t0 = Instant::now();
-        let mut n = 0u64;
-        while t0.elapsed() < budget {
-            if ed25519_dalek::verify_batch(&refs, &signatures, &keys).is_ok() {
-                n += refs.len() as u64;
-            }
+    let verify_rate = rate_on_all_cores(budget, || {
+        match ed25519_dalek::verify_batch(&refs, &signatures, &keys) {
+            Ok(()) => refs.len() as u64,
+            Err(_) => 0,
         }
-        n
     });
-    let verify_rate = verified as f64 / started.elapsed().as_secs_f64();
     (sign_rate, group_rate, verify_rate)
 }
 

@@ -81,10 +81,10 @@ impl LedgerKey {
     /// about a third faster.
     pub fn sign_events<'a>(&self, hashes: impl Iterator<Item = &'a Digest>) -> Vec<[u8; 64]> {
         let messages: Vec<[u8; 50]> = hashes.map(signing_message).collect();
-        self.sign_all(&messages)
+        self.sign_messages(&messages)
     }
 
-    fn sign_all<M: AsRef<[u8]>>(&self, messages: &[M]) -> Vec<[u8; 64]> {
+    fn sign_messages<M: AsRef<[u8]>>(&self, messages: &[M]) -> Vec<[u8; 64]> {
         let secret = ExpandedSecretKey::from(self.signing.as_bytes());
         let public = self.signing.verifying_key();
         let mut nonces: Vec<Scalar> = messages
@@ -228,7 +228,7 @@ mod tests {
                 .unwrap(),
         );
         assert_eq!(
-            hex::encode(k.sign_all(&[b""])[0]),
+            hex::encode(k.sign_messages(&[b""])[0]),
             "e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e06522490155\
              5fb8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b"
         );
@@ -239,7 +239,7 @@ mod tests {
                 .unwrap(),
         );
         assert_eq!(
-            hex::encode(k.sign_all(&[[0x72u8]])[0]),
+            hex::encode(k.sign_messages(&[[0x72u8]])[0]),
             "92a009a9f0d4cab8720e820b5f642540a2b27b5416503f8fb3762223ebdb69da\
              085ac1e43e15996e458f3613d0f11d8c387b2eaeb4302aeeb00d291612bb0c00"
         );

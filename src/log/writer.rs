@@ -453,64 +453,63 @@ fn commit_loop(
     }
 }
 
-/// Writes batches, in order, in one durable transaction.
+/// Writes batches, in order, in one durable transaction, each table opened once.
 fn persist(db: &Database, batches: &[Batch]) -> Result<(), LogError> {
     let mut txn = db.begin_write().map_err(LogError::storage)?;
     txn.set_durability(Durability::Immediate)
         .map_err(LogError::storage)?;
-    for batch in batches {
-        write_batch(&txn, batch)?;
+    {
+        let mut events = txn.open_table(EVENTS).map_err(LogError::storage)?;
+        let mut tail = txn.open_table(TAIL_INDEX).map_err(LogError::storage)?;
+        let mut ids = txn.open_table(EVENT_IDS).map_err(LogError::storage)?;
+        for batch in batches {
+            for (s, record) in batch.staged.iter().zip(&batch.records) {
+                events
+                    .insert(s.position, record.as_slice())
+                    .map_err(LogError::storage)?;
+                tail.insert(
+                    s.position,
+                    (batch.group[s.request].stream.as_str(), s.stream_version),
+                )
+                .map_err(LogError::storage)?;
+                ids.insert(s.event_id.as_u128(), s.position)
+                    .map_err(LogError::storage)?;
+            }
+        }
+        if tail.len().map_err(LogError::storage)? >= TAIL_MERGE_AT {
+            merge_tail(&txn, &mut tail)?;
+        }
+        let mut nodes = txn.open_table(MERKLE).map_err(LogError::storage)?;
+        let mut heads = txn.open_table(STREAM_HEADS).map_err(LogError::storage)?;
+        let mut blobs = txn.open_table(BLOBS).map_err(LogError::storage)?;
+        let mut cps = txn.open_table(CHECKPOINTS).map_err(LogError::storage)?;
+        for batch in batches {
+            for (k, h) in &batch.nodes {
+                nodes.insert(*k, *h).map_err(LogError::storage)?;
+            }
+            for (stream, v) in &batch.heads {
+                heads
+                    .insert(stream.as_str(), *v)
+                    .map_err(LogError::storage)?;
+            }
+            let accepted = batch.group.iter().zip(&batch.refused);
+            for (req, _) in accepted.filter(|(_, refused)| refused.is_none()) {
+                for (hash, bytes) in &req.blobs.put {
+                    blobs
+                        .insert(hash.0, bytes.as_slice())
+                        .map_err(LogError::storage)?;
+                }
+                for hash in &req.blobs.delete {
+                    blobs.remove(hash.0).map_err(LogError::storage)?;
+                }
+            }
+            if let Some(note) = &batch.checkpoint {
+                cps.insert(batch.tail.size, note.as_str())
+                    .map_err(LogError::storage)?;
+            }
+        }
     }
     txn.commit().map_err(LogError::storage)
-}
-
-fn write_batch(txn: &redb::WriteTransaction, batch: &Batch) -> Result<(), LogError> {
-    let mut events = txn.open_table(EVENTS).map_err(LogError::storage)?;
-    let mut tail = txn.open_table(TAIL_INDEX).map_err(LogError::storage)?;
-    let mut ids = txn.open_table(EVENT_IDS).map_err(LogError::storage)?;
-    for (s, record) in batch.staged.iter().zip(&batch.records) {
-        events
-            .insert(s.position, record.as_slice())
-            .map_err(LogError::storage)?;
-        tail.insert(
-            s.position,
-            (batch.group[s.request].stream.as_str(), s.stream_version),
-        )
-        .map_err(LogError::storage)?;
-        ids.insert(s.event_id.as_u128(), s.position)
-            .map_err(LogError::storage)?;
-    }
-    if tail.len().map_err(LogError::storage)? >= TAIL_MERGE_AT {
-        merge_tail(txn, &mut tail)?;
-    }
-    let mut nodes = txn.open_table(MERKLE).map_err(LogError::storage)?;
-    for (k, h) in &batch.nodes {
-        nodes.insert(*k, *h).map_err(LogError::storage)?;
-    }
-    let mut heads = txn.open_table(STREAM_HEADS).map_err(LogError::storage)?;
-    for (stream, v) in &batch.heads {
-        heads
-            .insert(stream.as_str(), *v)
-            .map_err(LogError::storage)?;
-    }
-    let mut blobs = txn.open_table(BLOBS).map_err(LogError::storage)?;
-    let accepted = batch.group.iter().zip(&batch.refused);
-    for (req, _) in accepted.filter(|(_, refused)| refused.is_none()) {
-        for (hash, bytes) in &req.blobs.put {
-            blobs
-                .insert(hash.0, bytes.as_slice())
-                .map_err(LogError::storage)?;
-        }
-        for hash in &req.blobs.delete {
-            blobs.remove(hash.0).map_err(LogError::storage)?;
-        }
-    }
-    if let Some(note) = &batch.checkpoint {
-        let mut cps = txn.open_table(CHECKPOINTS).map_err(LogError::storage)?;
-        cps.insert(batch.tail.size, note.as_str())
-            .map_err(LogError::storage)?;
-    }
-    Ok(())
 }
 
 /// Moves the tail index into the stream index, sorted, so each index page is written once.
