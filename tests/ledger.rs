@@ -7,7 +7,11 @@ use std::path::Path;
 
 use common::{event, fill, fresh};
 use provenant::blobs::{BlobError, BlobStore};
-use provenant::log::store::{BLOBS, Direction, EVENTS, META, STREAM_INDEX, TAIL_INDEX};
+use provenant::log::envelope::split_record;
+use provenant::log::merkle::leaf_hash;
+use provenant::log::store::{
+    BLOBS, Direction, EVENTS, MERKLE, MERKLE_LEAVES_END, META, STREAM_INDEX, TAIL_INDEX,
+};
 use provenant::log::{self, AppendError, BlobChanges, ExpectedVersion, Ledger, LogError, verify};
 use redb::{ReadableDatabase, ReadableTable};
 use serde_json::json;
@@ -558,8 +562,10 @@ async fn a_format_1_data_dir_is_upgraded_on_open() {
     let dir = tempfile::tempdir().unwrap();
     let ledger = fresh(dir.path());
     let before = interleave(&ledger, 2, 50).await;
+    let proof_before = ledger.inclusion_proof(37, 80).unwrap();
     assert!(ledger.close().is_ok());
-    // Rewrite it as format 1 kept it: every entry in the stream index, no tail table.
+    // Rewrite it as format 1 kept it: every entry in the stream index, no tail table, every
+    // Merkle leaf stored.
     {
         let db = redb::Database::open(dir.path().join(log::DB_FILE)).unwrap();
         let txn = db.begin_write().unwrap();
@@ -569,6 +575,13 @@ async fn a_format_1_data_dir_is_upgraded_on_open() {
             for item in tail.iter().unwrap() {
                 let (k, v) = item.unwrap();
                 index.insert(v.value(), k.value()).unwrap();
+            }
+            let events = txn.open_table(EVENTS).unwrap();
+            let mut nodes = txn.open_table(MERKLE).unwrap();
+            for item in events.iter().unwrap() {
+                let (k, v) = item.unwrap();
+                let (_, hash, _) = split_record(v.value()).unwrap();
+                nodes.insert(k.value(), leaf_hash(&hash.0)).unwrap();
             }
         }
         txn.delete_table(TAIL_INDEX).unwrap();
@@ -607,6 +620,18 @@ async fn a_format_1_data_dir_is_upgraded_on_open() {
         .to_vec();
     assert_eq!(version, log::store::FORMAT_VERSION.to_string().as_bytes());
     assert!(txn.open_table(BLOBS).is_ok(), "the blob table was added");
+    let nodes = txn.open_table(MERKLE).unwrap();
+    assert_eq!(
+        nodes.range(..MERKLE_LEAVES_END).unwrap().count(),
+        0,
+        "stored leaves were dropped"
+    );
+    assert!(nodes.range(MERKLE_LEAVES_END..).unwrap().count() > 50);
+    drop((nodes, txn, db));
+    let ledger = Ledger::open(dir.path(), log::Config::default()).unwrap();
+    assert_eq!(ledger.inclusion_proof(37, 80).unwrap(), proof_before);
+    assert!(ledger.close().is_ok());
+    assert!(verify_dir(dir.path()).intact());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -55,10 +55,10 @@ impl Frontier {
         Ok(Frontier { size, nodes })
     }
 
-    /// Appends a leaf; calls `store` for every subtree it completes (the leaf itself first).
+    /// Appends a leaf; calls `store` for every subtree of two or more leaves it completes
+    /// (leaves are not stored: each is its event's hash, hashed once more).
     pub fn push(&mut self, leaf: Node, mut store: impl FnMut(u8, u64, &Node)) {
         let index = self.size;
-        store(0, index, &leaf);
         let mut node = leaf;
         let mut level = 0u8;
         while (index >> level) & 1 == 1 {
@@ -440,6 +440,7 @@ pub(crate) mod tests {
             let mut t = MemTree::default();
             for i in 0..n {
                 let leaf = leaf_hash(blake3::hash(&i.to_le_bytes()).as_bytes());
+                t.nodes.insert((0, i), leaf);
                 t.frontier.push(leaf, |l, idx, h| {
                     t.nodes.insert((l, idx), *h);
                 });

@@ -294,13 +294,18 @@ fn checked_snapshot(db: &Database) -> Result<(Snapshot, u64), LogError> {
     }
 }
 
-/// Format 1 → 2 → 3: the tables later formats added, empty (format 1 indexed every event
-/// directly; format 2 kept every blob in files).
+/// Format 1 → 2 → 3 → 4: the tables later formats added, empty (format 1 indexed every event
+/// directly; format 2 kept every blob in files), and the stored leaves dropped (format 3
+/// kept each event's leaf hash in `MERKLE` too).
 fn upgrade(db: &Database) -> Result<(), LogError> {
     let txn = db.begin_write().map_err(LogError::storage)?;
     txn.open_table(store::TAIL_INDEX)
         .map_err(LogError::storage)?;
     txn.open_table(store::BLOBS).map_err(LogError::storage)?;
+    txn.open_table(store::MERKLE)
+        .map_err(LogError::storage)?
+        .retain_in(..store::MERKLE_LEAVES_END, |_, _| false)
+        .map_err(LogError::storage)?;
     txn.open_table(META)
         .map_err(LogError::storage)?
         .insert(

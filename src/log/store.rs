@@ -5,7 +5,7 @@ use uuid::Uuid;
 
 use super::LogError;
 use super::envelope::{Digest, Event, decode_record, split_record};
-use super::merkle::{Node, NodeSource};
+use super::merkle::{Node, NodeSource, leaf_hash};
 
 /// position → `canonical bytes ‖ hash ‖ signature`.
 pub const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
@@ -22,7 +22,8 @@ pub const TAIL_MERGE_AT: u64 = 8192;
 pub const STREAM_HEADS: TableDefinition<&str, u64> = TableDefinition::new("stream_heads");
 /// event id → position.
 pub const EVENT_IDS: TableDefinition<u128, u64> = TableDefinition::new("event_ids");
-/// `level << 56 | index` → hash of the complete Merkle subtree at that node.
+/// `level << 56 | index` → hash of the complete Merkle subtree at that node, for levels 1
+/// and up; a leaf (level 0) is read from its event in `EVENTS` instead of stored twice.
 pub const MERKLE: TableDefinition<u64, [u8; 32]> = TableDefinition::new("merkle");
 /// tree size → signed checkpoint note, one per commit.
 pub const CHECKPOINTS: TableDefinition<u64, &str> = TableDefinition::new("checkpoints");
@@ -33,9 +34,12 @@ pub const BLOBS: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("blobs"
 /// format version and ledger identity.
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
-/// 2 added `TAIL_INDEX`, 3 added `BLOBS`; an older data dir is upgraded when the writer
-/// opens it.
-pub const FORMAT_VERSION: u64 = 3;
+/// 2 added `TAIL_INDEX`, 3 added `BLOBS`, 4 stopped storing Merkle leaves in `MERKLE`; an
+/// older data dir is upgraded when the writer opens it.
+pub const FORMAT_VERSION: u64 = 4;
+
+/// `MERKLE` keys below this are leaves, which formats before 4 stored.
+pub const MERKLE_LEAVES_END: u64 = 1 << 56;
 
 pub fn merkle_key(level: u8, index: u64) -> u64 {
     (u64::from(level) << 56) | index
@@ -291,19 +295,33 @@ impl Snapshot {
     }
 
     pub fn nodes(&self) -> Result<Nodes, LogError> {
-        Ok(Nodes(
-            self.txn.open_table(MERKLE).map_err(LogError::storage)?,
-        ))
+        Ok(Nodes {
+            inner: self.txn.open_table(MERKLE).map_err(LogError::storage)?,
+            events: self.txn.open_table(EVENTS).map_err(LogError::storage)?,
+        })
     }
 }
 
-/// Stored Merkle nodes as a [`NodeSource`].
-pub struct Nodes(redb::ReadOnlyTable<u64, [u8; 32]>);
+/// The Merkle tree as a [`NodeSource`]: leaves from the events, the rest as stored.
+pub struct Nodes {
+    inner: redb::ReadOnlyTable<u64, [u8; 32]>,
+    events: redb::ReadOnlyTable<u64, &'static [u8]>,
+}
 
 impl NodeSource for Nodes {
     type Error = LogError;
     fn node(&self, level: u8, index: u64) -> Result<Node, LogError> {
-        self.0
+        if level == 0 {
+            let record = self
+                .events
+                .get(index)
+                .map_err(LogError::storage)?
+                .ok_or(LogError::Corrupt(index, "event is missing".into()))?;
+            let (_, hash, _) = split_record(record.value())
+                .map_err(|e| LogError::Corrupt(index, e.to_string()))?;
+            return Ok(leaf_hash(&hash.0));
+        }
+        self.inner
             .get(merkle_key(level, index))
             .map_err(LogError::storage)?
             .map(|v| v.value())

@@ -357,7 +357,7 @@ impl Writer {
             .collect();
         let key_ids = signers.iter().map(|k| k.id.clone()).collect();
         let mut frontier = self.tail.frontier.clone();
-        let mut nodes = Vec::with_capacity(staged.len() * 2);
+        let mut nodes = Vec::with_capacity(staged.len() + 1);
         for s in &staged {
             frontier.push(super::merkle::leaf_hash(&s.hash.0), |level, idx, h| {
                 nodes.push((merkle_key(level, idx), *h));
