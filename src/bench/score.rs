@@ -383,19 +383,26 @@ pub async fn score(seconds: f64, as_json: bool) -> Result<(), Failure> {
         state.registry.set_monitoring(monitoring);
         let mut at_64 = 0.0;
         for c in [1usize, 16, 64] {
-            let (size, written) = (state.ledger.head().size, disk_written());
+            let before = recording.then(|| (state.ledger.head().size, disk_written()));
             let r = load(addr, &path, one.clone(), c, seconds).await?;
-            // Every event of the load is a run's record: how many requests one run served
-            // and what its commit cost the disk.
-            let runs = (state.ledger.head().size - size).max(1) as f64;
-            let per_run = match disk_written().zip(written) {
-                Some((now, then)) if recording => format!(
-                    "  {:.1} requests and {:.0} KiB written per run",
-                    r.requests as f64 / runs,
-                    (now - then) as f64 / runs / 1024.0
-                ),
-                _ => String::new(),
-            };
+            // Every event of a recorded load is a run's record: how many requests one run
+            // served and what its commit cost the disk.
+            let mut per_run = String::new();
+            if let Some((size, written)) = before {
+                let runs = (state.ledger.head().size - size).max(1) as f64;
+                let requests = r.requests as f64 / runs;
+                figures.say(
+                    &format!("{mode}_1row_c{c}_requests_per_run"),
+                    requests,
+                    String::new(),
+                );
+                per_run = format!("  {requests:.1} requests");
+                if let Some((now, then)) = disk_written().zip(written) {
+                    let kib = (now - then) as f64 / runs / 1024.0;
+                    per_run.push_str(&format!(" and {kib:.0} KiB written"));
+                }
+                per_run.push_str(" per run");
+            }
             figures.say(
                 &format!("{mode}_1row_c{c}_requests_per_s"),
                 r.per_sec,
@@ -404,13 +411,6 @@ pub async fn score(seconds: f64, as_json: bool) -> Result<(), Failure> {
                     r.per_sec, r.p50_ms, r.p99_ms, r.requests
                 ),
             );
-            if recording {
-                figures.say(
-                    &format!("{mode}_1row_c{c}_requests_per_run"),
-                    r.requests as f64 / runs,
-                    String::new(),
-                );
-            }
             figures.say(&format!("{mode}_1row_c{c}_p99_ms"), r.p99_ms, String::new());
             at_64 = r.per_sec;
         }

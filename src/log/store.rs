@@ -39,10 +39,10 @@ pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 pub const FORMAT_VERSION: u64 = 4;
 
 /// `MERKLE` keys below this are leaves, which formats before 4 stored.
-pub const MERKLE_LEAVES_END: u64 = 1 << 56;
+pub const MERKLE_LEAVES_END: u64 = merkle_key(1, 0);
 
-pub fn merkle_key(level: u8, index: u64) -> u64 {
-    (u64::from(level) << 56) | index
+pub const fn merkle_key(level: u8, index: u64) -> u64 {
+    ((level as u64) << 56) | index
 }
 
 /// One stream index entry as redb yields it.
