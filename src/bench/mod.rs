@@ -181,6 +181,8 @@ struct AppendRun {
     /// Process CPU time (every thread, user and system) per event: steadier than the rate
     /// on a machine whose neighbours come and go.
     cpu_us_per_event: f64,
+    /// That CPU time split by who spent it (see `ThreadCpu`).
+    cpu_split: ThreadCpu,
     p50_ms: f64,
     p99_ms: f64,
 }
@@ -195,6 +197,7 @@ async fn append_run(
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     let started = Instant::now();
     let cpu_started = process_cpu_seconds();
+    let threads_started = ThreadCpu::now();
     let mut tasks = Vec::new();
     for t in 0..appenders {
         let ledger = ledger.clone();
@@ -225,11 +228,16 @@ async fn append_run(
     }
     let elapsed = started.elapsed().as_secs_f64();
     let cpu = process_cpu_seconds() - cpu_started;
+    let per_event = 1e6 / all.len().max(1) as f64;
+    let cpu_split = ThreadCpu::now()
+        .since(&threads_started, cpu)
+        .scaled(per_event);
     all.sort();
     let run = AppendRun {
         events: all.len() as u64,
         per_sec: all.len() as f64 / elapsed,
-        cpu_us_per_event: cpu * 1e6 / all.len().max(1) as f64,
+        cpu_us_per_event: cpu * per_event,
+        cpu_split,
         p50_ms: percentile(&all, 0.5),
         p99_ms: percentile(&all, 0.99),
     };
@@ -245,6 +253,84 @@ fn process_cpu_seconds() -> f64 {
     }
     let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     secs(usage.ru_utime) + secs(usage.ru_stime)
+}
+
+/// CPU time (seconds, then µs per event) by the ledger's thread that spent it: which stage
+/// of the pipeline a run is short of is what the rate alone cannot say.
+#[derive(Default, Clone, Copy)]
+struct ThreadCpu {
+    /// Sequencing: versions, canonical bytes, chain, half of each group's signatures.
+    writer: f64,
+    /// Writing and committing the redb transactions, and answering the appends.
+    committer: f64,
+    /// The appending tasks: building payloads, canonical JSON, sending and waking.
+    appenders: f64,
+    /// Everything else: mostly the short-lived threads that sign the other half of a group
+    /// (their time is only in the process total once they exit).
+    rest: f64,
+}
+
+impl ThreadCpu {
+    /// Every live thread's user and system time from `/proc/self/task`, by thread name;
+    /// all zero where that is unreadable.
+    fn now() -> ThreadCpu {
+        // SAFETY: sysconf only reads a configuration value.
+        let ticks = match unsafe { libc::sysconf(libc::_SC_CLK_TCK) } {
+            t if t > 0 => t as f64,
+            _ => 100.0,
+        };
+        let mut cpu = ThreadCpu::default();
+        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+            return cpu;
+        };
+        for task in tasks.flatten() {
+            let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+                continue;
+            };
+            // `pid (name) state ...`: the name may hold spaces, so split after its `)`.
+            let Some((head, rest)) = stat.rsplit_once(')') else {
+                continue;
+            };
+            let name = head.split_once('(').map_or("", |(_, n)| n);
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+            let time = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
+            let (Some(user), Some(system)) = (time(11), time(12)) else {
+                continue;
+            };
+            let seconds = (user + system) / ticks;
+            match name {
+                "ledger-writer" => cpu.writer += seconds,
+                // Thread names are cut to 15 bytes.
+                n if n.starts_with("ledger-committe") => cpu.committer += seconds,
+                n if n.starts_with("tokio-r") => cpu.appenders += seconds,
+                _ => {}
+            }
+        }
+        cpu
+    }
+
+    /// The time spent since `start`, with `rest` what the process total leaves over.
+    fn since(&self, start: &ThreadCpu, process_total: f64) -> ThreadCpu {
+        let writer = (self.writer - start.writer).max(0.0);
+        let committer = (self.committer - start.committer).max(0.0);
+        let appenders = (self.appenders - start.appenders).max(0.0);
+        ThreadCpu {
+            writer,
+            committer,
+            appenders,
+            rest: (process_total - writer - committer - appenders).max(0.0),
+        }
+    }
+
+    fn scaled(&self, by: f64) -> ThreadCpu {
+        ThreadCpu {
+            writer: self.writer * by,
+            committer: self.committer * by,
+            appenders: self.appenders * by,
+            rest: self.rest * by,
+        }
+    }
 }
 
 /// Raw redb: the same record bytes, no hashing or signing, `per_txn` per durable commit.
@@ -338,6 +424,26 @@ pub async fn ledger(seconds: f64, as_json: bool) -> Result<(), Failure> {
             run.cpu_us_per_event,
             String::new(),
         );
+        let split = run.cpu_split;
+        figures.say(
+            &format!("append_{appenders}_cpu_us_writer"),
+            split.writer,
+            format!(
+                "            cpu by thread: writer {:.1}  committer {:.1}  appenders {:.1}  signing helpers and rest {:.1} us/event",
+                split.writer, split.committer, split.appenders, split.rest
+            ),
+        );
+        for (name, value) in [
+            ("committer", split.committer),
+            ("appenders", split.appenders),
+            ("rest", split.rest),
+        ] {
+            figures.say(
+                &format!("append_{appenders}_cpu_us_{name}"),
+                value,
+                String::new(),
+            );
+        }
         figures.say(
             &format!("append_{appenders}_p50_ms"),
             run.p50_ms,
