@@ -749,15 +749,17 @@ async fn direct(
     Ok((out_rows, receipt.headers(&request)))
 }
 
-/// How many runs of one worker may be recording at once: while one run waits for its flush,
-/// the next is gathered and scored, so the disk and the cores work at the same time.
+/// How many runs of one worker may be recording at once while it gathers the next: while
+/// one run waits for its flush, the next is gathered and scored, so the disk and the cores
+/// work at the same time. Full batches (a big request is one) go on regardless.
 const PIPELINE_DEPTH: usize = 2;
 
 /// A batching worker: takes the first waiting request, adds others that arrive within
 /// MAX_QUEUE_DELAY_US while the rows fit in MAX_BATCH_SIZE, runs them as one session run
 /// recorded as one event, and gives each request back its own rows, by offset. It stops
 /// waiting early when every request in flight is already in its hands, unless its recording
-/// pipeline is full, in which case it keeps gathering until a run's record is durable.
+/// pipeline is full, in which case it keeps gathering until a run's record is durable or
+/// the batch is full.
 pub async fn batch_worker(
     s: AppState,
     l: Arc<Scoring>,
@@ -770,6 +772,7 @@ pub async fn batch_worker(
     let mut carry: Option<Job> = None;
     loop {
         let mut jobs = Vec::new();
+        let mut n;
         {
             let mut rx = queue.lock().await;
             let first = match carry.take() {
@@ -779,7 +782,7 @@ pub async fn batch_worker(
                     None => break,
                 },
             };
-            let mut n = first.rows.len();
+            n = first.rows.len();
             jobs.push(first);
             let deadline = tokio::time::Instant::now() + delay;
             while n < max_rows {
@@ -804,7 +807,10 @@ pub async fn batch_worker(
                 }
             }
         }
-        while recording.len() >= PIPELINE_DEPTH {
+        // A batch that cannot grow (full, or the next request does not fit) does not wait
+        // for a recording slot.
+        while recording.try_join_next().is_some() {}
+        while n < max_rows && carry.is_none() && recording.len() >= PIPELINE_DEPTH {
             recording.join_next().await;
         }
         match score_batch(&l, &mut jobs).await {
@@ -894,14 +900,14 @@ async fn record_batch(s: AppState, l: Arc<Scoring>, jobs: Vec<Job>, run: BatchRu
     } else {
         None
     };
+    // Requests hold consecutive rows in job order, so each takes its rows from the front.
+    let mut out_rows = run.out_rows.into_iter();
     for (job, r) in jobs.into_iter().zip(&requests) {
-        let (from, to) = (r.row_offset as usize, (r.row_offset + r.row_count) as usize);
         let headers = receipt
             .as_ref()
             .map_or_else(HeaderMap::new, |rc| rc.headers(r));
-        let _ = job
-            .reply
-            .send(Ok((run.out_rows[from..to].to_vec(), headers)));
+        let rows = out_rows.by_ref().take(r.row_count as usize).collect();
+        let _ = job.reply.send(Ok((rows, headers)));
     }
 }
 

@@ -104,7 +104,7 @@ fn write_number(
 /// Writes a JSON string the way `JSON.stringify` does (RFC 8785 §3.2.2.2).
 pub fn write_string(out: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
-    if !bytes.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\') {
+    if !needs_escape(bytes) {
         // Most strings (every number cell) need no escape: one copy.
         out.reserve(bytes.len() + 2);
         out.push(b'"');
@@ -136,6 +136,29 @@ pub fn write_string(out: &mut Vec<u8>, s: &str) {
     }
     out.extend_from_slice(&bytes[start..]);
     out.push(b'"');
+}
+
+/// Whether any byte is a control character, `"` or `\\`, eight bytes at a time: a scored
+/// run's record writes every cell of its inputs through here.
+fn needs_escape(bytes: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([1; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    // Nonzero exactly when some byte of `v` is below `n` (n <= 0x80): no byte below `n`
+    // means no borrow crosses bytes, and a byte that keeps its high bit had it already.
+    let below = |v: u64, n: u8| v.wrapping_sub(ONES * u64::from(n)) & !v & HIGHS;
+    let word = |v: u64| below(v, 0x20) | below(v ^ (ONES * 0x22), 1) | below(v ^ (ONES * 0x5c), 1);
+    let mut chunks = bytes.chunks_exact(8);
+    let mut hit = 0;
+    for chunk in &mut chunks {
+        let mut b = [0; 8];
+        b.copy_from_slice(chunk);
+        hit |= word(u64::from_ne_bytes(b));
+    }
+    // The tail, padded with a byte that needs nothing.
+    let mut b = [b'a'; 8];
+    b[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
+    hit |= word(u64::from_ne_bytes(b));
+    hit != 0
 }
 
 #[cfg(test)]
@@ -186,6 +209,33 @@ mod tests {
             canon(v),
             "\"\\u0000\\b\\t\\n\\u000b\\f\\r\\u001f\\\"\\\\/\u{7f}é€\""
         );
+    }
+
+    #[test]
+    fn the_word_scan_finds_exactly_the_bytes_to_escape() {
+        let naive = |b: &[u8]| b.iter().any(|&c| c < 0x20 || c == b'"' || c == b'\\');
+        for len in 0..20 {
+            for at in 0..len {
+                for c in 0..=255u8 {
+                    let mut bytes = vec![b'7'; len];
+                    bytes[at] = c;
+                    assert_eq!(
+                        needs_escape(&bytes),
+                        naive(&bytes),
+                        "{c:#x} at {at} of {len}"
+                    );
+                }
+            }
+        }
+        // Neighbours cannot lend a borrow to a byte that needs nothing.
+        for a in 0..=255u8 {
+            for c in 0..=255u8 {
+                let bytes = [b'x', b'x', b'x', a, c, b'x', b'x', b'x', a];
+                assert_eq!(needs_escape(&bytes), naive(&bytes), "{a:#x} {c:#x}");
+            }
+        }
+        assert!(!needs_escape(b""));
+        assert!(!needs_escape("0.2800000011920929 é€\u{7f}".as_bytes()));
     }
 
     #[test]
