@@ -751,7 +751,7 @@ async fn direct(
 
 /// How many runs of one worker may be recording at once while it gathers the next: while
 /// one run waits for its flush, the next is gathered and scored, so the disk and the cores
-/// work at the same time. Full batches (a big request is one) go on regardless.
+/// work at the same time. A batch that cannot grow goes on regardless.
 const PIPELINE_DEPTH: usize = 2;
 
 /// A batching worker: takes the first waiting request, adds others that arrive within

@@ -138,8 +138,13 @@ pub fn write_string(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
 }
 
-/// Whether any byte is a control character, `"` or `\\`, eight bytes at a time: a scored
-/// run's record writes every cell of its inputs through here.
+/// Whether JSON needs an escape for this byte: a control character, `"` or `\`.
+fn escaped(b: u8) -> bool {
+    b < 0x20 || b == b'"' || b == b'\\'
+}
+
+/// Whether any byte is `escaped`, eight bytes at a time: a scored run's record writes every
+/// cell of its inputs through here.
 fn needs_escape(bytes: &[u8]) -> bool {
     const ONES: u64 = u64::from_ne_bytes([1; 8]);
     const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
@@ -153,7 +158,7 @@ fn needs_escape(bytes: &[u8]) -> bool {
         u64::from_ne_bytes(b)
     };
     if bytes.len() < 8 {
-        return bytes.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\');
+        return bytes.iter().copied().any(escaped);
     }
     let mut hit = 0;
     let mut at = 0;
@@ -218,7 +223,7 @@ mod tests {
 
     #[test]
     fn the_word_scan_finds_exactly_the_bytes_to_escape() {
-        let naive = |b: &[u8]| b.iter().any(|&c| c < 0x20 || c == b'"' || c == b'\\');
+        let naive = |b: &[u8]| b.iter().copied().any(escaped);
         for len in 0..20 {
             for at in 0..len {
                 for c in 0..=255u8 {
