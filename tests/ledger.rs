@@ -7,13 +7,15 @@ use std::path::Path;
 
 use common::{event, fill, fresh};
 use provenant::blobs::{BlobError, BlobStore};
+use provenant::log::checkpoint::Checkpoint;
 use provenant::log::envelope::split_record;
-use provenant::log::merkle::leaf_hash;
+use provenant::log::merkle::{self, Frontier, leaf_hash};
 use provenant::log::store::{
-    BLOBS, Direction, EVENTS, MERKLE, MERKLE_LEAVES_END, META, STREAM_INDEX, TAIL_INDEX,
+    BLOBS, Direction, EVENTS, MERKLE, MERKLE_STORED_FROM, MERKLE_STORED_START, META, STREAM_INDEX,
+    TAIL_INDEX, merkle_key,
 };
 use provenant::log::{self, AppendError, BlobChanges, ExpectedVersion, Ledger, LogError, verify};
-use redb::{ReadableDatabase, ReadableTable};
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use serde_json::json;
 
 fn verify_dir(dir: &Path) -> verify::Report {
@@ -557,6 +559,51 @@ async fn stream_reads_span_the_tail_index_and_the_merged_index() {
     assert!(verify_dir(dir.path()).intact());
 }
 
+/// Proofs mix stored Merkle nodes with lower ones rebuilt from the events: at every tree
+/// size up to 70 the root is the signed one, and every inclusion proof and the consistency
+/// proofs to it check against the roots computed from the events alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_proof_up_to_70_events_checks_against_the_signed_roots() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = fresh(dir.path());
+    fill(&ledger, 1, 69).await;
+    let size = ledger.head().size;
+    assert_eq!(size, 70);
+    let key = &ledger.keys().unwrap()[0];
+    let public = ed25519_dalek::VerifyingKey::from_bytes(
+        &hex::decode(&key.public_key).unwrap().try_into().unwrap(),
+    )
+    .unwrap();
+    let leaves: Vec<merkle::Node> = ledger
+        .read_all(0, usize::MAX)
+        .unwrap()
+        .iter()
+        .map(|e| leaf_hash(&e.hash.0))
+        .collect();
+    let mut tree = Frontier::default();
+    let mut roots = vec![merkle::empty_root()];
+    for leaf in &leaves {
+        tree.push(*leaf, |_, _, _| {});
+        roots.push(tree.root());
+    }
+    for n in 1..=size {
+        let signed = Checkpoint::verify(&ledger.checkpoint(n).unwrap().unwrap(), &public).unwrap();
+        assert_eq!(signed.root, roots[n as usize], "signed root at {n}");
+        assert_eq!(ledger.root_at(n).unwrap(), roots[n as usize], "root at {n}");
+        for p in 0..n {
+            let (leaf, proof) = ledger.inclusion_proof(p, n).unwrap();
+            merkle::verify_inclusion(p, n, &leaf, &proof, &roots[n as usize])
+                .unwrap_or_else(|e| panic!("inclusion of {p} in {n}: {e}"));
+        }
+        for m in 1..n {
+            let proof = ledger.consistency_proof(m, n).unwrap();
+            merkle::verify_consistency(m, n, &proof, &roots[m as usize], &roots[n as usize])
+                .unwrap_or_else(|e| panic!("consistency {m} → {n}: {e}"));
+        }
+    }
+    assert!(ledger.close().is_ok());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_format_1_data_dir_is_upgraded_on_open() {
     let dir = tempfile::tempdir().unwrap();
@@ -565,7 +612,7 @@ async fn a_format_1_data_dir_is_upgraded_on_open() {
     let proof_before = ledger.inclusion_proof(37, 80).unwrap();
     assert!(ledger.close().is_ok());
     // Rewrite it as format 1 kept it: every entry in the stream index, no tail table, every
-    // Merkle leaf stored.
+    // Merkle node stored, leaves included.
     {
         let db = redb::Database::open(dir.path().join(log::DB_FILE)).unwrap();
         let txn = db.begin_write().unwrap();
@@ -578,10 +625,14 @@ async fn a_format_1_data_dir_is_upgraded_on_open() {
             }
             let events = txn.open_table(EVENTS).unwrap();
             let mut nodes = txn.open_table(MERKLE).unwrap();
+            let mut tree = Frontier::default();
             for item in events.iter().unwrap() {
                 let (k, v) = item.unwrap();
                 let (_, hash, _) = split_record(v.value()).unwrap();
                 nodes.insert(k.value(), leaf_hash(&hash.0)).unwrap();
+                tree.push(leaf_hash(&hash.0), |level, index, h| {
+                    nodes.insert(merkle_key(level, index), *h).unwrap();
+                });
             }
         }
         txn.delete_table(TAIL_INDEX).unwrap();
@@ -620,13 +671,18 @@ async fn a_format_1_data_dir_is_upgraded_on_open() {
         .to_vec();
     assert_eq!(version, log::store::FORMAT_VERSION.to_string().as_bytes());
     assert!(txn.open_table(BLOBS).is_ok(), "the blob table was added");
+    let size = txn.open_table(EVENTS).unwrap().len().unwrap();
     let nodes = txn.open_table(MERKLE).unwrap();
     assert_eq!(
-        nodes.range(..MERKLE_LEAVES_END).unwrap().count(),
+        nodes.range(..MERKLE_STORED_START).unwrap().count(),
         0,
-        "stored leaves were dropped"
+        "stored leaves and low levels were dropped"
     );
-    assert!(nodes.range(MERKLE_LEAVES_END..).unwrap().count() > 50);
+    let kept: u64 = (MERKLE_STORED_FROM..64).map(|level| size >> level).sum();
+    assert_eq!(
+        nodes.range(MERKLE_STORED_START..).unwrap().count() as u64,
+        kept
+    );
     drop((nodes, txn, db));
     let ledger = Ledger::open(dir.path(), log::Config::default()).unwrap();
     assert_eq!(ledger.inclusion_proof(37, 80).unwrap(), proof_before);

@@ -3,7 +3,8 @@
 //! Standard on purpose: any transparency-log client can check our proofs. The tree is kept
 //! as its complete subtrees (node `(level, index)` covers leaves
 //! `[index·2^level, (index+1)·2^level)`), written once when they complete, so a proof for
-//! any past tree size reads O(log² n) stored nodes and never rehashes leaves.
+//! any past tree size reads O(log² n) nodes; the store keeps the upper levels and rebuilds
+//! the few lowest from the events (see `store::MERKLE_STORED_FROM`).
 
 use sha2::{Digest as _, Sha256};
 

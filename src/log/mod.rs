@@ -294,9 +294,9 @@ fn checked_snapshot(db: &Database) -> Result<(Snapshot, u64), LogError> {
     }
 }
 
-/// Format 1 → 2 → 3 → 4: the tables later formats added, empty (format 1 indexed every event
-/// directly; format 2 kept every blob in files), and the stored leaves dropped (format 3
-/// kept each event's leaf hash in `MERKLE` too).
+/// Format 1 → … → 5: the tables later formats added, empty (format 1 indexed every event
+/// directly; format 2 kept every blob in files), and the Merkle levels this format rebuilds
+/// from the events dropped (format 3 stored every leaf, format 4 every level from 1).
 fn upgrade(db: &Database) -> Result<(), LogError> {
     let txn = db.begin_write().map_err(LogError::storage)?;
     txn.open_table(store::TAIL_INDEX)
@@ -304,7 +304,7 @@ fn upgrade(db: &Database) -> Result<(), LogError> {
     txn.open_table(store::BLOBS).map_err(LogError::storage)?;
     txn.open_table(store::MERKLE)
         .map_err(LogError::storage)?
-        .retain_in(..store::MERKLE_LEAVES_END, |_, _| false)
+        .retain_in(..store::MERKLE_STORED_START, |_, _| false)
         .map_err(LogError::storage)?;
     txn.open_table(META)
         .map_err(LogError::storage)?

@@ -5,7 +5,7 @@ use uuid::Uuid;
 
 use super::LogError;
 use super::envelope::{Digest, Event, decode_record, split_record};
-use super::merkle::{Node, NodeSource, leaf_hash};
+use super::merkle::{Frontier, Node, NodeSource, leaf_hash};
 
 /// position → `canonical bytes ‖ hash ‖ signature`.
 pub const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
@@ -22,9 +22,13 @@ pub const TAIL_MERGE_AT: u64 = 8192;
 pub const STREAM_HEADS: TableDefinition<&str, u64> = TableDefinition::new("stream_heads");
 /// event id → position.
 pub const EVENT_IDS: TableDefinition<u128, u64> = TableDefinition::new("event_ids");
-/// `level << 56 | index` → hash of the complete Merkle subtree at that node, for levels 1
-/// and up; a leaf (level 0) is read from its event in `EVENTS` instead of stored twice.
+/// `level << 56 | index` → hash of the complete Merkle subtree at that node, for levels
+/// `MERKLE_STORED_FROM` and up; a lower node is recomputed from the events it covers.
 pub const MERKLE: TableDefinition<u64, [u8; 32]> = TableDefinition::new("merkle");
+/// The lowest stored Merkle level. Storing every level cost the commit path one more insert
+/// per event; from level 4 it costs one per eight, and a lower node is rebuilt from at most
+/// eight event hashes, so a proof reads at most a few dozen records more.
+pub const MERKLE_STORED_FROM: u8 = 4;
 /// tree size → signed checkpoint note, one per commit.
 pub const CHECKPOINTS: TableDefinition<u64, &str> = TableDefinition::new("checkpoints");
 /// blake3 hash of a blob's bytes → those bytes zstd-compressed: the small blobs that events
@@ -34,12 +38,13 @@ pub const BLOBS: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("blobs"
 /// format version and ledger identity.
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
-/// 2 added `TAIL_INDEX`, 3 added `BLOBS`, 4 stopped storing Merkle leaves in `MERKLE`; an
-/// older data dir is upgraded when the writer opens it.
-pub const FORMAT_VERSION: u64 = 4;
+/// 2 added `TAIL_INDEX`, 3 added `BLOBS`, 4 stopped storing Merkle leaves in `MERKLE`, 5
+/// stopped storing its levels below `MERKLE_STORED_FROM`; an older data dir is upgraded
+/// when the writer opens it.
+pub const FORMAT_VERSION: u64 = 5;
 
-/// `MERKLE` keys below this are leaves, which formats before 4 stored.
-pub const MERKLE_LEAVES_END: u64 = merkle_key(1, 0);
+/// `MERKLE` keys below this are of levels this format no longer stores.
+pub const MERKLE_STORED_START: u64 = merkle_key(MERKLE_STORED_FROM, 0);
 
 pub const fn merkle_key(level: u8, index: u64) -> u64 {
     ((level as u64) << 56) | index
@@ -302,7 +307,7 @@ impl Snapshot {
     }
 }
 
-/// The Merkle tree as a [`NodeSource`]: leaves from the events, the rest as stored.
+/// The Merkle tree as a [`NodeSource`]: the lower levels from the events, the rest as stored.
 pub struct Nodes {
     inner: redb::ReadOnlyTable<u64, [u8; 32]>,
     events: redb::ReadOnlyTable<u64, &'static [u8]>,
@@ -311,15 +316,28 @@ pub struct Nodes {
 impl NodeSource for Nodes {
     type Error = LogError;
     fn node(&self, level: u8, index: u64) -> Result<Node, LogError> {
-        if level == 0 {
-            let record = self
+        if level < MERKLE_STORED_FROM {
+            let start = index << level;
+            let mut subtree = Frontier::default();
+            for item in self
                 .events
-                .get(index)
+                .range(start..start + (1 << level))
                 .map_err(LogError::storage)?
-                .ok_or(LogError::Corrupt(index, "event is missing".into()))?;
-            let (_, hash, _) = split_record(record.value())
-                .map_err(|e| LogError::Corrupt(index, e.to_string()))?;
-            return Ok(leaf_hash(&hash.0));
+            {
+                let (k, v) = item.map_err(LogError::storage)?;
+                let position = start + subtree.size();
+                if k.value() != position {
+                    return Err(LogError::Corrupt(position, "event is missing".into()));
+                }
+                let (_, hash, _) = split_record(v.value())
+                    .map_err(|e| LogError::Corrupt(position, e.to_string()))?;
+                subtree.push(leaf_hash(&hash.0), |_, _, _| {});
+            }
+            if subtree.size() != 1 << level {
+                let missing = start + subtree.size();
+                return Err(LogError::Corrupt(missing, "event is missing".into()));
+            }
+            return Ok(subtree.root());
         }
         self.inner
             .get(merkle_key(level, index))

@@ -17,7 +17,7 @@ use super::checkpoint::Checkpoint;
 use super::envelope::{Digest, Unsigned, chain_hash, signing_message, split_record};
 use super::keys::{self, key_id, verify_strict};
 use super::merkle::{Frontier, NodeSource, leaf_hash};
-use super::store::Snapshot;
+use super::store::{MERKLE_STORED_FROM, Snapshot};
 use super::{GENESIS_EVENT, LEDGER_STREAM, LogError, ROTATION_EVENT};
 
 #[derive(Debug, Clone, Default)]
@@ -236,7 +236,8 @@ fn check_event(
 
     let mut bad_node = None;
     st.frontier.push(leaf_hash(&hash.0), |level, index, h| {
-        if bad_node.is_none() {
+        // A lower node is rebuilt from these same events, so only stored ones can differ.
+        if bad_node.is_none() && level >= MERKLE_STORED_FROM {
             match nodes.node(level, index) {
                 Ok(stored) if &stored == h => {}
                 Ok(_) => {

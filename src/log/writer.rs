@@ -22,8 +22,8 @@ use super::envelope::{Digest, Fields, chain_hash, encode_record, format_time};
 use super::keys::LedgerKey;
 use super::merkle::Frontier;
 use super::store::{
-    BLOBS, CHECKPOINTS, EVENT_IDS, EVENTS, MERKLE, STREAM_HEADS, STREAM_INDEX, Snapshot,
-    TAIL_INDEX, TAIL_MERGE_AT, merkle_key,
+    BLOBS, CHECKPOINTS, EVENT_IDS, EVENTS, MERKLE, MERKLE_STORED_FROM, STREAM_HEADS, STREAM_INDEX,
+    Snapshot, TAIL_INDEX, TAIL_MERGE_AT, merkle_key,
 };
 use super::{
     AppendError, Appended, AppendedEvent, BlobChanges, ExpectedVersion, Head, KeyInfo, LogError,
@@ -141,17 +141,31 @@ impl Writer {
     pub fn run(mut self, mut rx: mpsc::Receiver<Request>) {
         let progress = Arc::new(Progress::default());
         let (batches, inbox) = std::sync::mpsc::sync_channel::<Batch>(QUEUED_MAX_BATCHES);
-        let committer = {
+        let (acks, durable) = std::sync::mpsc::channel::<Vec<Batch>>();
+        let acker = {
+            let head_tx = self.head_tx.clone();
+            std::thread::Builder::new()
+                .name("ledger-acker".into())
+                .spawn(move || {
+                    for batches in durable {
+                        batches.into_iter().for_each(|b| answer(b, &head_tx));
+                    }
+                })
+        };
+        let committer = acker.and_then(|acker| {
             let (db, head_tx, progress) = (self.db.clone(), self.head_tx.clone(), progress.clone());
             let failpoint = self.failpoint.clone();
             std::thread::Builder::new()
                 .name("ledger-committer".into())
-                .spawn(move || commit_loop(&db, &head_tx, &progress, &failpoint, inbox))
-        };
+                .spawn(move || {
+                    commit_loop(&db, &head_tx, &progress, &failpoint, inbox, acks);
+                    let _ = acker.join();
+                })
+        });
         let committer = match committer {
             Ok(handle) => handle,
             Err(e) => {
-                eprintln!("ledger writer: cannot start the committer thread: {e}");
+                eprintln!("ledger writer: cannot start the committer or acker thread: {e}");
                 return;
             }
         };
@@ -357,10 +371,12 @@ impl Writer {
             .collect();
         let key_ids = signers.iter().map(|k| k.id.clone()).collect();
         let mut frontier = self.tail.frontier.clone();
-        let mut nodes = Vec::with_capacity(staged.len() + 1);
+        let mut nodes = Vec::new();
         for s in &staged {
             frontier.push(super::merkle::leaf_hash(&s.hash.0), |level, idx, h| {
-                nodes.push((merkle_key(level, idx), *h));
+                if level >= MERKLE_STORED_FROM {
+                    nodes.push((merkle_key(level, idx), *h));
+                }
             });
         }
         let key = signers
@@ -406,14 +422,16 @@ impl Writer {
     }
 }
 
-/// The committer: persists batches in order and answers their requests. Batches that queued
-/// up while it was committing share its next transaction, so one flush serves them all.
+/// The committer: persists batches in order and hands the durable ones to the acker, which
+/// answers their requests while the next transaction is written. Batches that queued up while
+/// it was committing share its next transaction, so one flush serves them all.
 fn commit_loop(
     db: &Database,
     head_tx: &watch::Sender<Head>,
     progress: &Progress,
     failpoint: &AtomicBool,
     inbox: std::sync::mpsc::Receiver<Batch>,
+    acks: std::sync::mpsc::Sender<Vec<Batch>>,
 ) {
     while let Ok(first) = inbox.recv() {
         let mut ready = vec![first];
@@ -439,7 +457,11 @@ fn commit_loop(
                 persist(db, &live)
             };
             match written {
-                Ok(()) => live.into_iter().for_each(|b| answer(b, head_tx)),
+                Ok(()) => {
+                    if let Err(std::sync::mpsc::SendError(live)) = acks.send(live) {
+                        live.into_iter().for_each(|b| answer(b, head_tx));
+                    }
+                }
                 Err(e) => {
                     // Every live batch is of one epoch: a later epoch starts only after
                     // this one failed, which makes its queued batches stale.
