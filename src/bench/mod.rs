@@ -261,10 +261,8 @@ fn process_cpu_seconds() -> f64 {
 struct ThreadCpu {
     /// Sequencing: versions, canonical bytes, chain, half of each group's signatures.
     writer: f64,
-    /// Writing and committing the redb transactions.
+    /// Writing and committing the redb transactions, and answering the appends.
     committer: f64,
-    /// Answering the appends of committed groups and publishing the head.
-    acker: f64,
     /// The appending tasks: building payloads, canonical JSON, sending and waking.
     appenders: f64,
     /// Everything else: mostly the short-lived threads that sign the other half of a group
@@ -305,7 +303,6 @@ impl ThreadCpu {
                 "ledger-writer" => cpu.writer += seconds,
                 // Thread names are cut to 15 bytes.
                 n if n.starts_with("ledger-committe") => cpu.committer += seconds,
-                "ledger-acker" => cpu.acker += seconds,
                 n if n.starts_with("tokio-r") => cpu.appenders += seconds,
                 _ => {}
             }
@@ -317,14 +314,12 @@ impl ThreadCpu {
     fn since(&self, start: &ThreadCpu, process_total: f64) -> ThreadCpu {
         let writer = (self.writer - start.writer).max(0.0);
         let committer = (self.committer - start.committer).max(0.0);
-        let acker = (self.acker - start.acker).max(0.0);
         let appenders = (self.appenders - start.appenders).max(0.0);
         ThreadCpu {
             writer,
             committer,
-            acker,
             appenders,
-            rest: (process_total - writer - committer - acker - appenders).max(0.0),
+            rest: (process_total - writer - committer - appenders).max(0.0),
         }
     }
 
@@ -332,7 +327,6 @@ impl ThreadCpu {
         ThreadCpu {
             writer: self.writer * by,
             committer: self.committer * by,
-            acker: self.acker * by,
             appenders: self.appenders * by,
             rest: self.rest * by,
         }
@@ -435,13 +429,12 @@ pub async fn ledger(seconds: f64, as_json: bool) -> Result<(), Failure> {
             &format!("append_{appenders}_cpu_us_writer"),
             split.writer,
             format!(
-                "            cpu by thread: writer {:.1}  committer {:.1}  acker {:.1}  appenders {:.1}  signing helpers and rest {:.1} us/event",
-                split.writer, split.committer, split.acker, split.appenders, split.rest
+                "            cpu by thread: writer {:.1}  committer {:.1}  appenders {:.1}  signing helpers and rest {:.1} us/event",
+                split.writer, split.committer, split.appenders, split.rest
             ),
         );
         for (name, value) in [
             ("committer", split.committer),
-            ("acker", split.acker),
             ("appenders", split.appenders),
             ("rest", split.rest),
         ] {

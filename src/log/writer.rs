@@ -141,31 +141,17 @@ impl Writer {
     pub fn run(mut self, mut rx: mpsc::Receiver<Request>) {
         let progress = Arc::new(Progress::default());
         let (batches, inbox) = std::sync::mpsc::sync_channel::<Batch>(QUEUED_MAX_BATCHES);
-        let (acks, durable) = std::sync::mpsc::channel::<Vec<Batch>>();
-        let acker = {
-            let head_tx = self.head_tx.clone();
-            std::thread::Builder::new()
-                .name("ledger-acker".into())
-                .spawn(move || {
-                    for batches in durable {
-                        batches.into_iter().for_each(|b| answer(b, &head_tx));
-                    }
-                })
-        };
-        let committer = acker.and_then(|acker| {
+        let committer = {
             let (db, head_tx, progress) = (self.db.clone(), self.head_tx.clone(), progress.clone());
             let failpoint = self.failpoint.clone();
             std::thread::Builder::new()
                 .name("ledger-committer".into())
-                .spawn(move || {
-                    commit_loop(&db, &head_tx, &progress, &failpoint, inbox, acks);
-                    let _ = acker.join();
-                })
-        });
+                .spawn(move || commit_loop(&db, &head_tx, &progress, &failpoint, inbox))
+        };
         let committer = match committer {
             Ok(handle) => handle,
             Err(e) => {
-                eprintln!("ledger writer: cannot start the committer or acker thread: {e}");
+                eprintln!("ledger writer: cannot start the committer thread: {e}");
                 return;
             }
         };
@@ -422,16 +408,14 @@ impl Writer {
     }
 }
 
-/// The committer: persists batches in order and hands the durable ones to the acker, which
-/// answers their requests while the next transaction is written. Batches that queued up while
-/// it was committing share its next transaction, so one flush serves them all.
+/// The committer: persists batches in order and answers their requests. Batches that queued
+/// up while it was committing share its next transaction, so one flush serves them all.
 fn commit_loop(
     db: &Database,
     head_tx: &watch::Sender<Head>,
     progress: &Progress,
     failpoint: &AtomicBool,
     inbox: std::sync::mpsc::Receiver<Batch>,
-    acks: std::sync::mpsc::Sender<Vec<Batch>>,
 ) {
     while let Ok(first) = inbox.recv() {
         let mut ready = vec![first];
@@ -457,11 +441,7 @@ fn commit_loop(
                 persist(db, &live)
             };
             match written {
-                Ok(()) => {
-                    if let Err(std::sync::mpsc::SendError(live)) = acks.send(live) {
-                        live.into_iter().for_each(|b| answer(b, head_tx));
-                    }
-                }
+                Ok(()) => live.into_iter().for_each(|b| answer(b, head_tx)),
                 Err(e) => {
                     // Every live batch is of one epoch: a later epoch starts only after
                     // this one failed, which makes its queued batches stale.
