@@ -570,10 +570,7 @@ async fn every_proof_up_to_70_events_checks_against_the_signed_roots() {
     let size = ledger.head().size;
     assert_eq!(size, 70);
     let key = &ledger.keys().unwrap()[0];
-    let public = ed25519_dalek::VerifyingKey::from_bytes(
-        &hex::decode(&key.public_key).unwrap().try_into().unwrap(),
-    )
-    .unwrap();
+    let public = log::keys::parse_public(&key.public_key).unwrap();
     let leaves: Vec<merkle::Node> = ledger
         .read_all(0, usize::MAX)
         .unwrap()
