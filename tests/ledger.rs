@@ -365,6 +365,117 @@ async fn key_rotation_is_signed_by_the_old_key_and_survives_reopen() {
     assert!(verify_dir_live(&reopened).intact());
 }
 
+/// The data dir's files as a crash would leave them: taken while the ledger runs, between
+/// acknowledged appends (nothing in flight).
+fn crash_image(src: &Path) -> tempfile::TempDir {
+    let copy = tempfile::tempdir().unwrap();
+    for name in [log::DB_FILE, log::wal::WAL_FILE] {
+        std::fs::copy(src.join(name), copy.path().join(name)).unwrap();
+    }
+    copy
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_image_replays_every_acknowledged_event_from_the_write_ahead_log() {
+    let dir = tempfile::tempdir().unwrap();
+    Ledger::init(dir.path()).unwrap();
+    // A small log, so the committer makes redb durable and starts the log again many times:
+    // the file then holds records of earlier passes after the current one's.
+    let config = log::Config {
+        wal_capacity: 48 << 10,
+        ..Default::default()
+    };
+    let ledger = Ledger::open(dir.path(), config).unwrap();
+    let mut replayed_rounds = 0;
+    for round in 0..12u64 {
+        let mut blob = None;
+        for i in 0..round * 7 + 1 {
+            let bytes = format!("blob of round {round}, event {i}").into_bytes();
+            let (hash, compressed) = BlobStore::encode(&bytes).unwrap();
+            let changes = BlobChanges {
+                put: vec![(hash, compressed)],
+                delete: Vec::new(),
+            };
+            ledger
+                .append_with_blobs(
+                    &format!("s-{}", i % 3),
+                    ExpectedVersion::Any,
+                    vec![event(
+                        "Filled",
+                        json!({"round": round, "i": i, "pad": "x".repeat(300)}),
+                    )],
+                    changes,
+                )
+                .await
+                .unwrap();
+            blob = Some((hash, bytes));
+        }
+        let head = ledger.head();
+        let image = crash_image(dir.path());
+        {
+            let db = redb::Database::open(image.path().join(log::DB_FILE)).unwrap();
+            let in_redb = db
+                .begin_read()
+                .unwrap()
+                .open_table(EVENTS)
+                .unwrap()
+                .len()
+                .unwrap();
+            assert!(in_redb <= head.size);
+            replayed_rounds += usize::from(in_redb < head.size);
+        }
+        let snap = log::read_only(image.path()).unwrap();
+        assert_eq!(
+            snap.size().unwrap(),
+            head.size,
+            "round {round}: every acknowledged event"
+        );
+        assert_eq!(snap.event_hash(head.size - 1).unwrap(), head.last_hash);
+        assert_eq!(
+            snap.checkpoint(head.size).unwrap().as_deref(),
+            Some(head.checkpoint.as_str())
+        );
+        let (hash, bytes) = blob.unwrap();
+        let stored = snap
+            .blob(&hash)
+            .unwrap()
+            .expect("the blob came back with its event");
+        assert_eq!(zstd::decode_all(stored.as_slice()).unwrap(), bytes);
+        drop(snap);
+        let report = verify_dir(image.path());
+        assert!(report.intact(), "round {round}: {:?}", report.failure);
+        // Replayed once, the log has nothing more to give.
+        let db = redb::Database::open(image.path().join(log::DB_FILE)).unwrap();
+        assert_eq!(
+            db.begin_read()
+                .unwrap()
+                .open_table(EVENTS)
+                .unwrap()
+                .len()
+                .unwrap(),
+            head.size
+        );
+    }
+    assert!(
+        replayed_rounds >= 6,
+        "only {replayed_rounds} rounds needed the log"
+    );
+    assert!(ledger.close().is_ok());
+    // A closed ledger leaves redb durable and the log empty.
+    let size = ledger_size_in_redb(dir.path());
+    assert_eq!(size, verify_dir(dir.path()).events);
+}
+
+fn ledger_size_in_redb(dir: &Path) -> u64 {
+    let db = redb::Database::open(dir.join(log::DB_FILE)).unwrap();
+    db.begin_read()
+        .unwrap()
+        .open_table(EVENTS)
+        .unwrap()
+        .len()
+        .unwrap()
+}
+
 /// Rewrites one stored record (or two) in a copy of the data dir and verifies the copy.
 fn tamper(src: &Path, edit: impl FnOnce(&redb::Database)) -> verify::Report {
     let copy = tempfile::tempdir().unwrap();

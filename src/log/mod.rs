@@ -11,6 +11,7 @@ pub mod merkle;
 pub mod store;
 pub mod subscribe;
 pub mod verify;
+pub mod wal;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -202,6 +203,8 @@ pub struct Config {
     pub max_payload_bytes: usize,
     pub max_group_events: usize,
     pub queue_depth: usize,
+    /// Bytes of write-ahead log between redb's own durable commits (see `wal`).
+    pub wal_capacity: u64,
 }
 
 impl Default for Config {
@@ -210,6 +213,7 @@ impl Default for Config {
             max_payload_bytes: 1 << 20,
             max_group_events: 4096,
             queue_depth: 16_384,
+            wal_capacity: wal::DEFAULT_CAPACITY,
         }
     }
 }
@@ -294,9 +298,10 @@ fn checked_snapshot(db: &Database) -> Result<(Snapshot, u64), LogError> {
     }
 }
 
-/// Format 1 → … → 5: the tables later formats added, empty (format 1 indexed every event
+/// Format 1 → … → 6: the tables later formats added, empty (format 1 indexed every event
 /// directly; format 2 kept every blob in files), and the Merkle levels this format rebuilds
-/// from the events dropped (format 3 stored every leaf, format 4 every level from 1).
+/// from the events dropped (format 3 stored every leaf, format 4 every level from 1); the
+/// write-ahead log of format 6 starts empty.
 fn upgrade(db: &Database) -> Result<(), LogError> {
     let txn = db.begin_write().map_err(LogError::storage)?;
     txn.open_table(store::TAIL_INDEX)
@@ -324,6 +329,7 @@ pub fn read_only(dir: &Path) -> Result<Snapshot, LogError> {
     }
     let db = Arc::new(open_db(dir, false)?);
     checked_snapshot(&db)?;
+    wal::recover(&db, dir)?;
     Snapshot::owning(db)
 }
 
@@ -488,6 +494,8 @@ impl Ledger {
             .map(|v| String::from_utf8_lossy(&v).into_owned())
             .ok_or_else(|| LogError::Corrupt(0, "no origin recorded".into()))?;
         drop(snap);
+        wal::recover(&db, dir)?;
+        let wal = wal::Wal::open(dir, config.wal_capacity)?;
         let keys_dir = dir.join(KEYS_DIR);
         let tail = load_tail(&db, &keys_dir)?;
         let (head_tx, head) = watch::channel(Head::of(&tail));
@@ -505,7 +513,7 @@ impl Ledger {
         };
         let handle = std::thread::Builder::new()
             .name("ledger-writer".into())
-            .spawn(move || writer.run(rx))
+            .spawn(move || writer.run(rx, wal))
             .map_err(|e| LogError::Io(format!("starting the writer thread: {e}")))?;
         let writer = std::sync::Mutex::new(Some(handle));
         Ok(Ledger {

@@ -39,9 +39,10 @@ pub const BLOBS: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("blobs"
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
 /// 2 added `TAIL_INDEX`, 3 added `BLOBS`, 4 stopped storing Merkle leaves in `MERKLE`, 5
-/// stopped storing its levels below `MERKLE_STORED_FROM`; an older data dir is upgraded
-/// when the writer opens it.
-pub const FORMAT_VERSION: u64 = 5;
+/// stopped storing its levels below `MERKLE_STORED_FROM`, 6 added the write-ahead log
+/// (`wal`), which an older build would not replay; an older data dir is upgraded when the
+/// writer opens it.
+pub const FORMAT_VERSION: u64 = 6;
 
 /// `MERKLE` keys below this are of levels this format no longer stores.
 pub const MERKLE_STORED_START: u64 = merkle_key(MERKLE_STORED_FROM, 0);

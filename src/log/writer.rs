@@ -25,6 +25,7 @@ use super::store::{
     BLOBS, CHECKPOINTS, EVENT_IDS, EVENTS, MERKLE, MERKLE_STORED_FROM, STREAM_HEADS, STREAM_INDEX,
     Snapshot, TAIL_INDEX, TAIL_MERGE_AT, merkle_key,
 };
+use super::wal::Wal;
 use super::{
     AppendError, Appended, AppendedEvent, BlobChanges, ExpectedVersion, Head, KeyInfo, LogError,
 };
@@ -138,7 +139,7 @@ impl Writer {
     /// before it, so when a commit fails every batch sequenced on top of it fails too: the
     /// committer records the failed epoch, refuses that epoch's remaining batches, and the
     /// sequencer reloads the tail from disk and starts a new epoch.
-    pub fn run(mut self, mut rx: mpsc::Receiver<Request>) {
+    pub fn run(mut self, mut rx: mpsc::Receiver<Request>, wal: Wal) {
         let progress = Arc::new(Progress::default());
         let (batches, inbox) = std::sync::mpsc::sync_channel::<Batch>(QUEUED_MAX_BATCHES);
         let committer = {
@@ -146,7 +147,7 @@ impl Writer {
             let failpoint = self.failpoint.clone();
             std::thread::Builder::new()
                 .name("ledger-committer".into())
-                .spawn(move || commit_loop(&db, &head_tx, &progress, &failpoint, inbox))
+                .spawn(move || commit_loop(&db, &head_tx, &progress, &failpoint, wal, inbox))
         };
         let committer = match committer {
             Ok(handle) => handle,
@@ -207,11 +208,12 @@ impl Writer {
 
     /// Sequences and commits one group on the calling thread (used for the genesis event).
     pub fn commit_group(&mut self, group: Vec<Request>) {
-        let batch = match self.sequence(group, 1) {
+        let mut batch = match self.sequence(group, 1) {
             Ok(b) => b,
             Err((group, e)) => return fail(group, &e.to_string()),
         };
-        match persist(&self.db, std::slice::from_ref(&batch)) {
+        let writes = Writes::take(std::slice::from_mut(&mut batch));
+        match persist(&self.db, &writes, Durability::Immediate) {
             Ok(()) => {
                 self.tail = batch.tail.clone();
                 self.heads
@@ -415,8 +417,10 @@ fn commit_loop(
     head_tx: &watch::Sender<Head>,
     progress: &Progress,
     failpoint: &AtomicBool,
+    mut wal: Wal,
     inbox: std::sync::mpsc::Receiver<Batch>,
 ) {
+    let mut durable = Durable::Yes;
     while let Ok(first) = inbox.recv() {
         let mut ready = vec![first];
         while ready.len() < QUEUED_MAX_BATCHES {
@@ -426,7 +430,7 @@ fn commit_loop(
             }
         }
         let failed = progress.failed_epoch.load(Ordering::Acquire);
-        let (stale, live): (Vec<Batch>, Vec<Batch>) =
+        let (stale, mut live): (Vec<Batch>, Vec<Batch>) =
             ready.into_iter().partition(|b| b.epoch <= failed);
         let count = (stale.len() + live.len()) as u64;
         for batch in stale {
@@ -438,7 +442,7 @@ fn commit_loop(
                     "commit failure injected by Ledger::fail_commits".into(),
                 ))
             } else {
-                persist(db, &live)
+                commit(db, &mut wal, &mut durable, &Writes::take(&mut live))
             };
             match written {
                 Ok(()) => live.into_iter().for_each(|b| answer(b, head_tx)),
@@ -453,65 +457,274 @@ fn commit_loop(
         }
         progress.committed.fetch_add(count, Ordering::AcqRel);
     }
-}
-
-/// Writes batches, in order, in one durable transaction, each table opened once.
-fn persist(db: &Database, batches: &[Batch]) -> Result<(), LogError> {
-    let mut txn = db.begin_write().map_err(LogError::storage)?;
-    txn.set_durability(Durability::Immediate)
-        .map_err(LogError::storage)?;
-    {
-        let mut events = txn.open_table(EVENTS).map_err(LogError::storage)?;
-        let mut tail = txn.open_table(TAIL_INDEX).map_err(LogError::storage)?;
-        let mut ids = txn.open_table(EVENT_IDS).map_err(LogError::storage)?;
-        for batch in batches {
-            for (s, record) in batch.staged.iter().zip(&batch.records) {
-                events
-                    .insert(s.position, record.as_slice())
-                    .map_err(LogError::storage)?;
-                tail.insert(
-                    s.position,
-                    (batch.group[s.request].stream.as_str(), s.stream_version),
-                )
-                .map_err(LogError::storage)?;
-                ids.insert(s.event_id.as_u128(), s.position)
-                    .map_err(LogError::storage)?;
-            }
-        }
-        if tail.len().map_err(LogError::storage)? >= TAIL_MERGE_AT {
-            merge_tail(&txn, &mut tail)?;
-        }
-        let mut nodes = txn.open_table(MERKLE).map_err(LogError::storage)?;
-        let mut heads = txn.open_table(STREAM_HEADS).map_err(LogError::storage)?;
-        let mut blobs = txn.open_table(BLOBS).map_err(LogError::storage)?;
-        let mut cps = txn.open_table(CHECKPOINTS).map_err(LogError::storage)?;
-        for batch in batches {
-            for (k, h) in &batch.nodes {
-                nodes.insert(*k, *h).map_err(LogError::storage)?;
-            }
-            for (stream, v) in &batch.heads {
-                heads
-                    .insert(stream.as_str(), *v)
-                    .map_err(LogError::storage)?;
-            }
-            let accepted = batch.group.iter().zip(&batch.refused);
-            for (req, _) in accepted.filter(|(_, refused)| refused.is_none()) {
-                for (hash, bytes) in &req.blobs.put {
-                    blobs
-                        .insert(hash.0, bytes.as_slice())
-                        .map_err(LogError::storage)?;
-                }
-                for hash in &req.blobs.delete {
-                    blobs.remove(hash.0).map_err(LogError::storage)?;
-                }
-            }
-            if let Some(note) = &batch.checkpoint {
-                cps.insert(batch.tail.size, note.as_str())
-                    .map_err(LogError::storage)?;
-            }
+    // Closing: redb durable, the log empty, so the data dir needs no replay.
+    if durable != Durable::Yes {
+        let synced = persist(db, &Writes::default(), Durability::Immediate);
+        if let Err(e) = synced.and_then(|()| wal.restart()) {
+            eprintln!("ledger committer: closing: {e} (the next open replays the log)");
         }
     }
+}
+
+/// Whether redb holds every acknowledged group durably itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Durable {
+    Yes,
+    /// Some only in the write-ahead log.
+    InLog,
+    /// A write to the log failed: the next commit goes through redb's own flush.
+    LogFailed,
+}
+
+/// Makes one commit's writes durable and visible: logged, then committed to redb without
+/// durability; or, when the log is full (or failed), committed durably by redb, after which
+/// the log starts again.
+fn commit(
+    db: &Database,
+    wal: &mut Wal,
+    durable: &mut Durable,
+    writes: &Writes,
+) -> Result<(), LogError> {
+    let record = writes.record();
+    if *durable != Durable::LogFailed && wal.has_room(record.len()) {
+        let at = wal.cursor();
+        let logged = wal
+            .append(&record)
+            .and_then(|()| persist(db, writes, Durability::None));
+        return match logged {
+            Ok(()) => {
+                *durable = Durable::InLog;
+                Ok(())
+            }
+            Err(e) => {
+                // Never replay a group that was not acknowledged.
+                let _ = wal.erase(at);
+                *durable = Durable::LogFailed;
+                Err(e)
+            }
+        };
+    }
+    persist(db, writes, Durability::Immediate)?;
+    *durable = match wal.restart() {
+        Ok(()) => Durable::Yes,
+        Err(_) => Durable::LogFailed,
+    };
+    Ok(())
+}
+
+/// One commit's writes, as redb takes them and as the write-ahead log holds them.
+#[derive(Debug, Default, PartialEq)]
+pub struct Writes {
+    pub events: Vec<EventWrite>,
+    pub nodes: Vec<(u64, [u8; 32])>,
+    /// Stream heads, later entries overriding earlier ones.
+    pub heads: Vec<(String, u64)>,
+    /// Blob changes in order: compressed bytes to store, or `None` to delete.
+    pub blobs: Vec<([u8; 32], Option<Vec<u8>>)>,
+    pub checkpoints: Vec<(u64, String)>,
+}
+
+#[derive(Debug, PartialEq)]
+pub struct EventWrite {
+    pub position: u64,
+    pub stream: String,
+    pub stream_version: u64,
+    pub event_id: u128,
+    pub record: Vec<u8>,
+}
+
+impl Writes {
+    /// The writes of sealed batches, in order; their records and blobs are moved out.
+    fn take(batches: &mut [Batch]) -> Writes {
+        let mut w = Writes::default();
+        for batch in batches {
+            let records = std::mem::take(&mut batch.records);
+            for (s, record) in batch.staged.iter().zip(records) {
+                w.events.push(EventWrite {
+                    position: s.position,
+                    stream: batch.group[s.request].stream.clone(),
+                    stream_version: s.stream_version,
+                    event_id: s.event_id.as_u128(),
+                    record,
+                });
+            }
+            w.nodes.extend_from_slice(&batch.nodes);
+            w.heads
+                .extend(batch.heads.iter().map(|(k, v)| (k.clone(), *v)));
+            let accepted = batch.group.iter_mut().zip(&batch.refused);
+            for (req, _) in accepted.filter(|(_, refused)| refused.is_none()) {
+                let changes = std::mem::take(&mut req.blobs);
+                w.blobs
+                    .extend(changes.put.into_iter().map(|(h, b)| (h.0, Some(b))));
+                w.blobs
+                    .extend(changes.delete.into_iter().map(|h| (h.0, None)));
+            }
+            if let Some(note) = &batch.checkpoint {
+                w.checkpoints.push((batch.tail.size, note.clone()));
+            }
+        }
+        w
+    }
+
+    /// The write-ahead log record of these writes.
+    pub(super) fn record(&self) -> Vec<u8> {
+        let mut out = super::wal::start();
+        let put = |out: &mut Vec<u8>, bytes: &[u8]| {
+            out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+            out.extend_from_slice(bytes);
+        };
+        let count = |out: &mut Vec<u8>, n: usize| out.extend_from_slice(&(n as u32).to_le_bytes());
+        count(&mut out, self.events.len());
+        for e in &self.events {
+            out.extend_from_slice(&e.position.to_le_bytes());
+            out.extend_from_slice(&e.stream_version.to_le_bytes());
+            out.extend_from_slice(&e.event_id.to_le_bytes());
+            put(&mut out, e.stream.as_bytes());
+            put(&mut out, &e.record);
+        }
+        count(&mut out, self.nodes.len());
+        for (k, h) in &self.nodes {
+            out.extend_from_slice(&k.to_le_bytes());
+            out.extend_from_slice(h);
+        }
+        count(&mut out, self.heads.len());
+        for (stream, v) in &self.heads {
+            put(&mut out, stream.as_bytes());
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        count(&mut out, self.blobs.len());
+        for (hash, bytes) in &self.blobs {
+            out.extend_from_slice(hash);
+            match bytes {
+                Some(b) => {
+                    out.push(1);
+                    put(&mut out, b);
+                }
+                None => out.push(0),
+            }
+        }
+        count(&mut out, self.checkpoints.len());
+        for (size, note) in &self.checkpoints {
+            out.extend_from_slice(&size.to_le_bytes());
+            put(&mut out, note.as_bytes());
+        }
+        super::wal::seal(out)
+    }
+
+    /// Reads a record's body back; `None` when it is not one.
+    pub fn decode(body: &[u8]) -> Option<Writes> {
+        let mut r = Reader(body);
+        let mut w = Writes::default();
+        for _ in 0..r.u32()? {
+            w.events.push(EventWrite {
+                position: r.u64()?,
+                stream_version: r.u64()?,
+                event_id: u128::from_le_bytes(r.array()?),
+                stream: r.text()?,
+                record: r.bytes()?.to_vec(),
+            });
+        }
+        for _ in 0..r.u32()? {
+            w.nodes.push((r.u64()?, r.array()?));
+        }
+        for _ in 0..r.u32()? {
+            w.heads.push((r.text()?, r.u64()?));
+        }
+        for _ in 0..r.u32()? {
+            let hash = r.array()?;
+            let bytes = match r.array::<1>()? {
+                [0] => None,
+                [1] => Some(r.bytes()?.to_vec()),
+                _ => return None,
+            };
+            w.blobs.push((hash, bytes));
+        }
+        for _ in 0..r.u32()? {
+            w.checkpoints.push((r.u64()?, r.text()?));
+        }
+        r.0.is_empty().then_some(w)
+    }
+}
+
+/// Reads a record body front to back; every read is `None` past its end.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let (head, rest) = self.0.split_first_chunk::<N>()?;
+        self.0 = rest;
+        Some(*head)
+    }
+
+    fn u32(&mut self) -> Option<u32> {
+        self.array().map(u32::from_le_bytes)
+    }
+
+    fn u64(&mut self) -> Option<u64> {
+        self.array().map(u64::from_le_bytes)
+    }
+
+    fn bytes(&mut self) -> Option<&'a [u8]> {
+        let n = self.u32()? as usize;
+        let (head, rest) = (self.0.get(..n)?, self.0.get(n..)?);
+        self.0 = rest;
+        Some(head)
+    }
+
+    fn text(&mut self) -> Option<String> {
+        String::from_utf8(self.bytes()?.to_vec()).ok()
+    }
+}
+
+/// Commits writes in one transaction with the given durability.
+fn persist(db: &Database, writes: &Writes, durability: Durability) -> Result<(), LogError> {
+    let mut txn = db.begin_write().map_err(LogError::storage)?;
+    txn.set_durability(durability).map_err(LogError::storage)?;
+    apply(&txn, writes)?;
     txn.commit().map_err(LogError::storage)
+}
+
+/// Writes into a transaction, each table opened once.
+pub fn apply(txn: &redb::WriteTransaction, w: &Writes) -> Result<(), LogError> {
+    let mut events = txn.open_table(EVENTS).map_err(LogError::storage)?;
+    let mut tail = txn.open_table(TAIL_INDEX).map_err(LogError::storage)?;
+    let mut ids = txn.open_table(EVENT_IDS).map_err(LogError::storage)?;
+    for e in &w.events {
+        events
+            .insert(e.position, e.record.as_slice())
+            .map_err(LogError::storage)?;
+        tail.insert(e.position, (e.stream.as_str(), e.stream_version))
+            .map_err(LogError::storage)?;
+        ids.insert(e.event_id, e.position)
+            .map_err(LogError::storage)?;
+    }
+    if tail.len().map_err(LogError::storage)? >= TAIL_MERGE_AT {
+        merge_tail(txn, &mut tail)?;
+    }
+    let mut nodes = txn.open_table(MERKLE).map_err(LogError::storage)?;
+    for (k, h) in &w.nodes {
+        nodes.insert(*k, *h).map_err(LogError::storage)?;
+    }
+    let mut heads = txn.open_table(STREAM_HEADS).map_err(LogError::storage)?;
+    for (stream, v) in &w.heads {
+        heads
+            .insert(stream.as_str(), *v)
+            .map_err(LogError::storage)?;
+    }
+    let mut blobs = txn.open_table(BLOBS).map_err(LogError::storage)?;
+    for (hash, bytes) in &w.blobs {
+        match bytes {
+            Some(b) => blobs.insert(*hash, b.as_slice()).map(drop),
+            None => blobs.remove(*hash).map(drop),
+        }
+        .map_err(LogError::storage)?;
+    }
+    let mut cps = txn.open_table(CHECKPOINTS).map_err(LogError::storage)?;
+    for (size, note) in &w.checkpoints {
+        cps.insert(*size, note.as_str())
+            .map_err(LogError::storage)?;
+    }
+    Ok(())
 }
 
 /// Moves the tail index into the stream index, sorted, so each index page is written once.
