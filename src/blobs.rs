@@ -39,7 +39,8 @@ pub struct BlobInfo {
 
 #[derive(Clone)]
 pub struct BlobStore {
-    dir: PathBuf,
+    /// Shared: the API state that holds the store is cloned for every request.
+    dir: std::sync::Arc<Path>,
     max_bytes: u64,
     syncs: std::sync::Arc<GroupSync>,
     /// Where blobs not in `dir` may be: the ledger's blob table.
@@ -69,7 +70,7 @@ pub const DEFAULT_MAX_BYTES: u64 = 512 << 20;
 impl BlobStore {
     pub fn new(dir: &Path, max_bytes: u64) -> BlobStore {
         BlobStore {
-            dir: dir.to_path_buf(),
+            dir: dir.into(),
             max_bytes,
             syncs: Default::default(),
             ledger: None,

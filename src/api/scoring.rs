@@ -936,29 +936,40 @@ fn respond(
     (headers, Json(body)).into_response()
 }
 
-/// What names a recorded run: the event's position, hash, signature and key.
+/// What names a recorded run: the event's position, hash, signature and key, as the header
+/// values every request of the run shares (made once per run, cloned by reference count).
 pub(super) struct Receipt {
-    position: u64,
-    hash: String,
-    signature: String,
-    key_id: String,
+    shared: Vec<(&'static str, HeaderValue)>,
 }
 
 impl Receipt {
-    fn headers(&self, request: &RunRequest) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        for (name, value) in [
-            ("provenant-request-id", request.request_id.to_string()),
-            ("provenant-event-position", self.position.to_string()),
-            ("provenant-event-hash", self.hash.clone()),
-            ("provenant-signature", self.signature.clone()),
-            ("provenant-key-id", self.key_id.clone()),
-            ("provenant-row-offset", request.row_offset.to_string()),
-        ] {
-            if let Ok(v) = HeaderValue::from_str(&value) {
-                headers.insert(name, v);
-            }
+    fn new(event: &crate::log::AppendedEvent) -> Receipt {
+        let shared = [
+            ("provenant-event-position", event.position.to_string()),
+            ("provenant-event-hash", event.hash.to_hex()),
+            ("provenant-signature", hex::encode(event.signature)),
+            ("provenant-key-id", event.key_id.clone()),
+        ];
+        Receipt {
+            shared: shared
+                .into_iter()
+                .filter_map(|(name, v)| HeaderValue::try_from(v).ok().map(|v| (name, v)))
+                .collect(),
         }
+    }
+
+    fn headers(&self, request: &RunRequest) -> HeaderMap {
+        let mut headers = HeaderMap::with_capacity(8);
+        if let Ok(id) = HeaderValue::from_str(&request.request_id.to_string()) {
+            headers.insert("provenant-request-id", id);
+        }
+        for (name, value) in &self.shared {
+            headers.insert(*name, value.clone());
+        }
+        headers.insert(
+            "provenant-row-offset",
+            HeaderValue::from(request.row_offset),
+        );
         headers
     }
 }
@@ -1036,12 +1047,7 @@ pub(super) async fn record(
         .events
         .first()
         .ok_or_else(|| unrecorded("no event appended".into()))?;
-    Ok(Receipt {
-        position: event.position,
-        hash: event.hash.to_hex(),
-        signature: hex::encode(event.signature),
-        key_id: event.key_id.clone(),
-    })
+    Ok(Receipt::new(event))
 }
 
 /// Keeps a run's input and output: when they compress into little enough, they go into the
