@@ -2,9 +2,9 @@
 //!
 //! Appenders send requests over a channel; the writer drains what is pending, checks each
 //! request's expected version (against the versions earlier requests of the same group will
-//! leave), chains and signs the events, writes them with their Merkle nodes and one signed
-//! checkpoint, commits with `Durability::Immediate`, and only then answers every request of
-//! the group. A request that conflicts fails alone; a failed commit fails the whole group and
+//! leave), chains and signs the events, makes them durable with their Merkle nodes and one
+//! signed checkpoint (in the write-ahead log, see `wal`, then in redb), and only then answers
+//! every request of the group. A request that conflicts fails alone; a failed commit fails the whole group and
 //! the writer reloads its state from disk, so nothing acknowledged is ever lost or doubled.
 
 use std::collections::HashMap;
