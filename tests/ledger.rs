@@ -365,12 +365,15 @@ async fn key_rotation_is_signed_by_the_old_key_and_survives_reopen() {
     assert!(verify_dir_live(&reopened).intact());
 }
 
-/// The data dir's files as a crash would leave them: taken while the ledger runs, between
-/// acknowledged appends (nothing in flight).
-fn crash_image(src: &Path) -> tempfile::TempDir {
+/// A copy of the data dir's files (not its keys). Taken while the ledger runs, between
+/// acknowledged appends (nothing in flight), it is the data dir as a crash would leave it.
+fn copy_files(src: &Path) -> tempfile::TempDir {
     let copy = tempfile::tempdir().unwrap();
-    for name in [log::DB_FILE, log::wal::WAL_FILE] {
-        std::fs::copy(src.join(name), copy.path().join(name)).unwrap();
+    for entry in std::fs::read_dir(src).unwrap() {
+        let p = entry.unwrap().path();
+        if p.is_file() {
+            std::fs::copy(&p, copy.path().join(p.file_name().unwrap())).unwrap();
+        }
     }
     copy
 }
@@ -411,7 +414,7 @@ async fn a_crash_image_replays_every_acknowledged_event_from_the_write_ahead_log
             blob = Some((hash, bytes));
         }
         let head = ledger.head();
-        let image = crash_image(dir.path());
+        let image = copy_files(dir.path());
         {
             let db = redb::Database::open(image.path().join(log::DB_FILE)).unwrap();
             let in_redb = db
@@ -478,13 +481,7 @@ fn ledger_size_in_redb(dir: &Path) -> u64 {
 
 /// Rewrites one stored record (or two) in a copy of the data dir and verifies the copy.
 fn tamper(src: &Path, edit: impl FnOnce(&redb::Database)) -> verify::Report {
-    let copy = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir(src).unwrap() {
-        let p = entry.unwrap().path();
-        if p.is_file() {
-            std::fs::copy(&p, copy.path().join(p.file_name().unwrap())).unwrap();
-        }
-    }
+    let copy = copy_files(src);
     let db = redb::Database::open(copy.path().join(log::DB_FILE)).unwrap();
     edit(&db);
     drop(db);
