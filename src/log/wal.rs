@@ -4,15 +4,16 @@
 //! some twenty 4 KiB pages spread over the file (each table's path from root to leaf, the
 //! allocator's state). This machine's disk flushes twenty scattered pages in ~0.9 ms and the
 //! same bytes written in one run in ~0.15 ms. So each group's writes go here first, as one
-//! record in one sequential write and one `fdatasync`, and redb commits them without
+//! record in one sequential durable write, and only then does redb commit them, without
 //! durability: visible to readers at once, flushed to its file later. When the next record
 //! would not fit in the file's capacity, the committer makes redb durable instead and starts
 //! the file again from its beginning. Opening a data dir replays what redb lacks.
 //!
 //! A record is `magic (4) ‖ body length (u32 LE) ‖ blake3(magic ‖ length ‖ body) (32) ‖
 //! body`, the body being one group's [`Writes`], and starts on a 4 KiB boundary. Reading
-//! stops at the first record that does not check; a record is replayed only when its events continue the log's chain at
-//! its end, so what an earlier pass through the file left behind is never replayed twice.
+//! stops at the first record that does not check; a record is replayed only when its events
+//! continue the log's chain at its end, so what an earlier pass through the file left behind
+//! is never replayed twice.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;

@@ -4,8 +4,9 @@
 //! request's expected version (against the versions earlier requests of the same group will
 //! leave), chains and signs the events, makes them durable with their Merkle nodes and one
 //! signed checkpoint (in the write-ahead log, see `wal`, then in redb), and only then answers
-//! every request of the group. A request that conflicts fails alone; a failed commit fails the whole group and
-//! the writer reloads its state from disk, so nothing acknowledged is ever lost or doubled.
+//! every request of the group. A request that conflicts fails alone; a failed commit fails
+//! the whole group and the writer reloads its state from disk, so nothing acknowledged is
+//! ever lost or doubled.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
