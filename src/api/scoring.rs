@@ -680,15 +680,20 @@ pub(super) async fn run(
     let model = l.model.clone();
     let warn_after = Duration::from_millis(l.spec.settings.scoring_warn_timeout_ms);
     let started = Instant::now();
-    let scored = tokio::task::spawn_blocking(move || model.run(features))
-        .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "scoring_failed",
-                e.to_string(),
-            )
-        })?;
+    // A quick run blocks this async thread less than the hand-off to a blocking one costs.
+    let scored = if model.is_quick(rows.len()) {
+        model.run(features)
+    } else {
+        tokio::task::spawn_blocking(move || model.run(features))
+            .await
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "scoring_failed",
+                    e.to_string(),
+                )
+            })?
+    };
     let scored = scored.map_err(score_error)?;
     if started.elapsed() > warn_after {
         eprintln!(
