@@ -317,9 +317,18 @@ impl Model {
     /// Whether a run of `rows` rows is expected to take at most `QUICK_RUN`, going by the
     /// latest run's time per row (which charges its fixed cost to its rows: after a small
     /// run a bigger one looks slower than it is, the safe side); unknown before the first.
+    /// Not while no session is idle: the run would first build one, which takes milliseconds
+    /// (a run that loses the idle one to another between this check and its start still
+    /// builds, rarely).
     pub fn is_quick(&self, rows: usize) -> bool {
         let per_row = self.ns_per_row.load(std::sync::atomic::Ordering::Relaxed);
-        per_row > 0 && per_row.saturating_mul(rows as u64) <= QUICK_RUN.as_nanos() as u64
+        per_row > 0
+            && per_row.saturating_mul(rows as u64) <= QUICK_RUN.as_nanos() as u64
+            && !self
+                .idle
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_empty()
     }
 
     fn checkout(&self) -> Result<Session, ScoreError> {
@@ -834,6 +843,10 @@ mod tests {
         model.score(&rows(&expected["rows"])).unwrap();
         assert!(model.is_quick(0));
         assert!(!model.is_quick(usize::MAX));
+        let busy = model.checkout().unwrap();
+        assert!(!model.is_quick(0), "a run now would build a session first");
+        model.checkin(busy);
+        assert!(model.is_quick(0));
     }
 
     #[test]
