@@ -324,15 +324,16 @@ impl Model {
         let per_row = self.ns_per_row.load(std::sync::atomic::Ordering::Relaxed);
         per_row > 0
             && per_row.saturating_mul(rows as u64) <= QUICK_RUN.as_nanos() as u64
-            && !self
-                .idle
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .is_empty()
+            && !self.sessions().is_empty()
+    }
+
+    /// The idle sessions; a thread that panicked holding them left the list whole.
+    fn sessions(&self) -> std::sync::MutexGuard<'_, Vec<Session>> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn checkout(&self) -> Result<Session, ScoreError> {
-        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let idle = self.sessions().pop();
         match idle {
             Some(s) => Ok(s),
             None => build(self.onnx, &self.bytes, &self.settings),
@@ -340,10 +341,7 @@ impl Model {
     }
 
     fn checkin(&self, session: Session) {
-        self.idle
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(session);
+        self.sessions().push(session);
     }
 }
 
