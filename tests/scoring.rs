@@ -189,6 +189,18 @@ async fn a_deployed_classifier_scores_like_onnxruntime_and_every_prediction_is_r
     let (_, _, as_text) = score(&srv, &dep, json!({"fields": names, "rows": [one_row]})).await;
     let (st, _, as_numbers) = score(&srv, &dep, json!({"fields": names, "rows": [numbers]})).await;
     assert_eq!((st, &as_numbers["score"]), (200, &as_text["score"]));
+    // Fields in another order than the schema's, and one it does not take, score the same.
+    let mut fields_reversed: Vec<Value> = names.as_array().unwrap().iter().rev().cloned().collect();
+    let mut row_reversed: Vec<Value> = one_row.as_array().unwrap().iter().rev().cloned().collect();
+    fields_reversed.push(json!("not_a_feature"));
+    row_reversed.push(json!("ignored"));
+    let (st, _, reordered) = score(
+        &srv,
+        &dep,
+        json!({"fields": fields_reversed, "rows": [row_reversed]}),
+    )
+    .await;
+    assert_eq!((st, &reordered["score"]), (200, &as_text["score"]));
     let before = srv.size();
     let mut nested = one_row.as_array().unwrap().clone();
     nested[3] = json!(["2.5"]);
@@ -216,6 +228,7 @@ async fn a_deployed_classifier_scores_like_onnxruntime_and_every_prediction_is_r
             501,
         ),
         (json!({"rows": []}), 422),
+        (json!({"fields": names, "rows": [one_row, "x"]}), 422),
     ] {
         let (st, _, r) = score(&srv, &dep, body.clone()).await;
         assert_eq!(st, status, "{body}: {r}");

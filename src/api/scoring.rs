@@ -346,6 +346,7 @@ pub async fn docs(
 #[serde(rename_all = "camelCase")]
 pub struct ScoreRequest {
     fields: Vec<String>,
+    #[serde(deserialize_with = "rows")]
     rows: Vec<Vec<Cell>>,
     #[serde(default)]
     include_fields_in_output: Vec<String>,
@@ -376,10 +377,68 @@ impl Cell {
     fn text(&mut self, row: usize) -> Result<&mut String, ApiError> {
         match self {
             Cell::Text(t) => Ok(t),
-            Cell::Not(what) => Err(bad(format!(
-                "row {row}: a cell must be a string, got {what}"
-            ))),
+            Cell::Not(what) => Err(not_text(row, what)),
         }
+    }
+
+    fn into_text(self, row: usize) -> Result<String, ApiError> {
+        match self {
+            Cell::Text(t) => Ok(t),
+            Cell::Not(what) => Err(not_text(row, what)),
+        }
+    }
+}
+
+fn not_text(row: usize, what: &str) -> ApiError {
+    bad(format!("row {row}: a cell must be a string, got {what}"))
+}
+
+/// Reads the rows, each with room for as many cells as the row before it had: a row is
+/// then one allocation, where growing it cell by cell took four for a dozen cells.
+fn rows<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Vec<Cell>>, D::Error> {
+    struct Rows;
+    impl<'de> serde::de::Visitor<'de> for Rows {
+        type Value = Vec<Vec<Cell>>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an array of rows")
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut a: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut rows = Vec::with_capacity(a.size_hint().unwrap_or(0));
+            let mut width = 0;
+            while let Some(row) = a.next_element_seed(Row(width))? {
+                width = row.len();
+                rows.push(row);
+            }
+            Ok(rows)
+        }
+    }
+    d.deserialize_seq(Rows)
+}
+
+/// One row, read into a vector with room for the number of cells it carries.
+struct Row(usize);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Row {
+    type Value = Vec<Cell>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Vec<Cell>, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Row {
+    type Value = Vec<Cell>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a row (an array of cells)")
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Vec<Cell>, A::Error> {
+        let mut cells = Vec::with_capacity(self.0);
+        while let Some(cell) = a.next_element()? {
+            cells.push(cell);
+        }
+        Ok(cells)
     }
 }
 
@@ -480,7 +539,10 @@ pub async fn score(
         })
         .collect::<Result<Vec<_>, _>>()?;
     // Each row's cells to copy into its answer, then its model cells moved out in schema
-    // order (a field is at most one schema column, so each is taken once).
+    // order (a field is at most one schema column, so each is taken once). Fields sent in
+    // schema order, and no others, keep the row's own vector.
+    let in_order =
+        columns.len() == req.fields.len() && columns.iter().enumerate().all(|(i, &c)| i == c);
     let mut rows = Vec::with_capacity(req.rows.len());
     let mut copies = Vec::with_capacity(req.rows.len());
     for (i, mut row) in std::mem::take(&mut req.rows).into_iter().enumerate() {
@@ -497,12 +559,16 @@ pub async fn score(
                 .map(|&c| row[c].text(i).map(|t| t.clone()))
                 .collect::<Result<Vec<_>, _>>()?,
         );
-        rows.push(
+        rows.push(if in_order {
+            row.into_iter()
+                .map(|cell| cell.into_text(i))
+                .collect::<Result<Vec<_>, _>>()?
+        } else {
             columns
                 .iter()
                 .map(|&c| row[c].text(i).map(std::mem::take))
-                .collect::<Result<Vec<_>, _>>()?,
-        );
+                .collect::<Result<Vec<_>, _>>()?
+        });
     }
     let mut out_fields = copied;
     out_fields.extend(l.model.output_names().iter().cloned());
@@ -1095,3 +1161,39 @@ async fn keep(
 
 /// Runs bigger than this (uncompressed) are compressed on a blocking thread.
 const COMPRESS_HERE_MAX_BYTES: usize = 64 << 10;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_keep_their_own_widths_and_cells() {
+        let req: ScoreRequest = serde_json::from_str(
+            r#"{"fields":["a","b"],"rows":[["1"],["2",3,null,true],[],[{"x":1}]]}"#,
+        )
+        .unwrap();
+        let mut rows = req.rows.into_iter();
+        let texts = |row: Vec<Cell>| -> Vec<String> {
+            row.into_iter().map(|c| c.into_text(0).unwrap()).collect()
+        };
+        assert_eq!(texts(rows.next().unwrap()), ["1"]);
+        assert_eq!(texts(rows.next().unwrap()), ["2", "3", "", "true"]);
+        assert!(texts(rows.next().unwrap()).is_empty());
+        let nested = rows.next().unwrap().into_iter().next().unwrap();
+        assert_eq!(
+            nested.into_text(7).unwrap_err().detail,
+            "row 7: a cell must be a string, got an object"
+        );
+        for (body, wanted) in [
+            (
+                r#"{"fields":[],"rows":[["1"],"x"]}"#,
+                "a row (an array of cells)",
+            ),
+            (r#"{"fields":[],"rows":{}}"#, "an array of rows"),
+            (r#"{"fields":[]}"#, "missing field `rows`"),
+        ] {
+            let e = serde_json::from_str::<ScoreRequest>(body).err().unwrap();
+            assert!(e.to_string().contains(wanted), "{body}: {e}");
+        }
+    }
+}
