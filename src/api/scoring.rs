@@ -377,20 +377,11 @@ impl Cell {
     fn text(&mut self, row: usize) -> Result<&mut String, ApiError> {
         match self {
             Cell::Text(t) => Ok(t),
-            Cell::Not(what) => Err(not_text(row, what)),
+            Cell::Not(what) => Err(bad(format!(
+                "row {row}: a cell must be a string, got {what}"
+            ))),
         }
     }
-
-    fn into_text(self, row: usize) -> Result<String, ApiError> {
-        match self {
-            Cell::Text(t) => Ok(t),
-            Cell::Not(what) => Err(not_text(row, what)),
-        }
-    }
-}
-
-fn not_text(row: usize, what: &str) -> ApiError {
-    bad(format!("row {row}: a cell must be a string, got {what}"))
 }
 
 /// Reads the rows, each with room for as many cells as the row before it had: a row is
@@ -561,7 +552,7 @@ pub async fn score(
         );
         rows.push(if in_order {
             row.into_iter()
-                .map(|cell| cell.into_text(i))
+                .map(|mut cell| cell.text(i).map(std::mem::take))
                 .collect::<Result<Vec<_>, _>>()?
         } else {
             columns
@@ -1174,14 +1165,16 @@ mod tests {
         .unwrap();
         let mut rows = req.rows.into_iter();
         let texts = |row: Vec<Cell>| -> Vec<String> {
-            row.into_iter().map(|c| c.into_text(0).unwrap()).collect()
+            row.into_iter()
+                .map(|mut c| c.text(0).map(std::mem::take).unwrap())
+                .collect()
         };
         assert_eq!(texts(rows.next().unwrap()), ["1"]);
         assert_eq!(texts(rows.next().unwrap()), ["2", "3", "", "true"]);
         assert!(texts(rows.next().unwrap()).is_empty());
-        let nested = rows.next().unwrap().into_iter().next().unwrap();
+        let mut nested = rows.next().unwrap().into_iter().next().unwrap();
         assert_eq!(
-            nested.into_text(7).unwrap_err().detail,
+            nested.text(7).unwrap_err().detail,
             "row 7: a cell must be a string, got an object"
         );
         for (body, wanted) in [
