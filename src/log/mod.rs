@@ -459,6 +459,7 @@ impl Ledger {
             heads: Default::default(),
             head_tx,
             max_group_events: 1,
+            signer: None,
             failpoint: Arc::default(),
         };
         let prepared = prepare(&Config::default(), LEDGER_STREAM, vec![genesis])
@@ -509,6 +510,7 @@ impl Ledger {
             heads: Default::default(),
             head_tx,
             max_group_events: config.max_group_events,
+            signer: None,
             failpoint: failpoint.clone(),
         };
         let handle = std::thread::Builder::new()

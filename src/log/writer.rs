@@ -75,6 +75,8 @@ pub struct Writer {
     pub max_group_events: usize,
     /// While set, every commit fails (see `Ledger::fail_commits`).
     pub failpoint: Arc<AtomicBool>,
+    /// Started by `run`; until then (the genesis commit) the writer signs alone.
+    pub signer: Option<SignHelper>,
 }
 
 struct Staged {
@@ -141,6 +143,7 @@ impl Writer {
     /// committer records the failed epoch, refuses that epoch's remaining batches, and the
     /// sequencer reloads the tail from disk and starts a new epoch.
     pub fn run(mut self, mut rx: mpsc::Receiver<Request>, wal: Wal) {
+        self.signer = SignHelper::start();
         let progress = Arc::new(Progress::default());
         let (batches, inbox) = std::sync::mpsc::sync_channel::<Batch>(QUEUED_MAX_BATCHES);
         let committer = {
@@ -352,7 +355,7 @@ impl Writer {
             signers,
             keys,
         } = staging;
-        let signatures = sign_all(&staged, &signers);
+        let signatures = sign_all(&staged, &signers, self.signer.as_ref());
         let records = staged
             .iter()
             .zip(&signatures)
@@ -785,28 +788,65 @@ fn fail(group: Vec<Request>, msg: &str) {
     }
 }
 
-/// Signs every staged hash, on two threads when the group is large enough to pay for it.
-fn sign_all(staged: &[Staged], signers: &[LedgerKey]) -> Vec<[u8; 64]> {
-    // A group has one signer except at a key rotation: sign each run of one key together.
-    let sign = |items: &[Staged]| -> Vec<[u8; 64]> {
-        items
-            .chunk_by(|a, b| a.signer == b.signer)
-            .flat_map(|run| signers[run[0].signer].sign_events(run.iter().map(|s| &s.hash)))
-            .collect()
-    };
-    if staged.len() < PARALLEL_SIGN_MIN {
-        return sign(staged);
-    }
-    let (a, b) = staged.split_at(staged.len() / 2);
-    std::thread::scope(|scope| {
-        let other = scope.spawn(|| sign(b));
-        let mut out = sign(a);
-        match other.join() {
-            Ok(rest) => out.extend(rest),
-            Err(_) => out.extend(sign(b)),
+/// Signs every staged hash; a large group's second half goes to the helper thread, when
+/// there is one, while this thread signs the first.
+fn sign_all(
+    staged: &[Staged],
+    signers: &[LedgerKey],
+    helper: Option<&SignHelper>,
+) -> Vec<[u8; 64]> {
+    let hashes: Vec<(usize, Digest)> = staged.iter().map(|s| (s.signer, s.hash)).collect();
+    match helper {
+        Some(h) if staged.len() >= PARALLEL_SIGN_MIN => {
+            let (a, b) = hashes.split_at(hashes.len() / 2);
+            let job = (b.to_vec(), signers.to_vec());
+            let sent = h.jobs.send(job).is_ok();
+            let mut out = sign_runs(a, signers);
+            match sent.then(|| h.done.recv().ok()).flatten() {
+                Some(rest) => out.extend(rest),
+                None => out.extend(sign_runs(b, signers)),
+            }
+            out
         }
-        out
-    })
+        _ => sign_runs(&hashes, signers),
+    }
+}
+
+/// A group has one signer except at a key rotation: each run of one key is signed together.
+fn sign_runs(items: &[(usize, Digest)], signers: &[LedgerKey]) -> Vec<[u8; 64]> {
+    items
+        .chunk_by(|a, b| a.0 == b.0)
+        .flat_map(|run| signers[run[0].0].sign_events(run.iter().map(|(_, h)| h)))
+        .collect()
+}
+
+/// Hashes to sign, each with the index of its key among the keys that come along.
+type SignJob = (Vec<(usize, Digest)>, Vec<LedgerKey>);
+
+/// A thread that lives as long as the writer and signs half of each large group: spawning
+/// one per group cost a thread creation and its first scheduling on every commit.
+pub struct SignHelper {
+    jobs: std::sync::mpsc::Sender<SignJob>,
+    done: std::sync::mpsc::Receiver<Vec<[u8; 64]>>,
+}
+
+impl SignHelper {
+    /// None when the thread cannot be started: the writer then signs alone.
+    fn start() -> Option<SignHelper> {
+        let (jobs, inbox) = std::sync::mpsc::channel::<SignJob>();
+        let (results, done) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("ledger-signer".into())
+            .spawn(move || {
+                for (items, signers) in inbox {
+                    if results.send(sign_runs(&items, &signers)).is_err() {
+                        break;
+                    }
+                }
+            })
+            .ok()?;
+        Some(SignHelper { jobs, done })
+    }
 }
 
 /// Reads the ledger's stream to list every key with its validity range.
