@@ -389,7 +389,7 @@ fn raw_ed25519(seconds: f64) -> (f64, f64, f64) {
     });
     let ledger_key = log::keys::LedgerKey::from_seed([7; 32]);
     let group_rate = rate_on_all_cores(budget, || {
-        std::hint::black_box(ledger_key.sign_events(hashes[..64].iter()));
+        std::hint::black_box(ledger_key.sign_events(hashes[..64].iter(), None));
         64
     });
     let refs: Vec<&[u8]> = messages.iter().map(|m| m.as_slice()).collect();

@@ -8,6 +8,7 @@ pub mod checkpoint;
 pub mod envelope;
 pub mod keys;
 pub mod merkle;
+pub mod nonces;
 pub mod store;
 pub mod subscribe;
 pub mod verify;
@@ -460,6 +461,7 @@ impl Ledger {
             head_tx,
             max_group_events: 1,
             signer: None,
+            nonces: None,
             failpoint: Arc::default(),
         };
         let prepared = prepare(&Config::default(), LEDGER_STREAM, vec![genesis])
@@ -511,6 +513,7 @@ impl Ledger {
             head_tx,
             max_group_events: config.max_group_events,
             signer: None,
+            nonces: None,
             failpoint: failpoint.clone(),
         };
         let handle = std::thread::Builder::new()

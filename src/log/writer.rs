@@ -22,6 +22,7 @@ use super::checkpoint::Checkpoint;
 use super::envelope::{Digest, Fields, chain_hash, encode_record, format_time};
 use super::keys::LedgerKey;
 use super::merkle::Frontier;
+use super::nonces::NoncePool;
 use super::store::{
     BLOBS, CHECKPOINTS, EVENT_IDS, EVENTS, MERKLE, MERKLE_STORED_FROM, STREAM_HEADS, STREAM_INDEX,
     Snapshot, TAIL_INDEX, TAIL_MERGE_AT, merkle_key,
@@ -77,6 +78,8 @@ pub struct Writer {
     pub failpoint: Arc<AtomicBool>,
     /// Started by `run`; until then (the genesis commit) the writer signs alone.
     pub signer: Option<SignHelper>,
+    /// Nonces drawn ahead (see `nonces`), from `run` on.
+    pub nonces: Option<Arc<NoncePool>>,
 }
 
 struct Staged {
@@ -143,7 +146,8 @@ impl Writer {
     /// committer records the failed epoch, refuses that epoch's remaining batches, and the
     /// sequencer reloads the tail from disk and starts a new epoch.
     pub fn run(mut self, mut rx: mpsc::Receiver<Request>, wal: Wal) {
-        self.signer = SignHelper::start();
+        self.nonces = NoncePool::start();
+        self.signer = SignHelper::start(self.nonces.clone());
         let progress = Arc::new(Progress::default());
         let (batches, inbox) = std::sync::mpsc::sync_channel::<Batch>(QUEUED_MAX_BATCHES);
         let committer = {
@@ -355,7 +359,12 @@ impl Writer {
             signers,
             keys,
         } = staging;
-        let signatures = sign_all(&staged, &signers, self.signer.as_ref());
+        let signatures = sign_all(
+            &staged,
+            &signers,
+            self.signer.as_ref(),
+            self.nonces.as_deref(),
+        );
         let records = staged
             .iter()
             .zip(&signatures)
@@ -794,6 +803,7 @@ fn sign_all(
     staged: &[Staged],
     signers: &[LedgerKey],
     helper: Option<&SignHelper>,
+    pool: Option<&NoncePool>,
 ) -> Vec<[u8; 64]> {
     let hashes: Vec<(usize, Digest)> = staged.iter().map(|s| (s.signer, s.hash)).collect();
     match helper {
@@ -801,22 +811,26 @@ fn sign_all(
             let (a, b) = hashes.split_at(hashes.len() / 2);
             let job = (b.to_vec(), signers.to_vec());
             let sent = h.jobs.send(job).is_ok();
-            let mut out = sign_runs(a, signers);
+            let mut out = sign_runs(a, signers, pool);
             match sent.then(|| h.done.recv().ok()).flatten() {
                 Some(rest) => out.extend(rest),
-                None => out.extend(sign_runs(b, signers)),
+                None => out.extend(sign_runs(b, signers, pool)),
             }
             out
         }
-        _ => sign_runs(&hashes, signers),
+        _ => sign_runs(&hashes, signers, pool),
     }
 }
 
 /// A group has one signer except at a key rotation: each run of one key is signed together.
-fn sign_runs(items: &[(usize, Digest)], signers: &[LedgerKey]) -> Vec<[u8; 64]> {
+fn sign_runs(
+    items: &[(usize, Digest)],
+    signers: &[LedgerKey],
+    pool: Option<&NoncePool>,
+) -> Vec<[u8; 64]> {
     items
         .chunk_by(|a, b| a.0 == b.0)
-        .flat_map(|run| signers[run[0].0].sign_events(run.iter().map(|(_, h)| h)))
+        .flat_map(|run| signers[run[0].0].sign_events(run.iter().map(|(_, h)| h), pool))
         .collect()
 }
 
@@ -832,14 +846,17 @@ pub struct SignHelper {
 
 impl SignHelper {
     /// None when the thread cannot be started: the writer then signs alone.
-    fn start() -> Option<SignHelper> {
+    fn start(pool: Option<Arc<NoncePool>>) -> Option<SignHelper> {
         let (jobs, inbox) = std::sync::mpsc::channel::<SignJob>();
         let (results, done) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name("ledger-signer".into())
             .spawn(move || {
                 for (items, signers) in inbox {
-                    if results.send(sign_runs(&items, &signers)).is_err() {
+                    if results
+                        .send(sign_runs(&items, &signers, pool.as_deref()))
+                        .is_err()
+                    {
                         break;
                     }
                 }
