@@ -32,7 +32,7 @@ fn example() -> String {
     };
     let c0 = genesis.canonical_bytes().unwrap();
     let h0 = chain_hash(&Digest::ZERO, &c0);
-    let s0 = key.sign_events([&h0].into_iter())[0];
+    let s0 = key.sign_events([&h0].into_iter(), None)[0];
     let second = Unsigned {
         actor: "user:alice".into(),
         event_id: Uuid::parse_str("01900000-0000-7000-8000-000000000002").unwrap(),
@@ -48,7 +48,7 @@ fn example() -> String {
     };
     let c1 = second.canonical_bytes().unwrap();
     let h1 = chain_hash(&h0, &c1);
-    let s1 = key.sign_events([&h1].into_iter())[0];
+    let s1 = key.sign_events([&h1].into_iter(), None)[0];
     assert!(verify_strict(&key.public(), &signing_message(&h0), &s0));
     assert!(verify_strict(&key.public(), &signing_message(&h1), &s1));
 
@@ -61,7 +61,7 @@ fn example() -> String {
         size: 2,
         root: f.root(),
     }
-    .sign(&key);
+    .sign(&key, None);
 
     let mut out = String::new();
     let mut line = |k: &str, v: String| out.push_str(&format!("{k}: {v}\n"));

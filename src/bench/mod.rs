@@ -197,7 +197,7 @@ async fn append_run(
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     let started = Instant::now();
     let cpu_started = process_cpu_seconds();
-    let threads_started = ThreadCpu::now();
+    let threads_started = Threads::now();
     let mut tasks = Vec::new();
     for t in 0..appenders {
         let ledger = ledger.clone();
@@ -229,7 +229,7 @@ async fn append_run(
     let elapsed = started.elapsed().as_secs_f64();
     let cpu = process_cpu_seconds() - cpu_started;
     let per_event = 1e6 / all.len().max(1) as f64;
-    let cpu_split = ThreadCpu::now()
+    let cpu_split = Threads::now()
         .since(&threads_started, cpu)
         .scaled(per_event);
     all.sort();
@@ -263,25 +263,29 @@ struct ThreadCpu {
     writer: f64,
     /// Writing and committing the redb transactions, and answering the appends.
     committer: f64,
+    /// The writer's signing helper (the other half of each large group) and the thread that
+    /// draws nonces ahead.
+    signers: f64,
     /// The appending tasks: building payloads, canonical JSON, sending and waking.
     appenders: f64,
-    /// Everything else: mostly the short-lived threads that sign the other half of a group
-    /// (their time is only in the process total once they exit).
+    /// Everything else, and threads that ended during the run.
     rest: f64,
 }
 
-impl ThreadCpu {
-    /// Every live thread's user and system time from `/proc/self/task`, by thread name;
-    /// all zero where that is unreadable.
-    fn now() -> ThreadCpu {
+/// Every live thread's user and system time from `/proc/self/task`, by thread id, with the
+/// field of `ThreadCpu` its name puts it in; empty where that is unreadable.
+struct Threads(std::collections::HashMap<String, (usize, f64)>);
+
+impl Threads {
+    fn now() -> Threads {
         // SAFETY: sysconf only reads a configuration value.
         let ticks = match unsafe { libc::sysconf(libc::_SC_CLK_TCK) } {
             t if t > 0 => t as f64,
             _ => 100.0,
         };
-        let mut cpu = ThreadCpu::default();
+        let mut threads = std::collections::HashMap::new();
         let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-            return cpu;
+            return Threads(threads);
         };
         for task in tasks.flatten() {
             let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
@@ -298,35 +302,46 @@ impl ThreadCpu {
             let (Some(user), Some(system)) = (time(11), time(12)) else {
                 continue;
             };
-            let seconds = (user + system) / ticks;
-            match name {
-                "ledger-writer" => cpu.writer += seconds,
-                // Thread names are cut to 15 bytes.
-                n if n.starts_with("ledger-committe") => cpu.committer += seconds,
-                n if n.starts_with("tokio-r") => cpu.appenders += seconds,
-                _ => {}
-            }
+            // Thread names are cut to 15 bytes.
+            let role = match name {
+                "ledger-writer" => 0,
+                n if n.starts_with("ledger-committe") => 1,
+                "ledger-signer" | "ledger-nonces" => 2,
+                n if n.starts_with("tokio-r") => 3,
+                _ => continue,
+            };
+            let id = task.file_name().to_string_lossy().into_owned();
+            threads.insert(id, (role, (user + system) / ticks));
         }
-        cpu
+        Threads(threads)
     }
 
-    /// The time spent since `start`, with `rest` what the process total leaves over.
-    fn since(&self, start: &ThreadCpu, process_total: f64) -> ThreadCpu {
-        let writer = (self.writer - start.writer).max(0.0);
-        let committer = (self.committer - start.committer).max(0.0);
-        let appenders = (self.appenders - start.appenders).max(0.0);
+    /// The time each thread alive now spent since `start` (a thread's first sight counts
+    /// from zero), by role, with `rest` what the process total leaves over: a thread of an
+    /// earlier run that ends meanwhile takes nothing away.
+    fn since(&self, start: &Threads, process_total: f64) -> ThreadCpu {
+        let mut by_role = [0.0f64; 4];
+        for (id, (role, seconds)) in &self.0 {
+            let before = start.0.get(id).map_or(0.0, |(_, s)| *s);
+            by_role[*role] += (seconds - before).max(0.0);
+        }
+        let [writer, committer, signers, appenders] = by_role;
         ThreadCpu {
             writer,
             committer,
+            signers,
             appenders,
-            rest: (process_total - writer - committer - appenders).max(0.0),
+            rest: (process_total - by_role.iter().sum::<f64>()).max(0.0),
         }
     }
+}
 
+impl ThreadCpu {
     fn scaled(&self, by: f64) -> ThreadCpu {
         ThreadCpu {
             writer: self.writer * by,
             committer: self.committer * by,
+            signers: self.signers * by,
             appenders: self.appenders * by,
             rest: self.rest * by,
         }
@@ -429,12 +444,13 @@ pub async fn ledger(seconds: f64, as_json: bool) -> Result<(), Failure> {
             &format!("append_{appenders}_cpu_us_writer"),
             split.writer,
             format!(
-                "            cpu by thread: writer {:.1}  committer {:.1}  appenders {:.1}  signing helpers and rest {:.1} us/event",
-                split.writer, split.committer, split.appenders, split.rest
+                "            cpu by thread: writer {:.1}  committer {:.1}  signing helper and nonces {:.1}  appenders {:.1}  rest {:.1} us/event",
+                split.writer, split.committer, split.signers, split.appenders, split.rest
             ),
         );
         for (name, value) in [
             ("committer", split.committer),
+            ("signers", split.signers),
             ("appenders", split.appenders),
             ("rest", split.rest),
         ] {

@@ -16,6 +16,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::keys::{LedgerKey, verify_strict};
 use super::merkle::Node;
+use super::nonces::NoncePool;
 
 /// Ed25519's signature type byte in the signed-note key hash.
 const ALG_ED25519: u8 = 0x01;
@@ -62,11 +63,12 @@ impl Checkpoint {
         )
     }
 
-    /// The full signed note; the key is named by the origin.
-    pub fn sign(&self, key: &LedgerKey) -> String {
+    /// The full signed note; the key is named by the origin. With a pool, its nonce is one
+    /// drawn ahead (see `nonces`).
+    pub fn sign(&self, key: &LedgerKey, pool: Option<&NoncePool>) -> String {
         let body = self.body();
         let mut blob = key_hash(&self.origin, &key.public()).to_vec();
-        blob.extend_from_slice(&key.sign_raw(body.as_bytes()));
+        blob.extend_from_slice(&key.sign_messages(&[body.as_bytes()], pool)[0]);
         format!("{body}\n\u{2014} {} {}\n", self.origin, B64.encode(blob))
     }
 
@@ -143,7 +145,7 @@ mod tests {
             size: 12,
             root: [5; 32],
         };
-        let note = cp.sign(&key);
+        let note = cp.sign(&key, None);
         assert!(note.starts_with("provenant/test\n12\nBQUF"));
         assert_eq!(Checkpoint::verify(&note, &key.public()).unwrap(), cp);
         let edited = note.replacen("\n12\n", "\n13\n", 1);

@@ -91,7 +91,7 @@ impl LedgerKey {
         self.sign_messages(&messages, pool)
     }
 
-    fn sign_messages<M: AsRef<[u8]>>(
+    pub fn sign_messages<M: AsRef<[u8]>>(
         &self,
         messages: &[M],
         pool: Option<&NoncePool>,
@@ -282,7 +282,7 @@ mod tests {
         assert!(pool.draw(40));
         let hashes: Vec<Digest> = (0..100u8).map(|i| Digest([i; 32])).collect();
         let signed = k.sign_events(hashes.iter(), Some(&pool));
-        assert_eq!(pool.len(), 0);
+        assert_eq!(pool.count(), 0);
         let mut points = std::collections::HashSet::new();
         for (i, (h, sig)) in hashes.iter().zip(&signed).enumerate() {
             assert!(verify_strict(&k.public(), &signing_message(h), sig), "{i}");

@@ -34,18 +34,32 @@ pub const CAPACITY: usize = 1024;
 /// Nonces drawn per round of the filler: one shared inversion compresses them together.
 const DRAW: usize = 64;
 
-#[derive(Default)]
 pub struct NoncePool {
     ready: Mutex<Vec<Nonce>>,
     low: Condvar,
 }
 
+impl Default for NoncePool {
+    /// Room for a full pool and a round more, so filling never moves the nonces (leaving
+    /// copies behind in freed memory).
+    fn default() -> NoncePool {
+        NoncePool {
+            ready: Mutex::new(Vec::with_capacity(CAPACITY + DRAW)),
+            low: Condvar::new(),
+        }
+    }
+}
+
 impl NoncePool {
-    /// Takes up to `n` nonces, each never handed out again.
+    /// Takes up to `n` nonces, each never handed out again; the slots they leave are zeroed.
     pub fn take(&self, n: usize) -> Vec<Nonce> {
         let mut ready = self.ready.lock().unwrap_or_else(PoisonError::into_inner);
         let from = ready.len().saturating_sub(n);
         let taken = ready.split_off(from);
+        let left = taken.len();
+        ready.spare_capacity_mut()[..left]
+            .iter_mut()
+            .for_each(|slot| *slot = std::mem::MaybeUninit::zeroed());
         if ready.len() < CAPACITY / 2 {
             self.low.notify_one();
         }
@@ -78,7 +92,8 @@ impl NoncePool {
         true
     }
 
-    pub fn len(&self) -> usize {
+    /// How many nonces are ready.
+    pub fn count(&self) -> usize {
         self.ready
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -110,7 +125,7 @@ impl NoncePool {
     /// Keeps the pool full while anyone else holds it.
     fn fill(self: Arc<Self>) {
         while Arc::strong_count(&self) > 1 {
-            if self.len() + DRAW <= CAPACITY {
+            if self.count() + DRAW <= CAPACITY {
                 if !self.draw(DRAW) {
                     return;
                 }
@@ -133,7 +148,7 @@ mod tests {
         assert!(pool.draw(100));
         let a = pool.take(60);
         let b = pool.take(60);
-        assert_eq!((a.len(), b.len(), pool.len()), (60, 40, 0));
+        assert_eq!((a.len(), b.len(), pool.count()), (60, 40, 0));
         let mut seen = std::collections::HashSet::new();
         for n in a.iter().chain(&b) {
             assert_eq!(EdwardsPoint::mul_base(&n.r).compress(), n.big_r);
@@ -150,10 +165,10 @@ mod tests {
         };
         // The idle class gets a core only when nothing else wants it: generous deadline.
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        while pool.len() < DRAW && std::time::Instant::now() < deadline {
+        while pool.count() < DRAW && std::time::Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
-        assert!(pool.len() >= DRAW);
+        assert!(pool.count() >= DRAW);
         let weak = Arc::downgrade(&pool);
         drop(pool);
         while weak.strong_count() > 0 && std::time::Instant::now() < deadline {

@@ -394,7 +394,7 @@ impl Writer {
                 size,
                 root: frontier.root(),
             }
-            .sign(&key)
+            .sign(&key, self.nonces.as_deref())
         });
         let tail = Tail {
             size,
