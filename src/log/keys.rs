@@ -91,6 +91,7 @@ impl LedgerKey {
         self.sign_messages(&messages, pool)
     }
 
+    /// Signs whole messages in order, as `sign_events` signs event hashes.
     pub fn sign_messages<M: AsRef<[u8]>>(
         &self,
         messages: &[M],
