@@ -127,7 +127,7 @@ pub async fn record(
             .await?
             .0
     };
-    s.registry.wait_for(s.ledger.head().size).await?;
+    s.caught_up().await?;
     // What the ledger says of each named request, read before the command gate.
     let mut scored: HashMap<Uuid, Scored> = HashMap::new();
     if body.actuals.len() <= actuals::MAX_ACTUALS {
@@ -254,7 +254,7 @@ pub async fn compute(
     (from, to): (Option<i64>, Option<i64>),
     resolution: Resolution,
 ) -> Result<AccuracyReport, ApiError> {
-    s.registry.wait_for(s.ledger.head().size).await?;
+    s.caught_up().await?;
     let (spec, retained) = {
         let reg = s.registry.read();
         let d = reg.deployments.get(&id).ok_or_else(|| not_found(id))?;

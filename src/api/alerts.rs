@@ -48,6 +48,7 @@ impl AppState {
     /// Measures what the deployment's policy watches over its trailing window and raises or
     /// resolves alerts accordingly; raised and resolved alerts go to the webhook.
     pub async fn evaluate_alerts(&self, id: Uuid) -> Result<Evaluation, ApiError> {
+        self.caught_up().await?;
         let policy = {
             let reg = self.registry.read();
             let d = reg.deployments.get(&id).ok_or_else(|| not_found(id))?;

@@ -163,7 +163,7 @@ impl AppState {
         view: impl FnOnce(&Registry) -> Option<T>,
     ) -> Result<Written, ApiError> {
         let _turn = self.gate.lock().await;
-        self.registry.wait_for(self.ledger.head().size).await?;
+        self.caught_up().await?;
         let decision = decide(&self.registry.read())?;
         let (events, checkpoint_size) =
             commit(&self.ledger, &self.registry, actor, decision).await?;
@@ -205,7 +205,7 @@ pub async fn apply_bootstrap(
     file_hash: &str,
 ) -> Result<u32, ApiError> {
     let _turn = state.gate.lock().await;
-    state.registry.wait_for(state.ledger.head().size).await?;
+    state.caught_up().await?;
     let decision = runtime::decide_bootstrap(&state.registry.read(), file, file_hash);
     let changes = u32::try_from(decision.events.len().saturating_sub(1)).unwrap_or(u32::MAX);
     commit(&state.ledger, &state.registry, "system:bootstrap", decision).await?;

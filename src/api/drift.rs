@@ -450,7 +450,7 @@ pub async fn compute(
     (from, to): (Option<i64>, Option<i64>),
     q: DriftQuery,
 ) -> Result<DriftReport, ApiError> {
-    s.registry.wait_for(s.ledger.head().size).await?;
+    s.caught_up().await?;
     let (spec, found, retained, thresholds): (_, Option<ReferenceProfile>, _, _) = {
         let reg = s.registry.read();
         let d = reg.deployments.get(&id).ok_or_else(|| not_found(id))?;

@@ -368,6 +368,7 @@ pub async fn get(
     ApiPath(id): ApiPath<Uuid>,
     ApiQuery(q): ApiQuery<MetricsQuery>,
 ) -> Result<Json<Metrics>, ApiError> {
+    s.caught_up().await?;
     report(&s, &p, id, &q).map(Json)
 }
 
@@ -375,6 +376,7 @@ pub async fn get(
 /// scraper authenticates with a bearer token).
 pub async fn prometheus(State(s): State<AppState>, p: Principal) -> Result<Response, ApiError> {
     p.require_reads_all("/metrics")?;
+    s.caught_up().await?;
     let mut out = String::new();
     let head = s.ledger.head();
     let events = family(

@@ -77,6 +77,13 @@ impl AppState {
             gate: Arc::default(),
         })
     }
+
+    /// Waits until the registry has applied every event the ledger held at the call. A scored
+    /// request is answered once its run is durable, and applied a moment later: reads that
+    /// must see what a caller was just told call this first.
+    pub async fn caught_up(&self) -> Result<(), ProjectionError> {
+        self.registry.wait_for(self.ledger.head().size).await
+    }
 }
 
 #[derive(OpenApi)]
@@ -207,10 +214,11 @@ pub fn router(state: AppState) -> axum::Router {
     doc.merge(upload_doc);
     let doc = Arc::new(doc);
     let schema = graphql::schema(state.clone());
+    let gql = state.clone();
     api.merge(uploads)
         .route(
             "/graphql",
-            get(graphql::graphiql).post(move |p, body| graphql::execute(schema, p, body)),
+            get(graphql::graphiql).post(move |p, body| graphql::execute(schema, gql, p, body)),
         )
         .route("/readyz", get(|| async { "ready" }))
         .route("/{deployment}/model/id", get(scoring::model_id))

@@ -84,7 +84,7 @@ impl AppState {
     /// The run `target` names. The registry first catches up with the ledger, so a request
     /// answered a moment ago (its event durable, perhaps not yet applied) is found.
     pub(crate) async fn locate(&self, target: RunRef) -> Result<Located, ApiError> {
-        self.registry.wait_for(self.ledger.head().size).await?;
+        self.caught_up().await?;
         let missing = || {
             let what = match target {
                 RunRef::Request(id) => format!("no recorded prediction for request {id}"),

@@ -60,8 +60,14 @@ pub async fn graphiql() -> Html<&'static str> {
     Html(include_str!("graphiql.html"))
 }
 
-/// `POST /graphql`: runs one GraphQL request for an authenticated caller.
-pub async fn execute(schema: ProvenantSchema, p: Principal, body: Bytes) -> Response {
+/// `POST /graphql`: runs one GraphQL request for an authenticated caller, once the registry
+/// has caught up with every event acknowledged before it arrived.
+pub async fn execute(
+    schema: ProvenantSchema,
+    state: AppState,
+    p: Principal,
+    body: Bytes,
+) -> Response {
     let request: async_graphql::Request = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
@@ -72,8 +78,13 @@ pub async fn execute(schema: ProvenantSchema, p: Principal, body: Bytes) -> Resp
             .into_response();
         }
     };
-    let response = match tokio::time::timeout(TIMEOUT, schema.execute(request.data(p))).await {
-        Ok(r) => r,
+    let run = async {
+        state.caught_up().await?;
+        Ok::<_, ApiError>(schema.execute(request.data(p)).await)
+    };
+    let response = match tokio::time::timeout(TIMEOUT, run).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => return e.into_response(),
         Err(_) => async_graphql::Response::from_errors(vec![coded(
             ServerError::new(
                 format!("the request ran past {} s", TIMEOUT.as_secs()),
