@@ -100,7 +100,9 @@ impl LedgerKey {
         let secret = ExpandedSecretKey::from(self.signing.as_bytes());
         let public = self.signing.verifying_key();
         let drawn = pool.map_or_else(Vec::new, |p| p.take(messages.len()));
-        let mut nonces: Vec<Scalar> = drawn.iter().map(|n| n.r).collect();
+        // Sized once, so growing it leaves no copy of a nonce behind in freed memory.
+        let mut nonces: Vec<Scalar> = Vec::with_capacity(messages.len());
+        nonces.extend(drawn.iter().map(|n| n.r));
         let mut big_rs: Vec<CompressedEdwardsY> = drawn.iter().map(|n| n.big_r).collect();
         drop(drawn);
         let derived = messages[nonces.len()..]
