@@ -304,7 +304,7 @@ pub async fn compute(
                 .map_or(0, |t| t.timestamp().div_euclid(length) * length);
             let (class_rows, value_rows) = windows.entry(start).or_default();
             for (row, actual) in rows {
-                let Some(cells) = outputs.rows.get(row as usize) else {
+                let Some(cells) = outputs.rows.row(row as usize) else {
                     unmatched += 1;
                     continue;
                 };

@@ -33,6 +33,7 @@ use crate::domain::{Kind, Registry, can_read_project};
 use crate::log::ExpectedVersion;
 use crate::log::envelope::Digest;
 use crate::projections::replay::Until;
+use crate::runtime::cells::Cells;
 use crate::runtime::onnx::Onnx;
 use crate::runtime::scorer::{Model, SessionSettings};
 
@@ -341,7 +342,11 @@ impl AppState {
         tokio::task::spawn_blocking(move || {
             let model = serving.model_of(onnx, &blobs, &spec)?;
             // Warm-up: the sample request the scorer offers must score before traffic comes.
-            let sample = vec![super::scoring::sample_row(model.schema())];
+            let sample = Cells::from_rows(
+                model.schema().len(),
+                [super::scoring::sample_row(model.schema())],
+            )
+            .ok_or_else(|| "the sample request does not fit the schema".to_string())?;
             model
                 .score(&sample)
                 .map_err(|e| format!("the sample request does not score: {e}"))?;

@@ -31,6 +31,7 @@ use crate::domain::event::InferenceRunRecorded;
 use crate::drift::{Gather, Kind, PsiLevel, Report, Sample, bin_count, profile, psi_of_bins};
 use crate::log::envelope::Digest;
 use crate::runtime::batch::Table;
+use crate::runtime::cells::Cells;
 use crate::runtime::scorer::Model;
 
 /// The most scored rows one drift report reads: the values are held in memory.
@@ -308,17 +309,17 @@ impl Columns {
         )
     }
 
-    fn add(&mut self, fields: &[String], rows: &[Vec<String>]) {
+    fn add(&mut self, fields: &[String], rows: &Cells) {
         let at: Vec<Option<usize>> = self
             .0
             .iter()
             .map(|(name, _)| fields.iter().position(|f| f == name))
             .collect();
-        for row in rows {
+        for row in rows.rows() {
             for ((_, g), i) in self.0.iter_mut().zip(&at) {
                 // The scorer refused cells that do not fit the schema; one that still does
                 // not read as a number here is counted as missing, not guessed at.
-                let cell = i.and_then(|i| row.get(i)).map_or("", String::as_str);
+                let cell = i.and_then(|i| row.get(i)).unwrap_or("");
                 if g.push(cell).is_err() {
                     g.push("").ok();
                 }

@@ -28,6 +28,7 @@ use crate::domain::event::RunJob;
 use crate::domain::job::{self, EndJob, FileFormat, JobOutcome, ScoringJob, StartJob};
 use crate::domain::{Kind, can_read_project, may};
 use crate::runtime::batch::{BatchError, Output, Table};
+use crate::runtime::cells::Cells;
 use crate::runtime::scorer::Fitting;
 
 /// Rows per run unless the job says otherwise.
@@ -329,7 +330,7 @@ impl AppState {
             )));
         }
         if good.is_empty() {
-            output.push_span(to - from, &skipped, &[]);
+            output.push_span(to - from, &skipped, &Cells::default());
             return Ok(());
         }
         let permit = slot(l).await.map_err(|e| failed(e.detail))?;

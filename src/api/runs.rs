@@ -10,6 +10,7 @@ use crate::blobs::BlobError;
 use crate::domain::deployment::{Deployment, Retention};
 use crate::domain::event::{InferenceRunRecorded, RegistryEvent};
 use crate::log::envelope::Digest;
+use crate::runtime::cells::Cells;
 
 /// The inference run stored at `position`, with its commit time (RFC 3339).
 pub(super) fn run_at(
@@ -34,7 +35,7 @@ pub(super) fn run_at(
 #[derive(Deserialize)]
 pub(super) struct RunTable {
     pub fields: Vec<String>,
-    pub rows: Vec<Vec<String>>,
+    pub rows: Cells,
 }
 
 /// What a deployment's retention policy lets a report read: no run's blobs under hash-only

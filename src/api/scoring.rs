@@ -25,6 +25,7 @@ use crate::domain::may;
 use crate::domain::schema::{Column, ColumnType};
 use crate::drift::sketch;
 use crate::log::{BlobChanges, ExpectedVersion};
+use crate::runtime::cells::Cells;
 use crate::runtime::scorer::{Features, ScoreError, table_bytes};
 
 /// The deployment a scorer path's first segment names: its id, or an endpoint pointing at it.
@@ -346,8 +347,7 @@ pub async fn docs(
 #[serde(rename_all = "camelCase")]
 pub struct ScoreRequest {
     fields: Vec<String>,
-    #[serde(deserialize_with = "rows")]
-    rows: Vec<Vec<Cell>>,
+    rows: Sent,
     #[serde(default)]
     include_fields_in_output: Vec<String>,
     #[serde(default)]
@@ -364,118 +364,173 @@ fn bad(detail: String) -> ApiError {
     ApiError::bad_request("bad_request", detail)
 }
 
-/// A request cell as text: strings as they are; numbers and booleans as JSON writes them;
-/// null is missing. Read straight from the body, without a `Value` tree in between; an array
-/// or object is kept as what it was, so the handler refuses it with its row.
-enum Cell {
-    Text(String),
-    Not(&'static str),
+/// The request's rows as sent, read straight from the body into one text buffer: strings as
+/// they are, numbers and booleans as JSON writes them, null as missing. Rows may have any
+/// length and a cell may be an array or object; both are refused with their row once the
+/// fields are known (they may come after the rows).
+#[derive(Default)]
+struct Sent {
+    text: String,
+    /// Where each cell ends in `text`.
+    ends: Vec<usize>,
+    /// How many cells precede the end of each row.
+    rows: Vec<usize>,
+    /// The cells that are not text, by index, and what they are.
+    not: Vec<(usize, &'static str)>,
 }
 
-impl Cell {
-    /// The cell's text, or why row `row` is refused.
-    fn text(&mut self, row: usize) -> Result<&mut String, ApiError> {
-        match self {
-            Cell::Text(t) => Ok(t),
-            Cell::Not(what) => Err(bad(format!(
-                "row {row}: a cell must be a string, got {what}"
-            ))),
-        }
-    }
-}
-
-/// Reads the rows, each with room for as many cells as the row before it had: a row is
-/// then one allocation, where growing it cell by cell took four for a dozen cells.
-fn rows<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Vec<Cell>>, D::Error> {
-    struct Rows;
-    impl<'de> serde::de::Visitor<'de> for Rows {
-        type Value = Vec<Vec<Cell>>;
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("an array of rows")
-        }
-        fn visit_seq<A: serde::de::SeqAccess<'de>>(
-            self,
-            mut a: A,
-        ) -> Result<Self::Value, A::Error> {
-            let mut rows = Vec::with_capacity(a.size_hint().unwrap_or(0));
-            let mut width = 0;
-            while let Some(row) = a.next_element_seed(Row(width))? {
-                width = row.len();
-                rows.push(row);
+impl Sent {
+    /// The cells of every row at `columns` (the model's, in schema order) and at `copied`
+    /// (those echoed in the answer). A row is checked as it comes: its length, then its
+    /// copied cells, then its model cells; the first fault is the error.
+    fn split(
+        self,
+        fields: usize,
+        columns: &[usize],
+        copied: &[usize],
+    ) -> Result<(Cells, Cells), ApiError> {
+        let n = self.rows.len();
+        let whole = columns.len() == fields && columns.iter().enumerate().all(|(i, &c)| i == c);
+        let even =
+            self.ends.len() == n * fields && (0..n).all(|r| self.rows[r] == (r + 1) * fields);
+        let mut copies = Cells::with_capacity(copied.len(), n, 0);
+        if whole && even && self.not.is_empty() && copied.is_empty() {
+            // The usual request: fields in schema order and nothing else; the buffer is the table.
+            for _ in 0..n {
+                copies.end_row();
             }
-            Ok(rows)
+            return Cells::from_parts(fields, n, self.text, self.ends)
+                .map(|cells| (cells, copies))
+                .ok_or_else(|| bad("the rows are not a table of text".into()));
         }
+        let mut rows = Cells::with_capacity(columns.len(), n, self.text.len());
+        let mut start = 0;
+        for (r, &end) in self.rows.iter().enumerate() {
+            if end - start != fields {
+                return Err(bad(format!(
+                    "row {r} has {} values for {fields} fields",
+                    end - start
+                )));
+            }
+            for (at, out) in [(copied, &mut copies), (columns, &mut rows)] {
+                for &c in at {
+                    let i = start + c;
+                    if let Ok(k) = self.not.binary_search_by_key(&i, |(i, _)| *i) {
+                        return Err(bad(format!(
+                            "row {r}: a cell must be a string, got {}",
+                            self.not[k].1
+                        )));
+                    }
+                    out.push_cell(self.cell(i));
+                }
+                out.end_row();
+            }
+            start = end;
+        }
+        Ok((rows, copies))
     }
-    d.deserialize_seq(Rows)
+
+    fn cell(&self, i: usize) -> &str {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.text[start..self.ends[i]]
+    }
 }
 
-/// One row, read into a vector with room for the number of cells it carries.
-struct Row(usize);
+impl<'de> Deserialize<'de> for Sent {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Sent, D::Error> {
+        struct Rows;
+        impl<'de> serde::de::Visitor<'de> for Rows {
+            type Value = Sent;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an array of rows")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Sent, A::Error> {
+                let mut sent = Sent::default();
+                while a.next_element_seed(SentRow(&mut sent))?.is_some() {}
+                Ok(sent)
+            }
+        }
+        d.deserialize_seq(Rows)
+    }
+}
 
-impl<'de> serde::de::DeserializeSeed<'de> for Row {
-    type Value = Vec<Cell>;
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Vec<Cell>, D::Error> {
+/// One row, read onto the end of the rows sent.
+struct SentRow<'a>(&'a mut Sent);
+
+impl<'de> serde::de::DeserializeSeed<'de> for SentRow<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         d.deserialize_seq(self)
     }
 }
 
-impl<'de> serde::de::Visitor<'de> for Row {
-    type Value = Vec<Cell>;
+impl<'de> serde::de::Visitor<'de> for SentRow<'_> {
+    type Value = ();
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("a row (an array of cells)")
     }
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Vec<Cell>, A::Error> {
-        let mut cells = Vec::with_capacity(self.0);
-        while let Some(cell) = a.next_element()? {
-            cells.push(cell);
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<(), A::Error> {
+        let sent = self.0;
+        while let Some(not) = a.next_element_seed(SentCell(&mut sent.text))? {
+            if let Some(what) = not {
+                sent.not.push((sent.ends.len(), what));
+            }
+            sent.ends.push(sent.text.len());
         }
-        Ok(cells)
+        sent.rows.push(sent.ends.len());
+        Ok(())
     }
 }
 
-impl<'de> Deserialize<'de> for Cell {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Cell, D::Error> {
-        struct Visit;
-        impl<'de> serde::de::Visitor<'de> for Visit {
-            type Value = Cell;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a cell")
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Cell, E> {
-                Ok(Cell::Text(v.to_string()))
-            }
-            fn visit_string<E>(self, v: String) -> Result<Cell, E> {
-                Ok(Cell::Text(v))
-            }
-            fn visit_bool<E>(self, v: bool) -> Result<Cell, E> {
-                Ok(Cell::Text(v.to_string()))
-            }
-            fn visit_i64<E>(self, v: i64) -> Result<Cell, E> {
-                Ok(Cell::Text(v.to_string()))
-            }
-            fn visit_u64<E>(self, v: u64) -> Result<Cell, E> {
-                Ok(Cell::Text(v.to_string()))
-            }
-            fn visit_f64<E>(self, v: f64) -> Result<Cell, E> {
-                // As serde_json writes a parsed number back.
-                Ok(Cell::Text(Value::from(v).to_string()))
-            }
-            fn visit_unit<E>(self) -> Result<Cell, E> {
-                Ok(Cell::Text(String::new()))
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Cell, A::Error> {
-                while a.next_element::<serde::de::IgnoredAny>()?.is_some() {}
-                Ok(Cell::Not("an array"))
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Cell, A::Error> {
-                while a
-                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
-                    .is_some()
-                {}
-                Ok(Cell::Not("an object"))
-            }
-        }
-        d.deserialize_any(Visit)
+/// One cell, its text written onto the end of the buffer; what it is when it is not text.
+struct SentCell<'a>(&'a mut String);
+
+impl<'de> serde::de::DeserializeSeed<'de> for SentCell<'_> {
+    type Value = Option<&'static str>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for SentCell<'_> {
+    type Value = Option<&'static str>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a cell")
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        self.0.push_str(v);
+        Ok(None)
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        self.0.push_str(if v { "true" } else { "false" });
+        Ok(None)
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        self.0.push_str(&v.to_string());
+        Ok(None)
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        self.0.push_str(&v.to_string());
+        Ok(None)
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        // As serde_json writes a parsed number back.
+        self.0.push_str(&Value::from(v).to_string());
+        Ok(None)
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+        while a.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(Some("an array"))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+        while a
+            .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+            .is_some()
+        {}
+        Ok(Some("an object"))
     }
 }
 
@@ -529,42 +584,12 @@ pub async fn score(
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    // Each row's cells to copy into its answer, then its model cells moved out in schema
-    // order (a field is at most one schema column, so each is taken once). Fields sent in
-    // schema order, and no others, keep the row's own vector.
-    let in_order =
-        columns.len() == req.fields.len() && columns.iter().enumerate().all(|(i, &c)| i == c);
-    let mut rows = Vec::with_capacity(req.rows.len());
-    let mut copies = Vec::with_capacity(req.rows.len());
-    for (i, mut row) in std::mem::take(&mut req.rows).into_iter().enumerate() {
-        if row.len() != req.fields.len() {
-            return Err(bad(format!(
-                "row {i} has {} values for {} fields",
-                row.len(),
-                req.fields.len()
-            )));
-        }
-        copies.push(
-            copied_at
-                .iter()
-                .map(|&c| row[c].text(i).map(|t| t.clone()))
-                .collect::<Result<Vec<_>, _>>()?,
-        );
-        rows.push(if in_order {
-            row.into_iter()
-                .map(|mut cell| cell.text(i).map(std::mem::take))
-                .collect::<Result<Vec<_>, _>>()?
-        } else {
-            columns
-                .iter()
-                .map(|&c| row[c].text(i).map(std::mem::take))
-                .collect::<Result<Vec<_>, _>>()?
-        });
-    }
+    let (rows, copies) =
+        std::mem::take(&mut req.rows).split(req.fields.len(), &columns, &copied_at)?;
     let mut out_fields = copied;
     out_fields.extend(l.model.output_names().iter().cloned());
     if rows.is_empty() {
-        return Ok(respond(&l, &req, &out_fields, &[], HeaderMap::new()));
+        return Ok(respond(&l, &req, &out_fields, &rows, HeaderMap::new()));
     }
 
     let request_id = Uuid::now_v7();
@@ -580,17 +605,10 @@ pub async fn score(
     if let Some((rows, who)) = copy {
         shadow(&s, &l, rows, who);
     }
-    let score_rows: Vec<Vec<String>> = if copied_at.is_empty() {
+    let score_rows = if copied_at.is_empty() {
         scored
     } else {
-        scored
-            .into_iter()
-            .zip(copies)
-            .map(|(out, mut r)| {
-                r.extend(out);
-                r
-            })
-            .collect()
+        Cells::beside(&copies, &scored)
     };
     Ok(respond(&l, &req, &out_fields, &score_rows, headers))
 }
@@ -608,7 +626,7 @@ pub struct Caller {
 /// Scores `rows` on a variant: on the direct path, or through its batching workers. The
 /// rows are parsed for the variant's model first, so one request's bad cell is its own 400
 /// and never fails a batch it would share.
-async fn answer(s: &AppState, arm: &Arm, rows: Vec<Vec<String>>, who: Caller) -> Answer {
+async fn answer(s: &AppState, arm: &Arm, rows: Cells, who: Caller) -> Answer {
     let features = arm.scoring.model.features(&rows).map_err(score_error)?;
     let Some(queue) = &arm.queue else {
         return direct(s, &arm.scoring, rows, features, who).await;
@@ -638,7 +656,7 @@ async fn answer(s: &AppState, arm: &Arm, rows: Vec<Vec<String>>, who: Caller) ->
 /// recorded as a shadow of the request, timed from the copy's start; whatever becomes of it,
 /// the request has its answer already. A challenger that has fallen behind drops the copy
 /// (counted).
-fn shadow(s: &AppState, l: &Arc<Loaded>, rows: Vec<Vec<String>>, who: Caller) {
+fn shadow(s: &AppState, l: &Arc<Loaded>, rows: Cells, who: Caller) {
     let who = Caller {
         received: Instant::now(),
         ..who
@@ -680,7 +698,7 @@ fn score_error(e: ScoreError) -> ApiError {
     }
 }
 
-type Answer = Result<(Vec<Vec<String>>, HeaderMap), ApiError>;
+type Answer = Result<(Cells, HeaderMap), ApiError>;
 
 /// Counts a request as waiting on the batching path until it is answered or dropped.
 struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
@@ -700,7 +718,7 @@ impl Drop for Waiting<'_> {
 
 /// A request waiting for a batching worker.
 pub struct Job {
-    rows: Vec<Vec<String>>,
+    rows: Cells,
     features: Features,
     who: Caller,
     reply: tokio::sync::oneshot::Sender<Answer>,
@@ -730,10 +748,10 @@ pub(super) async fn slot(l: &Scoring) -> Result<tokio::sync::SemaphorePermit<'_>
 /// count as configured.
 pub(super) async fn run(
     l: &Scoring,
-    rows: Vec<Vec<String>>,
+    rows: Cells,
     features: Features,
     always_strict: bool,
-) -> Result<(Vec<Vec<String>>, Vec<Vec<String>>, Vec<String>), ApiError> {
+) -> Result<(Cells, Cells, Vec<String>), ApiError> {
     let model = l.model.clone();
     let warn_after = Duration::from_millis(l.spec.settings.scoring_warn_timeout_ms);
     let started = Instant::now();
@@ -775,13 +793,7 @@ pub(super) async fn run(
 }
 
 /// The direct path: this request is one session run and one recorded event.
-async fn direct(
-    s: &AppState,
-    l: &Scoring,
-    rows: Vec<Vec<String>>,
-    features: Features,
-    who: Caller,
-) -> Answer {
+async fn direct(s: &AppState, l: &Scoring, rows: Cells, features: Features, who: Caller) -> Answer {
     let permit = slot(l).await?;
     let queue_wait = who.received.elapsed();
     let (rows, out_rows, out_fields) = run(l, rows, features, false).await?;
@@ -887,8 +899,8 @@ pub async fn batch_worker(
 
 /// A batch's session run: all rows in order, their outputs, and where each request starts.
 struct BatchRun {
-    rows: Vec<Vec<String>>,
-    out_rows: Vec<Vec<String>>,
+    rows: Cells,
+    out_rows: Cells,
     out_fields: Vec<String>,
     offsets: Vec<usize>,
     started: Instant,
@@ -906,11 +918,11 @@ async fn score_batch(l: &Scoring, jobs: &mut [Job]) -> Result<BatchRun, ApiError
     let permit = slot(l).await?;
     let started = Instant::now();
     let mut offsets = Vec::with_capacity(jobs.len());
-    let mut rows = Vec::new();
+    let mut rows = Cells::default();
     let mut features = Features::default();
     for job in jobs.iter_mut() {
         offsets.push(rows.len());
-        rows.append(&mut job.rows);
+        rows.append(std::mem::take(&mut job.rows));
         features.append(std::mem::take(&mut job.features));
     }
     let (rows, out_rows, out_fields) = run(l, rows, features, true).await?;
@@ -962,13 +974,19 @@ async fn record_batch(s: AppState, l: Arc<Scoring>, jobs: Vec<Job>, run: BatchRu
     } else {
         None
     };
-    // Requests hold consecutive rows in job order, so each takes its rows from the front.
-    let mut out_rows = run.out_rows.into_iter();
+    // Each request takes its own rows, by offset.
+    let alone = jobs.len() == 1;
+    let mut out_rows = run.out_rows;
     for (job, r) in jobs.into_iter().zip(&requests) {
         let headers = receipt
             .as_ref()
             .map_or_else(HeaderMap::new, |rc| rc.headers(r));
-        let rows = out_rows.by_ref().take(r.row_count as usize).collect();
+        let from = r.row_offset as usize;
+        let rows = if alone {
+            std::mem::take(&mut out_rows)
+        } else {
+            out_rows.slice(from..from + r.row_count as usize)
+        };
         let _ = job.reply.send(Ok((rows, headers)));
     }
 }
@@ -980,14 +998,14 @@ struct ScoreBody<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     fields: Option<&'a [String]>,
     id: Uuid,
-    score: &'a [Vec<String>],
+    score: &'a Cells,
 }
 
 fn respond(
     l: &Loaded,
     req: &ScoreRequest,
     fields: &[String],
-    score: &[Vec<String>],
+    score: &Cells,
     headers: HeaderMap,
 ) -> Response {
     let body = ScoreBody {
@@ -1041,9 +1059,9 @@ impl Receipt {
 pub(super) async fn record(
     s: &AppState,
     l: &Scoring,
-    rows: &[Vec<String>],
+    rows: &Cells,
     out_fields: &[String],
-    out_rows: &[Vec<String>],
+    out_rows: &Cells,
     requests: Vec<RunRequest>,
     job: Option<RunJob>,
 ) -> Result<Receipt, ApiError> {
@@ -1160,23 +1178,17 @@ mod tests {
     #[test]
     fn rows_keep_their_own_widths_and_cells() {
         let req: ScoreRequest = serde_json::from_str(
-            r#"{"fields":["a","b"],"rows":[["1"],["2",3,null,true],[],[{"x":1}]]}"#,
+            r#"{"fields":["a","b"],"rows":[["1"],["2",3,null,true],[],[{"x":1}],[-4,2.5,"é\"",[]]]}"#,
         )
         .unwrap();
-        let mut rows = req.rows.into_iter();
-        let texts = |row: Vec<Cell>| -> Vec<String> {
-            row.into_iter()
-                .map(|mut c| c.text(0).map(std::mem::take).unwrap())
-                .collect()
-        };
-        assert_eq!(texts(rows.next().unwrap()), ["1"]);
-        assert_eq!(texts(rows.next().unwrap()), ["2", "3", "", "true"]);
-        assert!(texts(rows.next().unwrap()).is_empty());
-        let mut nested = rows.next().unwrap().into_iter().next().unwrap();
+        let sent = req.rows;
+        assert_eq!(sent.rows, [1, 5, 5, 6, 10]);
+        let cells: Vec<&str> = (0..sent.ends.len()).map(|i| sent.cell(i)).collect();
         assert_eq!(
-            nested.text(7).unwrap_err().detail,
-            "row 7: a cell must be a string, got an object"
+            cells,
+            ["1", "2", "3", "", "true", "", "-4", "2.5", "é\"", ""]
         );
+        assert_eq!(sent.not, [(5, "an object"), (9, "an array")]);
         for (body, wanted) in [
             (
                 r#"{"fields":[],"rows":[["1"],"x"]}"#,
@@ -1187,6 +1199,48 @@ mod tests {
         ] {
             let e = serde_json::from_str::<ScoreRequest>(body).err().unwrap();
             assert!(e.to_string().contains(wanted), "{body}: {e}");
+        }
+    }
+
+    #[test]
+    fn sent_rows_are_laid_onto_the_schema_and_the_first_fault_is_the_error() {
+        let sent = |rows: &str| {
+            serde_json::from_str::<ScoreRequest>(&format!(r#"{{"fields":[],"rows":{rows}}}"#))
+                .unwrap()
+                .rows
+        };
+        let table = |w, rows: &[&[&str]]| Cells::from_rows(w, rows.iter().copied()).unwrap();
+        // Fields in schema order and nothing copied: the buffer is the table.
+        let (rows, copies) = sent(r#"[["1","2"],["3","4"]]"#)
+            .split(2, &[0, 1], &[])
+            .unwrap();
+        assert_eq!(rows, table(2, &[&["1", "2"], &["3", "4"]]));
+        assert_eq!((copies.len(), copies.width()), (2, 0));
+        // Reordered, one copied, and an unknown field's object ignored.
+        let (rows, copies) = sent(r#"[["1","2",{}],["3","4",[]]]"#)
+            .split(3, &[1, 0], &[0])
+            .unwrap();
+        assert_eq!(rows, table(2, &[&["2", "1"], &["4", "3"]]));
+        assert_eq!(copies, table(1, &[&["1"], &["3"]]));
+        for (rows, copied, wanted) in [
+            (
+                r#"[["1","2"],["3"]]"#,
+                &[][..],
+                "row 1 has 1 values for 2 fields",
+            ),
+            (
+                r#"[["1",{}],["3"]]"#,
+                &[],
+                "row 0: a cell must be a string, got an object",
+            ),
+            (
+                r#"[["1","2"],[[],"4"]]"#,
+                &[0],
+                "row 1: a cell must be a string, got an array",
+            ),
+        ] {
+            let e = sent(rows).split(2, &[0, 1], copied).err().unwrap();
+            assert_eq!(e.detail, wanted, "{rows}");
         }
     }
 }

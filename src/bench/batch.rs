@@ -15,6 +15,7 @@ use crate::api::deployments::NewDeployment;
 use crate::api::jobs::{DEFAULT_BATCH_ROWS, JobOptions};
 use crate::domain::deployment::Retention;
 use crate::domain::job::{FileFormat, JobOutcome};
+use crate::runtime::cells::Cells;
 
 const FIXTURE: &str = include_str!("../../fixtures/models/wine_classifier.expected.json");
 
@@ -46,7 +47,7 @@ pub fn wine_rows(n: usize) -> Result<(Vec<String>, Vec<Vec<f64>>), Failure> {
 
 /// The rows as a table of float64 columns, and the first run's rows as the text a client
 /// sends.
-fn wine_table(n: usize) -> Result<(DataFrame, Vec<Vec<String>>), Failure> {
+fn wine_table(n: usize) -> Result<(DataFrame, Cells), Failure> {
     let (fields, rows) = wine_rows(n)?;
     let columns = fields
         .iter()
@@ -58,15 +59,13 @@ fn wine_table(n: usize) -> Result<(DataFrame, Vec<Vec<String>>), Failure> {
             )
         })
         .collect();
-    let text = rows
-        .iter()
-        .take(DEFAULT_BATCH_ROWS as usize)
-        .map(|r| {
+    let mut text = Cells::with_capacity(fields.len(), DEFAULT_BATCH_ROWS as usize, 0);
+    for r in rows.iter().take(DEFAULT_BATCH_ROWS as usize) {
+        text.push_row(
             r.iter()
-                .map(|v| ryu_js::Buffer::new().format(*v).to_string())
-                .collect()
-        })
-        .collect();
+                .map(|v| ryu_js::Buffer::new().format(*v).to_string()),
+        );
+    }
     Ok((DataFrame::new_infer_height(columns)?, text))
 }
 

@@ -13,6 +13,7 @@ use super::{Conn, Failure, Figures, Scratch, percentile};
 use crate::api::{self, AppState};
 use crate::blobs::BlobStore;
 use crate::log::{self, Ledger};
+use crate::runtime::cells::Cells;
 use crate::runtime::scorer::{Model, SessionSettings};
 
 const FIXTURE: &str = include_str!("../../fixtures/models/wine_classifier.expected.json");
@@ -184,7 +185,7 @@ pub(super) async fn demo(name: &str) -> Result<(Scratch, AppState, Uuid, Uuid, U
 }
 
 /// Raw ONNX Runtime: `rows` per call on every core, rows per second.
-pub(super) fn raw_ort(model: &Model, rows: &[Vec<String>], seconds: f64) -> f64 {
+pub(super) fn raw_ort(model: &Model, rows: &Cells, seconds: f64) -> f64 {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let budget = Duration::from_secs_f64(seconds);
     let started = Instant::now();
@@ -360,7 +361,7 @@ pub async fn score(seconds: f64, as_json: bool) -> Result<(), Failure> {
     let one = Arc::new(serde_json::to_vec(
         &json!({"fields": fields, "rows": [rows[0]]}),
     )?);
-    let thousand_rows: Vec<Vec<String>> = (0..1000).map(|i| rows[i % rows.len()].clone()).collect();
+    let thousand_rows: Vec<&Vec<String>> = (0..1000).map(|i| &rows[i % rows.len()]).collect();
     let thousand = Arc::new(serde_json::to_vec(
         &json!({"fields": fields, "rows": thousand_rows}),
     )?);
@@ -442,7 +443,9 @@ pub async fn score(seconds: f64, as_json: bool) -> Result<(), Failure> {
         Some("cultivar"),
         SessionSettings::default(),
     )?;
-    let raw = raw_ort(&model, &thousand_rows, seconds);
+    let thousand_cells = Cells::from_rows(rows[0].len(), thousand_rows)
+        .ok_or("the fixture's rows differ in width")?;
+    let raw = raw_ort(&model, &thousand_cells, seconds);
     figures.say(
         "raw_ort_1000row_rows_per_s",
         raw,

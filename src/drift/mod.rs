@@ -17,6 +17,7 @@ use crate::domain::event::RunProfile;
 pub use crate::domain::reference::Method;
 use crate::domain::reference::{ColumnProfile, DriftThresholds, Summary, ValueCount};
 use crate::domain::schema::ColumnType;
+use crate::runtime::cells::Cells;
 
 /// Reference data of at most this many rows is judged by statistical tests (p-values),
 /// larger by distances (Evidently's rule).
@@ -410,15 +411,13 @@ pub fn sketch(
     reference_blob: &str,
     profiles: &[ColumnProfile],
     fields: &[&str],
-    rows: &[Vec<String>],
+    rows: &Cells,
 ) -> RunProfile {
     let columns = profiles
         .iter()
         .map(|p| {
             let at = fields.iter().position(|f| *f == p.name);
-            let cells = rows
-                .iter()
-                .map(|r| at.and_then(|i| r.get(i)).map_or("", String::as_str));
+            let cells = rows.rows().map(|r| at.and_then(|i| r.get(i)).unwrap_or(""));
             let (counts, missing) = bin_cells(p, cells);
             std::iter::once(missing)
                 .chain(
@@ -818,7 +817,7 @@ mod tests {
             let mut summed = vec![0u64; bins.len()];
             let fields = ["x"];
             for run in current.chunks(7) {
-                let rows: Vec<Vec<String>> = run.iter().map(|c| vec![c.clone()]).collect();
+                let rows = Cells::from_rows(1, run.iter().map(|c| [c])).unwrap();
                 let sketched = sketch("ref", std::slice::from_ref(&p), &fields, &rows);
                 for pair in sketched.columns[0][1..].chunks(2) {
                     summed[pair[0] as usize] += pair[1];

@@ -145,7 +145,7 @@ fn escaped(b: u8) -> bool {
 
 /// Whether any byte is `escaped`, eight bytes at a time: a scored run's record writes every
 /// cell of its inputs through here.
-fn needs_escape(bytes: &[u8]) -> bool {
+pub(crate) fn needs_escape(bytes: &[u8]) -> bool {
     const ONES: u64 = u64::from_ne_bytes([1; 8]);
     const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
     // Nonzero exactly when some byte of `v` is below `n` (n <= 0x80): no byte below `n`

@@ -9,6 +9,7 @@ use std::io::Cursor;
 
 use polars::prelude::*;
 
+use super::cells::Cells;
 use crate::domain::job::FileFormat;
 use crate::domain::schema::{Column as SchemaColumn, ColumnType};
 
@@ -96,17 +97,17 @@ impl Table {
     }
 
     /// Rows `from..to` as the scorer takes them: text cells in schema order, "" for missing.
-    pub fn rows(&self, from: usize, to: usize) -> Result<Vec<Vec<String>>, BatchError> {
+    pub fn rows(&self, from: usize, to: usize) -> Result<Cells, BatchError> {
         let n = to.saturating_sub(from);
-        let mut rows: Vec<Vec<String>> = (0..n)
-            .map(|_| Vec::with_capacity(self.columns.len()))
-            .collect();
-        for series in &self.columns {
-            let part = series.slice(from as i64, n);
-            let cells = texts(&part)?;
-            for (row, cell) in rows.iter_mut().zip(cells) {
-                row.push(cell);
-            }
+        let columns = self
+            .columns
+            .iter()
+            .map(|series| texts(&series.slice(from as i64, n)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let bytes = columns.iter().flatten().map(String::len).sum();
+        let mut rows = Cells::with_capacity(columns.len(), n, bytes);
+        for r in 0..n {
+            rows.push_row(columns.iter().map(|c| c.get(r).map_or("", String::as_str)));
         }
         Ok(rows)
     }
@@ -232,8 +233,8 @@ impl Output {
     }
 
     /// Adds a span of file rows: `scored` answers the span's rows not in `skipped`, in order.
-    pub fn push_span(&mut self, span: usize, skipped: &[usize], scored: &[Vec<String>]) {
-        let mut scored = scored.iter();
+    pub fn push_span(&mut self, span: usize, skipped: &[usize], scored: &Cells) {
+        let mut scored = scored.rows();
         let mut skipped = skipped.iter().peekable();
         for i in 0..span {
             let row = match skipped.peek() {
@@ -244,7 +245,7 @@ impl Output {
                 _ => scored.next(),
             };
             for (j, column) in self.columns.iter_mut().enumerate() {
-                column.push(row.and_then(|r| r.get(j)).map(String::as_str));
+                column.push(row.as_ref().and_then(|r| r.get(j)));
             }
         }
     }
@@ -292,11 +293,12 @@ mod tests {
         let s = schema(&[("a", ColumnType::Boolean), ("b", ColumnType::Float32)]);
         let t = Table::read(csv, FileFormat::Csv, &s).unwrap();
         assert_eq!(t.len(), 3);
+        let want = [["true", "1.50"], ["false", ""], ["", "2e3"]];
+        assert_eq!(t.rows(0, 3).unwrap(), Cells::from_rows(2, want).unwrap());
         assert_eq!(
-            t.rows(0, 3).unwrap(),
-            vec![vec!["true", "1.50"], vec!["false", ""], vec!["", "2e3"]]
+            t.rows(1, 2).unwrap(),
+            Cells::from_rows(2, [want[1]]).unwrap()
         );
-        assert_eq!(t.rows(1, 2).unwrap(), vec![vec!["false", ""]]);
     }
 
     #[test]
@@ -320,10 +322,11 @@ mod tests {
             .unwrap()
             .rows(0, 3)
             .unwrap();
-        assert_eq!(rows[0], vec!["0.1", "0.1", "1", "x"]);
-        assert_eq!(rows[1][0].parse::<f64>().unwrap(), 1.0 / 3.0);
-        assert_eq!(rows[1][1], "");
-        assert_eq!(rows[2][..2], ["0", "1e-7"]);
+        let row = |r| rows.row(r).unwrap().iter().collect::<Vec<_>>();
+        assert_eq!(row(0), ["0.1", "0.1", "1", "x"]);
+        assert_eq!(rows.cell(1, 0).parse::<f64>().unwrap(), 1.0 / 3.0);
+        assert_eq!(rows.cell(1, 1), "");
+        assert_eq!(row(2)[..2], ["0", "1e-7"]);
     }
 
     #[test]
@@ -346,13 +349,10 @@ mod tests {
     fn refused_rows_leave_empty_outputs_in_file_order() {
         let s = schema(&[("p", ColumnType::Float32), ("label", ColumnType::Int64)]);
         let mut out = Output::new(&s, FileFormat::Parquet);
-        let scored = |v: &[(&str, &str)]| -> Vec<Vec<String>> {
-            v.iter()
-                .map(|(a, b)| vec![a.to_string(), b.to_string()])
-                .collect()
-        };
+        let scored =
+            |v: &[(&str, &str)]| Cells::from_rows(2, v.iter().map(|(a, b)| [a, b])).unwrap();
         out.push_span(3, &[1], &scored(&[("0.5", "1"), ("0.25", "0")]));
-        out.push_span(1, &[0], &[]);
+        out.push_span(1, &[0], &Cells::default());
         let bytes = out.finish().unwrap();
         let df = ParquetReader::new(Cursor::new(bytes)).finish().unwrap();
         let p: Vec<Option<f32>> = df.column("p").unwrap().f32().unwrap().iter().collect();

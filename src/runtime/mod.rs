@@ -2,6 +2,7 @@
 
 pub mod batch;
 pub mod bootstrap;
+pub mod cells;
 pub mod ingest;
 pub mod onnx;
 pub mod reproduce;

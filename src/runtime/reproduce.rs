@@ -9,6 +9,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::cells::Cells;
 use super::onnx::Onnx;
 use super::scorer::{Model, SessionSettings, table_bytes};
 use crate::blobs::{BlobError, BlobStore};
@@ -194,7 +195,7 @@ pub struct Recorded<'a> {
 #[derive(Deserialize)]
 struct Table {
     fields: Vec<String>,
-    rows: Vec<Vec<String>>,
+    rows: Cells,
 }
 
 fn digest(hash: &str) -> Result<Digest, Blocked> {
@@ -290,13 +291,17 @@ pub fn reproduce(
         )));
     }
     let mut out_fields = Vec::new();
-    let mut out_rows = Vec::with_capacity(table.rows.len());
-    for chunk in table.rows.chunks(settings.rows_per_run) {
+    let mut out_rows = Cells::default();
+    let per_run = settings.rows_per_run.max(1);
+    for from in (0..table.rows.len()).step_by(per_run) {
+        let chunk = table
+            .rows
+            .slice(from..(from + per_run).min(table.rows.len()));
         let scored = model
-            .score(chunk)
+            .score(&chunk)
             .map_err(|e| Blocked::Score(e.to_string()))?;
         out_fields = scored.fields;
-        out_rows.extend(scored.rows);
+        out_rows.append(scored.rows);
     }
     let reproduced = blake3::hash(&table_bytes(&out_fields, &out_rows));
     let reproduced_output_hash = reproduced.to_hex().to_string();
@@ -320,11 +325,14 @@ pub fn reproduce(
     };
     let diff = match &recorded {
         Some(t) => {
-            let (want, got) = (
-                t.rows.get(range.clone()).unwrap_or_default(),
-                out_rows.get(range).unwrap_or_default(),
-            );
-            Some(compare(&t.fields, want, got))
+            let part = |c: &Cells| {
+                if range.end <= c.len() {
+                    c.slice(range.clone())
+                } else {
+                    Cells::default()
+                }
+            };
+            Some(compare(&t.fields, &part(&t.rows), &part(&out_rows)))
         }
         None => None,
     };
@@ -378,11 +386,7 @@ fn recorded_settings(run: &InferenceRunRecorded) -> Settings {
 }
 
 /// Per column, the largest absolute difference; and the rows where any cell differs.
-fn compare(
-    fields: &[String],
-    want: &[Vec<String>],
-    got: &[Vec<String>],
-) -> (Vec<ColumnDiff>, Vec<u64>) {
+fn compare(fields: &[String], want: &Cells, got: &Cells) -> (Vec<ColumnDiff>, Vec<u64>) {
     let mut columns: Vec<ColumnDiff> = fields
         .iter()
         .map(|f| ColumnDiff {
@@ -391,7 +395,7 @@ fn compare(
         })
         .collect();
     let mut rows = Vec::new();
-    for (i, (w, g)) in want.iter().zip(got).enumerate() {
+    for (i, (w, g)) in want.rows().zip(got.rows()).enumerate() {
         if w == g {
             continue;
         }
@@ -481,9 +485,9 @@ mod tests {
     #[test]
     fn compare_reports_the_largest_difference_per_column_and_the_rows() {
         let fields = vec!["p.0".to_string(), "label".to_string()];
-        let row = |a: &str, b: &str| vec![a.to_string(), b.to_string()];
-        let want = vec![row("0.5", "x"), row("0.25", "y"), row("1", "z")];
-        let got = vec![row("0.5", "x"), row("0.2500001", "y"), row("0.75", "w")];
+        let table = |rows: [[&str; 2]; 3]| Cells::from_rows(2, rows).unwrap();
+        let want = table([["0.5", "x"], ["0.25", "y"], ["1", "z"]]);
+        let got = table([["0.5", "x"], ["0.2500001", "y"], ["0.75", "w"]]);
         let (cols, rows) = compare(&fields, &want, &got);
         assert_eq!(rows, vec![1, 2]);
         assert!((cols[0].max_abs_diff.unwrap() - 0.25).abs() < 1e-12);

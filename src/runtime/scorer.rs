@@ -11,6 +11,7 @@ use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::value::{DynTensor, Tensor, TensorElementType, ValueType};
 
+use super::cells::Cells;
 use super::onnx::Onnx;
 use crate::domain::schema::{Column, ColumnType};
 
@@ -84,7 +85,7 @@ pub struct Model {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Scored {
     pub fields: Vec<String>,
-    pub rows: Vec<Vec<String>>,
+    pub rows: Cells,
 }
 
 impl Model {
@@ -215,10 +216,10 @@ impl Model {
     /// Parses rows (in schema column order) into the session's input values, once: a
     /// request's rows are checked and converted before it can share a batch, and the batch
     /// runs on what they became. The first bad cell, row by row, is the error.
-    pub fn features(&self, rows: &[Vec<String>]) -> Result<Features, ScoreError> {
+    pub fn features(&self, rows: &Cells) -> Result<Features, ScoreError> {
         let mut values = self.empty_values(rows.len())?;
-        for (r, row) in rows.iter().enumerate() {
-            self.push_row(r, row, &mut values)?;
+        for r in 0..rows.len() {
+            self.push_row(rows, r, r, &mut values)?;
         }
         Ok(Features {
             rows: rows.len(),
@@ -228,19 +229,29 @@ impl Model {
 
     /// Parses the rows that fit the schema and sets aside the others, each with its first bad
     /// cell, numbered from `first` (a job's file row) in the reasons and the answer.
-    pub fn fitting(&self, rows: Vec<Vec<String>>, first: usize) -> Result<Fitting, ScoreError> {
+    pub fn fitting(&self, rows: Cells, first: usize) -> Result<Fitting, ScoreError> {
         let mut values = self.empty_values(rows.len())?;
-        let (mut good, mut refused) = (Vec::with_capacity(rows.len()), Vec::new());
-        for (i, row) in rows.into_iter().enumerate() {
+        let mut refused = Vec::new();
+        for i in 0..rows.len() {
             let lens: Vec<usize> = values.iter().map(Values::len).collect();
-            match self.push_row(first + i, &row, &mut values) {
-                Ok(()) => good.push(row),
-                Err(e) => {
-                    values.iter_mut().zip(lens).for_each(|(v, n)| v.truncate(n));
-                    refused.push((first + i, e));
-                }
+            if let Err(e) = self.push_row(&rows, i, first + i, &mut values) {
+                values.iter_mut().zip(lens).for_each(|(v, n)| v.truncate(n));
+                refused.push((first + i, e));
             }
         }
+        // Most rows fit: then the table is kept as it is.
+        let good = if refused.is_empty() {
+            rows
+        } else {
+            let mut good = Cells::with_capacity(rows.width(), rows.len(), rows.text().len());
+            let mut bad = refused.iter().map(|(r, _)| r - first).peekable();
+            for (i, row) in rows.rows().enumerate() {
+                if bad.next_if_eq(&i).is_none() {
+                    good.push_row(row.iter());
+                }
+            }
+            good
+        };
         let features = Features {
             rows: good.len(),
             values,
@@ -259,26 +270,32 @@ impl Model {
             .collect()
     }
 
-    /// Parses row `r` onto the end of every input's values; on an error some may have taken
-    /// its first cells.
-    fn push_row(&self, r: usize, row: &[String], values: &mut [Values]) -> Result<(), ScoreError> {
-        if row.len() != self.schema.len() {
+    /// Parses row `r` of `rows` (called row `label` in errors) onto the end of every input's
+    /// values; on an error some may have taken its first cells.
+    fn push_row(
+        &self,
+        rows: &Cells,
+        r: usize,
+        label: usize,
+        values: &mut [Values],
+    ) -> Result<(), ScoreError> {
+        if rows.width() != self.schema.len() {
             return Err(ScoreError::BadInput(format!(
-                "row {r} has {} values, the schema {} columns",
-                row.len(),
+                "row {label} has {} values, the schema {} columns",
+                rows.width(),
                 self.schema.len()
             )));
         }
         for (input, values) in self.inputs.iter().zip(values) {
             for &c in &input.columns {
-                values.push(&self.schema[c], r, &row[c])?;
+                values.push(&self.schema[c], label, rows.cell(r, c))?;
             }
         }
         Ok(())
     }
 
     /// Scores rows given in schema column order, in one session run.
-    pub fn score(&self, rows: &[Vec<String>]) -> Result<Scored, ScoreError> {
+    pub fn score(&self, rows: &Cells) -> Result<Scored, ScoreError> {
         self.run(self.features(rows)?)
     }
 
@@ -288,7 +305,7 @@ impl Model {
         if n == 0 {
             return Ok(Scored {
                 fields: self.output_names.clone(),
-                rows: Vec::new(),
+                rows: Cells::with_capacity(self.output_names.len(), 0, 0),
             });
         }
         let mut feeds: Vec<(
@@ -434,7 +451,7 @@ fn parse_bool(cell: &str, column: &Column, row: usize) -> Result<bool, ScoreErro
 /// A batch of rows sorted by whether they fit the schema (see `Model::fitting`).
 pub struct Fitting {
     /// The rows that fit, in order, and what they parsed into.
-    pub rows: Vec<Vec<String>>,
+    pub rows: Cells,
     pub features: Features,
     /// The others: row number and first bad cell.
     pub refused: Vec<(usize, ScoreError)>,
@@ -554,20 +571,66 @@ impl Values {
     }
 }
 
-/// A numeric or boolean tensor's values as text, each by `show`.
-fn texts<T: ort::value::PrimitiveTensorElementType>(
-    value: &ort::value::DynValue,
-    show: impl Fn(&T) -> String,
-) -> Result<Vec<String>, ScoreError> {
-    let (_, values) = value
-        .try_extract_tensor::<T>()
-        .map_err(|e| ScoreError::Run(e.to_string()))?;
-    Ok(values.iter().map(show).collect())
+/// One output's values, as ONNX Runtime returned them.
+enum Returned<'a> {
+    F32(&'a [f32]),
+    F64(&'a [f64]),
+    I64(&'a [i64]),
+    I32(&'a [i32]),
+    Bool(&'a [bool]),
+    Str(Vec<String>),
+}
+
+impl<'a> Returned<'a> {
+    fn of(value: &'a ort::value::DynValue, name: &str) -> Result<Returned<'a>, ScoreError> {
+        let err = |e: ort::Error| ScoreError::Run(e.to_string());
+        let ValueType::Tensor { ty, .. } = value.dtype() else {
+            return Err(ScoreError::Run(format!(
+                "output {name:?} is a {}",
+                value.dtype()
+            )));
+        };
+        Ok(match ty {
+            TensorElementType::Float32 => Returned::F32(value.try_extract_tensor().map_err(err)?.1),
+            TensorElementType::Float64 => Returned::F64(value.try_extract_tensor().map_err(err)?.1),
+            TensorElementType::Int64 => Returned::I64(value.try_extract_tensor().map_err(err)?.1),
+            TensorElementType::Int32 => Returned::I32(value.try_extract_tensor().map_err(err)?.1),
+            TensorElementType::Bool => Returned::Bool(value.try_extract_tensor().map_err(err)?.1),
+            TensorElementType::String => Returned::Str(value.try_extract_strings().map_err(err)?.1),
+            other => {
+                return Err(ScoreError::Run(format!(
+                    "output {name:?} has element type {other}"
+                )));
+            }
+        })
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Returned::F32(v) => v.len(),
+            Returned::F64(v) => v.len(),
+            Returned::I64(v) => v.len(),
+            Returned::I32(v) => v.len(),
+            Returned::Bool(v) => v.len(),
+            Returned::Str(v) => v.len(),
+        }
+    }
+
+    /// Writes value `i` as a cell. Floats are written as their shortest round-trip text
+    /// (JavaScript's rules), so a cell parses back to the exact value ONNX Runtime produced.
+    fn push(&self, i: usize, cells: &mut Cells, floats: &mut ryu_js::Buffer) {
+        match self {
+            Returned::F32(v) => cells.push_cell(floats.format(v[i])),
+            Returned::F64(v) => cells.push_cell(floats.format(v[i])),
+            Returned::I64(v) => cells.push_display(v[i]),
+            Returned::I32(v) => cells.push_display(v[i]),
+            Returned::Bool(v) => cells.push_cell(if v[i] { "true" } else { "false" }),
+            Returned::Str(v) => cells.push_cell(&v[i]),
+        }
+    }
 }
 
 /// Runs the session and lays every output's columns side by side into `n` rows of text.
-/// Floats are written as their shortest round-trip text (JavaScript's rules), so a cell
-/// parses back to the exact value ONNX Runtime produced.
 fn run(
     session: &mut Session,
     feeds: Vec<(
@@ -576,67 +639,48 @@ fn run(
     )>,
     outputs: &[Output],
     n: usize,
-) -> Result<Vec<Vec<String>>, ScoreError> {
-    let err = |e: ort::Error| ScoreError::Run(e.to_string());
-    let result = session.run(feeds).map_err(err)?;
-    let width: usize = outputs.iter().map(|o| o.width).sum();
-    let mut rows: Vec<Vec<String>> = (0..n).map(|_| Vec::with_capacity(width)).collect();
+) -> Result<Cells, ScoreError> {
+    let result = session
+        .run(feeds)
+        .map_err(|e| ScoreError::Run(e.to_string()))?;
+    let mut returned = Vec::with_capacity(outputs.len());
     for out in outputs {
-        let value = &result[out.name.as_str()];
-        let cells: Vec<String> = match value.dtype() {
-            ValueType::Tensor {
-                ty: TensorElementType::Float32,
-                ..
-            } => texts::<f32>(value, |v| ryu_js::Buffer::new().format(*v).to_string())?,
-            ValueType::Tensor {
-                ty: TensorElementType::Float64,
-                ..
-            } => texts::<f64>(value, |v| ryu_js::Buffer::new().format(*v).to_string())?,
-            ValueType::Tensor {
-                ty: TensorElementType::Int64,
-                ..
-            } => texts::<i64>(value, i64::to_string)?,
-            ValueType::Tensor {
-                ty: TensorElementType::Int32,
-                ..
-            } => texts::<i32>(value, i32::to_string)?,
-            ValueType::Tensor {
-                ty: TensorElementType::Bool,
-                ..
-            } => texts::<bool>(value, bool::to_string)?,
-            ValueType::Tensor {
-                ty: TensorElementType::String,
-                ..
-            } => value.try_extract_strings().map_err(err)?.1,
-            other => {
-                return Err(ScoreError::Run(format!(
-                    "output {:?} is a {other}",
-                    out.name
-                )));
-            }
-        };
-        if cells.len() != n * out.width {
+        let values = Returned::of(&result[out.name.as_str()], &out.name)?;
+        if values.len() != n * out.width {
             return Err(ScoreError::Run(format!(
                 "output {:?} has {} values for {n} rows of {} columns",
                 out.name,
-                cells.len(),
+                values.len(),
                 out.width
             )));
         }
-        for (i, cell) in cells.into_iter().enumerate() {
-            rows[i / out.width].push(cell);
-        }
+        returned.push(values);
     }
-    Ok(rows)
+    let width: usize = outputs.iter().map(|o| o.width).sum();
+    let mut cells = Cells::with_capacity(width, n, n * width * 12);
+    let mut floats = ryu_js::Buffer::new();
+    for r in 0..n {
+        for (out, values) in outputs.iter().zip(&returned) {
+            for i in r * out.width..(r + 1) * out.width {
+                values.push(i, &mut cells, &mut floats);
+            }
+        }
+        cells.end_row();
+    }
+    Ok(cells)
 }
 
 /// A run's rows as stored and hashed: the RFC 8785 canonical JSON of
 /// `{"fields": [...], "rows": [[...], ...]}`, written directly (keys are already in order and
 /// every value is a string), byte for byte what `log::canonical` makes of the same object.
-pub fn table_bytes<S: AsRef<str>>(fields: &[S], rows: &[Vec<String>]) -> Vec<u8> {
-    use crate::log::canonical::write_string;
-    let cells: usize = rows.iter().flatten().map(|c| c.len() + 3).sum();
-    let mut out = Vec::with_capacity(32 + cells + rows.len() * 3);
+pub fn table_bytes<S: AsRef<str>>(fields: &[S], rows: &Cells) -> Vec<u8> {
+    use crate::log::canonical::{needs_escape, write_string};
+    // Cells are mostly numbers: when none needs an escape (one scan of all of them), each is
+    // copied between its quotes as it is.
+    let plain = !needs_escape(rows.text().as_bytes());
+    let names: usize = fields.iter().map(|f| f.as_ref().len() + 3).sum();
+    let quotes = rows.len() * (rows.width() * 3 + 3);
+    let mut out = Vec::with_capacity(32 + names + rows.text().len() + quotes);
     out.extend_from_slice(b"{\"fields\":[");
     for (i, f) in fields.iter().enumerate() {
         if i > 0 {
@@ -645,13 +689,20 @@ pub fn table_bytes<S: AsRef<str>>(fields: &[S], rows: &[Vec<String>]) -> Vec<u8>
         write_string(&mut out, f.as_ref());
     }
     out.extend_from_slice(b"],\"rows\":[");
-    for (i, row) in rows.iter().enumerate() {
+    let mut cells = rows.cells();
+    for i in 0..rows.len() {
         out.extend_from_slice(if i > 0 { b",[" } else { b"[" });
-        for (j, cell) in row.iter().enumerate() {
+        for (j, cell) in cells.by_ref().take(rows.width()).enumerate() {
             if j > 0 {
                 out.push(b',');
             }
-            write_string(&mut out, cell);
+            if plain {
+                out.push(b'"');
+                out.extend_from_slice(cell.as_bytes());
+                out.push(b'"');
+            } else {
+                write_string(&mut out, cell);
+            }
         }
         out.push(b']');
     }
@@ -697,11 +748,15 @@ mod tests {
             .collect()
     }
 
+    fn cells(rows: &[Vec<String>]) -> Cells {
+        Cells::from_rows(rows.first().map_or(0, Vec::len), rows).unwrap()
+    }
+
     /// Output cells are shortest round-trip f32 text, so they parse back to the exact value.
-    fn max_diff(got: &[Vec<String>], col: usize, want: impl Iterator<Item = f64>) -> f64 {
-        got.iter()
+    fn max_diff(got: &Cells, col: usize, want: impl Iterator<Item = f64>) -> f64 {
+        got.rows()
             .zip(want)
-            .map(|(r, w)| (f64::from(r[col].parse::<f32>().unwrap()) - w).abs())
+            .map(|(r, w)| (f64::from(r.get(col).unwrap().parse::<f32>().unwrap()) - w).abs())
             .fold(0.0, f64::max)
     }
 
@@ -742,7 +797,7 @@ mod tests {
                 "probabilities.2"
             ]
         );
-        let scored = natural.score(&rows(&expected["rows"])).unwrap();
+        let scored = natural.score(&cells(&rows(&expected["rows"]))).unwrap();
         let labels: Vec<String> = expected["outputs"]["label"]
             .as_array()
             .unwrap()
@@ -750,7 +805,11 @@ mod tests {
             .map(|v| v.to_string())
             .collect();
         assert_eq!(
-            scored.rows.iter().map(|r| r[0].clone()).collect::<Vec<_>>(),
+            scored
+                .rows
+                .rows()
+                .map(|r| r.get(0).unwrap().to_string())
+                .collect::<Vec<_>>(),
             labels
         );
 
@@ -766,7 +825,7 @@ mod tests {
                 .iter()
                 .all(|c| c.column_type == ColumnType::Float32)
         );
-        let scored = model.score(&rows(&expected["rows"])).unwrap();
+        let scored = model.score(&cells(&rows(&expected["rows"]))).unwrap();
         for class in 0..3 {
             let want = expected["outputs"]["probabilities"]
                 .as_array()
@@ -775,14 +834,14 @@ mod tests {
                 .map(|p| p[class].as_f64().unwrap());
             assert_eq!(max_diff(&scored.rows, class, want), 0.0, "bit for bit");
         }
-        assert!(model.score(&[]).unwrap().rows.is_empty());
+        assert!(model.score(&Cells::default()).unwrap().rows.is_empty());
     }
 
     #[test]
     fn the_forest_regressor_scores_as_the_python_runtime_does() {
         let (model, expected) = fixture_model("diabetes_forest", "progression");
         assert_eq!(model.output_names(), ["progression"]);
-        let scored = model.score(&rows(&expected["rows"])).unwrap();
+        let scored = model.score(&cells(&rows(&expected["rows"]))).unwrap();
         let want = expected["outputs"]["variable"]
             .as_array()
             .unwrap()
@@ -811,18 +870,22 @@ mod tests {
         .unwrap();
         let mut bad = rows(&expected["rows"]);
         bad[1][2] = "twelve".into();
-        let err = model.score(&bad).unwrap_err();
+        let err = model.score(&cells(&bad)).unwrap_err();
         assert!(
             matches!(&err, ScoreError::BadInput(m) if m.contains("row 1") && m.contains("\"ash\"")),
             "{err}"
         );
-        let mut ragged = rows(&expected["rows"]);
-        ragged[0].pop();
-        assert!(matches!(model.score(&ragged), Err(ScoreError::BadInput(_))));
+        let mut narrow = rows(&expected["rows"]);
+        narrow.iter_mut().for_each(|r| drop(r.pop()));
+        let err = model.score(&cells(&narrow)).unwrap_err();
+        assert!(
+            matches!(&err, ScoreError::BadInput(m) if m.contains("row 0 has 12 values")),
+            "{err}"
+        );
         // A missing float is NaN, not an error.
         let mut gap = rows(&expected["rows"]);
         gap[0][0] = String::new();
-        assert!(model.score(&gap).is_ok());
+        assert!(model.score(&cells(&gap)).is_ok());
         // A schema without a column the graph needs cannot be loaded.
         cols.retain(|c| c.name != "hue");
         let err = Model::load(onnx, bytes, cols, None, SessionSettings::default())
@@ -838,7 +901,7 @@ mod tests {
     fn a_run_is_quick_only_once_a_run_has_been_timed() {
         let (model, expected) = fixture_model("wine_classifier", "cultivar");
         assert!(!model.is_quick(1), "nothing timed yet");
-        model.score(&rows(&expected["rows"])).unwrap();
+        model.score(&cells(&rows(&expected["rows"]))).unwrap();
         assert!(model.is_quick(0));
         assert!(!model.is_quick(usize::MAX));
         let busy = model.checkout().unwrap();
@@ -850,11 +913,11 @@ mod tests {
     #[test]
     fn appended_features_score_as_their_rows_together() {
         let (model, expected) = fixture_model("wine_classifier", "cultivar");
-        let all = rows(&expected["rows"]);
-        let (a, b) = all.split_at(all.len() / 3);
+        let all = cells(&rows(&expected["rows"]));
+        let third = all.len() / 3;
         let mut joined = Features::default();
-        joined.append(model.features(a).unwrap());
-        joined.append(model.features(b).unwrap());
+        joined.append(model.features(&all.slice(0..third)).unwrap());
+        joined.append(model.features(&all.slice(third..all.len())).unwrap());
         assert_eq!(model.run(joined).unwrap(), model.score(&all).unwrap());
         assert_eq!(model.run(Features::default()).unwrap().rows.len(), 0);
     }
@@ -866,8 +929,9 @@ mod tests {
         let mut mixed = all.clone();
         // A bad cell after good ones in its row: those must not stay in the features.
         mixed[1][5] = "five".into();
-        mixed[3].pop();
-        let fitting = model.fitting(mixed, 100).unwrap();
+        mixed[3][12] = "".into();
+        mixed[3][0] = "x".into();
+        let fitting = model.fitting(cells(&mixed), 100).unwrap();
         let refused: Vec<usize> = fitting.refused.iter().map(|(r, _)| *r).collect();
         assert_eq!(refused, [101, 103]);
         let good: Vec<Vec<String>> = all
@@ -876,10 +940,10 @@ mod tests {
             .filter(|(i, _)| ![1, 3].contains(i))
             .map(|(_, r)| r.clone())
             .collect();
-        assert_eq!(fitting.rows, good);
+        assert_eq!(fitting.rows, cells(&good));
         assert_eq!(
             model.run(fitting.features).unwrap(),
-            model.score(&good).unwrap()
+            model.score(&cells(&good)).unwrap()
         );
     }
 
@@ -899,10 +963,20 @@ mod tests {
         ];
         let value = serde_json::json!({"rows": rows, "fields": fields});
         assert_eq!(
-            table_bytes(&fields, &rows),
+            table_bytes(&fields, &cells(&rows)),
+            crate::log::canonical::to_vec(&value).unwrap()
+        );
+        // Without a cell to escape, the fast path.
+        let plain = vec![vec!["1.5".to_string(), "".into(), "é".into()]];
+        let value = serde_json::json!({"rows": plain, "fields": fields});
+        assert_eq!(
+            table_bytes(&fields, &cells(&plain)),
             crate::log::canonical::to_vec(&value).unwrap()
         );
         let empty: [&str; 0] = [];
-        assert_eq!(table_bytes(&empty, &[]), br#"{"fields":[],"rows":[]}"#);
+        assert_eq!(
+            table_bytes(&empty, &Cells::default()),
+            br#"{"fields":[],"rows":[]}"#
+        );
     }
 }
