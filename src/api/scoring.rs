@@ -25,7 +25,7 @@ use crate::domain::may;
 use crate::domain::schema::{Column, ColumnType};
 use crate::drift::sketch;
 use crate::log::{BlobChanges, ExpectedVersion};
-use crate::runtime::cells::Cells;
+use crate::runtime::cells::{Cells, Sent};
 use crate::runtime::scorer::{Features, ScoreError, table_bytes};
 
 /// The deployment a scorer path's first segment names: its id, or an endpoint pointing at it.
@@ -364,176 +364,6 @@ fn bad(detail: String) -> ApiError {
     ApiError::bad_request("bad_request", detail)
 }
 
-/// The request's rows as sent, read straight from the body into one text buffer: strings as
-/// they are, numbers and booleans as JSON writes them, null as missing. Rows may have any
-/// length and a cell may be an array or object; both are refused with their row once the
-/// fields are known (they may come after the rows).
-#[derive(Default)]
-struct Sent {
-    text: String,
-    /// Where each cell ends in `text`.
-    ends: Vec<usize>,
-    /// How many cells precede the end of each row.
-    rows: Vec<usize>,
-    /// The cells that are not text, by index, and what they are.
-    not: Vec<(usize, &'static str)>,
-}
-
-impl Sent {
-    /// The cells of every row at `columns` (the model's, in schema order) and at `copied`
-    /// (those echoed in the answer). A row is checked as it comes: its length, then its
-    /// copied cells, then its model cells; the first fault is the error.
-    fn split(
-        self,
-        fields: usize,
-        columns: &[usize],
-        copied: &[usize],
-    ) -> Result<(Cells, Cells), ApiError> {
-        let n = self.rows.len();
-        let whole = columns.len() == fields && columns.iter().enumerate().all(|(i, &c)| i == c);
-        let even =
-            self.ends.len() == n * fields && (0..n).all(|r| self.rows[r] == (r + 1) * fields);
-        let mut copies = Cells::with_capacity(copied.len(), n, 0);
-        if whole && even && self.not.is_empty() && copied.is_empty() {
-            // The usual request: fields in schema order and nothing else; the buffer is the table.
-            for _ in 0..n {
-                copies.end_row();
-            }
-            return Cells::from_parts(fields, n, self.text, self.ends)
-                .map(|cells| (cells, copies))
-                .ok_or_else(|| bad("the rows are not a table of text".into()));
-        }
-        let mut rows = Cells::with_capacity(columns.len(), n, self.text.len());
-        let mut start = 0;
-        for (r, &end) in self.rows.iter().enumerate() {
-            if end - start != fields {
-                return Err(bad(format!(
-                    "row {r} has {} values for {fields} fields",
-                    end - start
-                )));
-            }
-            for (at, out) in [(copied, &mut copies), (columns, &mut rows)] {
-                for &c in at {
-                    let i = start + c;
-                    if let Ok(k) = self.not.binary_search_by_key(&i, |(i, _)| *i) {
-                        return Err(bad(format!(
-                            "row {r}: a cell must be a string, got {}",
-                            self.not[k].1
-                        )));
-                    }
-                    out.push_cell(self.cell(i));
-                }
-                out.end_row();
-            }
-            start = end;
-        }
-        Ok((rows, copies))
-    }
-
-    fn cell(&self, i: usize) -> &str {
-        let start = if i == 0 { 0 } else { self.ends[i - 1] };
-        &self.text[start..self.ends[i]]
-    }
-}
-
-impl<'de> Deserialize<'de> for Sent {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Sent, D::Error> {
-        struct Rows;
-        impl<'de> serde::de::Visitor<'de> for Rows {
-            type Value = Sent;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("an array of rows")
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Sent, A::Error> {
-                let mut sent = Sent::default();
-                while a.next_element_seed(SentRow(&mut sent))?.is_some() {}
-                Ok(sent)
-            }
-        }
-        d.deserialize_seq(Rows)
-    }
-}
-
-/// One row, read onto the end of the rows sent.
-struct SentRow<'a>(&'a mut Sent);
-
-impl<'de> serde::de::DeserializeSeed<'de> for SentRow<'_> {
-    type Value = ();
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_seq(self)
-    }
-}
-
-impl<'de> serde::de::Visitor<'de> for SentRow<'_> {
-    type Value = ();
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a row (an array of cells)")
-    }
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<(), A::Error> {
-        let sent = self.0;
-        while let Some(not) = a.next_element_seed(SentCell(&mut sent.text))? {
-            if let Some(what) = not {
-                sent.not.push((sent.ends.len(), what));
-            }
-            sent.ends.push(sent.text.len());
-        }
-        sent.rows.push(sent.ends.len());
-        Ok(())
-    }
-}
-
-/// One cell, its text written onto the end of the buffer; what it is when it is not text.
-struct SentCell<'a>(&'a mut String);
-
-impl<'de> serde::de::DeserializeSeed<'de> for SentCell<'_> {
-    type Value = Option<&'static str>;
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> serde::de::Visitor<'de> for SentCell<'_> {
-    type Value = Option<&'static str>;
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a cell")
-    }
-    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-        self.0.push_str(v);
-        Ok(None)
-    }
-    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
-        self.0.push_str(if v { "true" } else { "false" });
-        Ok(None)
-    }
-    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
-        self.0.push_str(&v.to_string());
-        Ok(None)
-    }
-    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
-        self.0.push_str(&v.to_string());
-        Ok(None)
-    }
-    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
-        // As serde_json writes a parsed number back.
-        self.0.push_str(&Value::from(v).to_string());
-        Ok(None)
-    }
-    fn visit_unit<E>(self) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
-        while a.next_element::<serde::de::IgnoredAny>()?.is_some() {}
-        Ok(Some("an array"))
-    }
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
-        while a
-            .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
-            .is_some()
-        {}
-        Ok(Some("an object"))
-    }
-}
-
 pub async fn score(
     State(s): State<AppState>,
     ApiPath(d): ApiPath<String>,
@@ -584,8 +414,9 @@ pub async fn score(
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let (rows, copies) =
-        std::mem::take(&mut req.rows).split(req.fields.len(), &columns, &copied_at)?;
+    let (rows, copies) = std::mem::take(&mut req.rows)
+        .select(req.fields.len(), &columns, &copied_at)
+        .map_err(bad)?;
     let mut out_fields = copied;
     out_fields.extend(l.model.output_names().iter().cloned());
     if rows.is_empty() {
@@ -1176,19 +1007,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rows_keep_their_own_widths_and_cells() {
-        let req: ScoreRequest = serde_json::from_str(
-            r#"{"fields":["a","b"],"rows":[["1"],["2",3,null,true],[],[{"x":1}],[-4,2.5,"é\"",[]]]}"#,
-        )
-        .unwrap();
-        let sent = req.rows;
-        assert_eq!(sent.rows, [1, 5, 5, 6, 10]);
-        let cells: Vec<&str> = (0..sent.ends.len()).map(|i| sent.cell(i)).collect();
-        assert_eq!(
-            cells,
-            ["1", "2", "3", "", "true", "", "-4", "2.5", "é\"", ""]
-        );
-        assert_eq!(sent.not, [(5, "an object"), (9, "an array")]);
+    fn bodies_without_rows_are_refused_with_what_was_expected() {
         for (body, wanted) in [
             (
                 r#"{"fields":[],"rows":[["1"],"x"]}"#,
@@ -1199,48 +1018,6 @@ mod tests {
         ] {
             let e = serde_json::from_str::<ScoreRequest>(body).err().unwrap();
             assert!(e.to_string().contains(wanted), "{body}: {e}");
-        }
-    }
-
-    #[test]
-    fn sent_rows_are_laid_onto_the_schema_and_the_first_fault_is_the_error() {
-        let sent = |rows: &str| {
-            serde_json::from_str::<ScoreRequest>(&format!(r#"{{"fields":[],"rows":{rows}}}"#))
-                .unwrap()
-                .rows
-        };
-        let table = |w, rows: &[&[&str]]| Cells::from_rows(w, rows.iter().copied()).unwrap();
-        // Fields in schema order and nothing copied: the buffer is the table.
-        let (rows, copies) = sent(r#"[["1","2"],["3","4"]]"#)
-            .split(2, &[0, 1], &[])
-            .unwrap();
-        assert_eq!(rows, table(2, &[&["1", "2"], &["3", "4"]]));
-        assert_eq!((copies.len(), copies.width()), (2, 0));
-        // Reordered, one copied, and an unknown field's object ignored.
-        let (rows, copies) = sent(r#"[["1","2",{}],["3","4",[]]]"#)
-            .split(3, &[1, 0], &[0])
-            .unwrap();
-        assert_eq!(rows, table(2, &[&["2", "1"], &["4", "3"]]));
-        assert_eq!(copies, table(1, &[&["1"], &["3"]]));
-        for (rows, copied, wanted) in [
-            (
-                r#"[["1","2"],["3"]]"#,
-                &[][..],
-                "row 1 has 1 values for 2 fields",
-            ),
-            (
-                r#"[["1",{}],["3"]]"#,
-                &[],
-                "row 0: a cell must be a string, got an object",
-            ),
-            (
-                r#"[["1","2"],[[],"4"]]"#,
-                &[0],
-                "row 1: a cell must be a string, got an array",
-            ),
-        ] {
-            let e = sent(rows).split(2, &[0, 1], copied).err().unwrap();
-            assert_eq!(e.detail, wanted, "{rows}");
         }
     }
 }

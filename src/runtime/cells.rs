@@ -43,21 +43,6 @@ impl Cells {
         Some(cells)
     }
 
-    /// `rows` rows of `width` cells, each ending where `ends` says in `text`; `None` when
-    /// they do not add up.
-    pub fn from_parts(width: usize, rows: usize, text: String, ends: Vec<usize>) -> Option<Cells> {
-        let fits = ends.len() == width * rows
-            && ends.last().is_none_or(|&e| e == text.len())
-            && ends.windows(2).all(|w| w[0] <= w[1])
-            && ends.iter().all(|&e| text.is_char_boundary(e));
-        fits.then_some(Cells {
-            width,
-            rows,
-            text,
-            ends,
-        })
-    }
-
     pub fn width(&self) -> usize {
         self.width
     }
@@ -252,79 +237,189 @@ impl serde::Serialize for Row<'_> {
     }
 }
 
-/// From an array of rows of strings, all of one width (that of the first row).
+/// From an array of rows of text cells (read as `Sent` reads them), all of one width.
 impl<'de> serde::Deserialize<'de> for Cells {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Cells, D::Error> {
-        struct Table;
-        impl<'de> serde::de::Visitor<'de> for Table {
-            type Value = Cells;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("an array of rows of strings, all of one width")
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Cells, A::Error> {
-                let mut cells = Cells::default();
-                while a.next_element_seed(RowSeed(&mut cells))?.is_some() {}
-                Ok(cells)
-            }
-        }
-        d.deserialize_seq(Table)
+        let sent = Sent::deserialize(d)?;
+        let width = sent.rows.first().copied().unwrap_or(0);
+        sent.select(width, &(0..width).collect::<Vec<_>>(), &[])
+            .map(|(cells, _)| cells)
+            .map_err(serde::de::Error::custom)
     }
 }
 
-/// Reads one row onto the end of a table; the first row sets the width.
-struct RowSeed<'a>(&'a mut Cells);
+/// Rows as a JSON body sends them, read straight into one text buffer: strings as they are,
+/// numbers and booleans as JSON writes them, null as missing. Rows may have any length and a
+/// cell may be an array or an object; `select` refuses both, with their row, once the
+/// fields are known (in a request they may come after the rows).
+#[derive(Default)]
+pub struct Sent {
+    text: String,
+    /// Where each cell ends in `text`.
+    ends: Vec<usize>,
+    /// How many cells precede the end of each row.
+    rows: Vec<usize>,
+    /// The cells that are not text, by index, and what they are.
+    not: Vec<(usize, &'static str)>,
+}
 
-impl<'de> serde::de::DeserializeSeed<'de> for RowSeed<'_> {
+impl Sent {
+    /// The cells of every row at `columns` (the model's, in schema order) and at `copied`
+    /// (those echoed in the answer), where a row has `fields` cells. A row is checked as it
+    /// comes: its length, then its copied cells, then its model cells; the first fault is
+    /// the error.
+    pub fn select(
+        self,
+        fields: usize,
+        columns: &[usize],
+        copied: &[usize],
+    ) -> Result<(Cells, Cells), String> {
+        let n = self.rows.len();
+        let whole = columns.len() == fields && columns.iter().enumerate().all(|(i, &c)| i == c);
+        let even = (0..n).all(|r| self.rows[r] == (r + 1) * fields);
+        let mut copies = Cells::with_capacity(copied.len(), n, 0);
+        if whole && even && self.not.is_empty() && copied.is_empty() {
+            // The usual request: fields in schema order and nothing else; the buffer is the table.
+            for _ in 0..n {
+                copies.end_row();
+            }
+            let cells = Cells {
+                width: fields,
+                rows: n,
+                text: self.text,
+                ends: self.ends,
+            };
+            return Ok((cells, copies));
+        }
+        let cells = Cells {
+            width: 1,
+            rows: self.ends.len(),
+            text: self.text,
+            ends: self.ends,
+        };
+        let mut rows = Cells::with_capacity(columns.len(), n, cells.text.len());
+        let mut start = 0;
+        for (r, &end) in self.rows.iter().enumerate() {
+            if end - start != fields {
+                return Err(format!(
+                    "row {r} has {} values for {fields} fields",
+                    end - start
+                ));
+            }
+            for (at, out) in [(copied, &mut copies), (columns, &mut rows)] {
+                for &c in at {
+                    let i = start + c;
+                    if let Ok(k) = self.not.binary_search_by_key(&i, |(i, _)| *i) {
+                        return Err(format!(
+                            "row {r}: a cell must be a string, got {}",
+                            self.not[k].1
+                        ));
+                    }
+                    out.push_cell(cells.at(i));
+                }
+                out.end_row();
+            }
+            start = end;
+        }
+        Ok((rows, copies))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Sent {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Sent, D::Error> {
+        struct Rows;
+        impl<'de> serde::de::Visitor<'de> for Rows {
+            type Value = Sent;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an array of rows")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Sent, A::Error> {
+                let mut sent = Sent::default();
+                while a.next_element_seed(SentRow(&mut sent))?.is_some() {}
+                Ok(sent)
+            }
+        }
+        d.deserialize_seq(Rows)
+    }
+}
+
+/// One row, read onto the end of the rows sent.
+struct SentRow<'a>(&'a mut Sent);
+
+impl<'de> serde::de::DeserializeSeed<'de> for SentRow<'_> {
     type Value = ();
     fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         d.deserialize_seq(self)
     }
 }
 
-impl<'de> serde::de::Visitor<'de> for RowSeed<'_> {
+impl<'de> serde::de::Visitor<'de> for SentRow<'_> {
     type Value = ();
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a row of strings")
+        f.write_str("a row (an array of cells)")
     }
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<(), A::Error> {
-        let cells = self.0;
-        let first = cells.rows == 0;
-        let start = cells.ends.len();
-        while a.next_element_seed(CellSeed(&mut cells.text))?.is_some() {
-            cells.ends.push(cells.text.len());
+        let sent = self.0;
+        while let Some(not) = a.next_element_seed(SentCell(&mut sent.text))? {
+            if let Some(what) = not {
+                sent.not.push((sent.ends.len(), what));
+            }
+            sent.ends.push(sent.text.len());
         }
-        if first {
-            cells.width = cells.ends.len() - start;
-        }
-        if cells.end_row() {
-            Ok(())
-        } else {
-            Err(serde::de::Error::custom(format!(
-                "row {} does not have {} cells",
-                cells.rows, cells.width
-            )))
-        }
-    }
-}
-
-/// Reads a string onto the end of a text buffer, without a `String` of its own.
-pub struct CellSeed<'a>(pub &'a mut String);
-
-impl<'de> serde::de::DeserializeSeed<'de> for CellSeed<'_> {
-    type Value = ();
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_str(self)
-    }
-}
-
-impl<'de> serde::de::Visitor<'de> for CellSeed<'_> {
-    type Value = ();
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a string")
-    }
-    fn visit_str<E>(self, v: &str) -> Result<(), E> {
-        self.0.push_str(v);
+        sent.rows.push(sent.ends.len());
         Ok(())
+    }
+}
+
+/// One cell, its text written onto the end of the buffer; what it is when it is not text.
+struct SentCell<'a>(&'a mut String);
+
+impl<'de> serde::de::DeserializeSeed<'de> for SentCell<'_> {
+    type Value = Option<&'static str>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for SentCell<'_> {
+    type Value = Option<&'static str>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a cell")
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        self.0.push_str(v);
+        Ok(None)
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        self.0.push_str(if v { "true" } else { "false" });
+        Ok(None)
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        self.0.push_str(&v.to_string());
+        Ok(None)
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        self.0.push_str(&v.to_string());
+        Ok(None)
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        // As serde_json writes a parsed number back.
+        self.0.push_str(&serde_json::Value::from(v).to_string());
+        Ok(None)
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+        while a.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(Some("an array"))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+        while a
+            .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+            .is_some()
+        {}
+        Ok(Some("an object"))
     }
 }
 
@@ -392,7 +487,66 @@ mod tests {
         );
         assert_eq!(serde_json::from_str::<Cells>(&json).unwrap(), t);
         assert!(serde_json::from_str::<Cells>(r#"[["a"],["b","c"]]"#).is_err());
-        assert!(serde_json::from_str::<Cells>(r#"[["a"],[1]]"#).is_err());
+        assert!(serde_json::from_str::<Cells>(r#"[["a"],[{}]]"#).is_err());
+        let number = serde_json::from_str::<Cells>(r#"[["a"],[1]]"#).unwrap();
+        assert_eq!(number.cell(1, 0), "1");
         assert!(serde_json::from_str::<Cells>("[]").unwrap().is_empty());
+    }
+
+    #[test]
+    fn sent_rows_keep_their_own_widths_and_cells() {
+        let sent: Sent =
+            serde_json::from_str(r#"[["1"],["2",3,null,true],[],[{"x":1}],[-4,2.5,"é\"",[]]]"#)
+                .unwrap();
+        assert_eq!(sent.rows, [1, 5, 5, 6, 10]);
+        let text = Cells {
+            width: 1,
+            rows: sent.ends.len(),
+            text: sent.text.clone(),
+            ends: sent.ends.clone(),
+        };
+        let cells: Vec<&str> = text.cells().collect();
+        assert_eq!(
+            cells,
+            ["1", "2", "3", "", "true", "", "-4", "2.5", "é\"", ""]
+        );
+        assert_eq!(sent.not, [(5, "an object"), (9, "an array")]);
+    }
+
+    #[test]
+    fn sent_rows_are_laid_onto_the_schema_and_the_first_fault_is_the_error() {
+        let sent = |rows: &str| serde_json::from_str::<Sent>(rows).unwrap();
+        // Fields in schema order and nothing copied: the buffer is the table.
+        let (rows, copies) = sent(r#"[["1","2"],["3","4"]]"#)
+            .select(2, &[0, 1], &[])
+            .unwrap();
+        assert_eq!(rows, table(&[&["1", "2"], &["3", "4"]]));
+        assert_eq!((copies.len(), copies.width()), (2, 0));
+        // Reordered, one copied, and an unknown field's object ignored.
+        let (rows, copies) = sent(r#"[["1","2",{}],["3","4",[]]]"#)
+            .select(3, &[1, 0], &[0])
+            .unwrap();
+        assert_eq!(rows, table(&[&["2", "1"], &["4", "3"]]));
+        assert_eq!(copies, table(&[&["1"], &["3"]]));
+        for (rows, copied, wanted) in [
+            (
+                r#"[["1","2"],["3"]]"#,
+                &[][..],
+                "row 1 has 1 values for 2 fields",
+            ),
+            (
+                r#"[["1",{}],["3"]]"#,
+                &[],
+                "row 0: a cell must be a string, got an object",
+            ),
+            (
+                r#"[["1","2"],[[],"4"]]"#,
+                &[0],
+                "row 1: a cell must be a string, got an array",
+            ),
+        ] {
+            let e = sent(rows).select(2, &[0, 1], copied).err().unwrap();
+            assert_eq!(e, wanted, "{rows}");
+        }
     }
 }
