@@ -47,8 +47,13 @@ pub struct BlobStore {
     ledger: Option<crate::log::Ledger>,
 }
 
-/// The zstd level of every stored blob, in files and in the ledger alike.
-const LEVEL: i32 = 3;
+/// The zstd level of every stored blob, in files and in the ledger alike. Level 1: on runs'
+/// tables of 1000 rows of distinct numbers (124–270 KB of canonical JSON) it compressed
+/// 1.8–2.2× faster than level 3 (0.8 against 1.8 ms for full-precision floats, more than the
+/// rest of the request) and to as few bytes (0.08–0.42 of the input against 0.09–0.45; 1%
+/// more on four-decimal cells), and 1.5× faster on their outputs. Hashes are of the
+/// uncompressed bytes, so the level changes no record.
+const LEVEL: i32 = 1;
 
 /// The most compressed bytes a run keeps in the ledger's blob table rather than in files:
 /// more would make the writer's transaction carry bulk data.

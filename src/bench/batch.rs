@@ -59,14 +59,24 @@ fn wine_table(n: usize) -> Result<(DataFrame, Cells), Failure> {
             )
         })
         .collect();
-    let mut text = Cells::with_capacity(fields.len(), DEFAULT_BATCH_ROWS as usize, 0);
-    for r in rows.iter().take(DEFAULT_BATCH_ROWS as usize) {
-        text.push_row(
-            r.iter()
-                .map(|v| ryu_js::Buffer::new().format(*v).to_string()),
-        );
-    }
+    let text = as_text(
+        fields.len(),
+        &rows[..rows.len().min(DEFAULT_BATCH_ROWS as usize)],
+    );
     Ok((DataFrame::new_infer_height(columns)?, text))
+}
+
+/// Rows of numbers as the text a client sends: each the shortest that parses back to it.
+pub fn as_text(width: usize, rows: &[Vec<f64>]) -> Cells {
+    let mut text = Cells::with_capacity(width, rows.len(), 0);
+    let mut floats = ryu_js::Buffer::new();
+    for r in rows {
+        for v in r {
+            text.push_cell(floats.format(*v));
+        }
+        text.end_row();
+    }
+    text
 }
 
 pub async fn batch(rows: usize, as_json: bool) -> Result<(), Failure> {
