@@ -805,19 +805,13 @@ async fn record_batch(s: AppState, l: Arc<Scoring>, jobs: Vec<Job>, run: BatchRu
     } else {
         None
     };
-    // Each request takes its own rows, by offset.
-    let alone = jobs.len() == 1;
+    // Each request takes its own rows off the end, so the first keeps the run's buffer.
     let mut out_rows = run.out_rows;
-    for (job, r) in jobs.into_iter().zip(&requests) {
+    for (job, r) in jobs.into_iter().zip(&requests).rev() {
         let headers = receipt
             .as_ref()
             .map_or_else(HeaderMap::new, |rc| rc.headers(r));
-        let from = r.row_offset as usize;
-        let rows = if alone {
-            std::mem::take(&mut out_rows)
-        } else {
-            out_rows.slice(from..from + r.row_count as usize)
-        };
+        let rows = out_rows.split_off(r.row_offset as usize);
         let _ = job.reply.send(Ok((rows, headers)));
     }
 }

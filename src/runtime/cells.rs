@@ -97,8 +97,7 @@ impl Cells {
     }
 
     fn at(&self, i: usize) -> &str {
-        let start = if i == 0 { 0 } else { self.ends[i - 1] };
-        &self.text[start..self.ends[i]]
+        cell(&self.text, &self.ends, i)
     }
 
     /// Row `r`, if there is one.
@@ -133,22 +132,27 @@ impl Cells {
     /// Rows `range`, as a table of their own.
     pub fn slice(&self, range: Range<usize>) -> Cells {
         let cells = range.start * self.width..range.end * self.width;
-        let from = if cells.start == 0 {
-            0
-        } else {
-            self.ends[cells.start - 1]
-        };
-        let to = if cells.end == 0 {
-            0
-        } else {
-            self.ends[cells.end - 1]
-        };
+        let (from, to) = (start(&self.ends, cells.start), start(&self.ends, cells.end));
         Cells {
             width: self.width,
             rows: range.len(),
             text: self.text[from..to].to_string(),
             ends: self.ends[cells].iter().map(|e| e - from).collect(),
         }
+    }
+
+    /// Splits off rows `at..` as a table of their own, leaving rows `..at`; from row 0 the
+    /// whole table moves, without a copy.
+    pub fn split_off(&mut self, at: usize) -> Cells {
+        if at == 0 {
+            return std::mem::take(self);
+        }
+        let tail = self.slice(at..self.rows);
+        let cells = at * self.width;
+        self.text.truncate(start(&self.ends, cells));
+        self.ends.truncate(cells);
+        self.rows = at;
+        tail
     }
 
     /// Each row of `left` followed by the same row of `right`.
@@ -177,6 +181,16 @@ impl Cells {
             .zip(&self.ends)
             .map(move |(from, &to)| &self.text[from..to])
     }
+}
+
+/// Where cell `i` starts in the text: where the one before it ends.
+fn start(ends: &[usize], i: usize) -> usize {
+    i.checked_sub(1).map_or(0, |before| ends[before])
+}
+
+/// Cell `i` of a text buffer and its cell ends.
+fn cell<'a>(text: &'a str, ends: &[usize], i: usize) -> &'a str {
+    &text[start(ends, i)..ends[i]]
 }
 
 /// One row of a table.
@@ -291,13 +305,7 @@ impl Sent {
             };
             return Ok((cells, copies));
         }
-        let cells = Cells {
-            width: 1,
-            rows: self.ends.len(),
-            text: self.text,
-            ends: self.ends,
-        };
-        let mut rows = Cells::with_capacity(columns.len(), n, cells.text.len());
+        let mut rows = Cells::with_capacity(columns.len(), n, self.text.len());
         let mut start = 0;
         for (r, &end) in self.rows.iter().enumerate() {
             if end - start != fields {
@@ -315,7 +323,7 @@ impl Sent {
                             self.not[k].1
                         ));
                     }
-                    out.push_cell(cells.at(i));
+                    out.push_cell(cell(&self.text, &self.ends, i));
                 }
                 out.end_row();
             }
@@ -470,6 +478,12 @@ mod tests {
         assert_eq!(t.slice(1..3), table(&[&["c", ""], &["", "f"]]));
         assert_eq!(t.slice(0..1), table(&[&["a", "b"]]));
         assert!(t.slice(2..2).is_empty());
+        let mut head = t.clone();
+        assert_eq!(head.split_off(1), table(&[&["c", ""], &["", "f"]]));
+        assert_eq!(head, table(&[&["a", "b"]]));
+        assert_eq!(head.split_off(1), Cells::with_capacity(2, 0, 0));
+        assert_eq!(head.split_off(0), table(&[&["a", "b"]]));
+        assert!(head.is_empty());
         let ids = table(&[&["1"], &["2"], &["3"]]);
         assert_eq!(
             Cells::beside(&ids, &t),
@@ -499,13 +513,9 @@ mod tests {
             serde_json::from_str(r#"[["1"],["2",3,null,true],[],[{"x":1}],[-4,2.5,"é\"",[]]]"#)
                 .unwrap();
         assert_eq!(sent.rows, [1, 5, 5, 6, 10]);
-        let text = Cells {
-            width: 1,
-            rows: sent.ends.len(),
-            text: sent.text.clone(),
-            ends: sent.ends.clone(),
-        };
-        let cells: Vec<&str> = text.cells().collect();
+        let cells: Vec<&str> = (0..sent.ends.len())
+            .map(|i| cell(&sent.text, &sent.ends, i))
+            .collect();
         assert_eq!(
             cells,
             ["1", "2", "3", "", "true", "", "-4", "2.5", "é\"", ""]

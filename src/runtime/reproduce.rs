@@ -3,13 +3,14 @@
 //! hash compared with the recorded one. Bit-exact results hold on the same ONNX Runtime build
 //! and CPU class, so both are checked first and a mismatch is named rather than guessed at.
 
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::cells::Cells;
+use super::cells::{Cells, Row};
 use super::onnx::Onnx;
 use super::scorer::{Model, SessionSettings, table_bytes};
 use crate::blobs::{BlobError, BlobStore};
@@ -294,11 +295,10 @@ pub fn reproduce(
     let mut out_rows = Cells::default();
     let per_run = settings.rows_per_run.max(1);
     for from in (0..table.rows.len()).step_by(per_run) {
-        let chunk = table
-            .rows
-            .slice(from..(from + per_run).min(table.rows.len()));
+        let run = from..(from + per_run).min(table.rows.len());
         let scored = model
-            .score(&chunk)
+            .features_of(&table.rows, run)
+            .and_then(|features| model.run(features))
             .map_err(|e| Blocked::Score(e.to_string()))?;
         out_fields = scored.fields;
         out_rows.append(scored.rows);
@@ -325,14 +325,18 @@ pub fn reproduce(
     };
     let diff = match &recorded {
         Some(t) => {
-            let part = |c: &Cells| {
+            fn part<'a>(c: &'a Cells, range: &Range<usize>) -> Vec<Row<'a>> {
                 if range.end <= c.len() {
-                    c.slice(range.clone())
+                    c.rows().skip(range.start).take(range.len()).collect()
                 } else {
-                    Cells::default()
+                    Vec::new()
                 }
-            };
-            Some(compare(&t.fields, &part(&t.rows), &part(&out_rows)))
+            }
+            Some(compare(
+                &t.fields,
+                &part(&t.rows, &range),
+                &part(&out_rows, &range),
+            ))
         }
         None => None,
     };
@@ -386,7 +390,7 @@ fn recorded_settings(run: &InferenceRunRecorded) -> Settings {
 }
 
 /// Per column, the largest absolute difference; and the rows where any cell differs.
-fn compare(fields: &[String], want: &Cells, got: &Cells) -> (Vec<ColumnDiff>, Vec<u64>) {
+fn compare(fields: &[String], want: &[Row], got: &[Row]) -> (Vec<ColumnDiff>, Vec<u64>) {
     let mut columns: Vec<ColumnDiff> = fields
         .iter()
         .map(|f| ColumnDiff {
@@ -395,7 +399,7 @@ fn compare(fields: &[String], want: &Cells, got: &Cells) -> (Vec<ColumnDiff>, Ve
         })
         .collect();
     let mut rows = Vec::new();
-    for (i, (w, g)) in want.rows().zip(got.rows()).enumerate() {
+    for (i, (w, g)) in want.iter().zip(got).enumerate() {
         if w == g {
             continue;
         }
@@ -486,8 +490,11 @@ mod tests {
     fn compare_reports_the_largest_difference_per_column_and_the_rows() {
         let fields = vec!["p.0".to_string(), "label".to_string()];
         let table = |rows: [[&str; 2]; 3]| Cells::from_rows(2, rows).unwrap();
-        let want = table([["0.5", "x"], ["0.25", "y"], ["1", "z"]]);
-        let got = table([["0.5", "x"], ["0.2500001", "y"], ["0.75", "w"]]);
+        let (want, got) = (
+            table([["0.5", "x"], ["0.25", "y"], ["1", "z"]]),
+            table([["0.5", "x"], ["0.2500001", "y"], ["0.75", "w"]]),
+        );
+        let (want, got): (Vec<Row>, Vec<Row>) = (want.rows().collect(), got.rows().collect());
         let (cols, rows) = compare(&fields, &want, &got);
         assert_eq!(rows, vec![1, 2]);
         assert!((cols[0].max_abs_diff.unwrap() - 0.25).abs() < 1e-12);

@@ -217,12 +217,22 @@ impl Model {
     /// request's rows are checked and converted before it can share a batch, and the batch
     /// runs on what they became. The first bad cell, row by row, is the error.
     pub fn features(&self, rows: &Cells) -> Result<Features, ScoreError> {
-        let mut values = self.empty_values(rows.len())?;
-        for r in 0..rows.len() {
-            self.push_row(rows, r, r, &mut values)?;
+        self.features_of(rows, 0..rows.len())
+    }
+
+    /// `features` of rows `range` alone, numbered from the range's start in errors: one of
+    /// several session runs over a table, without a copy of its rows.
+    pub fn features_of(
+        &self,
+        rows: &Cells,
+        range: std::ops::Range<usize>,
+    ) -> Result<Features, ScoreError> {
+        let mut values = self.empty_values(range.len())?;
+        for r in range.clone() {
+            self.push_row(rows, r, r - range.start, &mut values)?;
         }
         Ok(Features {
-            rows: rows.len(),
+            rows: range.len(),
             values,
         })
     }
