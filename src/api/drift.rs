@@ -404,7 +404,7 @@ fn reference_predictions(
         if fitting.rows.is_empty() {
             continue;
         }
-        let scored = model.run(fitting.features).map_err(internal)?;
+        let scored = model.run(&fitting.features).map_err(internal)?;
         columns.add(&scored.fields, &scored.rows);
     }
     let samples = columns.finish();

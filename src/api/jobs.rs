@@ -334,11 +334,11 @@ impl AppState {
             return Ok(());
         }
         let permit = slot(l).await.map_err(|e| failed(e.detail))?;
-        let (good, out_rows, out_fields) = run(l, good, features, true)
+        let ran = run(l, good, features, true)
             .await
             .map_err(|e| failed(e.detail))?;
         drop(permit);
-        output.push_span(to - from, &skipped, &out_rows);
+        output.push_span(to - from, &skipped, &ran.out_rows);
         // One run records while the next is scored.
         while recording.len() >= 2 {
             if let Some(done) = recording.join_next().await {
@@ -353,18 +353,10 @@ impl AppState {
             skipped_rows: skipped.iter().map(|i| (from + i) as u64).collect(),
         };
         recording.spawn(async move {
-            record(
-                &s,
-                &l,
-                &good,
-                &out_fields,
-                &out_rows,
-                Vec::new(),
-                Some(placed),
-            )
-            .await?;
+            record(&s, &l, &ran, Vec::new(), Some(placed)).await?;
             // Counted once durable: the live counts never claim a run the ledger lacks.
-            live.scored.fetch_add(good.len() as u64, Ordering::Relaxed);
+            live.scored
+                .fetch_add(ran.rows.len() as u64, Ordering::Relaxed);
             live.runs.fetch_add(1, Ordering::Relaxed);
             Ok(())
         });

@@ -575,6 +575,14 @@ pub(super) async fn slot(l: &Scoring) -> Result<tokio::sync::SemaphorePermit<'_>
     })
 }
 
+/// A session run: its rows, what they were parsed into, and what the model made of them.
+pub(super) struct Ran {
+    pub rows: Cells,
+    pub features: Features,
+    pub out_rows: Cells,
+    pub out_fields: Vec<String>,
+}
+
 /// Runs the model on `rows`, parsed as `features`, off the async threads; checks the row
 /// count as configured.
 pub(super) async fn run(
@@ -582,15 +590,15 @@ pub(super) async fn run(
     rows: Cells,
     features: Features,
     always_strict: bool,
-) -> Result<(Cells, Cells, Vec<String>), ApiError> {
+) -> Result<Ran, ApiError> {
     let model = l.model.clone();
     let warn_after = Duration::from_millis(l.spec.settings.scoring_warn_timeout_ms);
     let started = Instant::now();
     // A quick run blocks this async thread less than the hand-off to a blocking one costs.
-    let scored = if model.is_quick(rows.len()) {
-        model.run(features)
+    let (scored, features) = if model.is_quick(rows.len()) {
+        (model.run(&features), features)
     } else {
-        tokio::task::spawn_blocking(move || model.run(features))
+        tokio::task::spawn_blocking(move || (model.run(&features), features))
             .await
             .map_err(|e| {
                 ApiError::new(
@@ -620,38 +628,34 @@ pub(super) async fn run(
         }
         eprintln!("scorer {}: {message}", l.deployment_id);
     }
-    Ok((rows, scored.rows, scored.fields))
+    Ok(Ran {
+        rows,
+        features,
+        out_rows: scored.rows,
+        out_fields: scored.fields,
+    })
 }
 
 /// The direct path: this request is one session run and one recorded event.
 async fn direct(s: &AppState, l: &Scoring, rows: Cells, features: Features, who: Caller) -> Answer {
     let permit = slot(l).await?;
     let queue_wait = who.received.elapsed();
-    let (rows, out_rows, out_fields) = run(l, rows, features, false).await?;
+    let ran = run(l, rows, features, false).await?;
     drop(permit);
     let request = RunRequest {
         request_id: who.request_id,
         row_offset: 0,
-        row_count: rows.len() as u64,
+        row_count: ran.rows.len() as u64,
         caller: who.caller,
         queue_wait_us: queue_wait.as_micros() as u64,
         latency_us: who.received.elapsed().as_micros() as u64,
         draw: who.draw,
     };
     if !s.recording.load(Ordering::Relaxed) {
-        return Ok((out_rows, HeaderMap::new()));
+        return Ok((ran.out_rows, HeaderMap::new()));
     }
-    let receipt = record(
-        s,
-        l,
-        &rows,
-        &out_fields,
-        &out_rows,
-        vec![request.clone()],
-        None,
-    )
-    .await?;
-    Ok((out_rows, receipt.headers(&request)))
+    let receipt = record(s, l, &ran, vec![request.clone()], None).await?;
+    Ok((ran.out_rows, receipt.headers(&request)))
 }
 
 /// How many runs of one worker may be recording at once while it gathers the next: while
@@ -728,11 +732,9 @@ pub async fn batch_worker(
     recording.join_all().await;
 }
 
-/// A batch's session run: all rows in order, their outputs, and where each request starts.
+/// A batch's session run, and where each request starts in it.
 struct BatchRun {
-    rows: Cells,
-    out_rows: Cells,
-    out_fields: Vec<String>,
+    ran: Ran,
     offsets: Vec<usize>,
     started: Instant,
 }
@@ -756,12 +758,10 @@ async fn score_batch(l: &Scoring, jobs: &mut [Job]) -> Result<BatchRun, ApiError
         rows.append(std::mem::take(&mut job.rows));
         features.append(std::mem::take(&mut job.features));
     }
-    let (rows, out_rows, out_fields) = run(l, rows, features, true).await?;
+    let ran = run(l, rows, features, true).await?;
     drop(permit);
     Ok(BatchRun {
-        rows,
-        out_rows,
-        out_fields,
+        ran,
         offsets,
         started,
     })
@@ -769,7 +769,7 @@ async fn score_batch(l: &Scoring, jobs: &mut [Job]) -> Result<BatchRun, ApiError
 
 /// Records a scored batch and answers each of its requests with its own rows.
 async fn record_batch(s: AppState, l: Arc<Scoring>, jobs: Vec<Job>, run: BatchRun) {
-    let total = run.rows.len();
+    let total = run.ran.rows.len();
     let requests: Vec<RunRequest> = jobs
         .iter()
         .zip(&run.offsets)
@@ -788,17 +788,7 @@ async fn record_batch(s: AppState, l: Arc<Scoring>, jobs: Vec<Job>, run: BatchRu
         })
         .collect();
     let receipt = if s.recording.load(Ordering::Relaxed) {
-        match record(
-            &s,
-            &l,
-            &run.rows,
-            &run.out_fields,
-            &run.out_rows,
-            requests.clone(),
-            None,
-        )
-        .await
-        {
+        match record(&s, &l, &run.ran, requests.clone(), None).await {
             Ok(r) => Some(r),
             Err(e) => return reply_all(jobs, &e),
         }
@@ -806,7 +796,7 @@ async fn record_batch(s: AppState, l: Arc<Scoring>, jobs: Vec<Job>, run: BatchRu
         None
     };
     // Each request takes its own rows off the end, so the first keeps the run's buffer.
-    let mut out_rows = run.out_rows;
+    let mut out_rows = run.ran.out_rows;
     for (job, r) in jobs.into_iter().zip(&requests).rev() {
         let headers = receipt
             .as_ref()
@@ -884,12 +874,11 @@ impl Receipt {
 pub(super) async fn record(
     s: &AppState,
     l: &Scoring,
-    rows: &Cells,
-    out_fields: &[String],
-    out_rows: &Cells,
+    ran: &Ran,
     requests: Vec<RunRequest>,
     job: Option<RunJob>,
 ) -> Result<Receipt, ApiError> {
+    let rows = &ran.rows;
     let unrecorded = |e: String| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -899,7 +888,7 @@ pub(super) async fn record(
     };
     let names: Vec<&str> = l.model.schema().iter().map(|c| c.name.as_str()).collect();
     let input = table_bytes(&names, rows);
-    let output = table_bytes(out_fields, out_rows);
+    let output = table_bytes(&ran.out_fields, &ran.out_rows);
     // Every run's inputs are binned by its version's reference profile, so drift still sees
     // them once their blobs are gone: never kept (hash-only retention) or purged.
     let profile = s
@@ -909,7 +898,10 @@ pub(super) async fn record(
         .get(&l.spec.model_id)
         .and_then(|m| m.versions.get(&l.spec.version))
         .and_then(|v| v.reference.as_deref())
-        .map(|r| Box::new(sketch(&r.dataset_blob, &r.columns, &names, rows)));
+        .map(|r| {
+            let parsed = l.model.parsed(&ran.features);
+            Box::new(sketch(&r.dataset_blob, &r.columns, &names, rows, parsed))
+        });
     let (input_blob, output_blob, blobs) = match l.spec.retention {
         Retention::Hashes => (
             blake3::hash(&input).to_hex().to_string(),

@@ -370,35 +370,48 @@ fn reference_bins(profile: &ColumnProfile) -> Vec<u64> {
     }
 }
 
-/// A column's cells counted in its profile's PSI bins, read as `Gather::push` reads them
-/// (empty, NaN and infinite cells are missing; so is a cell of a numeric column that does
-/// not parse, as the drift report counts it): the bin counts and the missing cells.
+/// A column's `rows` cells counted in its profile's PSI bins, read as `Gather::push` reads
+/// them (empty, NaN and infinite cells are missing; so is a cell of a numeric column that
+/// does not parse, as the drift report counts it): the bin counts and the missing cells.
+/// `parsed(row)` is the range the cell's `f64` lies in, when the scorer knows it (see
+/// `Model::parsed`): a range no cut falls inside fixes the bin, so only the cells near a cut
+/// are read again.
 pub fn bin_cells<'a>(
     profile: &ColumnProfile,
-    cells: impl Iterator<Item = &'a str>,
+    rows: usize,
+    cell: impl Fn(usize) -> &'a str,
+    parsed: impl Fn(usize) -> Option<(f64, f64)>,
 ) -> (Vec<u64>, u64) {
     let mut counts = vec![0u64; bin_count(profile)];
     let mut missing = 0u64;
-    for cell in cells {
-        let bin = match &profile.summary {
-            _ if cell.is_empty() => None,
-            Summary::Numeric { edges, counts, .. } => {
-                let cuts = cuts(edges, counts.len());
-                crate::runtime::scorer::trim(cell)
-                    .parse::<f64>()
-                    .ok()
-                    .filter(|x| x.is_finite())
-                    .map(|x| cuts.partition_point(|c| *c <= x + 0.0))
+    let mut count = |bin: Option<usize>| match bin.and_then(|b| counts.get_mut(b)) {
+        Some(c) => *c += 1,
+        None => missing += 1,
+    };
+    match &profile.summary {
+        Summary::Numeric { edges, counts, .. } => {
+            let cuts = cuts(edges, counts.len());
+            for r in 0..rows {
+                let fixed = parsed(r).and_then(|(lo, hi)| {
+                    let b = cuts.partition_point(|c| *c < lo);
+                    cuts.get(b).is_none_or(|c| *c > hi).then_some(b)
+                });
+                count(fixed.or_else(|| {
+                    let x = crate::runtime::scorer::trim(cell(r)).parse::<f64>().ok()?;
+                    x.is_finite()
+                        .then(|| cuts.partition_point(|c| *c <= x + 0.0))
+                }));
             }
-            Summary::Categorical { top, .. } => Some(
-                top.iter()
-                    .position(|t| t.value == cell)
-                    .unwrap_or(top.len()),
-            ),
-        };
-        match bin.and_then(|b| counts.get_mut(b)) {
-            Some(c) => *c += 1,
-            None => missing += 1,
+        }
+        Summary::Categorical { top, .. } => {
+            for r in 0..rows {
+                let cell = cell(r);
+                count((!cell.is_empty()).then(|| {
+                    top.iter()
+                        .position(|t| t.value == cell)
+                        .unwrap_or(top.len())
+                }));
+            }
         }
     }
     (counts, missing)
@@ -406,19 +419,21 @@ pub fn bin_cells<'a>(
 
 /// A run's inputs (`rows` under `fields`) binned by a reference's column profiles, for the
 /// run's record: every profiled column, in the profile's order (one the rows lack is all
-/// missing).
+/// missing). `parsed(column, row)` is what the scorer made of a cell, when it knows.
 pub fn sketch(
     reference_blob: &str,
     profiles: &[ColumnProfile],
     fields: &[&str],
     rows: &Cells,
+    parsed: impl Fn(usize, usize) -> Option<(f64, f64)>,
 ) -> RunProfile {
     let columns = profiles
         .iter()
         .map(|p| {
-            let at = fields.iter().position(|f| *f == p.name);
-            let cells = rows.rows().map(|r| at.and_then(|i| r.get(i)).unwrap_or(""));
-            let (counts, missing) = bin_cells(p, cells);
+            let (counts, missing) = match fields.iter().position(|f| *f == p.name) {
+                Some(i) => bin_cells(p, rows.len(), |r| rows.cell(r, i), |r| parsed(i, r)),
+                None => bin_cells(p, rows.len(), |_| "", |_| None),
+            };
             std::iter::once(missing)
                 .chain(
                     counts
@@ -775,6 +790,65 @@ mod tests {
     }
 
     #[test]
+    fn cells_binned_from_what_the_scorer_parsed_fall_where_their_text_does() {
+        // Edges at values a float cannot hold (0.1, 2^24 + 1), and cells on them, a double's
+        // step either side, a float's step either side, and between.
+        let reference: Vec<String> = (0..400)
+            .map(|i| match i % 4 {
+                0 => format!("0.{}", i % 10),
+                1 => (16_777_200 + i % 30).to_string(),
+                2 => format!("{}", f64::from(i) * 0.37),
+                _ => "1e-40".into(),
+            })
+            .collect();
+        let p = profile(
+            "x",
+            &Sample::read(Kind::Numeric, reference.iter().map(String::as_str)).unwrap(),
+        )
+        .unwrap();
+        let Summary::Numeric { edges, .. } = &p.summary else {
+            panic!("numeric")
+        };
+        let mut current: Vec<String> = vec!["".into(), " ".into(), "1e39".into(), "NaN".into()];
+        for e in edges {
+            let f = *e as f32;
+            for x in [e.next_down(), *e, e.next_up()] {
+                current.push(format!("{x:e}"));
+                current.push(x.to_string());
+            }
+            for x in [f.next_down(), f, f.next_up()] {
+                current.push(x.to_string());
+                current.push(f64::from(x).to_string());
+            }
+        }
+        let as_float = |c: &String| {
+            crate::runtime::scorer::trim(c)
+                .parse::<f32>()
+                .ok()
+                .and_then(crate::runtime::scorer::rounding_range)
+        };
+        let as_double = |c: &String| {
+            let x = crate::runtime::scorer::trim(c).parse::<f64>().ok();
+            x.filter(|x| x.is_finite()).map(|x| (x, x))
+        };
+        let n = current.len();
+        let text = bin_cells(&p, n, |r| &current[r], |_| None);
+        let mut near = 0;
+        for parse in [as_float, as_double] {
+            let parsed = bin_cells(&p, n, |r| &current[r], |r| parse(&current[r]));
+            assert_eq!(parsed, text);
+        }
+        for c in &current {
+            let cuts = cuts(edges, bin_count(&p));
+            if let Some((lo, hi)) = as_float(c) {
+                near += usize::from(cuts.iter().any(|x| (lo..=hi).contains(x)));
+            }
+        }
+        // The cells near a cut were parsed again, not binned by their float.
+        assert!(near > 20, "{near}");
+    }
+
+    #[test]
     fn cells_binned_one_by_one_give_the_psi_of_their_sample() {
         // Numbers: repeated values, values on the edges, below and above the range, -0, NaN,
         // empty and unparsable cells; categories beyond the top and empty ones.
@@ -804,7 +878,7 @@ mod tests {
             let c = sample(kind, &current);
             let p = profile("x", &r).unwrap();
             let exact = compare(&p, &r, &c, &DriftThresholds::default()).unwrap();
-            let (bins, missing) = bin_cells(&p, current.iter().map(String::as_str));
+            let (bins, missing) = bin_cells(&p, current.len(), |r| &current[r], |_| None);
             assert_eq!(bins.len(), bin_count(&p));
             assert_eq!(Some(bins.clone()), psi_bins(&p, &c, None), "{kind:?}");
             assert_eq!(missing, c.missing, "{kind:?}");
@@ -818,7 +892,7 @@ mod tests {
             let fields = ["x"];
             for run in current.chunks(7) {
                 let rows = Cells::from_rows(1, run.iter().map(|c| [c])).unwrap();
-                let sketched = sketch("ref", std::slice::from_ref(&p), &fields, &rows);
+                let sketched = sketch("ref", std::slice::from_ref(&p), &fields, &rows, |_, _| None);
                 for pair in sketched.columns[0][1..].chunks(2) {
                     summed[pair[0] as usize] += pair[1];
                 }

@@ -298,7 +298,7 @@ pub fn reproduce(
         let run = from..(from + per_run).min(table.rows.len());
         let scored = model
             .features_of(&table.rows, run)
-            .and_then(|features| model.run(features))
+            .and_then(|features| model.run(&features))
             .map_err(|e| Blocked::Score(e.to_string()))?;
         out_fields = scored.fields;
         out_rows.append(scored.rows);

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 
 use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
-use ort::value::{DynTensor, Tensor, TensorElementType, ValueType};
+use ort::value::{Tensor, TensorElementType, TensorRef, ValueType};
 
 use super::cells::Cells;
 use super::onnx::Onnx;
@@ -306,11 +306,12 @@ impl Model {
 
     /// Scores rows given in schema column order, in one session run.
     pub fn score(&self, rows: &Cells) -> Result<Scored, ScoreError> {
-        self.run(self.features(rows)?)
+        self.run(&self.features(rows)?)
     }
 
-    /// One session run on parsed rows.
-    pub fn run(&self, features: Features) -> Result<Scored, ScoreError> {
+    /// One session run on parsed rows. The session reads them in place, so they are still
+    /// there for the run's record.
+    pub fn run(&self, features: &Features) -> Result<Scored, ScoreError> {
         let n = features.rows;
         if n == 0 {
             return Ok(Scored {
@@ -320,11 +321,11 @@ impl Model {
         }
         let mut feeds: Vec<(
             std::borrow::Cow<'static, str>,
-            ort::session::SessionInputValue<'static>,
+            ort::session::SessionInputValue<'_>,
         )> = Vec::with_capacity(self.inputs.len());
-        for (input, values) in self.inputs.iter().zip(features.values) {
+        for (input, values) in self.inputs.iter().zip(&features.values) {
             let value = values.tensor(n, input.columns.len())?;
-            feeds.push((input.name.clone().into(), value.into()));
+            feeds.push((input.name.clone().into(), value));
         }
         let mut session = self.checkout()?;
         let started = std::time::Instant::now();
@@ -339,6 +340,33 @@ impl Model {
             fields: self.output_names.clone(),
             rows: result?,
         })
+    }
+
+    /// What the cell of schema column `column` in row `row` was parsed into, as the range
+    /// that cell's exact `f64` lies in (one point for a double input, the float's rounding
+    /// interval for a float input); None for other inputs and for missing or out-of-range
+    /// cells. Binning a run's cells for drift starts from it instead of parsing them again.
+    pub fn parsed<'a>(
+        &'a self,
+        features: &'a Features,
+    ) -> impl Fn(usize, usize) -> Option<(f64, f64)> + 'a {
+        let mut at = vec![None; self.schema.len()];
+        for (i, input) in self.inputs.iter().enumerate() {
+            for (k, &c) in input.columns.iter().enumerate() {
+                if let Some(slot) = at.get_mut(c) {
+                    *slot = Some((i, k, input.columns.len()));
+                }
+            }
+        }
+        move |column, row| {
+            let (i, k, width) = (*at.get(column)?)?;
+            let index = row * width + k;
+            match features.values.get(i)? {
+                Values::F64(v) => v.get(index).filter(|x| x.is_finite()).map(|x| (*x, *x)),
+                Values::F32(v) => v.get(index).copied().and_then(rounding_range),
+                _ => None,
+            }
+        }
     }
 
     /// Whether a run of `rows` rows is expected to take at most `QUICK_RUN`, going by the
@@ -434,6 +462,15 @@ fn parse<T: std::str::FromStr>(
             column.column_type, column.name
         ))
     })
+}
+
+/// The values whose nearest float is `x`, from one midpoint to its neighbour to the other
+/// (both exact in `f64`): so also every `f64` that a decimal parsed as `x` parses as. None
+/// for NaN and the infinities.
+pub(crate) fn rounding_range(x: f32) -> Option<(f64, f64)> {
+    let mid = |y: f32| (f64::from(x) + f64::from(y)) / 2.0;
+    x.is_finite()
+        .then(|| (mid(x.next_down()), mid(x.next_up())))
 }
 
 /// `str::trim`, without its Unicode scan for the usual cell that has nothing to trim.
@@ -564,19 +601,33 @@ impl Values {
         }
     }
 
-    /// The `[rows, width]` tensor, taking the values without a copy.
-    fn tensor(self, rows: usize, width: usize) -> Result<DynTensor, ScoreError> {
+    /// The `[rows, width]` tensor, reading the values in place.
+    fn tensor(
+        &self,
+        rows: usize,
+        width: usize,
+    ) -> Result<ort::session::SessionInputValue<'_>, ScoreError> {
         let shape = vec![rows as i64, width as i64];
         let run = |e: ort::Error| ScoreError::Run(e.to_string());
         Ok(match self {
-            Values::F32(v) => Tensor::from_array((shape, v)).map_err(run)?.upcast(),
-            Values::F64(v) => Tensor::from_array((shape, v)).map_err(run)?.upcast(),
-            Values::I32(v) => Tensor::from_array((shape, v)).map_err(run)?.upcast(),
-            Values::I64(v) => Tensor::from_array((shape, v)).map_err(run)?.upcast(),
-            Values::Bool(v) => Tensor::from_array((shape, v)).map_err(run)?.upcast(),
+            Values::F32(v) => TensorRef::from_array_view((shape, &v[..]))
+                .map_err(run)?
+                .into(),
+            Values::F64(v) => TensorRef::from_array_view((shape, &v[..]))
+                .map_err(run)?
+                .into(),
+            Values::I32(v) => TensorRef::from_array_view((shape, &v[..]))
+                .map_err(run)?
+                .into(),
+            Values::I64(v) => TensorRef::from_array_view((shape, &v[..]))
+                .map_err(run)?
+                .into(),
+            Values::Bool(v) => TensorRef::from_array_view((shape, &v[..]))
+                .map_err(run)?
+                .into(),
             Values::Str(v) => Tensor::from_string_array((shape, v.as_slice()))
                 .map_err(run)?
-                .upcast(),
+                .into(),
         })
     }
 }
@@ -645,7 +696,7 @@ fn run(
     session: &mut Session,
     feeds: Vec<(
         std::borrow::Cow<'static, str>,
-        ort::session::SessionInputValue<'static>,
+        ort::session::SessionInputValue<'_>,
     )>,
     outputs: &[Output],
     n: usize,
@@ -928,8 +979,26 @@ mod tests {
         let mut joined = Features::default();
         joined.append(model.features(&all.slice(0..third)).unwrap());
         joined.append(model.features(&all.slice(third..all.len())).unwrap());
-        assert_eq!(model.run(joined).unwrap(), model.score(&all).unwrap());
-        assert_eq!(model.run(Features::default()).unwrap().rows.len(), 0);
+        assert_eq!(model.run(&joined).unwrap(), model.score(&all).unwrap());
+        assert_eq!(model.run(&Features::default()).unwrap().rows.len(), 0);
+    }
+
+    #[test]
+    fn parsed_cells_are_found_by_column_and_row() {
+        let (model, expected) = fixture_model("wine_classifier", "cultivar");
+        let all = cells(&rows(&expected["rows"]));
+        let features = model.features(&all).unwrap();
+        let parsed = model.parsed(&features);
+        for (r, row) in all.rows().enumerate() {
+            for (c, cell) in row.iter().enumerate() {
+                let x: f64 = cell.parse().unwrap();
+                let (lo, hi) = parsed(c, r).unwrap();
+                assert!(lo < hi && (lo..=hi).contains(&x), "{cell} in {lo}..={hi}");
+                assert_eq!(rounding_range(cell.parse().unwrap()), Some((lo, hi)));
+            }
+        }
+        assert_eq!(parsed(all.width(), 0), None);
+        assert_eq!(parsed(0, all.len()), None);
     }
 
     #[test]
@@ -952,7 +1021,7 @@ mod tests {
             .collect();
         assert_eq!(fitting.rows, cells(&good));
         assert_eq!(
-            model.run(fitting.features).unwrap(),
+            model.run(&fitting.features).unwrap(),
             model.score(&cells(&good)).unwrap()
         );
     }
