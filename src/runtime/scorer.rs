@@ -9,7 +9,7 @@ use std::sync::Mutex;
 
 use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
-use ort::value::{Tensor, TensorElementType, TensorRef, ValueType};
+use ort::value::{PrimitiveTensorElementType, Tensor, TensorElementType, TensorRef, ValueType};
 
 use super::cells::Cells;
 use super::onnx::Onnx;
@@ -608,28 +608,27 @@ impl Values {
         width: usize,
     ) -> Result<ort::session::SessionInputValue<'_>, ScoreError> {
         let shape = vec![rows as i64, width as i64];
-        let run = |e: ort::Error| ScoreError::Run(e.to_string());
-        Ok(match self {
-            Values::F32(v) => TensorRef::from_array_view((shape, &v[..]))
-                .map_err(run)?
-                .into(),
-            Values::F64(v) => TensorRef::from_array_view((shape, &v[..]))
-                .map_err(run)?
-                .into(),
-            Values::I32(v) => TensorRef::from_array_view((shape, &v[..]))
-                .map_err(run)?
-                .into(),
-            Values::I64(v) => TensorRef::from_array_view((shape, &v[..]))
-                .map_err(run)?
-                .into(),
-            Values::Bool(v) => TensorRef::from_array_view((shape, &v[..]))
-                .map_err(run)?
-                .into(),
+        match self {
+            Values::F32(v) => view(shape, v),
+            Values::F64(v) => view(shape, v),
+            Values::I32(v) => view(shape, v),
+            Values::I64(v) => view(shape, v),
+            Values::Bool(v) => view(shape, v),
             Values::Str(v) => Tensor::from_string_array((shape, v.as_slice()))
-                .map_err(run)?
-                .into(),
-        })
+                .map(Into::into)
+                .map_err(|e| ScoreError::Run(e.to_string())),
+        }
     }
+}
+
+/// A `shape` tensor that reads `values` where they are.
+fn view<T: PrimitiveTensorElementType + Clone + std::fmt::Debug + 'static>(
+    shape: Vec<i64>,
+    values: &[T],
+) -> Result<ort::session::SessionInputValue<'_>, ScoreError> {
+    TensorRef::from_array_view((shape, values))
+        .map(Into::into)
+        .map_err(|e| ScoreError::Run(e.to_string()))
 }
 
 /// One output's values, as ONNX Runtime returned them.
