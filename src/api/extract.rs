@@ -23,7 +23,14 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
         } else {
             &bytes
         };
-        serde_json::from_slice(text).map(ApiJson).map_err(|e| {
+        // One check of the whole body lets every string in it be read without checking it
+        // again (a 1000-row request has 13,000); a body that fails it is read as bytes, so
+        // the error still says where.
+        let read = match std::str::from_utf8(text) {
+            Ok(text) => serde_json::from_str(text),
+            Err(_) => serde_json::from_slice(text),
+        };
+        read.map(ApiJson).map_err(|e| {
             if e.is_data() {
                 ApiError::new(
                     StatusCode::UNPROCESSABLE_ENTITY,
@@ -81,4 +88,32 @@ pub fn uuid_action<'a>(
     let (id, verb) = target.rsplit_once(':').ok_or_else(bad)?;
     let verb = verbs.iter().find(|v| **v == verb).ok_or_else(bad)?;
     Ok((uuid::Uuid::parse_str(id).map_err(|_| bad())?, verb))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn read(body: &'static [u8]) -> Result<serde_json::Value, ApiError> {
+        let request = Request::new(axum::body::Body::from(body));
+        ApiJson::<serde_json::Value>::from_request(request, &())
+            .await
+            .map(|j| j.0)
+    }
+
+    #[tokio::test]
+    async fn bodies_are_read_whole_and_bad_bytes_are_placed() {
+        let v = read("{\"a\":[\"é\\\"\",1]}".as_bytes()).await.unwrap();
+        assert_eq!(v, serde_json::json!({"a": ["é\"", 1]}));
+        assert_eq!(read(b" \n").await.unwrap(), serde_json::json!({}));
+        let e = read(b"{\"a\":\n[\"\xff\"]}").await.err().unwrap();
+        assert_eq!(
+            (e.status, e.code),
+            (StatusCode::BAD_REQUEST, "malformed_json")
+        );
+        assert!(e.detail.contains("line 2 column"), "{}", e.detail);
+        let e = read(b"{\"a\":[1,]}").await.err().unwrap();
+        assert_eq!(e.code, "malformed_json");
+        assert!(e.detail.contains("line 1 column 9"), "{}", e.detail);
+    }
 }
