@@ -33,10 +33,7 @@ impl Cells {
     {
         let mut cells = Cells::with_capacity(width, 0, 0);
         for row in rows {
-            for cell in row {
-                cells.push_cell(cell.as_ref());
-            }
-            if !cells.end_row() {
+            if !cells.push_row(row) {
                 return None;
             }
         }
@@ -64,9 +61,7 @@ impl Cells {
 
     /// Appends a cell written by `Display`.
     pub fn push_display(&mut self, cell: impl std::fmt::Display) {
-        use std::fmt::Write;
-        // Writing to a String cannot fail.
-        let _ = write!(self.text, "{cell}");
+        write_display(&mut self.text, cell);
         self.ends.push(self.text.len());
     }
 
@@ -181,6 +176,13 @@ impl Cells {
             .zip(&self.ends)
             .map(move |(from, &to)| &self.text[from..to])
     }
+}
+
+/// Writes `value` onto the end of `text`, without a `String` of its own.
+fn write_display(text: &mut String, value: impl std::fmt::Display) {
+    use std::fmt::Write;
+    // Writing to a String cannot fail.
+    let _ = write!(text, "{value}");
 }
 
 /// Where cell `i` starts in the text: where the one before it ends.
@@ -403,11 +405,11 @@ impl<'de> serde::de::Visitor<'de> for SentCell<'_> {
         Ok(None)
     }
     fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
-        self.0.push_str(&v.to_string());
+        write_display(self.0, v);
         Ok(None)
     }
     fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
-        self.0.push_str(&v.to_string());
+        write_display(self.0, v);
         Ok(None)
     }
     fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
