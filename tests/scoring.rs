@@ -132,15 +132,14 @@ async fn a_deployed_classifier_scores_like_onnxruntime_and_every_prediction_is_r
     assert_eq!(event.unsigned.schema_version, 5);
     assert_eq!(run["variant"], "primary");
     assert_eq!(s(&run["session"]["ort_version"]), "1.32.0");
-    // The recorded input is the canonical encoding of exactly the rows the session saw.
+    // The recorded input is a typed table of exactly the values the session saw.
     let input = srv
         .state
         .blobs
         .get(&envelope::Digest::from_hex(run["input_blob"].as_str().unwrap()).unwrap())
         .unwrap();
-    let input: Value = serde_json::from_slice(&input).unwrap();
-    assert_eq!(input["fields"], expected["fields"]);
-    assert_eq!(input["rows"], expected["rows"]);
+    assert!(input.starts_with(provenant::runtime::typed::MAGIC));
+    assert_same_values(&input, &expected);
     let output = srv
         .state
         .blobs
@@ -738,15 +737,17 @@ async fn retention_keeps_hashes_and_purges_blobs_by_policy_with_a_record() {
     let (st, headers, _) = score(&srv, &hashed, one.clone()).await;
     assert_eq!(st, 200);
     let run = run_of(&headers);
-    let canonical = provenant::log::canonical::to_vec(
-        &json!({"fields": expected["fields"], "rows": [expected["rows"][1]]}),
-    )
-    .unwrap();
-    assert_eq!(
-        s(&run["input_blob"]),
-        blake3::hash(&canonical).to_hex().to_string()
-    );
     assert!(!srv.state.blobs.contains(&blob(&run["input_blob"])));
+    // The hash is the one a deployment keeping its data stores the same row under.
+    let (st, full) = deploy(json!({"mode": "full", "days": 30})).await;
+    assert_eq!(st, 201, "{full}");
+    let full = s(&full["data"]["deployment_id"]);
+    let (st, headers, _) = score(&srv, &full, one.clone()).await;
+    assert_eq!(st, 200);
+    let kept_run = run_of(&headers);
+    assert_eq!(run["input_blob"], kept_run["input_blob"]);
+    let stored = srv.state.blobs.get(&blob(&kept_run["input_blob"])).unwrap();
+    assert_same_values(&stored, &one);
 
     // Full retention of 0 days: everything recorded so far is past its time.
     let (_, kept) = deploy(json!({"mode": "full", "days": 0})).await;
@@ -1081,4 +1082,20 @@ async fn an_endpoint_is_re_pointed_under_load_without_a_failed_request() {
         (404, "endpoint_not_found"),
         "{e}"
     );
+}
+
+/// A stored input table holds `table`'s fields, and each of its cells parses to the float the
+/// same cell of `table` parses to.
+fn assert_same_values(stored: &[u8], table: &Value) {
+    let (fields, cells) = provenant::runtime::typed::read(stored).unwrap();
+    assert_eq!(json!(fields), table["fields"]);
+    let rows = table["rows"].as_array().unwrap();
+    assert_eq!(cells.len(), rows.len());
+    for (r, row) in rows.iter().enumerate() {
+        for (c, cell) in row.as_array().unwrap().iter().enumerate() {
+            let want: f32 = s(cell).trim().parse().unwrap();
+            let got: f32 = cells.cell(r, c).parse().unwrap();
+            assert_eq!(got.to_bits(), want.to_bits(), "row {r} column {c}");
+        }
+    }
 }

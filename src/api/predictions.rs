@@ -339,7 +339,9 @@ pub async fn get(
 #[serde(deny_unknown_fields)]
 pub struct ReproduceBody {
     /// The run's whole input table `{"fields": [...], "rows": [[...]]}`, when it was not kept;
-    /// accepted only if its canonical form hashes to the recorded input hash.
+    /// accepted only if it is what the run was fed: its cells as the model reads them, as a
+    /// typed table (or, for runs recorded before typed tables, its canonical JSON), hash to
+    /// the recorded input hash.
     #[serde(default)]
     input: Option<Value>,
     /// Settings to change on purpose (a what-if, reported as such).

@@ -1,8 +1,6 @@
 //! Recorded inference runs as the monitoring reports read them: the run at a ledger position,
 //! and its input or output table when the deployment's retention policy kept it.
 
-use serde::Deserialize;
-
 use super::AppState;
 use super::error::ApiError;
 use super::jobs::internal;
@@ -32,7 +30,6 @@ pub(super) fn run_at(
 }
 
 /// A run's inputs or outputs, as the scorer stored them.
-#[derive(Deserialize)]
 pub(super) struct RunTable {
     pub fields: Vec<String>,
     pub rows: Cells,
@@ -68,8 +65,8 @@ impl Retained {
         let digest = Digest::from_hex(hash)
             .ok_or_else(|| internal("internal", format!("bad blob hash {hash}")))?;
         match s.blobs.get(&digest) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
+            Ok(bytes) => crate::runtime::typed::read(&bytes)
+                .map(|(fields, rows)| Some(RunTable { fields, rows }))
                 .map_err(|e| internal("internal", e)),
             Err(BlobError::NotFound(_)) => Ok(None),
             Err(e) => Err(internal("internal", e)),

@@ -869,8 +869,9 @@ impl Receipt {
     }
 }
 
-/// Stores the run's input and output as canonical JSON blobs and appends its event; answers
-/// once the event is durable. Without a durable record there is no response (503).
+/// Stores the run's input (a typed table) and output (canonical JSON) as blobs and appends
+/// its event; answers once the event is durable. Without a durable record there is no
+/// response (503).
 pub(super) async fn record(
     s: &AppState,
     l: &Scoring,
@@ -887,7 +888,7 @@ pub(super) async fn record(
         )
     };
     let names: Vec<&str> = l.model.schema().iter().map(|c| c.name.as_str()).collect();
-    let input = table_bytes(&names, rows);
+    let input = l.model.input_bytes(&ran.features);
     let output = table_bytes(&ran.out_fields, &ran.out_rows);
     // Every run's inputs are binned by its version's reference profile, so drift still sees
     // them once their blobs are gone: never kept (hash-only retention) or purged.

@@ -373,14 +373,14 @@ fn reference_bins(profile: &ColumnProfile) -> Vec<u64> {
 /// A column's `rows` cells counted in its profile's PSI bins, read as `Gather::push` reads
 /// them (empty, NaN and infinite cells are missing; so is a cell of a numeric column that
 /// does not parse, as the drift report counts it): the bin counts and the missing cells.
-/// `parsed(row)` is the range the cell's `f64` lies in, when the scorer knows it (see
-/// `Model::parsed`): a range no cut falls inside fixes the bin, so only the cells near a cut
-/// are read again.
+/// `parsed(row)` is the value the session was fed for the cell, when the scorer knows it
+/// (see `Model::parsed`): a run's numbers are binned as the model saw them, which is how the
+/// drift report reads them back from the run's typed table.
 pub fn bin_cells<'a>(
     profile: &ColumnProfile,
     rows: usize,
     cell: impl Fn(usize) -> &'a str,
-    parsed: impl Fn(usize) -> Option<(f64, f64)>,
+    parsed: impl Fn(usize) -> Option<f64>,
 ) -> (Vec<u64>, u64) {
     let mut counts = vec![0u64; bin_count(profile)];
     let mut missing = 0u64;
@@ -392,15 +392,12 @@ pub fn bin_cells<'a>(
         Summary::Numeric { edges, counts, .. } => {
             let cuts = cuts(edges, counts.len());
             for r in 0..rows {
-                let fixed = parsed(r).and_then(|(lo, hi)| {
-                    let b = cuts.partition_point(|c| *c < lo);
-                    cuts.get(b).is_none_or(|c| *c > hi).then_some(b)
-                });
-                count(fixed.or_else(|| {
-                    let x = crate::runtime::scorer::trim(cell(r)).parse::<f64>().ok()?;
-                    x.is_finite()
-                        .then(|| cuts.partition_point(|c| *c <= x + 0.0))
-                }));
+                let x =
+                    parsed(r).or_else(|| crate::runtime::scorer::trim(cell(r)).parse::<f64>().ok());
+                count(
+                    x.filter(|x| x.is_finite())
+                        .map(|x| cuts.partition_point(|c| *c <= x + 0.0)),
+                );
             }
         }
         Summary::Categorical { top, .. } => {
@@ -425,7 +422,7 @@ pub fn sketch(
     profiles: &[ColumnProfile],
     fields: &[&str],
     rows: &Cells,
-    parsed: impl Fn(usize, usize) -> Option<(f64, f64)>,
+    parsed: impl Fn(usize, usize) -> Option<f64>,
 ) -> RunProfile {
     let columns = profiles
         .iter()
@@ -790,9 +787,9 @@ mod tests {
     }
 
     #[test]
-    fn cells_binned_from_what_the_scorer_parsed_fall_where_their_text_does() {
-        // Edges at values a float cannot hold (0.1, 2^24 + 1), and cells on them, a double's
-        // step either side, a float's step either side, and between.
+    fn cells_binned_from_the_values_the_session_had_fall_where_their_read_back_text_does() {
+        // Edges at values a float cannot hold (0.1, 2^24 + 1); floats on, beside and between
+        // them, and ones the drift report counts as missing.
         let reference: Vec<String> = (0..400)
             .map(|i| match i % 4 {
                 0 => format!("0.{}", i % 10),
@@ -809,43 +806,30 @@ mod tests {
         let Summary::Numeric { edges, .. } = &p.summary else {
             panic!("numeric")
         };
-        let mut current: Vec<String> = vec!["".into(), " ".into(), "1e39".into(), "NaN".into()];
+        let mut floats = vec![f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -0.0];
         for e in edges {
             let f = *e as f32;
-            for x in [e.next_down(), *e, e.next_up()] {
-                current.push(format!("{x:e}"));
-                current.push(x.to_string());
-            }
-            for x in [f.next_down(), f, f.next_up()] {
-                current.push(x.to_string());
-                current.push(f64::from(x).to_string());
-            }
+            floats.extend([f.next_down(), f, f.next_up()]);
         }
-        let as_float = |c: &String| {
-            crate::runtime::scorer::trim(c)
-                .parse::<f32>()
-                .ok()
-                .and_then(crate::runtime::scorer::rounding_range)
-        };
-        let as_double = |c: &String| {
-            let x = crate::runtime::scorer::trim(c).parse::<f64>().ok();
-            x.filter(|x| x.is_finite()).map(|x| (x, x))
-        };
-        let n = current.len();
-        let text = bin_cells(&p, n, |r| &current[r], |_| None);
-        let mut near = 0;
-        for parse in [as_float, as_double] {
-            let parsed = bin_cells(&p, n, |r| &current[r], |r| parse(&current[r]));
-            assert_eq!(parsed, text);
-        }
-        for c in &current {
-            let cuts = cuts(edges, bin_count(&p));
-            if let Some((lo, hi)) = as_float(c) {
-                near += usize::from(cuts.iter().any(|x| (lo..=hi).contains(x)));
-            }
-        }
-        // The cells near a cut were parsed again, not binned by their float.
-        assert!(near > 20, "{near}");
+        // The text a run's typed table reads back as (`Values::push_exact`).
+        let mut buffer = ryu_js::Buffer::new();
+        let text: Vec<String> = floats
+            .iter()
+            .map(|x| match f64::from(*x) {
+                x if x.is_nan() => "NaN".to_string(),
+                x => buffer.format(x).to_string(),
+            })
+            .collect();
+        let n = floats.len();
+        let read_back = bin_cells(&p, n, |r| &text[r], |_| None);
+        let had = bin_cells(&p, n, |_| "not read", |r| Some(f64::from(floats[r])));
+        assert_eq!(had, read_back);
+        assert_eq!(had.1, 3, "NaN and the infinities are missing");
+        // A cell the scorer does not know is read from its text.
+        assert_eq!(
+            bin_cells(&p, 1, |_| "0.1", |_| None).0,
+            bin_cells(&p, 1, |_| "", |_| Some(0.1)).0
+        );
     }
 
     #[test]

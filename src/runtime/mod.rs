@@ -7,3 +7,4 @@ pub mod ingest;
 pub mod onnx;
 pub mod reproduce;
 pub mod scorer;
+pub mod typed;

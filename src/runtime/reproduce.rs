@@ -13,6 +13,7 @@ use uuid::Uuid;
 use super::cells::{Cells, Row};
 use super::onnx::Onnx;
 use super::scorer::{Model, SessionSettings, table_bytes};
+use super::typed;
 use crate::blobs::{BlobError, BlobStore};
 use crate::domain::event::{InferenceRunRecorded, RunRequest};
 use crate::log::envelope::Digest;
@@ -193,44 +194,62 @@ pub struct Recorded<'a> {
     pub request: Option<&'a RunRequest>,
 }
 
-#[derive(Deserialize)]
-struct Table {
-    fields: Vec<String>,
-    rows: Cells,
-}
-
 fn digest(hash: &str) -> Result<Digest, Blocked> {
     Digest::from_hex(hash).ok_or_else(|| Blocked::Damaged(format!("malformed hash {hash:?}")))
 }
 
-/// The run's input bytes: the retained blob, or a resubmitted table whose canonical bytes
-/// hash to the recorded input hash.
+/// The run's input bytes, where they came from, and whether they are known to be the run's:
+/// the retained blob, or a resubmitted table. A resubmitted table is the run's input if its
+/// canonical JSON hashes to the recorded input hash (runs recorded before typed tables) or,
+/// checked by `resubmitted_is_the_input` once the model is loaded, if the model's reading of
+/// it does as a typed table.
 fn input_bytes(
     blobs: &BlobStore,
     run: &InferenceRunRecorded,
     resubmitted: Option<&serde_json::Value>,
-) -> Result<(Vec<u8>, &'static str), Blocked> {
+) -> Result<(Vec<u8>, &'static str, bool), Blocked> {
     if let Some(value) = resubmitted {
         let bytes = crate::log::canonical::to_vec(value).map_err(|e| Blocked::InputMismatch {
             expected: run.input_blob.clone(),
             got: format!("(not canonicalizable: {e})"),
         })?;
-        let got = blake3::hash(&bytes).to_hex().to_string();
-        if got != run.input_blob {
-            return Err(Blocked::InputMismatch {
-                expected: run.input_blob.clone(),
-                got,
-            });
-        }
-        return Ok((bytes, "resubmitted"));
+        let known = blake3::hash(&bytes).to_hex().as_str() == run.input_blob;
+        return Ok((bytes, "resubmitted", known));
     }
     match blobs.get(&digest(&run.input_blob)?) {
-        Ok(b) => Ok((b, "retained")),
+        Ok(b) => Ok((b, "retained", true)),
         Err(BlobError::NotFound(_)) => Err(Blocked::InputNotRetained {
             hash: run.input_blob.clone(),
         }),
         Err(e) => Err(Blocked::Damaged(e.to_string())),
     }
+}
+
+/// Whether resubmitted rows, as `model` reads them, are the run's typed input.
+fn resubmitted_is_the_input(
+    model: &Model,
+    run: &InferenceRunRecorded,
+    fields: &[String],
+    rows: &Cells,
+) -> Result<(), Blocked> {
+    let mismatch = |got: String| Blocked::InputMismatch {
+        expected: run.input_blob.clone(),
+        got,
+    };
+    let names = model.schema().iter().map(|c| c.name.as_str());
+    if !fields.iter().map(String::as_str).eq(names) {
+        return Err(mismatch("(its fields are not the model's)".into()));
+    }
+    let features = model
+        .features(rows)
+        .map_err(|e| mismatch(format!("(not the model's input: {e})")))?;
+    let got = blake3::hash(&model.input_bytes(&features))
+        .to_hex()
+        .to_string();
+    if got != run.input_blob {
+        return Err(mismatch(got));
+    }
+    Ok(())
 }
 
 /// Checks that this machine can reproduce the run bit for bit.
@@ -273,7 +292,7 @@ pub fn reproduce(
     let settings = settings(run, overrides)?;
     // Without its input a run reproduces on no machine: that is said first, so an auditor
     // learns to resubmit it before where to run it.
-    let (input, input_source) = input_bytes(blobs, run, resubmitted)?;
+    let (input, input_source, known) = input_bytes(blobs, run, resubmitted)?;
     let mut notes = check_machine(onnx, run)?;
     let model_hash = digest(&run.model_blob)?;
     if !blobs.contains(&model_hash) {
@@ -281,23 +300,25 @@ pub fn reproduce(
             hash: run.model_blob.clone(),
         });
     }
-    let table: Table = serde_json::from_slice(&input)
-        .map_err(|e| Blocked::Damaged(format!("the run's input is not a table: {e}")))?;
+    let (fields, rows) =
+        typed::read(&input).map_err(|e| Blocked::Damaged(format!("the run's input: {e}")))?;
     let model = model(&settings)?;
+    if !known {
+        resubmitted_is_the_input(&model, run, &fields, &rows)?;
+    }
     let names: Vec<&str> = model.schema().iter().map(|c| c.name.as_str()).collect();
-    if table.fields != names {
+    if fields != names {
         return Err(Blocked::Damaged(format!(
-            "the run's input fields {:?} are not the model's {:?}",
-            table.fields, names
+            "the run's input fields {fields:?} are not the model's {names:?}"
         )));
     }
     let mut out_fields = Vec::new();
     let mut out_rows = Cells::default();
     let per_run = settings.rows_per_run.max(1);
-    for from in (0..table.rows.len()).step_by(per_run) {
-        let run = from..(from + per_run).min(table.rows.len());
+    for from in (0..rows.len()).step_by(per_run) {
+        let run = from..(from + per_run).min(rows.len());
         let scored = model
-            .features_of(&table.rows, run)
+            .features_of(&rows, run)
             .and_then(|features| model.run(&features))
             .map_err(|e| Blocked::Score(e.to_string()))?;
         out_fields = scored.fields;
@@ -312,8 +333,7 @@ pub fn reproduce(
     let range = row_offset as usize..(row_offset + row_count) as usize;
     let recorded = match blobs.get(&digest(&run.output_blob)?) {
         Ok(bytes) => Some(
-            serde_json::from_slice::<Table>(&bytes)
-                .map_err(|e| Blocked::Damaged(format!("the run's output is not a table: {e}")))?,
+            typed::read(&bytes).map_err(|e| Blocked::Damaged(format!("the run's output: {e}")))?,
         ),
         Err(BlobError::NotFound(_)) => {
             notes.push(
@@ -324,7 +344,7 @@ pub fn reproduce(
         Err(e) => return Err(Blocked::Damaged(e.to_string())),
     };
     let diff = match &recorded {
-        Some(t) => {
+        Some((fields, rows)) => {
             fn part<'a>(c: &'a Cells, range: &Range<usize>) -> Vec<Row<'a>> {
                 if range.end <= c.len() {
                     c.rows().skip(range.start).take(range.len()).collect()
@@ -333,8 +353,8 @@ pub fn reproduce(
                 }
             }
             Some(compare(
-                &t.fields,
-                &part(&t.rows, &range),
+                fields,
+                &part(rows, &range),
                 &part(&out_rows, &range),
             ))
         }

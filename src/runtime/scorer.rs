@@ -342,14 +342,26 @@ impl Model {
         })
     }
 
-    /// What the cell of schema column `column` in row `row` was parsed into, as the range
-    /// that cell's exact `f64` lies in (one point for a double input, the float's rounding
-    /// interval for a float input); None for other inputs and for missing or out-of-range
-    /// cells. Binning a run's cells for drift starts from it instead of parsing them again.
+    /// A run's input as stored and hashed: a typed table (`runtime::typed`) of exactly the
+    /// values the session was fed.
+    pub fn input_bytes(&self, features: &Features) -> Vec<u8> {
+        let fields: Vec<&str> = self.schema.iter().map(|c| c.name.as_str()).collect();
+        let inputs: Vec<(&str, &[usize], &Values)> = self
+            .inputs
+            .iter()
+            .zip(&features.values)
+            .map(|(i, v)| (i.name.as_str(), i.columns.as_slice(), v))
+            .collect();
+        super::typed::write(&fields, features.rows, &inputs)
+    }
+
+    /// The value the session was fed for the cell of schema column `column` in row `row`,
+    /// exactly (a float's as its double), when that column feeds a float or double input; None
+    /// otherwise. Drift bins a run's numbers from it instead of parsing them again.
     pub fn parsed<'a>(
         &'a self,
         features: &'a Features,
-    ) -> impl Fn(usize, usize) -> Option<(f64, f64)> + 'a {
+    ) -> impl Fn(usize, usize) -> Option<f64> + 'a {
         let mut at = vec![None; self.schema.len()];
         for (i, input) in self.inputs.iter().enumerate() {
             for (k, &c) in input.columns.iter().enumerate() {
@@ -362,8 +374,8 @@ impl Model {
             let (i, k, width) = (*at.get(column)?)?;
             let index = row * width + k;
             match features.values.get(i)? {
-                Values::F64(v) => v.get(index).filter(|x| x.is_finite()).map(|x| (*x, *x)),
-                Values::F32(v) => v.get(index).copied().and_then(rounding_range),
+                Values::F64(v) => v.get(index).copied(),
+                Values::F32(v) => v.get(index).map(|x| f64::from(*x)),
                 _ => None,
             }
         }
@@ -464,15 +476,6 @@ fn parse<T: std::str::FromStr>(
     })
 }
 
-/// The values whose nearest float is `x`, from one midpoint to its neighbour to the other
-/// (both exact in `f64`): so also every `f64` that a decimal parsed as `x` parses as. None
-/// for NaN and the infinities.
-pub(crate) fn rounding_range(x: f32) -> Option<(f64, f64)> {
-    let mid = |y: f32| (f64::from(x) + f64::from(y)) / 2.0;
-    x.is_finite()
-        .then(|| (mid(x.next_down()), mid(x.next_up())))
-}
-
 /// `str::trim`, without its Unicode scan for the usual cell that has nothing to trim.
 pub(crate) fn trim(cell: &str) -> &str {
     let bytes = cell.as_bytes();
@@ -527,7 +530,7 @@ impl Features {
 
 /// One input's cells, in its element type.
 #[derive(Debug, Clone)]
-enum Values {
+pub(super) enum Values {
     F32(Vec<f32>),
     F64(Vec<f64>),
     I32(Vec<i32>),
@@ -586,6 +589,135 @@ impl Values {
             Values::Str(v) => v.push(cell.to_string()),
         }
         Ok(())
+    }
+
+    /// The element type's name in a typed table (`runtime::typed`).
+    pub(super) fn type_name(&self) -> &'static str {
+        match self {
+            Values::F32(_) => "float32",
+            Values::F64(_) => "float64",
+            Values::I32(_) => "int32",
+            Values::I64(_) => "int64",
+            Values::Bool(_) => "bool",
+            Values::Str(_) => "string",
+        }
+    }
+
+    /// How many bytes `write_le` writes.
+    pub(super) fn byte_len(&self) -> usize {
+        match self {
+            Values::F32(v) => v.len() * 4,
+            Values::F64(v) => v.len() * 8,
+            Values::I32(v) => v.len() * 4,
+            Values::I64(v) => v.len() * 8,
+            Values::Bool(v) => v.len(),
+            Values::Str(v) => v.iter().map(|s| 4 + s.len()).sum(),
+        }
+    }
+
+    /// The values as a typed table stores them: little-endian numbers, a byte per Boolean,
+    /// and each string as its length (u32) and its UTF-8 bytes.
+    pub(super) fn write_le(&self, out: &mut Vec<u8>) {
+        match self {
+            Values::F32(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            Values::F64(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            Values::I32(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            Values::I64(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            Values::Bool(v) => out.extend(v.iter().map(|b| u8::from(*b))),
+            Values::Str(v) => v.iter().for_each(|s| {
+                out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+                out.extend_from_slice(s.as_bytes());
+            }),
+        }
+    }
+
+    /// Reads `n` values of type `name` written by `write_le` off the front of `body`.
+    pub(super) fn read_le(name: &str, n: usize, body: &mut &[u8]) -> Result<Values, String> {
+        fn fixed<const N: usize, T>(
+            n: usize,
+            body: &mut &[u8],
+            from: fn([u8; N]) -> T,
+        ) -> Result<Vec<T>, String> {
+            let bytes = n
+                .checked_mul(N)
+                .and_then(|len| body.split_at_checked(len))
+                .map(|(head, tail)| {
+                    *body = tail;
+                    head
+                })
+                .ok_or_else(|| format!("{n} values do not fit in the {} bytes left", body.len()))?;
+            Ok(bytes
+                .chunks_exact(N)
+                .map(|c| from(c.try_into().unwrap_or([0; N])))
+                .collect())
+        }
+        Ok(match name {
+            "float32" => Values::F32(fixed(n, body, f32::from_le_bytes)?),
+            "float64" => Values::F64(fixed(n, body, f64::from_le_bytes)?),
+            "int32" => Values::I32(fixed(n, body, i32::from_le_bytes)?),
+            "int64" => Values::I64(fixed(n, body, i64::from_le_bytes)?),
+            "bool" => Values::Bool(
+                fixed(n, body, |[b]: [u8; 1]| b)?
+                    .into_iter()
+                    .map(|b| match b {
+                        0 => Ok(false),
+                        1 => Ok(true),
+                        _ => Err(format!("{b} is not a Boolean byte")),
+                    })
+                    .collect::<Result<_, _>>()?,
+            ),
+            "string" => {
+                if n > body.len() / 4 {
+                    return Err(format!(
+                        "{n} strings do not fit in the {} bytes left",
+                        body.len()
+                    ));
+                }
+                let mut v = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let len = fixed(1, body, u32::from_le_bytes)?[0] as usize;
+                    let (text, tail) = body
+                        .split_at_checked(len)
+                        .ok_or_else(|| "a string is cut".to_string())?;
+                    *body = tail;
+                    let text = std::str::from_utf8(text).map_err(|e| e.to_string())?;
+                    v.push(text.to_string());
+                }
+                Values::Str(v)
+            }
+            other => return Err(format!("unknown element type {other:?}")),
+        })
+    }
+
+    /// Writes value `i` as a cell that the scorer parses back to the very same value: floats
+    /// as the shortest text of their exact value (a float's is its double's, so the drift
+    /// report reads it as the value the session had), and the few that text would not give
+    /// back exactly (negative zero, NaN's sign) spelled out.
+    pub(super) fn push_exact(&self, i: usize, cells: &mut Cells, floats: &mut ryu_js::Buffer) {
+        fn float(cells: &mut Cells, floats: &mut ryu_js::Buffer, x: f64) {
+            match (x.is_nan(), x == 0.0, x.is_sign_negative()) {
+                (true, _, false) => cells.push_cell("NaN"),
+                (true, _, true) => cells.push_cell("-NaN"),
+                (false, true, true) => cells.push_cell("-0"),
+                _ => cells.push_cell(floats.format(x)),
+            }
+        }
+        match self {
+            Values::F32(v) => float(cells, floats, f64::from(v[i])),
+            Values::F64(v) => float(cells, floats, v[i]),
+            Values::I32(v) => cells.push_display(v[i]),
+            Values::I64(v) => cells.push_display(v[i]),
+            Values::Bool(v) => cells.push_cell(if v[i] { "true" } else { "false" }),
+            Values::Str(v) => cells.push_cell(&v[i]),
+        }
     }
 
     fn append(&mut self, other: Values) {
@@ -990,14 +1122,34 @@ mod tests {
         let parsed = model.parsed(&features);
         for (r, row) in all.rows().enumerate() {
             for (c, cell) in row.iter().enumerate() {
-                let x: f64 = cell.parse().unwrap();
-                let (lo, hi) = parsed(c, r).unwrap();
-                assert!(lo < hi && (lo..=hi).contains(&x), "{cell} in {lo}..={hi}");
-                assert_eq!(rounding_range(cell.parse().unwrap()), Some((lo, hi)));
+                let x: f32 = cell.parse().unwrap();
+                assert_eq!(parsed(c, r), Some(f64::from(x)), "{cell}");
             }
         }
         assert_eq!(parsed(all.width(), 0), None);
         assert_eq!(parsed(0, all.len()), None);
+    }
+
+    #[test]
+    fn a_typed_input_reads_back_as_rows_the_model_reads_as_the_same_input() {
+        let (model, expected) = fixture_model("wine_classifier", "cultivar");
+        let mut all = rows(&expected["rows"]);
+        // A missing float, padded and long-winded cells: the stored values are what counts.
+        all[0][3] = "".into();
+        all[1][4] = " 100.000 ".into();
+        all[2][5] = "-0".into();
+        let features = model.features(&cells(&all)).unwrap();
+        let bytes = model.input_bytes(&features);
+        let (fields, back) = super::super::typed::read(&bytes).unwrap();
+        let names: Vec<&str> = model.schema().iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(fields, names);
+        assert_eq!(
+            (back.cell(0, 3), back.cell(1, 4), back.cell(2, 5)),
+            ("NaN", "100", "-0")
+        );
+        let again = model.input_bytes(&model.features(&back).unwrap());
+        assert_eq!(again, bytes);
+        assert_eq!(model.score(&back).unwrap(), model.run(&features).unwrap());
     }
 
     #[test]

@@ -232,20 +232,20 @@ fn table(
             ));
         }
     };
-    #[derive(serde::Deserialize)]
-    struct Table {
-        fields: Vec<String>,
-        rows: Vec<Value>,
-    }
-    let t: Table = serde_json::from_slice(&bytes).map_err(|e| {
+    let (fields, cells) = crate::runtime::typed::read(&bytes).map_err(|e| {
         error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "blob_unreadable",
-            format!("blob {hash} is not a table: {e}"),
+            format!("blob {hash}: {e}"),
         )
     })?;
-    let rows = t.rows.get(rows).map(<[Value]>::to_vec).unwrap_or_default();
-    Ok(Some((t.fields, Value::Array(rows))))
+    let rows = cells
+        .rows()
+        .skip(rows.start)
+        .take(rows.len())
+        .map(|row| Value::Array(row.iter().map(|c| Value::String(c.into())).collect()))
+        .collect();
+    Ok(Some((fields, Value::Array(rows))))
 }
 
 #[Object(name = "Prediction")]
@@ -293,7 +293,8 @@ impl PredictionNode {
     async fn version(&self) -> u32 {
         self.run.version
     }
-    /// blake3 of the run's whole input table (canonical JSON), hex.
+    /// blake3 of the run's whole input table (a typed table, or canonical JSON for runs
+    /// recorded before typed tables), hex.
     async fn input_hash(&self) -> &str {
         &self.run.input_blob
     }
