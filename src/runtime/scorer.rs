@@ -618,19 +618,14 @@ impl Values {
     /// The values as a typed table stores them: little-endian numbers, a byte per Boolean,
     /// and each string as its length (u32) and its UTF-8 bytes.
     pub(super) fn write_le(&self, out: &mut Vec<u8>) {
+        fn fixed<const N: usize, T: Copy>(out: &mut Vec<u8>, v: &[T], to: fn(T) -> [u8; N]) {
+            v.iter().for_each(|x| out.extend_from_slice(&to(*x)));
+        }
         match self {
-            Values::F32(v) => v
-                .iter()
-                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-            Values::F64(v) => v
-                .iter()
-                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-            Values::I32(v) => v
-                .iter()
-                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-            Values::I64(v) => v
-                .iter()
-                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            Values::F32(v) => fixed(out, v, f32::to_le_bytes),
+            Values::F64(v) => fixed(out, v, f64::to_le_bytes),
+            Values::I32(v) => fixed(out, v, i32::to_le_bytes),
+            Values::I64(v) => fixed(out, v, i64::to_le_bytes),
             Values::Bool(v) => out.extend(v.iter().map(|b| u8::from(*b))),
             Values::Str(v) => v.iter().for_each(|s| {
                 out.extend_from_slice(&(s.len() as u32).to_le_bytes());
