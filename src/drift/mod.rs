@@ -18,6 +18,7 @@ pub use crate::domain::reference::Method;
 use crate::domain::reference::{ColumnProfile, DriftThresholds, Summary, ValueCount};
 use crate::domain::schema::ColumnType;
 use crate::runtime::cells::Cells;
+use crate::runtime::scorer::Seen;
 
 /// Reference data of at most this many rows is judged by statistical tests (p-values),
 /// larger by distances (Evidently's rule).
@@ -373,14 +374,14 @@ fn reference_bins(profile: &ColumnProfile) -> Vec<u64> {
 /// A column's `rows` cells counted in its profile's PSI bins, read as `Gather::push` reads
 /// them (empty, NaN and infinite cells are missing; so is a cell of a numeric column that
 /// does not parse, as the drift report counts it): the bin counts and the missing cells.
-/// `parsed(row)` is the value the session was fed for the cell, when the scorer knows it
-/// (see `Model::parsed`): a run's numbers are binned as the model saw them, which is how the
-/// drift report reads them back from the run's typed table.
+/// `parsed(row)` is what the session was fed for the cell, when the scorer knows it (see
+/// `Model::parsed`): a run's cells are binned as the model saw them, which is how the drift
+/// report reads them back from the run's typed table.
 pub fn bin_cells<'a>(
     profile: &ColumnProfile,
     rows: usize,
     cell: impl Fn(usize) -> &'a str,
-    parsed: impl Fn(usize) -> Option<f64>,
+    parsed: impl Fn(usize) -> Option<Seen>,
 ) -> (Vec<u64>, u64) {
     let mut counts = vec![0u64; bin_count(profile)];
     let mut missing = 0u64;
@@ -392,8 +393,10 @@ pub fn bin_cells<'a>(
         Summary::Numeric { edges, counts, .. } => {
             let cuts = cuts(edges, counts.len());
             for r in 0..rows {
-                let x =
-                    parsed(r).or_else(|| crate::runtime::scorer::trim(cell(r)).parse::<f64>().ok());
+                let x = match parsed(r) {
+                    Some(Seen::Number(x)) => Some(x),
+                    _ => crate::runtime::scorer::trim(cell(r)).parse::<f64>().ok(),
+                };
                 count(
                     x.filter(|x| x.is_finite())
                         .map(|x| cuts.partition_point(|c| *c <= x + 0.0)),
@@ -402,7 +405,10 @@ pub fn bin_cells<'a>(
         }
         Summary::Categorical { top, .. } => {
             for r in 0..rows {
-                let cell = cell(r);
+                let cell = match parsed(r) {
+                    Some(Seen::Text(t)) => t,
+                    _ => cell(r),
+                };
                 count((!cell.is_empty()).then(|| {
                     top.iter()
                         .position(|t| t.value == cell)
@@ -422,7 +428,7 @@ pub fn sketch(
     profiles: &[ColumnProfile],
     fields: &[&str],
     rows: &Cells,
-    parsed: impl Fn(usize, usize) -> Option<f64>,
+    parsed: impl Fn(usize, usize) -> Option<Seen>,
 ) -> RunProfile {
     let columns = profiles
         .iter()
@@ -822,14 +828,40 @@ mod tests {
             .collect();
         let n = floats.len();
         let read_back = bin_cells(&p, n, |r| &text[r], |_| None);
-        let had = bin_cells(&p, n, |_| "not read", |r| Some(f64::from(floats[r])));
+        let had = bin_cells(
+            &p,
+            n,
+            |_| "not read",
+            |r| Some(Seen::Number(f64::from(floats[r]))),
+        );
         assert_eq!(had, read_back);
         assert_eq!(had.1, 3, "NaN and the infinities are missing");
         // A cell the scorer does not know is read from its text.
         assert_eq!(
             bin_cells(&p, 1, |_| "0.1", |_| None).0,
-            bin_cells(&p, 1, |_| "", |_| Some(0.1)).0
+            bin_cells(&p, 1, |_| "", |_| Some(Seen::Number(0.1))).0
         );
+    }
+
+    #[test]
+    fn booleans_are_binned_as_read_back_not_as_sent() {
+        let reference: Vec<&str> = (0..50).map(|i| ["true", "false"][i % 3 / 2]).collect();
+        let p = profile(
+            "b",
+            &Sample::read(Kind::Categorical, reference.iter().copied()).unwrap(),
+        )
+        .unwrap();
+        let sent = ["1", "0", "TRUE", "true"];
+        let had = [true, false, true, true];
+        let read_back = bin_cells(&p, 4, |r| ["true", "false"][usize::from(!had[r])], |_| None);
+        let binned = bin_cells(
+            &p,
+            4,
+            |r| sent[r],
+            |r| Some(Seen::Text(["true", "false"][usize::from(!had[r])])),
+        );
+        assert_eq!(binned, read_back);
+        assert_ne!(bin_cells(&p, 4, |r| sent[r], |_| None), read_back);
     }
 
     #[test]

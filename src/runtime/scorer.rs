@@ -355,13 +355,13 @@ impl Model {
         super::typed::write(&fields, features.rows, &inputs)
     }
 
-    /// The value the session was fed for the cell of schema column `column` in row `row`,
-    /// exactly (a float's as its double), when that column feeds a float or double input; None
-    /// otherwise. Drift bins a run's numbers from it instead of parsing them again.
+    /// What the session was fed for the cell of schema column `column` in row `row`, when
+    /// that column feeds a number or Boolean input; None otherwise. Drift bins a run's cells
+    /// from it, as the drift report reads them back from the run's typed table.
     pub fn parsed<'a>(
         &'a self,
         features: &'a Features,
-    ) -> impl Fn(usize, usize) -> Option<f64> + 'a {
+    ) -> impl Fn(usize, usize) -> Option<Seen> + 'a {
         let mut at = vec![None; self.schema.len()];
         for (i, input) in self.inputs.iter().enumerate() {
             for (k, &c) in input.columns.iter().enumerate() {
@@ -373,10 +373,14 @@ impl Model {
         move |column, row| {
             let (i, k, width) = (*at.get(column)?)?;
             let index = row * width + k;
+            let number = |x: f64| Some(Seen::Number(x));
             match features.values.get(i)? {
-                Values::F64(v) => v.get(index).copied(),
-                Values::F32(v) => v.get(index).map(|x| f64::from(*x)),
-                _ => None,
+                Values::F64(v) => number(*v.get(index)?),
+                Values::F32(v) => number(f64::from(*v.get(index)?)),
+                Values::I32(v) => number(f64::from(*v.get(index)?)),
+                Values::I64(v) => number(*v.get(index)? as f64),
+                Values::Bool(v) => Some(Seen::Text(bool_text(*v.get(index)?))),
+                Values::Str(_) => None,
             }
         }
     }
@@ -474,6 +478,18 @@ fn parse<T: std::str::FromStr>(
             column.column_type, column.name
         ))
     })
+}
+
+/// A cell as the session had it (`Model::parsed`): a number's exact value (a float's as its
+/// double), or a Boolean's text as a typed table reads back.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Seen {
+    Number(f64),
+    Text(&'static str),
+}
+
+fn bool_text(b: bool) -> &'static str {
+    if b { "true" } else { "false" }
 }
 
 /// `str::trim`, without its Unicode scan for the usual cell that has nothing to trim.
@@ -710,7 +726,7 @@ impl Values {
             Values::F64(v) => float(cells, floats, v[i]),
             Values::I32(v) => cells.push_display(v[i]),
             Values::I64(v) => cells.push_display(v[i]),
-            Values::Bool(v) => cells.push_cell(if v[i] { "true" } else { "false" }),
+            Values::Bool(v) => cells.push_cell(bool_text(v[i])),
             Values::Str(v) => cells.push_cell(&v[i]),
         }
     }
@@ -1118,7 +1134,7 @@ mod tests {
         for (r, row) in all.rows().enumerate() {
             for (c, cell) in row.iter().enumerate() {
                 let x: f32 = cell.parse().unwrap();
-                assert_eq!(parsed(c, r), Some(f64::from(x)), "{cell}");
+                assert_eq!(parsed(c, r), Some(Seen::Number(f64::from(x))), "{cell}");
             }
         }
         assert_eq!(parsed(all.width(), 0), None);
