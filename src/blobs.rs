@@ -51,10 +51,10 @@ pub struct BlobStore {
 /// long). Hashes are of the uncompressed bytes, so no level changes a record.
 const LEVEL: i32 = 1;
 
-/// Runs' tables are compressed on the request path, at zstd's fast level −3 with its literals
-/// still Huffman-coded (negative levels leave them raw by default, which saved only a fifth
-/// of number text's bytes). On tables of 1000 rows of distinct numbers, timed alone
-/// against level 1: full-precision floats (267 KB) 1.6× faster (0.54 against 0.86 ms) to
+/// Runs' tables (typed inputs, canonical JSON outputs) are compressed on the request path, at
+/// zstd's fast level −3 with its literals still Huffman-coded (negative levels leave them raw
+/// by default, which saved only a fifth of number text's bytes). On canonical JSON tables of
+/// 1000 rows of distinct numbers (inputs were stored so then), timed alone against level 1: full-precision floats (267 KB) 1.6× faster (0.54 against 0.86 ms) to
 /// 0.454 of the input against 0.450; four decimals 1.3× faster, 0.408 against 0.394;
 /// repeated values 1.1×, 0.084 against 0.081. Artifacts keep level 1: −3 saved them little
 /// time and left them 4–16% larger.

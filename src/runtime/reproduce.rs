@@ -209,10 +209,8 @@ fn input_bytes(
     resubmitted: Option<&serde_json::Value>,
 ) -> Result<(Vec<u8>, &'static str, bool), Blocked> {
     if let Some(value) = resubmitted {
-        let bytes = crate::log::canonical::to_vec(value).map_err(|e| Blocked::InputMismatch {
-            expected: run.input_blob.clone(),
-            got: format!("(not canonicalizable: {e})"),
-        })?;
+        let bytes = crate::log::canonical::to_vec(value)
+            .map_err(|e| mismatch(run, format!("(not canonicalizable: {e})")))?;
         let known = blake3::hash(&bytes).to_hex().as_str() == run.input_blob;
         return Ok((bytes, "resubmitted", known));
     }
@@ -225,29 +223,28 @@ fn input_bytes(
     }
 }
 
-/// Whether resubmitted rows, as `model` reads them, are the run's typed input.
+fn mismatch(run: &InferenceRunRecorded, got: String) -> Blocked {
+    Blocked::InputMismatch {
+        expected: run.input_blob.clone(),
+        got,
+    }
+}
+
+/// Whether resubmitted rows, in the model's fields, are the run's typed input as `model`
+/// reads them.
 fn resubmitted_is_the_input(
     model: &Model,
     run: &InferenceRunRecorded,
-    fields: &[String],
     rows: &Cells,
 ) -> Result<(), Blocked> {
-    let mismatch = |got: String| Blocked::InputMismatch {
-        expected: run.input_blob.clone(),
-        got,
-    };
-    let names = model.schema().iter().map(|c| c.name.as_str());
-    if !fields.iter().map(String::as_str).eq(names) {
-        return Err(mismatch("(its fields are not the model's)".into()));
-    }
     let features = model
         .features(rows)
-        .map_err(|e| mismatch(format!("(not the model's input: {e})")))?;
+        .map_err(|e| mismatch(run, format!("(not the model's input: {e})")))?;
     let got = blake3::hash(&model.input_bytes(&features))
         .to_hex()
         .to_string();
     if got != run.input_blob {
-        return Err(mismatch(got));
+        return Err(mismatch(run, got));
     }
     Ok(())
 }
@@ -303,14 +300,18 @@ pub fn reproduce(
     let (fields, rows) =
         typed::read(&input).map_err(|e| Blocked::Damaged(format!("the run's input: {e}")))?;
     let model = model(&settings)?;
-    if !known {
-        resubmitted_is_the_input(&model, run, &fields, &rows)?;
-    }
     let names: Vec<&str> = model.schema().iter().map(|c| c.name.as_str()).collect();
     if fields != names {
-        return Err(Blocked::Damaged(format!(
-            "the run's input fields {fields:?} are not the model's {names:?}"
-        )));
+        return Err(if known {
+            Blocked::Damaged(format!(
+                "the run's input fields {fields:?} are not the model's {names:?}"
+            ))
+        } else {
+            mismatch(run, "(its fields are not the model's)".into())
+        });
+    }
+    if !known {
+        resubmitted_is_the_input(&model, run, &rows)?;
     }
     let mut out_fields = Vec::new();
     let mut out_rows = Cells::default();

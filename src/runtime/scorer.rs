@@ -694,9 +694,11 @@ impl Values {
                 }
                 let mut v = Vec::with_capacity(n);
                 for _ in 0..n {
-                    let len = fixed(1, body, u32::from_le_bytes)?[0] as usize;
-                    let (text, tail) = body
-                        .split_at_checked(len)
+                    let (len, rest) = body
+                        .split_first_chunk::<4>()
+                        .ok_or_else(|| "a string's length is cut".to_string())?;
+                    let (text, tail) = rest
+                        .split_at_checked(u32::from_le_bytes(*len) as usize)
                         .ok_or_else(|| "a string is cut".to_string())?;
                     *body = tail;
                     let text = std::str::from_utf8(text).map_err(|e| e.to_string())?;
@@ -827,7 +829,7 @@ impl<'a> Returned<'a> {
             Returned::F64(v) => cells.push_cell(floats.format(v[i])),
             Returned::I64(v) => cells.push_display(v[i]),
             Returned::I32(v) => cells.push_display(v[i]),
-            Returned::Bool(v) => cells.push_cell(if v[i] { "true" } else { "false" }),
+            Returned::Bool(v) => cells.push_cell(bool_text(v[i])),
             Returned::Str(v) => cells.push_cell(&v[i]),
         }
     }

@@ -70,25 +70,25 @@ pub(super) fn write(fields: &[&str], rows: usize, inputs: &[(&str, &[usize], &Va
 /// A stored table's fields and rows: a typed table's cells as text that parses back to the
 /// values it holds, or a canonical JSON table's as they are.
 pub fn read(bytes: &[u8]) -> Result<(Vec<String>, Cells), BadTable> {
-    let bad = |what: String| BadTable(what);
     let Some(rest) = bytes.strip_prefix(MAGIC) else {
         #[derive(Deserialize)]
         struct Json {
             fields: Vec<String>,
             rows: Cells,
         }
-        let t: Json = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
+        let t: Json = serde_json::from_slice(bytes).map_err(|e| BadTable(e.to_string()))?;
         return Ok((t.fields, t.rows));
     };
     let (len, rest) = rest
         .split_first_chunk::<4>()
-        .ok_or_else(|| bad("the header's length is cut".into()))?;
+        .ok_or_else(|| BadTable("the header's length is cut".into()))?;
     let len = u32::from_le_bytes(*len) as usize;
     let (header, mut body) = rest
         .split_at_checked(len)
-        .ok_or_else(|| bad("the header is cut".into()))?;
-    let header: Header = serde_json::from_slice(header).map_err(|e| bad(format!("header: {e}")))?;
-    let rows = usize::try_from(header.rows).map_err(|_| bad("too many rows".into()))?;
+        .ok_or_else(|| BadTable("the header is cut".into()))?;
+    let header: Header =
+        serde_json::from_slice(header).map_err(|e| BadTable(format!("header: {e}")))?;
+    let rows = usize::try_from(header.rows).map_err(|_| BadTable("too many rows".into()))?;
     // Where each field's cells lie: (input, position in its row, the input's width).
     let mut at = vec![None; header.fields.len()];
     let mut values = Vec::with_capacity(header.inputs.len());
@@ -98,7 +98,7 @@ pub fn read(bytes: &[u8]) -> Result<(Vec<String>, Cells), BadTable> {
             match at.get_mut(c) {
                 Some(slot @ None) => *slot = Some((i, k, width)),
                 _ => {
-                    return Err(bad(format!(
+                    return Err(BadTable(format!(
                         "input {:?} names column {c} again or out of range",
                         input.name
                     )));
@@ -107,19 +107,22 @@ pub fn read(bytes: &[u8]) -> Result<(Vec<String>, Cells), BadTable> {
         }
         let n = rows
             .checked_mul(width)
-            .ok_or_else(|| bad("too many values".into()))?;
+            .ok_or_else(|| BadTable("too many values".into()))?;
         values.push(
             Values::read_le(&input.element, n, &mut body)
-                .map_err(|e| bad(format!("input {:?}: {e}", input.name)))?,
+                .map_err(|e| BadTable(format!("input {:?}: {e}", input.name)))?,
         );
     }
     if !body.is_empty() {
-        return Err(bad(format!("{} bytes after the last input", body.len())));
+        return Err(BadTable(format!(
+            "{} bytes after the last input",
+            body.len()
+        )));
     }
     let at: Vec<(usize, usize, usize)> = at
         .into_iter()
         .collect::<Option<_>>()
-        .ok_or_else(|| bad("a field is in no input".into()))?;
+        .ok_or_else(|| BadTable("a field is in no input".into()))?;
     let mut cells = Cells::with_capacity(at.len(), rows, rows * at.len() * 10);
     let mut floats = ryu_js::Buffer::new();
     for r in 0..rows {
